@@ -1,0 +1,797 @@
+//! The configuration: one TOML file, read once, validated once.
+//!
+//! The pipeline is `stadttor.toml → raw::File (serde, deny_unknown_fields)
+//! → Config (validated, typed, paths resolved)`. Parsing stops at the first
+//! syntax or type error (serde cannot go on), and names the file, the key
+//! path and the line. Validation then checks every table and reports **every**
+//! problem at once, each as `file: key: reason`.
+//!
+//! Relative paths in the file are resolved against the file's directory, so
+//! a config and its certificates can be moved together.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stadttor_hsm::KeyRef;
+
+/// A configuration problem: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// The key path, e.g. `routes[2].upstream`.
+    pub key: String,
+    /// What is wrong and, where possible, how to fix it.
+    pub reason: String,
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file the problems are in.
+    pub file: PathBuf,
+    /// Every problem, in file order.
+    pub issues: Vec<Issue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.issues.len();
+        write!(
+            f,
+            "{}: {n} error{} in configuration",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for issue in &self.issues {
+            write!(
+                f,
+                "\n  {}: key `{}`: {}",
+                self.file.display(),
+                issue.key,
+                issue.reason
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Raw serde structures, exactly as written in the file. Each key is
+/// documented for operators in `docs/CONFIGURATION.md`.
+#[allow(missing_docs)]
+pub mod raw {
+    use super::*;
+    use serde::Deserialize;
+
+    /// The whole file.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        #[serde(default)]
+        pub server: Server,
+        #[serde(default)]
+        pub keys: Keys,
+        pub admin: Option<Admin>,
+        #[serde(default)]
+        pub listeners: Vec<Listener>,
+        #[serde(default)]
+        pub upstreams: Vec<Upstream>,
+        #[serde(default)]
+        pub routes: Vec<Route>,
+    }
+
+    /// `[server]`: process-wide limits and behaviour.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Server {
+        pub max_connections: usize,
+        pub max_connections_per_ip: usize,
+        #[serde(with = "humantime_serde")]
+        pub header_read_timeout: Duration,
+        pub max_header_bytes: ByteSize,
+        #[serde(with = "humantime_serde")]
+        pub drain_timeout: Duration,
+        pub identity_header_prefix: String,
+        pub log_format: LogFormat,
+        pub access_log: bool,
+        pub h2_max_concurrent_streams: u32,
+    }
+
+    impl Default for Server {
+        fn default() -> Self {
+            Self {
+                max_connections: 10_000,
+                max_connections_per_ip: 256,
+                header_read_timeout: Duration::from_secs(10),
+                max_header_bytes: ByteSize(16 * 1024),
+                drain_timeout: Duration::from_secs(30),
+                identity_header_prefix: "x-stadttor-".into(),
+                log_format: LogFormat::Text,
+                access_log: true,
+                h2_max_concurrent_streams: 128,
+            }
+        }
+    }
+
+    /// `[keys]`: where the key store finds hardware.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Keys {
+        pub tpm_tcti: Option<String>,
+        pub pkcs11_module: Option<PathBuf>,
+        pub pkcs11_pin_file: Option<PathBuf>,
+    }
+
+    /// `[admin]`: metrics and health, never exposed on a public listener.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Admin {
+        pub listen: SocketAddr,
+    }
+
+    /// `[[listeners]]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Listener {
+        pub name: String,
+        pub listen: SocketAddr,
+        pub tls: Tls,
+    }
+
+    /// `[listeners.tls]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tls {
+        #[serde(default)]
+        pub certificates: Vec<Certificate>,
+        pub client_auth: Option<ClientAuth>,
+        #[serde(default)]
+        pub allow_x25519: bool,
+        #[serde(default = "default_true")]
+        pub session_tickets: bool,
+    }
+
+    /// `[[listeners.tls.certificates]]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Certificate {
+        pub chain: PathBuf,
+        pub key: String,
+        #[serde(default)]
+        pub server_names: Vec<String>,
+    }
+
+    /// `[listeners.tls.client_auth]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClientAuth {
+        pub ca: PathBuf,
+        #[serde(default)]
+        pub mode: ClientAuthMode,
+    }
+
+    /// `[[upstreams]]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Upstream {
+        pub name: String,
+        pub addresses: Vec<String>,
+        pub tls: Option<UpstreamTls>,
+        #[serde(default = "default_eject_after")]
+        pub eject_after_failures: u32,
+        #[serde(default = "default_eject_for", with = "humantime_serde")]
+        pub eject_for: Duration,
+        #[serde(default = "default_pool_idle", with = "humantime_serde")]
+        pub pool_idle_timeout: Duration,
+    }
+
+    /// `[upstreams.tls]`: speak HTTPS to the upstream.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct UpstreamTls {
+        pub ca: PathBuf,
+        pub server_name: Option<String>,
+        pub client_chain: Option<PathBuf>,
+        pub client_key: Option<String>,
+    }
+
+    /// `[[routes]]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Route {
+        pub name: String,
+        pub upstream: String,
+        #[serde(default)]
+        pub listeners: Vec<String>,
+        pub host: Option<String>,
+        #[serde(default = "default_prefix")]
+        pub path_prefix: String,
+        #[serde(default)]
+        pub strip_prefix: bool,
+        #[serde(default = "default_body")]
+        pub max_request_body: ByteSize,
+        #[serde(default)]
+        pub websocket: bool,
+        #[serde(default)]
+        pub forward_client_cert: bool,
+        #[serde(default)]
+        pub timeouts: Timeouts,
+        #[serde(default)]
+        pub response_headers: BTreeMap<String, String>,
+    }
+
+    /// `[routes.timeouts]`.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Timeouts {
+        #[serde(with = "humantime_serde")]
+        pub connect: Duration,
+        #[serde(with = "humantime_serde")]
+        pub response_header: Duration,
+        #[serde(with = "humantime_serde")]
+        pub idle: Duration,
+        #[serde(with = "humantime_serde")]
+        pub total: Duration,
+    }
+
+    impl Default for Timeouts {
+        fn default() -> Self {
+            Self {
+                connect: Duration::from_secs(5),
+                response_header: Duration::from_secs(60),
+                idle: Duration::from_secs(60),
+                total: Duration::from_secs(600),
+            }
+        }
+    }
+
+    fn default_true() -> bool {
+        true
+    }
+    fn default_eject_after() -> u32 {
+        3
+    }
+    fn default_eject_for() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_pool_idle() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_prefix() -> String {
+        "/".into()
+    }
+    fn default_body() -> ByteSize {
+        ByteSize(10 * 1024 * 1024)
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Whether a client certificate is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// Clients without a certificate are refused during the handshake.
+    #[default]
+    Required,
+    /// A certificate is verified if sent; clients without one are admitted.
+    Optional,
+}
+
+/// A byte count, written as an integer or with a unit (`16KiB`, `10MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            N(u64),
+            S(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::N(n) => Ok(Self(n)),
+            Repr::S(s) => parse_size(&s).map(Self).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size `{s}`: use an integer of bytes or a number with B, KiB, MiB or GiB"
+                ))
+            }),
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mul = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1024,
+        "MiB" | "M" => 1024 * 1024,
+        "GiB" | "G" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mul)
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Process-wide settings.
+    pub server: Server,
+    /// Key store settings.
+    pub keys: stadttor_hsm::KeyStoreConfig,
+    /// The admin listener, if any.
+    pub admin: Option<SocketAddr>,
+    /// Public listeners.
+    pub listeners: Vec<Listener>,
+    /// Upstream pools.
+    pub upstreams: Vec<Upstream>,
+    /// Routes in match order.
+    pub routes: Vec<Route>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Connections served at once; more are refused at accept.
+    pub max_connections: usize,
+    /// Connections per client IP address.
+    pub max_connections_per_ip: usize,
+    /// Time to complete the TLS handshake, and to read each request head;
+    /// it also bounds how long a kept-alive HTTP/1.1 connection may idle.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// Client headers starting with this (lowercase) are always removed.
+    pub identity_header_prefix: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// One log line per request.
+    pub access_log: bool,
+    /// HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+}
+
+/// A public TLS listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Its name, used by routes and in metrics.
+    pub name: String,
+    /// The socket address to bind.
+    pub listen: SocketAddr,
+    /// TLS settings.
+    pub tls: Tls,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Certificates; the first without server names is the default.
+    pub certificates: Vec<Certificate>,
+    /// Client certificate verification.
+    pub client_auth: Option<ClientAuth>,
+    /// Offer X25519 in addition to the BSI groups P-256 and P-384.
+    pub allow_x25519: bool,
+    /// Stateless, rotating session tickets for resumption.
+    pub session_tickets: bool,
+}
+
+/// One certificate chain and its key.
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    /// PEM chain, leaf first.
+    pub chain: PathBuf,
+    /// The key reference.
+    pub key: KeyRef,
+    /// SNI names (lowercase; `*.` wildcards allowed). Empty: default.
+    pub server_names: Vec<String>,
+    /// Key path in the file, for messages (`listeners[0].tls.certificates[1]`).
+    pub origin: String,
+}
+
+/// Client certificate verification.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// PEM bundle of accepted CAs.
+    pub ca: PathBuf,
+    /// Required or optional.
+    pub mode: ClientAuthMode,
+}
+
+/// An upstream pool.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Its name.
+    pub name: String,
+    /// `host:port` addresses, round-robin.
+    pub addresses: Vec<String>,
+    /// HTTPS to the upstream.
+    pub tls: Option<UpstreamTls>,
+    /// Consecutive failures before an address is ejected.
+    pub eject_after_failures: u32,
+    /// How long an ejected address rests.
+    pub eject_for: Duration,
+    /// How long idle pooled connections are kept.
+    pub pool_idle_timeout: Duration,
+}
+
+/// HTTPS settings towards an upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// CA bundle that verifies the upstream.
+    pub ca: PathBuf,
+    /// Name to verify (default: the address host).
+    pub server_name: Option<String>,
+    /// Client certificate for mTLS to the upstream.
+    pub client_cert: Option<(PathBuf, KeyRef)>,
+}
+
+/// A route: which requests go to which upstream, and how.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Its name, used in logs and metrics.
+    pub name: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Listener names it applies to (empty: all).
+    pub listeners: Vec<String>,
+    /// Host to match (lowercase; `*.` wildcard), or any.
+    pub host: Option<String>,
+    /// Path prefix to match.
+    pub path_prefix: String,
+    /// Remove the prefix before forwarding.
+    pub strip_prefix: bool,
+    /// Largest request body.
+    pub max_request_body: u64,
+    /// Allow WebSocket upgrades.
+    pub websocket: bool,
+    /// Forward the verified client certificate subject as an identity header.
+    pub forward_client_cert: bool,
+    /// Timeouts.
+    pub timeouts: raw::Timeouts,
+    /// Response header overrides (lowercase names; empty value removes).
+    pub response_headers: BTreeMap<String, String>,
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let fail = |key: &str, reason: String| ConfigError {
+        file: path.to_owned(),
+        issues: vec![Issue {
+            key: key.to_owned(),
+            reason,
+        }],
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail("(file)", format!("cannot read the file: {e}")))?;
+    parse(path, &text)
+}
+
+/// Parses and validates configuration text; `path` names it in errors and
+/// anchors relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    let raw: raw::File = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let mut reason = inner.message().to_owned();
+        if let Some(span) = inner.span() {
+            let line = text[..span.start.min(text.len())].lines().count().max(1);
+            reason = format!("{reason} (line {line})");
+        }
+        ConfigError {
+            file: path.to_owned(),
+            issues: vec![Issue {
+                key: if key == "." { "(top level)".into() } else { key },
+                reason,
+            }],
+        }
+    })?;
+    validate(path, raw)
+}
+
+fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
+    let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+    let abs = |p: &Path| -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
+    let mut issues = Vec::new();
+    let mut issue = |key: String, reason: String| issues.push(Issue { key, reason });
+    let key_ref = |s: &str, issue: &mut dyn FnMut(String, String), key: String| -> KeyRef {
+        match s.parse::<KeyRef>() {
+            Ok(KeyRef::File(p)) => KeyRef::File(abs(&p)),
+            Ok(k) => k,
+            Err(e) => {
+                issue(key, e.to_string());
+                KeyRef::File(PathBuf::new())
+            }
+        }
+    };
+
+    let s = &raw.server;
+    if s.max_connections == 0 {
+        issue(
+            "server.max_connections".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if s.max_connections_per_ip == 0 {
+        issue(
+            "server.max_connections_per_ip".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if s.header_read_timeout.is_zero() {
+        issue(
+            "server.header_read_timeout".into(),
+            "must be positive (it defends against slowloris)".into(),
+        );
+    }
+    if s.max_header_bytes.0 < 1024 || s.max_header_bytes.0 > 1024 * 1024 {
+        issue(
+            "server.max_header_bytes".into(),
+            "must be between 1KiB and 1MiB".into(),
+        );
+    }
+    let prefix = s.identity_header_prefix.to_ascii_lowercase();
+    if prefix.len() < 3 || http::HeaderName::from_bytes(prefix.as_bytes()).is_err() {
+        issue(
+            "server.identity_header_prefix".into(),
+            "must be a header-name prefix of at least 3 characters, e.g. `x-stadttor-`".into(),
+        );
+    }
+
+    if raw.listeners.is_empty() {
+        issue(
+            "listeners".into(),
+            "at least one `[[listeners]]` table is needed".into(),
+        );
+    }
+    let mut listener_names = HashSet::new();
+    let mut listener_addrs = HashSet::new();
+    let mut listeners = Vec::new();
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let k = format!("listeners[{i}]");
+        if l.name.is_empty() || !listener_names.insert(l.name.clone()) {
+            issue(format!("{k}.name"), format!("`{}` is empty or used twice", l.name));
+        }
+        if l.listen.port() != 0 && !listener_addrs.insert(l.listen) {
+            issue(format!("{k}.listen"), format!("{} is bound twice", l.listen));
+        }
+        if l.tls.certificates.is_empty() {
+            issue(
+                format!("{k}.tls.certificates"),
+                "at least one certificate is needed".into(),
+            );
+        }
+        let mut certificates = Vec::new();
+        for (j, c) in l.tls.certificates.iter().enumerate() {
+            let ck = format!("{k}.tls.certificates[{j}]");
+            let key = key_ref(&c.key, &mut issue, format!("{ck}.key"));
+            let mut names = Vec::new();
+            for n in &c.server_names {
+                let n = n.to_ascii_lowercase();
+                let bare = n.strip_prefix("*.").unwrap_or(&n);
+                if bare.is_empty() || bare.contains('*') || bare.contains('/') {
+                    issue(
+                        format!("{ck}.server_names"),
+                        format!("`{n}` is not a DNS name or `*.` wildcard"),
+                    );
+                }
+                names.push(n);
+            }
+            certificates.push(Certificate {
+                chain: abs(&c.chain),
+                key,
+                server_names: names,
+                origin: ck,
+            });
+        }
+        listeners.push(Listener {
+            name: l.name.clone(),
+            listen: l.listen,
+            tls: Tls {
+                certificates,
+                client_auth: l.tls.client_auth.as_ref().map(|c| ClientAuth {
+                    ca: abs(&c.ca),
+                    mode: c.mode,
+                }),
+                allow_x25519: l.tls.allow_x25519,
+                session_tickets: l.tls.session_tickets,
+            },
+        });
+    }
+
+    let mut upstream_names = BTreeMap::new();
+    let mut upstreams = Vec::new();
+    for (i, u) in raw.upstreams.iter().enumerate() {
+        let k = format!("upstreams[{i}]");
+        if u.name.is_empty() || upstream_names.insert(u.name.clone(), i).is_some() {
+            issue(format!("{k}.name"), format!("`{}` is empty or used twice", u.name));
+        }
+        if u.addresses.is_empty() {
+            issue(format!("{k}.addresses"), "at least one address is needed".into());
+        }
+        for a in &u.addresses {
+            let ok = a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+            if !ok || a.contains('/') {
+                issue(
+                    format!("{k}.addresses"),
+                    format!("`{a}` is not `host:port` (no scheme, no path)"),
+                );
+            }
+        }
+        if u.eject_after_failures == 0 {
+            issue(
+                format!("{k}.eject_after_failures"),
+                "must be at least 1".into(),
+            );
+        }
+        let tls = u.tls.as_ref().map(|t| {
+            let client_cert = match (&t.client_chain, &t.client_key) {
+                (Some(c), Some(kk)) => Some((
+                    abs(c),
+                    key_ref(kk, &mut issue, format!("{k}.tls.client_key")),
+                )),
+                (None, None) => None,
+                _ => {
+                    issue(
+                        format!("{k}.tls"),
+                        "client_chain and client_key must be given together".into(),
+                    );
+                    None
+                }
+            };
+            UpstreamTls {
+                ca: abs(&t.ca),
+                server_name: t.server_name.clone(),
+                client_cert,
+            }
+        });
+        upstreams.push(Upstream {
+            name: u.name.clone(),
+            addresses: u.addresses.clone(),
+            tls,
+            eject_after_failures: u.eject_after_failures,
+            eject_for: u.eject_for,
+            pool_idle_timeout: u.pool_idle_timeout,
+        });
+    }
+
+    let mut route_names = HashSet::new();
+    let mut routes = Vec::new();
+    if raw.routes.is_empty() {
+        issue("routes".into(), "at least one `[[routes]]` table is needed".into());
+    }
+    for (i, r) in raw.routes.iter().enumerate() {
+        let k = format!("routes[{i}]");
+        if r.name.is_empty() || !route_names.insert(r.name.clone()) {
+            issue(format!("{k}.name"), format!("`{}` is empty or used twice", r.name));
+        }
+        let upstream = match upstream_names.get(&r.upstream) {
+            Some(i) => *i,
+            None => {
+                issue(
+                    format!("{k}.upstream"),
+                    format!(
+                        "no upstream named `{}`; defined are: {}",
+                        r.upstream,
+                        upstream_names.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                0
+            }
+        };
+        for l in &r.listeners {
+            if !listener_names.contains(l) {
+                issue(format!("{k}.listeners"), format!("no listener named `{l}`"));
+            }
+        }
+        if !r.path_prefix.starts_with('/') {
+            issue(
+                format!("{k}.path_prefix"),
+                format!("`{}` must start with `/`", r.path_prefix),
+            );
+        }
+        let t = &r.timeouts;
+        for (name, d) in [
+            ("connect", t.connect),
+            ("response_header", t.response_header),
+            ("idle", t.idle),
+            ("total", t.total),
+        ] {
+            if d.is_zero() {
+                issue(format!("{k}.timeouts.{name}"), "must be positive".into());
+            }
+        }
+        let mut response_headers = BTreeMap::new();
+        for (name, value) in &r.response_headers {
+            let lname = name.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(lname.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                issue(
+                    format!("{k}.response_headers.{name}"),
+                    "not a valid header name or value (CR, LF and NUL are refused, CWE-113)".into(),
+                );
+            }
+            response_headers.insert(lname, value.clone());
+        }
+        routes.push(Route {
+            name: r.name.clone(),
+            upstream,
+            listeners: r.listeners.clone(),
+            host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path_prefix: r.path_prefix.clone(),
+            strip_prefix: r.strip_prefix,
+            max_request_body: r.max_request_body.0,
+            websocket: r.websocket,
+            forward_client_cert: r.forward_client_cert,
+            timeouts: raw::Timeouts {
+                connect: t.connect,
+                response_header: t.response_header,
+                idle: t.idle,
+                total: t.total,
+            },
+            response_headers,
+        });
+    }
+
+    if !issues.is_empty() {
+        return Err(ConfigError {
+            file: path.to_owned(),
+            issues,
+        });
+    }
+    Ok(Config {
+        path: path.to_owned(),
+        server: Server {
+            max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
+            header_read_timeout: s.header_read_timeout,
+            max_header_bytes: s.max_header_bytes.0 as usize,
+            drain_timeout: s.drain_timeout,
+            identity_header_prefix: prefix,
+            log_format: s.log_format,
+            access_log: s.access_log,
+            h2_max_concurrent_streams: s.h2_max_concurrent_streams,
+        },
+        keys: {
+            let mut k = stadttor_hsm::KeyStoreConfig::default();
+            k.tpm_tcti = raw.keys.tpm_tcti.clone();
+            k.pkcs11_module = raw.keys.pkcs11_module.as_deref().map(abs);
+            k.pkcs11_pin_file = raw.keys.pkcs11_pin_file.as_deref().map(abs);
+            k
+        },
+        admin: raw.admin.map(|a| a.listen),
+        listeners,
+        upstreams,
+        routes,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! Header hygiene between client, gateway and upstream.
+//!
+//! Requests: hop-by-hop headers are dropped (RFC 9110 §7.6.1, including any
+//! header named in `Connection`), every client header under the identity
+//! prefix is removed, a client-sent request id is replaced by the gateway's,
+//! and `Forwarded` / `X-Forwarded-*` are set by the gateway from what it saw
+//! itself (it is the edge: client-sent values are not trusted).
+//!
+//! Responses: hop-by-hop headers are dropped and the security headers are
+//! added unless the upstream set them or the route overrides them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The request id header, set by the gateway on requests and responses.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Default security headers; a route may override or remove each.
+pub const SECURITY_HEADERS: [(&str, &str); 5] = [
+    (
+        "strict-transport-security",
+        "max-age=31536000; includeSubDomains",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+    ("x-frame-options", "DENY"),
+    ("content-security-policy", "frame-ancestors 'none'"),
+];
+
+/// Removes hop-by-hop headers, and those named in `Connection`.
+/// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (WebSocket).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for h in &HOP_BY_HOP {
+        if keep_upgrade && (h == header::CONNECTION || h == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(h);
+    }
+    if te_trailers {
+        // `TE: trailers` is the one TE value that must pass (gRPC).
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes every header whose name starts with `prefix` (lowercase).
+/// Returns how many were removed.
+pub fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) -> usize {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(prefix))
+        .cloned()
+        .collect();
+    let mut n = 0;
+    for k in doomed {
+        n += headers.get_all(&k).iter().count();
+        headers.remove(&k);
+    }
+    n
+}
+
+/// Sets `Forwarded`, `X-Forwarded-For/Proto/Host` and `X-Real-IP` from what
+/// the gateway observed, replacing any client-sent values.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
+    let ip = peer.ip();
+    let for_value = match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    // RFC 7239 quoted-string for host: escape nothing but refuse odd input.
+    let host_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let fwd = if host_ok {
+        format!("for={for_value};proto=https;host=\"{host}\"")
+    } else {
+        format!("for={for_value};proto=https")
+    };
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert(header::FORWARDED, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+        headers.insert(X_FORWARDED_FOR, v.clone());
+        headers.insert(X_REAL_IP, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    match HeaderValue::from_str(host) {
+        Ok(v) if host_ok => {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+        _ => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// Security headers for a route: the defaults with the route's overrides
+/// applied (an empty override value removes the header).
+pub fn security_headers_for(overrides: &BTreeMap<String, String>) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out: BTreeMap<String, String> = SECURITY_HEADERS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    for (k, v) in overrides {
+        out.insert(k.clone(), v.clone());
+    }
+    out.into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.as_bytes()).ok()?,
+                HeaderValue::from_str(&v).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Adds each header the response does not carry yet.
+pub fn add_missing(headers: &mut HeaderMap, add: &[(HeaderName, HeaderValue)]) {
+    for (k, v) in add {
+        if !headers.contains_key(k) {
+            headers.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Whether the request asks for a WebSocket upgrade (RFC 6455 §4.1).
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let connection = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    upgrade && connection
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h[header::TE], "trailers");
+    }
+
+    #[test]
+    fn websocket_keeps_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_websocket_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+    }
+
+    #[test]
+    fn prefixed_identity_headers_are_removed_all_of_them() {
+        let mut h = HeaderMap::new();
+        h.append("x-stadttor-user", HeaderValue::from_static("admin"));
+        h.append("x-stadttor-user", HeaderValue::from_static("root"));
+        h.insert("x-stadttor-assertion", HeaderValue::from_static("forged"));
+        h.insert("x-other", HeaderValue::from_static("ok"));
+        assert_eq!(strip_prefixed(&mut h, "x-stadttor-"), 3);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn forwarded_replaces_client_values() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        set_forwarded(&mut h, "192.0.2.7:5555".parse().unwrap(), "portal.example");
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=192.0.2.7;proto=https;host=\"portal.example\""
+        );
+        set_forwarded(&mut h, "[2001:db8::1]:5555".parse().unwrap(), "evil\"host");
+        assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https");
+        assert!(!h.contains_key(X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn route_overrides_security_headers() {
+        let mut o = BTreeMap::new();
+        o.insert("x-frame-options".to_owned(), "SAMEORIGIN".to_owned());
+        o.insert("content-security-policy".to_owned(), String::new());
+        let hs = security_headers_for(&o);
+        assert!(hs.iter().any(|(k, v)| k == "x-frame-options" && v == "SAMEORIGIN"));
+        assert!(!hs.iter().any(|(k, _)| k == "content-security-policy"));
+        assert!(hs.iter().any(|(k, _)| k == "strict-transport-security"));
+    }
+}

@@ -1,0 +1,25 @@
+//! `stadttor-gateway`: the gateway library behind the `stadttor` binary.
+//!
+//! One module per stage of a request's life (see `ARCHITECTURE.md`):
+//! [`config`] → [`listener`] (accept, limits) → [`tls`] (rustls, keys from
+//! `stadttor-hsm`) → hyper (HTTP/1.1, h2) → [`proxy`] (framing checks,
+//! [`state`] route match, [`headers`] hygiene, [`upstream`] exchange,
+//! [`body`] limits) → [`errors`] (the one place errors become responses).
+//! Around them: [`server`] (reload, drain), [`admin`] and [`metrics`], and
+//! [`demo`] for the first minute with stadttor.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod errors;
+pub mod headers;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,430 @@
+//! The request path: framing checks, route match, header hygiene, upstream
+//! exchange, response finishing, metrics and the access log.
+//!
+//! ```text
+//! request ─▶ check_framing ─▶ route ─▶ authn/authz (later issues)
+//!         ─▶ build upstream request (hygiene, Forwarded, request id)
+//!         ─▶ send (round-robin, retry bodiless requests on connect failure)
+//!         ─▶ finish response (hop-by-hop out, security headers in) ─▶ log
+//! ```
+//!
+//! Any failure is a [`GatewayError`], turned into a response in
+//! [`crate::errors`] and nowhere else.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::body::{Guarded, ProxyBody, Tripwire};
+use crate::errors::{GatewayError, Source};
+use crate::headers;
+use crate::metrics::Metrics;
+use crate::state::{Route, State};
+use crate::tls::ClientCert;
+
+/// What the whole process shares: the swappable state and the metrics.
+#[derive(Debug)]
+pub struct Shared {
+    /// The current runtime state.
+    pub state: ArcSwap<State>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Set once SIGTERM arrived.
+    pub draining: AtomicBool,
+}
+
+/// What is known about the client connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// Index of the listener.
+    pub listener: usize,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The verified client certificate, if one was presented.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// hyper service entry point: never fails, every error is a response.
+pub async fn serve(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let mut id_buf = [0u8; 36];
+    let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
+    let span = tracing::debug_span!("request", id = %request_id, peer = %conn.peer);
+    let state = shared.state.load_full();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let client_request_id = req.headers().get(headers::REQUEST_ID).cloned();
+
+    let (mut resp, route_name) = match handle(&state, &conn, req, request_id)
+        .instrument(span)
+        .await
+    {
+        Ok((resp, route)) => (resp, Some(route)),
+        Err((e, route)) => {
+            match e.source() {
+                Source::Downstream => {
+                    tracing::info!(request_id, peer = %conn.peer, error = %e, "request refused")
+                }
+                Source::Upstream => {
+                    tracing::warn!(request_id, route = route.map(|r| r.cfg.name.as_str()), error = %e, "upstream failure")
+                }
+                Source::Internal => tracing::error!(request_id, error = %e, "internal error"),
+            }
+            let mut resp = e.to_response(request_id);
+            if let Some(r) = route {
+                headers::add_missing(resp.headers_mut(), &r.security_headers);
+            } else {
+                let defaults = headers::security_headers_for(&Default::default());
+                headers::add_missing(resp.headers_mut(), &defaults);
+            }
+            (resp, route)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert(headers::REQUEST_ID, v);
+    }
+    if shared.draining.load(Ordering::Relaxed) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let status = resp.status().as_u16();
+    let elapsed = start.elapsed();
+    match route_name {
+        Some(r) => r.metrics.observe(status, elapsed.as_secs_f64()),
+        None => state.unrouted.observe(status, elapsed.as_secs_f64()),
+    }
+    if state.config.server.access_log {
+        tracing::info!(
+            target: "stadttor::access",
+            request_id,
+            client_request_id = client_request_id.as_ref().and_then(|v| v.to_str().ok()),
+            peer = %conn.peer,
+            method = %method,
+            path = %path,
+            route = route_name.map(|r| r.cfg.name.as_str()).unwrap_or("-"),
+            status,
+            duration_us = elapsed.as_micros() as u64,
+            "request"
+        );
+    } else if let Some(client_id) = client_request_id {
+        tracing::debug!(request_id, client_request_id = ?client_id, "client sent its own request id; replaced");
+    }
+    Ok(resp)
+}
+
+type Failure<'s> = (GatewayError, Option<&'s Route>);
+
+async fn handle<'s>(
+    state: &'s State,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    request_id: &str,
+) -> Result<(Response<ProxyBody>, &'s Route), Failure<'s>> {
+    let host = check_framing(&req).map_err(|e| (e, None))?;
+    let route = state
+        .route(conn.listener, &host.name, req.uri().path())
+        .ok_or((GatewayError::NoRoute, None))?;
+    let fail = |e| (e, Some(route));
+    let cfg = &route.cfg;
+
+    let websocket = cfg.websocket
+        && req.version() == Version::HTTP_11
+        && req.method() == Method::GET
+        && headers::is_websocket_upgrade(req.headers());
+    let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+
+    if let Some(len) = content_length(&req) {
+        if len > cfg.max_request_body {
+            return Err(fail(GatewayError::PayloadTooLarge));
+        }
+    }
+    let deadline = Instant::now() + cfg.timeouts.total;
+
+    // Upstream request head.
+    let server = &state.config.server;
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, websocket);
+    let spoofed = headers::strip_prefixed(&mut parts.headers, &server.identity_header_prefix);
+    if spoofed > 0 {
+        tracing::info!(request_id, count = spoofed, "removed client-sent identity headers");
+    }
+    headers::set_forwarded(&mut parts.headers, conn.peer, &host.original);
+    parts.headers.insert(
+        headers::REQUEST_ID,
+        HeaderValue::from_str(request_id).map_err(|e| fail(GatewayError::Internal(e.to_string())))?,
+    );
+    if let Ok(v) = HeaderValue::from_str(&host.original) {
+        parts.headers.insert(header::HOST, v);
+    }
+    if cfg.forward_client_cert {
+        if let Some(cc) = &conn.client_cert {
+            let name = format!("{}client-cert-subject", server.identity_header_prefix);
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(cc.subject.as_bytes()),
+            ) {
+                parts.headers.insert(n, v);
+            }
+        }
+    }
+    let path_and_query = upstream_path(cfg, &parts.uri).map_err(fail)?;
+    parts.version = Version::HTTP_11;
+
+    let tripwire = Tripwire::default();
+    let has_body = !body.is_end_stream();
+    let body: ProxyBody = if has_body {
+        Guarded::new(
+            body,
+            cfg.max_request_body,
+            cfg.timeouts.idle,
+            deadline,
+            Some(tripwire.clone()),
+        )
+        .boxed_unsync()
+    } else {
+        Empty::new().map_err(|never| match never {}).boxed_unsync()
+    };
+
+    let header_deadline = (Instant::now() + cfg.timeouts.response_header).min(deadline);
+    let exchange = send(route, parts, path_and_query, body, has_body, &tripwire);
+    let mut resp = match tokio::time::timeout_at(header_deadline, exchange).await {
+        Ok(r) => r.map_err(fail)?,
+        Err(_) => {
+            return Err(fail(if tripwire.timed_out() {
+                GatewayError::RequestTimeout
+            } else {
+                GatewayError::UpstreamTimeout {
+                    upstream: route.pool.name.clone(),
+                }
+            }))
+        }
+    };
+
+    if let Some(downstream) = downstream_upgrade {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(downstream, upstream, route.pool.name.clone()));
+            headers::strip_hop_by_hop(resp.headers_mut(), true);
+            return Ok((resp.map(|_| empty()), route));
+        }
+    }
+
+    headers::strip_hop_by_hop(resp.headers_mut(), false);
+    headers::add_missing(resp.headers_mut(), &route.security_headers);
+    let resp = resp.map(|b| {
+        Guarded::new(b, u64::MAX, cfg.timeouts.idle, deadline, None).boxed_unsync()
+    });
+    Ok((resp, route))
+}
+
+/// Sends the request to the next address of the pool. A bodiless request
+/// whose connection failed is retried on the next address, at most once
+/// per address; a request with a body is never retried.
+async fn send(
+    route: &Route,
+    parts: http::request::Parts,
+    path_and_query: PathAndQuery,
+    body: ProxyBody,
+    has_body: bool,
+    tripwire: &Tripwire,
+) -> Result<Response<Incoming>, GatewayError> {
+    let pool = &route.pool;
+    let retries = if has_body { 0 } else { pool.len() - 1 };
+    let mut spare = (retries > 0).then(|| (parts.method.clone(), parts.headers.clone()));
+    let mut next = Some(Request::from_parts(parts, body));
+    let mut attempt = 0;
+    loop {
+        let Some(mut req) = next.take() else {
+            return Err(GatewayError::Internal("no request to send".into()));
+        };
+        let backend = pool.pick();
+        *req.uri_mut() = Uri::builder()
+            .scheme(pool.scheme.clone())
+            .authority(backend.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build()
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        match route.client.request(req).await {
+            Ok(resp) => {
+                pool.success(backend);
+                return Ok(resp);
+            }
+            Err(e) if e.is_connect() => {
+                pool.failure(backend);
+                let detail = format!("{}: {}", backend.authority, error_chain(&e));
+                if attempt < retries {
+                    if let Some((method, headers)) = spare.take() {
+                        tracing::info!(upstream = %pool.name, %detail, "connect failed; trying next address");
+                        let mut r = Request::new(empty());
+                        *r.method_mut() = method.clone();
+                        *r.headers_mut() = headers.clone();
+                        if attempt + 1 < retries {
+                            spare = Some((method, headers));
+                        }
+                        next = Some(r);
+                        attempt += 1;
+                        continue;
+                    }
+                }
+                return Err(GatewayError::UpstreamUnreachable {
+                    upstream: pool.name.clone(),
+                    detail,
+                });
+            }
+            Err(e) => {
+                if tripwire.too_large() {
+                    return Err(GatewayError::PayloadTooLarge);
+                }
+                if tripwire.timed_out() {
+                    return Err(GatewayError::RequestTimeout);
+                }
+                return Err(GatewayError::UpstreamFailed {
+                    upstream: pool.name.clone(),
+                    detail: error_chain(&e),
+                });
+            }
+        }
+    }
+}
+
+async fn tunnel(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    upstream_name: String,
+) {
+    match tokio::try_join!(downstream, upstream) {
+        Ok((d, u)) => {
+            let mut d = TokioIo::new(d);
+            let mut u = TokioIo::new(u);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut u).await {
+                tracing::debug!(upstream = %upstream_name, error = %e, "websocket tunnel closed with error");
+            }
+        }
+        Err(e) => {
+            tracing::info!(upstream = %upstream_name, error = %e, "websocket upgrade failed")
+        }
+    }
+}
+
+fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The host a request is for: as written (for `Host` upstream) and
+/// normalised for routing (lowercase, no port).
+#[derive(Debug)]
+struct Host {
+    original: String,
+    name: String,
+}
+
+/// Refuses ambiguous framing and returns the request's host.
+///
+/// hyper already rejects malformed chunking, bad `Content-Length` values,
+/// obs-fold and bare CR. What it lets through and we refuse here: a request
+/// with both `Content-Length` and `Transfer-Encoding` (request smuggling,
+/// RFC 9112 §6.3), an HTTP/1.1 request without exactly one `Host`, and an
+/// h2 request whose `Host` disagrees with `:authority`.
+fn check_framing(req: &Request<Incoming>) -> Result<Host, GatewayError> {
+    let h = req.headers();
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Err(GatewayError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let mut hosts = h.get_all(header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GatewayError::BadRequest("more than one Host header"));
+    }
+    let original = match (req.uri().authority(), host_header) {
+        (Some(a), Some(hh)) => {
+            if !a.as_str().as_bytes().eq_ignore_ascii_case(hh.as_bytes()) {
+                return Err(GatewayError::BadRequest("Host differs from the authority"));
+            }
+            a.as_str().to_owned()
+        }
+        (Some(a), None) => a.as_str().to_owned(),
+        (None, Some(hh)) => hh
+            .to_str()
+            .map_err(|_| GatewayError::BadRequest("Host is not ASCII"))?
+            .to_owned(),
+        (None, None) => {
+            if req.version() == Version::HTTP_10 {
+                String::new()
+            } else {
+                return Err(GatewayError::BadRequest("missing Host"));
+            }
+        }
+    };
+    let authority: Option<http::uri::Authority> = if original.is_empty() {
+        None
+    } else {
+        Some(
+            original
+                .parse()
+                .map_err(|_| GatewayError::BadRequest("Host is not a valid authority"))?,
+        )
+    };
+    if authority.as_ref().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(GatewayError::BadRequest("Host carries user info"));
+    }
+    let name = authority
+        .map(|a| a.host().trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default();
+    Ok(Host { original, name })
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.body().size_hint().exact()
+}
+
+fn upstream_path(cfg: &crate::config::Route, uri: &Uri) -> Result<PathAndQuery, GatewayError> {
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if !pq.path().starts_with('/') {
+        // `OPTIONS *` and other non-origin forms are not proxied.
+        return Err(GatewayError::BadRequest("request target is not a path"));
+    }
+    if !cfg.strip_prefix || cfg.path_prefix == "/" {
+        return Ok(pq);
+    }
+    let prefix = cfg.path_prefix.trim_end_matches('/');
+    let rest = pq.path().strip_prefix(prefix).unwrap_or(pq.path());
+    let rest = if rest.starts_with('/') { rest } else { "/" };
+    let s = match pq.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    s.parse()
+        .map_err(|_| GatewayError::BadRequest("path cannot be rewritten"))
+}

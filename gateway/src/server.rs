@@ -1,0 +1,211 @@
+//! Running the gateway: bind, serve, reload on SIGHUP, drain on SIGTERM.
+//!
+//! Reload builds a complete new [`State`] from the file (every certificate
+//! and key loaded) and swaps it in only if that succeeded; otherwise the old
+//! state keeps serving and the reason is logged. Listener addresses cannot
+//! change on reload (sockets are bound once); such a reload is rejected.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{self, Config, ConfigError};
+use crate::listener::ConnLimits;
+use crate::metrics::Metrics;
+use crate::proxy::Shared;
+use crate::state::State;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration or its files are unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A socket could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// The addresses actually bound (port 0 resolved).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// Public listeners by name.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin listener.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Builds the state and binds every socket, without serving yet.
+pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
+    let metrics = Metrics::new();
+    let state = State::build(config, &metrics)?;
+    let mut sockets = Vec::new();
+    let mut bound = Bound {
+        listeners: Vec::new(),
+        admin: None,
+    };
+    for l in &state.config.listeners {
+        let sock = TcpListener::bind(l.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                what: format!("listener `{}`", l.name),
+                addr: l.listen,
+                source,
+            })?;
+        let addr = sock.local_addr().map_err(|source| ServeError::Bind {
+            what: format!("listener `{}`", l.name),
+            addr: l.listen,
+            source,
+        })?;
+        bound.listeners.push((l.name.clone(), addr));
+        sockets.push(sock);
+    }
+    let admin = match state.config.admin {
+        None => None,
+        Some(addr) => {
+            let sock = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    what: "admin listener".into(),
+                    addr,
+                    source,
+                })?;
+            bound.admin = sock.local_addr().ok();
+            Some(sock)
+        }
+    };
+    let limits = ConnLimits::new(&state.config.server);
+    Ok(Prepared {
+        shared: Arc::new(Shared {
+            state: ArcSwap::from_pointee(state),
+            metrics,
+            draining: AtomicBool::new(false),
+        }),
+        sockets,
+        admin,
+        bound,
+        limits,
+    })
+}
+
+/// A gateway with its sockets bound, ready to [`Prepared::run`].
+#[derive(Debug)]
+pub struct Prepared {
+    shared: Arc<Shared>,
+    sockets: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+    /// What was bound.
+    pub bound: Bound,
+    limits: Arc<ConnLimits>,
+}
+
+impl Prepared {
+    /// Serves until SIGTERM or SIGINT, reloading on SIGHUP.
+    pub async fn run(self) -> Result<(), ServeError> {
+        let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
+        let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let mut tasks = Vec::new();
+        for (i, sock) in self.sockets.into_iter().enumerate() {
+            tasks.push(tokio::spawn(crate::listener::run(
+                self.shared.clone(),
+                i,
+                sock,
+                self.limits.clone(),
+                graceful.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(sock) = self.admin {
+            tokio::spawn(crate::admin::run(
+                self.shared.clone(),
+                sock,
+                stop_rx.clone(),
+            ));
+        }
+        let signal_name = loop {
+            tokio::select! {
+                _ = hup.recv() => reload(&self.shared),
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+            }
+        };
+        let drain = self.shared.state.load().config.server.drain_timeout;
+        tracing::info!(signal = signal_name, deadline = ?drain, "draining: no new connections, finishing in-flight requests");
+        self.shared.draining.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        let Ok(graceful) = Arc::try_unwrap(graceful) else {
+            tracing::warn!("listeners still running; cutting connections");
+            return Ok(());
+        };
+        match tokio::time::timeout(drain, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("drained; all connections closed"),
+            Err(_) => tracing::warn!(
+                "drain deadline passed; remaining connections are cut"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Re-reads the config file and swaps in a new state if, and only if, it is
+/// valid in every part.
+pub fn reload(shared: &Shared) {
+    let current = shared.state.load_full();
+    let path = current.config.path.clone();
+    let result = config::load(&path).and_then(|new| {
+        let old_l: Vec<_> = current
+            .config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.listen))
+            .collect();
+        let new_l: Vec<_> = new
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.listen))
+            .collect();
+        if old_l != new_l || current.config.admin != new.admin {
+            return Err(ConfigError {
+                file: path.clone(),
+                issues: vec![config::Issue {
+                    key: "listeners".into(),
+                    reason: "listener names or addresses changed; that needs a restart".into(),
+                }],
+            });
+        }
+        State::build(new, &shared.metrics)
+    });
+    match result {
+        Ok(state) => {
+            shared.state.store(Arc::new(state));
+            shared.metrics.reload("ok");
+            tracing::info!(config = %path.display(), "configuration reloaded");
+        }
+        Err(e) => {
+            shared.metrics.reload("rejected");
+            tracing::error!(error = %e, "reload rejected; the previous configuration keeps serving");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! TLS termination: a BSI TR-02102-2 profile on rustls, keys from `stadttor-hsm`.
+//!
+//! The profile: TLS 1.3 and 1.2 only; AES-GCM suites only (no ChaCha20, no
+//! CBC); key exchange over P-256 and P-384, X25519 only when the operator
+//! opts in; the server's suite order wins; resumption through stateless,
+//! rotating session tickets (and a session cache for TLS 1.2 ids); ALPN `h2`
+//! and `http/1.1`. Certificates are picked by SNI. Private keys are only ever
+//! [`stadttor_hsm::SigningKey`]s wrapped by [`stadttor_pki::tls_key`], so this
+//! module does not change when keys move into a TPM or an HSM.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{ring, CryptoProvider};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use stadttor_hsm::{KeyStore, Protection};
+use stadttor_pki::tls_key::HsmTlsKey;
+
+use crate::config::{self, ClientAuthMode, Issue};
+
+/// The crypto provider restricted to the BSI TR-02102-2 profile.
+pub fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
+    let base = ring::default_provider();
+    let cipher_suites = vec![
+        ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+        ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ];
+    let mut kx_groups = vec![ring::kx_group::SECP256R1, ring::kx_group::SECP384R1];
+    if allow_x25519 {
+        kx_groups.push(ring::kx_group::X25519);
+    }
+    CryptoProvider {
+        cipher_suites,
+        kx_groups,
+        ..base
+    }
+}
+
+/// Builds the rustls server configuration of one listener.
+///
+/// Every problem is reported as an [`Issue`] naming the config key.
+pub fn server_config(
+    listener: &config::Listener,
+    index: usize,
+    keys: &KeyStore,
+) -> Result<Arc<ServerConfig>, Vec<Issue>> {
+    let mut issues = Vec::new();
+    let mut resolver = SniResolver::default();
+    for cert in &listener.tls.certificates {
+        match certified_key(cert, keys) {
+            Ok(ck) => resolver.add(&cert.server_names, Arc::new(ck)),
+            Err(reason) => issues.push(Issue {
+                key: cert.origin.clone(),
+                reason,
+            }),
+        }
+    }
+    let provider = Arc::new(bsi_provider(listener.tls.allow_x25519));
+    let verifier = match &listener.tls.client_auth {
+        None => None,
+        Some(ca) => match client_verifier(ca, provider.clone()) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                issues.push(Issue {
+                    key: format!("listeners[{index}].tls.client_auth.ca"),
+                    reason,
+                });
+                None
+            }
+        },
+    };
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| {
+            vec![Issue {
+                key: format!("listeners[{index}].tls"),
+                reason: format!("TLS profile rejected by rustls: {e}"),
+            }]
+        })?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
+    cfg.ignore_client_order = true;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    if listener.tls.session_tickets {
+        match ring::Ticketer::new() {
+            Ok(t) => cfg.ticketer = t,
+            Err(e) => {
+                return Err(vec![Issue {
+                    key: format!("listeners[{index}].tls.session_tickets"),
+                    reason: format!("cannot create the ticket key: {e}"),
+                }])
+            }
+        }
+    }
+    Ok(Arc::new(cfg))
+}
+
+fn certified_key(cert: &config::Certificate, keys: &KeyStore) -> Result<CertifiedKey, String> {
+    let chain = stadttor_pki::certs::load_chain(&cert.chain).map_err(|e| e.to_string())?;
+    let key = keys.resolve(&cert.key).map_err(|e| e.to_string())?;
+    stadttor_pki::certs::check_leaf_matches_key(&chain, &cert.chain, key.as_ref())
+        .map_err(|e| e.to_string())?;
+    if key.protection() == Protection::Software {
+        tracing::warn!(
+            key = %cert.key,
+            "TLS key is a software key file, not hardware-protected: fine for development, not for production"
+        );
+    }
+    let signing = HsmTlsKey::new(key).map_err(|e| e.to_string())?;
+    Ok(CertifiedKey::new(chain, Arc::new(signing)))
+}
+
+fn client_verifier(
+    ca: &config::ClientAuth,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let bytes = std::fs::read(&ca.ca).map_err(|e| format!("cannot read {}: {e}", ca.ca.display()))?;
+    let mut roots = RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for c in CertificateDer::pem_slice_iter(&bytes) {
+        let c = c.map_err(|e| format!("{}: not a PEM certificate bundle: {e}", ca.ca.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate found", ca.ca.display()));
+    }
+    let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let b = match ca.mode {
+        ClientAuthMode::Required => b,
+        ClientAuthMode::Optional => b.allow_unauthenticated(),
+    };
+    let v = b.build().map_err(|e| format!("client CA: {e}"))?;
+    Ok(Arc::new(CountingVerifier(v)))
+}
+
+/// Counts refused client certificates in the metrics, then defers.
+#[derive(Debug)]
+struct CountingVerifier(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for CountingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let r = self.0.verify_client_cert(end_entity, intermediates, now);
+        if let Err(e) = &r {
+            tracing::info!(error = %e, "client certificate refused");
+        }
+        r
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Picks a certificate by SNI: exact name, then `*.` wildcard, then default.
+#[derive(Debug, Default)]
+struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+    explicit_default: bool,
+}
+
+impl SniResolver {
+    fn add(&mut self, names: &[String], ck: Arc<CertifiedKey>) {
+        // The first certificate without server names is the default; if all
+        // have names, the first one is.
+        if (names.is_empty() && !self.explicit_default) || self.default.is_none() {
+            self.default = Some(ck.clone());
+            self.explicit_default = names.is_empty();
+        }
+        for n in names {
+            match n.strip_prefix("*.") {
+                Some(suffix) => self.wildcard.insert(suffix.to_owned(), ck.clone()),
+                None => self.exact.insert(n.clone(), ck.clone()),
+            };
+        }
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name() {
+            let name = name.to_ascii_lowercase();
+            if let Some(ck) = self.exact.get(&name) {
+                return Some(ck.clone());
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                if let Some(ck) = self.wildcard.get(parent) {
+                    return Some(ck.clone());
+                }
+            }
+        }
+        self.default.clone()
+    }
+}
+
+/// The verified client certificate of a connection, for later stages.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    /// The subject distinguished name, RFC 4514 string.
+    pub subject: String,
+}
+
+impl ClientCert {
+    /// Extracts the subject of the verified end-entity certificate.
+    pub fn from_der(der: &CertificateDer<'_>) -> Option<Self> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        Some(Self {
+            subject: cert.subject().to_string(),
+        })
+    }
+}

@@ -1,0 +1,19 @@
+//! `stadttor-pki`: certificates and everything that turns a key into a
+//! signature somebody else can check.
+//!
+//! - [`certs`]: load PEM certificate chains and prove that a chain's leaf
+//!   belongs to a key from `stadttor-hsm`.
+//! - [`tls_key`]: the adapter that lets rustls sign handshakes with any
+//!   `stadttor-hsm` key, keeping slow hardware off the async reactor.
+//! - [`devca`]: a throw-away development CA for `stadttor demo` and tests.
+//!
+//! This crate does not open sockets and does not speak HTTP.
+
+#![forbid(unsafe_code)]
+
+pub mod certs;
+pub mod devca;
+mod error;
+pub mod tls_key;
+
+pub use error::Error;
