@@ -17,19 +17,17 @@ use tokio::net::TcpListener;
 
 use crate::proxy::Shared;
 
-/// Serves admin requests until `stop` fires.
-pub async fn run(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+/// Serves admin requests for the life of the process. It deliberately
+/// keeps running while the gateway drains, so that `/readyz` can tell load
+/// balancers to stop sending traffic.
+pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
     loop {
-        let stream = tokio::select! {
-            _ = stop.changed() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => continue,
-            },
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {

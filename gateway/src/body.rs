@@ -37,19 +37,28 @@ pub enum BodyError {
     Deadline,
 }
 
-/// Shared flag a [`Guarded`] body raises when it stops on its own account,
-/// so the proxy can tell a 413 or 408 from an upstream failure.
+/// Shared flags a [`Guarded`] request body raises when it stops on the
+/// client's account, so the proxy can answer 413, 408 or 400 instead of
+/// blaming the upstream.
 #[derive(Debug, Default, Clone)]
-pub struct Tripwire(Arc<AtomicBool>, Arc<AtomicBool>);
+pub struct Tripwire(Arc<[AtomicBool; 3]>);
 
 impl Tripwire {
     /// The limit was exceeded.
     pub fn too_large(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0[0].load(Ordering::Relaxed)
     }
     /// The body timed out.
     pub fn timed_out(&self) -> bool {
-        self.1.load(Ordering::Relaxed)
+        self.0[1].load(Ordering::Relaxed)
+    }
+    /// The body itself was malformed (e.g. broken chunked encoding) or the
+    /// client went away mid-body.
+    pub fn broken(&self) -> bool {
+        self.0[2].load(Ordering::Relaxed)
+    }
+    fn set(&self, i: usize) {
+        self.0[i].store(true, Ordering::Relaxed);
     }
 }
 
@@ -112,7 +121,7 @@ where
                         *this.seen += d.len() as u64;
                         if *this.seen > *this.limit {
                             if let Some(t) = this.tripwire {
-                                t.0.store(true, Ordering::Relaxed);
+                                t.set(0);
                             }
                             return Poll::Ready(Some(Err(BodyError::TooLarge(*this.limit).into())));
                         }
@@ -120,7 +129,12 @@ where
                     *this.last_activity = Instant::now();
                     return Poll::Ready(Some(Ok(frame)));
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(t) = this.tripwire {
+                        t.set(2);
+                    }
+                    return Poll::Ready(Some(Err(e.into())));
+                }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => {}
             }
@@ -129,7 +143,7 @@ where
             let idle_end = *this.last_activity + *this.idle;
             if now >= *this.deadline || now >= idle_end {
                 if let Some(t) = this.tripwire {
-                    t.1.store(true, Ordering::Relaxed);
+                    t.set(1);
                 }
                 let err = if now >= *this.deadline {
                     BodyError::Deadline

@@ -294,6 +294,9 @@ async fn send(
                 if tripwire.timed_out() {
                     return Err(GatewayError::RequestTimeout);
                 }
+                if tripwire.broken() {
+                    return Err(GatewayError::BadRequest("malformed request body"));
+                }
                 return Err(GatewayError::UpstreamFailed {
                     upstream: pool.name.clone(),
                     detail: error_chain(&e),

@@ -135,11 +135,7 @@ impl Prepared {
             )));
         }
         if let Some(sock) = self.admin {
-            tokio::spawn(crate::admin::run(
-                self.shared.clone(),
-                sock,
-                stop_rx.clone(),
-            ));
+            tokio::spawn(crate::admin::run(self.shared.clone(), sock));
         }
         let signal_name = loop {
             tokio::select! {

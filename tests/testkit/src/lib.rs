@@ -1,1 +1,295 @@
-//! Test harness.
+//! Test harness for stadttor's integration tests.
+//!
+//! - [`Gateway`] starts the real `stadttor` binary on port 0 with a given
+//!   configuration, reads the bound addresses from its stdout, keeps its
+//!   logs, and kills it on drop.
+//! - [`TestPki`] writes a throw-away CA, server and client certificates.
+//! - [`backend`] runs real HTTP/1.1 (and HTTPS, WebSocket) upstreams in the
+//!   test process on port 0.
+//! - [`client`] is a real TLS client (rustls + hyper) for h1 and h2, plus
+//!   raw TLS sockets for framing attacks.
+//!
+//! Nothing here uses fixed ports, `pkill` or global state.
+
+#![allow(missing_docs, unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod backend;
+pub mod client;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stadttor_pki::devca::DevCa;
+
+/// A temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!(
+            "stadttor-test-{tag}-{}-{n}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.0.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Certificates for a test: one CA, a server certificate for `localhost`,
+/// `127.0.0.1` and the extra names, and a client certificate.
+pub struct TestPki {
+    pub ca: DevCa,
+    pub ca_pem: String,
+    pub ca_path: PathBuf,
+    pub server_chain: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+}
+
+impl TestPki {
+    pub fn new(dir: &TempDir, tag: &str, names: &[&str]) -> Self {
+        let ca = DevCa::generate(&format!("stadttor test CA {tag}")).unwrap();
+        let mut all = vec!["localhost", "127.0.0.1"];
+        all.extend_from_slice(names);
+        let server = ca.issue_server(&all).unwrap();
+        let client = ca.issue_client(&format!("client-{tag}")).unwrap();
+        let ca_pem = ca.cert_pem();
+        Self {
+            ca_path: dir.write(&format!("{tag}/ca.pem"), &ca_pem),
+            server_chain: dir.write(&format!("{tag}/server.pem"), &server.cert_pem),
+            server_key: dir.write(&format!("{tag}/server.key"), &server.key_pem),
+            ca_pem,
+            ca,
+            client_cert_pem: client.cert_pem,
+            client_key_pem: client.key_pem,
+        }
+    }
+
+    /// A `[[listeners.tls.certificates]]` entry for this PKI's server cert.
+    pub fn certificate_toml(&self, server_names: &[&str]) -> String {
+        format!(
+            "[[listeners.tls.certificates]]\nchain = {:?}\nkey = \"file:{}\"\nserver_names = {:?}\n",
+            self.server_chain.display().to_string(),
+            self.server_key.display(),
+            server_names
+        )
+    }
+}
+
+/// A running `stadttor serve` process.
+pub struct Gateway {
+    child: Child,
+    pub listeners: HashMap<String, SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub config_path: PathBuf,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    /// Writes `config` to `dir/stadttor.toml` and starts `bin serve` on it.
+    pub fn start(bin: &str, dir: &TempDir, config: &str) -> Self {
+        let config_path = dir.write("stadttor.toml", config);
+        Self::start_file(bin, &config_path)
+    }
+
+    /// Starts `bin serve --config path` and waits until it listens.
+    pub fn start_file(bin: &str, config_path: &Path) -> Self {
+        let mut child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .env("STADTTOR_LOG", "info,stadttor::access=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stadttor");
+        let logs = Arc::new(Mutex::new(String::new()));
+        {
+            let mut stderr = child.stderr.take().unwrap();
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    logs.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut listeners = HashMap::new();
+        let mut admin = None;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("stadttor listening: ") {
+                        let (name, url) = rest.split_once(' ').unwrap();
+                        let addr = url.trim_start_matches("https://").parse().unwrap();
+                        listeners.insert(name.to_owned(), addr);
+                    } else if let Some(url) = line.strip_prefix("stadttor admin: ") {
+                        admin = Some(url.trim_start_matches("http://").parse().unwrap());
+                    }
+                    // The admin line, when configured, comes last.
+                    if !listeners.is_empty()
+                        && (admin.is_some() || !std::fs::read_to_string(config_path)
+                            .unwrap_or_default()
+                            .contains("[admin]"))
+                    {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!(
+                        "stadttor did not start (status {status:?}); logs:\n{}",
+                        logs.lock().unwrap()
+                    );
+                }
+            }
+        }
+        Self {
+            child,
+            listeners,
+            admin,
+            config_path: config_path.to_owned(),
+            logs,
+        }
+    }
+
+    /// The first (or only) public listener.
+    pub fn addr(&self) -> SocketAddr {
+        *self
+            .listeners
+            .get("public")
+            .or_else(|| self.listeners.values().next())
+            .unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, …) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until `needle` appears in the logs.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// GETs a path on the admin listener; returns status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let addr = self.admin.expect("no admin listener");
+        client::plain_get(addr, path).await
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- stadttor logs ----\n{}", self.logs());
+        }
+    }
+}
+
+/// Path of a program on PATH, or a loud failure naming how to install it.
+pub fn require_tool(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("required tool `{name}` is missing: install the Debian package `{package}` (tests/run.sh does)");
+}
