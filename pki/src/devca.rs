@@ -40,6 +40,7 @@ impl DevCa {
         params.distinguished_name = dn(name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        validity(&mut params, 365);
         let cert = params.self_signed(&key)?;
         Ok(Self { cert, key })
     }
@@ -57,6 +58,7 @@ impl DevCa {
         params.distinguished_name = dn(names.first().copied().unwrap_or("stadttor"));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        validity(&mut params, 90);
         // A revocation pointer keeps TLS scanners from flagging the test cert.
         params.crl_distribution_points = vec![CrlDistributionPoint {
             uris: vec!["http://crl.stadttor.invalid/dev.crl".into()],
@@ -80,6 +82,7 @@ impl DevCa {
         params.distinguished_name = dn(names.first().copied().unwrap_or("stadttor"));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        validity(&mut params, 90);
         Ok(params.signed_by(public, &self.cert, &self.key)?.pem())
     }
 
@@ -90,12 +93,21 @@ impl DevCa {
         params.distinguished_name = dn(cn);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        validity(&mut params, 90);
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// Sets a validity window from an hour ago to `days` from now. Short
+/// lifetimes keep TLS scanners quiet and mirror real municipal CA practice.
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
 }
 
 fn dn(cn: &str) -> DistinguishedName {

@@ -153,3 +153,30 @@ async fn per_ip_connection_cap_refuses_the_excess() {
     let (_, m) = s.gw.admin_get("/metrics").await;
     assert!(m.contains("stadttor_connections_refused_total{name=\"max_connections_per_ip\"} 1"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_picks_up_a_renewed_certificate() {
+    let b = Backend::start("app").await;
+    let s = Setup::start(b.addr, "", "", "");
+    let served = |tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    };
+    let c = s.client(Proto::H1);
+    let before = served(&client::connect(c.clone(), s.gw.addr(), "localhost").await.unwrap());
+    // Renew: same CA, new key and certificate, written over the old files.
+    let renewed = s.pki.ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+    std::fs::write(&s.pki.server_chain, &renewed.cert_pem).unwrap();
+    std::fs::write(&s.pki.server_key, &renewed.key_pem).unwrap();
+    s.gw.signal("HUP");
+    assert!(s.gw.wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    let after = served(&client::connect(c.clone(), s.gw.addr(), "localhost").await.unwrap());
+    assert_ne!(before, after, "new connections get the renewed certificate");
+    assert_eq!(s.get(Proto::H2, "/").await.status, 200);
+    // A certificate that does not match its key is rejected on reload.
+    let other = s.pki.ca.issue_server(&["localhost"]).unwrap();
+    std::fs::write(&s.pki.server_key, &other.key_pem).unwrap();
+    s.gw.signal("HUP");
+    assert!(s.gw.wait_for_log("does not match key", Duration::from_secs(5)));
+    let still = served(&client::connect(c, s.gw.addr(), "localhost").await.unwrap());
+    assert_eq!(still, after, "the previous certificate keeps serving");
+}

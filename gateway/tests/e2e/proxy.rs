@@ -46,7 +46,7 @@ async fn h1_and_h2_reach_the_backend_with_gateway_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_sent_identity_and_forwarding_headers_never_reach_the_backend() {
     let b = Backend::start("app").await;
-    let s = Setup::start(b.addr, "", "forward_client_cert = true", "");
+    let s = Setup::start(b.addr, "", "", "");
     for proto in [Proto::H1, Proto::H2] {
         let req = Request::get("/")
             .header("X-Stadttor-User", "admin")

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole stadttor test suite, as CI runs it: installs what the tests
+# need (Debian 12, as root or with sudo), then lints and tests every crate
+# with every feature against real parts (swtpm, SoftHSM2, testssl.sh, ...).
+#
+#   tests/run.sh            everything
+#   tests/run.sh --quick    skip fmt/clippy/deny, run the tests only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[[ "${1:-}" == "--quick" ]] && quick=1
+
+say() { printf '\n== %s ==\n' "$*"; }
+SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+
+# --- system packages -------------------------------------------------------
+APT_PACKAGES=(
+  pkg-config libtss2-dev swtpm swtpm-tools tpm2-tools   # TPM backend + software TPM
+  softhsm2 opensc                                       # PKCS#11 backend + token
+  testssl.sh curl jq openssl                            # independent TLS checks
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- services the tests talk to --------------------------------------------
+if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  say "starting PostgreSQL"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+if command -v redis-server >/dev/null && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  say "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true
+fi
+
+export CARGO_TERM_COLOR=never
+export RUST_BACKTRACE=1
+
+if ((quick == 0)); then
+  say "cargo fmt --check"
+  cargo fmt --all -- --check
+  say "cargo clippy (all targets, all features, -D warnings)"
+  cargo clippy --workspace --all-targets --all-features -- -D warnings
+  if [[ -x tests/deny.sh ]]; then
+    say "cargo deny (licences, bans, sources)"
+    tests/deny.sh
+  fi
+fi
+
+say "cargo test (workspace, all features)"
+cargo test --workspace --all-features --no-fail-fast
