@@ -86,6 +86,26 @@ impl DevCa {
         Ok(params.signed_by(public, &self.cert, &self.key)?.pem())
     }
 
+    /// Issues an issuing (intermediate) CA certificate, `pathlen:0`, for an
+    /// existing public key given as DER SPKI: the certificate a hardware key
+    /// needs for short-lived leaf mode.
+    pub fn issue_issuing_ca_for_spki(&self, cn: &str, spki_der: &[u8]) -> Result<String, Error> {
+        let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, 365);
+        Ok(params.signed_by(&public, &self.cert, &self.key)?.pem())
+    }
+
+    /// Issues a server certificate for an existing public key given as DER
+    /// SPKI (e.g. a key inside a TPM).
+    pub fn issue_server_for_spki(&self, names: &[&str], spki_der: &[u8]) -> Result<String, Error> {
+        let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der)?;
+        self.issue_server_for_key(names, &public)
+    }
+
     /// Issues a TLS client certificate with common name `cn`.
     pub fn issue_client(&self, cn: &str) -> Result<Issued, Error> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;

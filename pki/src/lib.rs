@@ -5,6 +5,8 @@
 //!   belongs to a key from `stadttor-hsm`.
 //! - [`tls_key`]: the adapter that lets rustls sign handshakes with any
 //!   `stadttor-hsm` key, keeping slow hardware off the async reactor.
+//! - [`remote`]: rcgen signing through a key-store key (CSRs, certificates).
+//! - [`leaf`]: short-lived TLS leaf certificates issued by a hardware key.
 //! - [`devca`]: a throw-away development CA for `stadttor demo` and tests.
 //!
 //! This crate does not open sockets and does not speak HTTP.
@@ -14,6 +16,8 @@
 pub mod certs;
 pub mod devca;
 mod error;
+pub mod leaf;
+pub mod remote;
 pub mod tls_key;
 
 pub use error::Error;
