@@ -96,38 +96,60 @@ pub fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) -> usize {
     n
 }
 
+/// A client's address, pre-rendered for the forwarding headers once per
+/// connection instead of once per request.
+#[derive(Debug, Clone)]
+pub struct ForwardedFor {
+    /// RFC 7239 `for=` node (IPv6 quoted and bracketed).
+    node: String,
+    /// The bare IP, for `X-Forwarded-For` and `X-Real-IP`.
+    ip: HeaderValue,
+}
+
+impl ForwardedFor {
+    /// Renders `peer`.
+    pub fn new(peer: SocketAddr) -> Self {
+        let ip = peer.ip();
+        let node = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let ip = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { node, ip }
+    }
+}
+
 /// Sets `Forwarded`, `X-Forwarded-For/Proto/Host` and `X-Real-IP` from what
 /// the gateway observed, replacing any client-sent values.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
-    let ip = peer.ip();
-    let for_value = match ip {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    // RFC 7239 quoted-string for host: escape nothing but refuse odd input.
-    let host_ok = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-    let fwd = if host_ok {
-        format!("for={for_value};proto=https;host=\"{host}\"")
-    } else {
-        format!("for={for_value};proto=https")
-    };
+pub fn set_forwarded(headers: &mut HeaderMap, peer: &ForwardedFor, host: &HeaderValue) {
+    // Only a plain host[:port] goes into the quoted-string; odd input is
+    // left out rather than escaped.
+    let host_ok = !host.is_empty()
+        && host
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(b));
+    let mut fwd = String::with_capacity(64);
+    fwd.push_str("for=");
+    fwd.push_str(&peer.node);
+    fwd.push_str(";proto=https");
+    if host_ok {
+        fwd.push_str(";host=\"");
+        // host_ok guarantees ASCII.
+        fwd.push_str(std::str::from_utf8(host.as_bytes()).unwrap_or(""));
+        fwd.push('"');
+    }
     if let Ok(v) = HeaderValue::from_str(&fwd) {
         headers.insert(header::FORWARDED, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
-        headers.insert(X_FORWARDED_FOR, v.clone());
-        headers.insert(X_REAL_IP, v);
-    }
+    headers.insert(X_FORWARDED_FOR, peer.ip.clone());
+    headers.insert(X_REAL_IP, peer.ip.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    match HeaderValue::from_str(host) {
-        Ok(v) if host_ok => {
-            headers.insert(X_FORWARDED_HOST, v);
-        }
-        _ => {
-            headers.remove(X_FORWARDED_HOST);
-        }
+    if host_ok {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    } else {
+        headers.remove(X_FORWARDED_HOST);
     }
 }
 
@@ -227,13 +249,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
-        set_forwarded(&mut h, "192.0.2.7:5555".parse().unwrap(), "portal.example");
+        let peer = ForwardedFor::new("192.0.2.7:5555".parse().unwrap());
+        set_forwarded(&mut h, &peer, &HeaderValue::from_static("portal.example"));
         assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
         assert_eq!(
             h[header::FORWARDED],
             "for=192.0.2.7;proto=https;host=\"portal.example\""
         );
-        set_forwarded(&mut h, "[2001:db8::1]:5555".parse().unwrap(), "evil\"host");
+        let peer = ForwardedFor::new("[2001:db8::1]:5555".parse().unwrap());
+        set_forwarded(&mut h, &peer, &HeaderValue::from_static("evil\"host"));
         assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https");
         assert!(!h.contains_key(X_FORWARDED_HOST));
     }

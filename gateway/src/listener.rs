@@ -191,6 +191,7 @@ async fn serve_connection(
         listener: index,
         peer,
         client_cert,
+        forwarded: crate::headers::ForwardedFor::new(peer),
     });
     let shared = shared.clone();
     let svc = service_fn(move |req| crate::proxy::serve(shared.clone(), conn.clone(), req));

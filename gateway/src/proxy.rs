@@ -54,6 +54,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The verified client certificate, if one was presented.
     pub client_cert: Option<ClientCert>,
+    /// `Forwarded`/`X-Forwarded-For` values for this peer, computed once.
+    pub forwarded: headers::ForwardedFor,
 }
 
 /// hyper service entry point: never fails, every error is a response.
@@ -65,13 +67,18 @@ pub async fn serve(
     let start = Instant::now();
     let mut id_buf = [0u8; 36];
     let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
+    // A UUID is always a valid header value.
+    let request_id_value = HeaderValue::from_str(request_id)
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let span = tracing::debug_span!("request", id = %request_id, peer = %conn.peer);
     let state = shared.state.load_full();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let access_log = state.config.server.access_log;
+    // Captured for the access log only when it is on: the hot path without
+    // it allocates nothing here.
+    let logged = access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
     let client_request_id = req.headers().get(headers::REQUEST_ID).cloned();
 
-    let (mut resp, route_name) = match handle(&state, &conn, req, request_id)
+    let (mut resp, route_name) = match handle(&state, &conn, req, request_id, &request_id_value)
         .instrument(span)
         .await
     {
@@ -96,9 +103,8 @@ pub async fn serve(
             (resp, route)
         }
     };
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert(headers::REQUEST_ID, v);
-    }
+    resp.headers_mut()
+        .insert(headers::REQUEST_ID, request_id_value);
     if shared.draining.load(Ordering::Relaxed) {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -109,7 +115,7 @@ pub async fn serve(
         Some(r) => r.metrics.observe(status, elapsed.as_secs_f64()),
         None => state.unrouted.observe(status, elapsed.as_secs_f64()),
     }
-    if state.config.server.access_log {
+    if let Some((method, path)) = logged {
         tracing::info!(
             target: "stadttor::access",
             request_id,
@@ -135,6 +141,7 @@ async fn handle<'s>(
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     request_id: &str,
+    request_id_value: &HeaderValue,
 ) -> Result<(Response<ProxyBody>, &'s Route), Failure<'s>> {
     let host = check_framing(&req).map_err(|e| (e, None))?;
     let route = state
@@ -164,14 +171,11 @@ async fn handle<'s>(
     if spoofed > 0 {
         tracing::info!(request_id, count = spoofed, "removed client-sent identity headers");
     }
-    headers::set_forwarded(&mut parts.headers, conn.peer, &host.original);
-    parts.headers.insert(
-        headers::REQUEST_ID,
-        HeaderValue::from_str(request_id).map_err(|e| fail(GatewayError::Internal(e.to_string())))?,
-    );
-    if let Ok(v) = HeaderValue::from_str(&host.original) {
-        parts.headers.insert(header::HOST, v);
-    }
+    headers::set_forwarded(&mut parts.headers, &conn.forwarded, &host.original);
+    parts
+        .headers
+        .insert(headers::REQUEST_ID, request_id_value.clone());
+    parts.headers.insert(header::HOST, host.original.clone());
     if cfg.forward_client_cert {
         if let Some(cc) = &conn.client_cert {
             let name = format!("{}client-cert-subject", server.identity_header_prefix);
@@ -344,7 +348,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// normalised for routing (lowercase, no port).
 #[derive(Debug)]
 struct Host {
-    original: String,
+    original: HeaderValue,
     name: String,
 }
 
@@ -367,41 +371,34 @@ fn check_framing(req: &Request<Incoming>) -> Result<Host, GatewayError> {
     if hosts.next().is_some() {
         return Err(GatewayError::BadRequest("more than one Host header"));
     }
-    let original = match (req.uri().authority(), host_header) {
+    let original: HeaderValue = match (req.uri().authority(), host_header) {
         (Some(a), Some(hh)) => {
             if !a.as_str().as_bytes().eq_ignore_ascii_case(hh.as_bytes()) {
                 return Err(GatewayError::BadRequest("Host differs from the authority"));
             }
-            a.as_str().to_owned()
+            hh.clone()
         }
-        (Some(a), None) => a.as_str().to_owned(),
-        (None, Some(hh)) => hh
-            .to_str()
-            .map_err(|_| GatewayError::BadRequest("Host is not ASCII"))?
-            .to_owned(),
+        (Some(a), None) => HeaderValue::from_str(a.as_str())
+            .map_err(|_| GatewayError::BadRequest("authority is not a valid Host"))?,
+        (None, Some(hh)) => hh.clone(),
         (None, None) => {
             if req.version() == Version::HTTP_10 {
-                String::new()
+                HeaderValue::from_static("")
             } else {
                 return Err(GatewayError::BadRequest("missing Host"));
             }
         }
     };
-    let authority: Option<http::uri::Authority> = if original.is_empty() {
-        None
+    let name = if original.is_empty() {
+        String::new()
     } else {
-        Some(
-            original
-                .parse()
-                .map_err(|_| GatewayError::BadRequest("Host is not a valid authority"))?,
-        )
+        let authority = http::uri::Authority::try_from(original.as_bytes())
+            .map_err(|_| GatewayError::BadRequest("Host is not a valid authority"))?;
+        if authority.as_str().contains('@') {
+            return Err(GatewayError::BadRequest("Host carries user info"));
+        }
+        authority.host().trim_end_matches('.').to_ascii_lowercase()
     };
-    if authority.as_ref().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(GatewayError::BadRequest("Host carries user info"));
-    }
-    let name = authority
-        .map(|a| a.host().trim_end_matches('.').to_ascii_lowercase())
-        .unwrap_or_default();
     Ok(Host { original, name })
 }
 

@@ -1,4 +1,9 @@
-//! Errors of the key store; each names the key reference it is about.
+//! Errors of the key store; each names the key reference (or device) it is about.
+
+use std::time::Duration;
+
+/// A boxed cause from a backend library (tss-esapi, cryptoki).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong when resolving a key or signing with it.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +25,18 @@ pub enum Error {
         /// The cargo feature that would enable it.
         feature: &'static str,
     },
-    /// Reading a key file failed.
-    #[error("cannot read key file {path}: {source}")]
+    /// A setting the backend needs is missing from [`crate::KeyStoreConfig`].
+    #[error(
+        "key {reference}: the key store setting `{setting}` is not set, but this backend needs it"
+    )]
+    MissingSetting {
+        /// The key reference.
+        reference: String,
+        /// The name of the missing [`crate::KeyStoreConfig`] field.
+        setting: &'static str,
+    },
+    /// Reading or writing a key file failed.
+    #[error("cannot access key file {path}: {source}")]
     Io {
         /// The file.
         path: String,
@@ -37,6 +52,78 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// The referenced key does not exist on the device.
+    #[error("key {reference} not found: {reason}")]
+    NotFound {
+        /// The key reference.
+        reference: String,
+        /// What was looked for and where.
+        reason: String,
+    },
+    /// Generation refused to overwrite an existing key.
+    #[error("key {reference} already exists; refusing to overwrite it")]
+    AlreadyExists {
+        /// The key reference.
+        reference: String,
+    },
+    /// The TPM could not be opened through its TCTI.
+    #[error("cannot open the TPM through TCTI `{tcti}`: {source}; check that the device exists and is accessible, or that the simulator / resource manager is running")]
+    TpmUnavailable {
+        /// The TCTI string from the configuration.
+        tcti: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The PKCS#11 module could not be loaded or initialised.
+    #[error("cannot use PKCS#11 module {module}: {source}")]
+    Pkcs11Module {
+        /// The module path from the configuration.
+        module: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// Logging in to a PKCS#11 token failed. Never retried automatically, so
+    /// a wrong PIN cannot exhaust the token's retry counter.
+    #[error("login to PKCS#11 token `{token}` failed: {reason} (not retried, so the token is not locked by stadttor)")]
+    Login {
+        /// The token label.
+        token: String,
+        /// Why, e.g. "incorrect PIN".
+        reason: String,
+    },
+    /// The device's request queue is full: fail fast instead of piling up.
+    #[error("key {reference}: the {backend} device is busy ({capacity} requests already queued); request refused")]
+    Busy {
+        /// The key reference.
+        reference: String,
+        /// `tpm` or `pkcs11`.
+        backend: &'static str,
+        /// The configured queue capacity.
+        capacity: usize,
+    },
+    /// The device did not answer within the request deadline.
+    #[error("key {reference}: the {backend} device did not answer within {timeout:?}")]
+    Timeout {
+        /// The key reference.
+        reference: String,
+        /// `tpm` or `pkcs11`.
+        backend: &'static str,
+        /// The configured deadline.
+        timeout: Duration,
+    },
+    /// A device operation failed.
+    #[error("{operation} failed for {reference}: {source}")]
+    Device {
+        /// The key reference (or TCTI / token).
+        reference: String,
+        /// What was attempted ("sign", "load key", …).
+        operation: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
     /// The backend failed to produce a signature.
     #[error("signing with key {reference} failed: {reason}")]
     Signing {
@@ -45,4 +132,20 @@ pub enum Error {
         /// The backend's reason.
         reason: String,
     },
+}
+
+impl Error {
+    /// A [`Error::Device`] from any backend error.
+    #[cfg(any(feature = "tpm", feature = "pkcs11"))]
+    pub(crate) fn device(
+        reference: impl Into<String>,
+        operation: &'static str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Device {
+            reference: reference.into(),
+            operation,
+            source: source.into(),
+        }
+    }
 }

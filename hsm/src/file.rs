@@ -11,7 +11,7 @@ use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
-use crate::{Algorithm, Error, Protection, SigningKey};
+use crate::{Algorithm, Error, KeyStats, Protection, SigningKey};
 
 enum Inner {
     Ecdsa(EcdsaKeyPair),
@@ -26,6 +26,7 @@ pub struct FileKey {
     spki: Vec<u8>,
     inner: Inner,
     rng: SystemRandom,
+    stats: KeyStats,
 }
 
 impl std::fmt::Debug for FileKey {
@@ -94,7 +95,50 @@ impl FileKey {
             spki,
             inner,
             rng,
+            stats: KeyStats::default(),
         })
+    }
+
+    /// Generates a new ECDSA key and writes it as PKCS#8 DER to `path`
+    /// (mode 0600, never overwriting an existing file).
+    pub fn generate(path: &Path, algorithm: Algorithm) -> Result<Self, Error> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+
+        let reference = format!("file:{}", path.display());
+        let alg = match algorithm {
+            Algorithm::EcdsaP256Sha256 => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            Algorithm::EcdsaP384Sha384 => &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+            other => {
+                return Err(Error::UnsupportedKey {
+                    reference,
+                    reason: format!("generation supports ECDSA P-256 and P-384, not {other}"),
+                })
+            }
+        };
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).map_err(|_| Error::Signing {
+            reference: reference.clone(),
+            reason: "ring could not generate a key".into(),
+        })?;
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+                    reference: reference.clone(),
+                },
+                _ => io(e),
+            })?;
+        file.write_all(pkcs8.as_ref()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Self::from_pkcs8(reference, pkcs8.as_ref())
     }
 }
 
@@ -116,6 +160,16 @@ impl SigningKey for FileKey {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        self.stats.track(|| self.sign_untracked(message), |_| false)
+    }
+
+    fn stats(&self) -> Option<&KeyStats> {
+        Some(&self.stats)
+    }
+}
+
+impl FileKey {
+    fn sign_untracked(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
         let failed = |_| Error::Signing {
             reference: self.reference.clone(),
             reason: "ring refused to sign".into(),
@@ -148,7 +202,12 @@ mod tests {
             Algorithm::Ed25519 => &signature::ED25519,
             _ => unreachable!(),
         };
-        let raw = &spki[spki.len() - if key.algorithm() == Algorithm::Ed25519 { 32 } else { 65 }..];
+        let raw = &spki[spki.len()
+            - if key.algorithm() == Algorithm::Ed25519 {
+                32
+            } else {
+                65
+            }..];
         signature::UnparsedPublicKey::new(alg, raw)
             .verify(msg, sig)
             .is_ok()

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::Error;
+use crate::{Error, KeyStats};
 
 /// A signature algorithm, including its hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,4 +67,9 @@ pub trait SigningKey: fmt::Debug + Send + Sync {
     fn reference(&self) -> &str;
     /// Signs `message`.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error>;
+    /// Live counters of this key (signatures, failures, queue depth,
+    /// latency), if the backend keeps them; all built-in backends do.
+    fn stats(&self) -> Option<&KeyStats> {
+        None
+    }
 }

@@ -8,8 +8,15 @@
 //! - `file:PATH`: a PKCS#8 key file, always compiled in. It is the embedded
 //!   default for development and is labelled [`Protection::Software`]
 //!   everywhere it shows up: it is **not** hardware-protected.
-//! - `tpm:…`: a TPM 2.0 key (cargo feature `tpm`).
-//! - `pkcs11:…`: an RFC 7512 PKCS#11 URI (cargo feature `pkcs11`).
+//! - `tpm:handle=0x81010001` or `tpm:pem=/path/key.tss2.pem`: a TPM 2.0 key
+//!   (cargo feature `tpm`; grammar in the `tpm` module).
+//! - `pkcs11:token=LABEL;object=LABEL` (or `;id=%01`): an RFC 7512 PKCS#11
+//!   URI (cargo feature `pkcs11`; grammar in the `pkcs11` module).
+//!
+//! Naming a backend that was not compiled in is an explicit error that names
+//! the cargo feature. [`KeyStore::generate`] creates non-exportable keys where
+//! the reference points, and every built-in key exposes [`KeyStats`]
+//! (signatures, failures, queue depth, latency) through [`SigningKey::stats`].
 //!
 //! What this crate does not do: no HTTP, no TLS, no async runtime. Signing is
 //! synchronous and may block on a device; callers on an async runtime move
@@ -17,14 +24,22 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(any(feature = "tpm", feature = "pkcs11"))]
+mod der;
 mod error;
 pub mod file;
-pub mod spki;
 mod key;
 mod keyref;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
+pub mod spki;
+mod stats;
 mod store;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 
-pub use error::Error;
+pub use error::{BoxError, Error};
 pub use key::{Algorithm, Protection, SigningKey};
 pub use keyref::KeyRef;
+pub use stats::{KeyStats, KeyStatsSnapshot};
 pub use store::{KeyStore, KeyStoreConfig};

@@ -1,0 +1,198 @@
+//! The TSS2 PEM key format (`-----BEGIN TSS2 PRIVATE KEY-----`), as written by
+//! `tpm2_encodeobject`, tpm2-openssl and tpm2-tss-engine.
+//!
+//! ```text
+//! TPMKey ::= SEQUENCE {
+//!     type        OBJECT IDENTIFIER,        -- 2.23.133.10.1.3 (loadable key)
+//!     emptyAuth   [0] EXPLICIT BOOLEAN OPTIONAL,
+//!     policy      [1] EXPLICIT SEQUENCE OF TPMPolicy OPTIONAL,
+//!     secret      [2] EXPLICIT OCTET STRING OPTIONAL,
+//!     authPolicy  [3] EXPLICIT SEQUENCE OF TPMAuthPolicy OPTIONAL,
+//!     parent      INTEGER,                  -- a TPM handle
+//!     pubkey      OCTET STRING,             -- TPM2B_PUBLIC
+//!     privkey     OCTET STRING              -- TPM2B_PRIVATE
+//! }
+//! ```
+//!
+//! Only loadable keys without policies are accepted: stadttor cannot satisfy
+//! a key policy, and importable keys need a duplication step it does not do.
+
+use crate::der::{self, DerError, Reader, INTEGER, OCTET_STRING, OID, SEQUENCE};
+use crate::spki::tlv;
+
+/// PEM label of the format.
+pub(crate) const PEM_TAG: &str = "TSS2 PRIVATE KEY";
+/// DER content of OID 2.23.133.10.1.3, `id-loadablekey`.
+const OID_LOADABLE_KEY: &[u8] = &[0x67, 0x81, 0x05, 0x0a, 0x01, 0x03];
+/// DER content of OID 2.23.133.10.1.4, `id-importablekey`.
+const OID_IMPORTABLE_KEY: &[u8] = &[0x67, 0x81, 0x05, 0x0a, 0x01, 0x04];
+/// DER content of OID 2.23.133.10.1.5, `id-sealedkey`.
+const OID_SEALED_KEY: &[u8] = &[0x67, 0x81, 0x05, 0x0a, 0x01, 0x05];
+
+/// A decoded TSS2 key: the blobs to pass to TPM2_Load under `parent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tss2Key {
+    /// What the file says about the key's password. Debian's tpm2-tools 5.4
+    /// writes this inverted (tpm2-tools #3458), so it is informational only.
+    pub(crate) empty_auth: bool,
+    /// The parent's TPM handle; stadttor requires a persistent one (0x81…).
+    pub(crate) parent: u32,
+    /// `TPM2B_PUBLIC` bytes, size prefix included.
+    pub(crate) public: Vec<u8>,
+    /// `TPM2B_PRIVATE` bytes, size prefix included.
+    pub(crate) private: Vec<u8>,
+}
+
+impl Tss2Key {
+    /// Decodes the PEM text of a TSS2 key file.
+    pub(crate) fn from_pem(text: &[u8]) -> Result<Self, String> {
+        let pem = pem::parse(text).map_err(|e| format!("not a PEM file: {e}"))?;
+        if pem.tag() != PEM_TAG {
+            return Err(format!(
+                "expected a `{PEM_TAG}` PEM block (tpm2_encodeobject), found `{}`",
+                pem.tag()
+            ));
+        }
+        Self::from_der(pem.contents()).map_err(|e| e.to_string())
+    }
+
+    /// Decodes the DER `TPMKey` structure.
+    pub(crate) fn from_der(bytes: &[u8]) -> Result<Self, Tss2Error> {
+        let mut outer = Reader::new(bytes);
+        let mut seq = Reader::new(outer.expect(SEQUENCE, "TPMKey is not a SEQUENCE")?);
+        if !outer.is_empty() {
+            return Err(DerError("trailing data after TPMKey").into());
+        }
+        match seq.expect(OID, "missing key type OID")? {
+            OID_LOADABLE_KEY => {}
+            OID_IMPORTABLE_KEY => return Err(Tss2Error::Unsupported("an importable key")),
+            OID_SEALED_KEY => return Err(Tss2Error::Unsupported("a sealed data object")),
+            _ => return Err(Tss2Error::Unsupported("an unknown TSS2 key type")),
+        }
+        let mut empty_auth = false;
+        while let Some(tag) = seq.peek_tag().filter(|t| t & 0xe0 == 0xa0) {
+            let value = seq.any()?.1;
+            match tag {
+                0xa0 => {
+                    let b = Reader::new(value).expect(0x01, "emptyAuth is not a BOOLEAN")?;
+                    empty_auth = b.first().is_some_and(|v| *v != 0);
+                }
+                0xa1 | 0xa3 => return Err(Tss2Error::Unsupported("a key with a policy")),
+                0xa2 => return Err(Tss2Error::Unsupported("a key with an imported secret")),
+                _ => return Err(DerError("unknown context tag").into()),
+            }
+        }
+        let parent = der::uint(seq.expect(INTEGER, "missing parent handle")?)?;
+        let parent = u32::try_from(parent).map_err(|_| DerError("parent handle too large"))?;
+        let public = seq.expect(OCTET_STRING, "missing pubkey")?.to_vec();
+        let private = seq.expect(OCTET_STRING, "missing privkey")?.to_vec();
+        if !seq.is_empty() {
+            return Err(DerError("trailing data inside TPMKey").into());
+        }
+        Ok(Self {
+            empty_auth,
+            parent,
+            public,
+            private,
+        })
+    }
+
+    /// Encodes as DER `TPMKey`.
+    pub(crate) fn to_der(&self) -> Vec<u8> {
+        let mut body = tlv(OID, OID_LOADABLE_KEY);
+        if self.empty_auth {
+            body.extend(tlv(0xa0, &tlv(0x01, &[0xff])));
+        }
+        body.extend(der::uint_der(&self.parent.to_be_bytes()));
+        body.extend(tlv(OCTET_STRING, &self.public));
+        body.extend(tlv(OCTET_STRING, &self.private));
+        tlv(SEQUENCE, &body)
+    }
+
+    /// Encodes as PEM text.
+    pub(crate) fn to_pem(&self) -> String {
+        pem::encode(&pem::Pem::new(PEM_TAG, self.to_der()))
+    }
+}
+
+/// Why a TSS2 key was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tss2Error {
+    /// Not well-formed.
+    Der(DerError),
+    /// Well-formed, but a kind stadttor does not load.
+    Unsupported(&'static str),
+}
+
+impl From<DerError> for Tss2Error {
+    fn from(e: DerError) -> Self {
+        Self::Der(e)
+    }
+}
+
+impl std::fmt::Display for Tss2Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Der(e) => write!(f, "TSS2 key: {e}"),
+            Self::Unsupported(what) => {
+                write!(
+                    f,
+                    "TSS2 key is {what}; only plain loadable keys are supported"
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Tss2Key {
+        Tss2Key {
+            empty_auth: true,
+            parent: 0x8100_0001,
+            public: vec![0x00, 0x03, 1, 2, 3],
+            private: vec![0x00, 0x02, 9, 9],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_pem() {
+        let key = sample();
+        let pem = key.to_pem();
+        assert!(pem.starts_with("-----BEGIN TSS2 PRIVATE KEY-----"));
+        assert_eq!(Tss2Key::from_pem(pem.as_bytes()).unwrap(), key);
+    }
+
+    #[test]
+    fn parent_integer_has_sign_byte() {
+        let der = sample().to_der();
+        let needle = [0x02, 0x05, 0x00, 0x81, 0x00, 0x00, 0x01];
+        assert!(der.windows(needle.len()).any(|w| w == needle));
+    }
+
+    #[test]
+    fn refuses_policies_other_types_and_other_pem() {
+        let mut body = tlv(OID, OID_LOADABLE_KEY);
+        body.extend(tlv(0xa1, &tlv(SEQUENCE, &[])));
+        body.extend(der::uint_der(&[0x40, 0, 0, 1]));
+        let err = Tss2Key::from_der(&tlv(SEQUENCE, &body)).unwrap_err();
+        assert_eq!(err, Tss2Error::Unsupported("a key with a policy"));
+
+        let sealed = tlv(SEQUENCE, &tlv(OID, OID_SEALED_KEY));
+        assert!(Tss2Key::from_der(&sealed).is_err());
+
+        let other = pem::encode(&pem::Pem::new("PRIVATE KEY", vec![1, 2]));
+        let err = Tss2Key::from_pem(other.as_bytes()).unwrap_err();
+        assert!(err.contains("TSS2 PRIVATE KEY"), "{err}");
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_panic() {
+        let der = sample().to_der();
+        for cut in 0..der.len() {
+            assert!(Tss2Key::from_der(&der[..cut]).is_err());
+        }
+    }
+}

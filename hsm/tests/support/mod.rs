@@ -1,0 +1,395 @@
+//! Test harness for real key hardware: swtpm and SoftHSM2 in temporary
+//! directories, on free ports, cleaned up on `Drop`.
+//!
+//! Written to be copied or `#[path]`-included by other crates' tests (the
+//! gateway's). Missing tools make tests FAIL with an install hint: a green
+//! run must mean the hardware paths were exercised.
+//!
+//! Call [`init`] first in every test: it sets the process environment once
+//! (SoftHSM reads `SOFTHSM2_CONF` at `C_Initialize`, which happens once per
+//! process), before any test thread touches a library.
+//!
+//! SoftHSM does not notice tokens initialised after `C_Initialize`, so
+//! [`init`] initialises a pool of tokens up front (with `softhsm2-util`) and
+//! [`SoftHsm::token`] hands each test its own, unused one.
+
+#![allow(dead_code, unreachable_pub)]
+// each test binary uses a subset
+// Test harness: failing loudly is the point (clippy.toml allows this only in
+// `#[test]` functions, not in helpers of integration tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The SoftHSM2 module on Debian.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// SO PIN of every test token.
+pub const SO_PIN: &str = "5678";
+/// User PIN of every test token.
+pub const USER_PIN: &str = "1234";
+/// How many SoftHSM tokens [`init`] prepares for this test process.
+pub const TOKEN_POOL: usize = 8;
+
+/// Sets up the process environment once; call first in every test.
+pub fn init() -> &'static SoftHsm {
+    static SOFTHSM: OnceLock<SoftHsm> = OnceLock::new();
+    SOFTHSM.get_or_init(|| {
+        let softhsm = SoftHsm::create(TOKEN_POOL);
+        // The only environment writes in this test binary. They happen inside
+        // this OnceLock, which every test passes before using any library, so
+        // no other thread reads the environment concurrently.
+        #[allow(clippy::disallowed_methods)]
+        {
+            std::env::set_var("SOFTHSM2_CONF", &softhsm.conf);
+            // ESYS logs expected failures (probing a free handle) as errors.
+            std::env::set_var("TSS2_LOG", "all+none");
+        }
+        softhsm
+    })
+}
+
+/// Panics unless `tool` is on `PATH`.
+pub fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "required test tool `{tool}` is missing: apt-get install {package}. \
+         Hardware-backend tests do not skip."
+    );
+}
+
+/// Runs a command and panics with its output unless it succeeds.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp dir.
+    pub fn new(tag: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "stadttor-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Returns a port `p` such that `p` and `p + 1` were both free just now.
+pub fn free_port_pair() -> u16 {
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = first.local_addr().expect("local addr").port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free pair of adjacent ports on 127.0.0.1");
+}
+
+/// A software TPM (swtpm) on free loopback ports, with its own state dir.
+///
+/// swtpm serves one client connection at a time and libtss2's swtpm TCTI
+/// reconnects per command; on a loaded 2-core machine several simulators in
+/// parallel starve each other, so TPM tests run one at a time: each `Swtpm`
+/// holds a process-wide lock for its life.
+#[derive(Debug)]
+pub struct Swtpm {
+    child: Child,
+    port: u16,
+    /// State directory and scratch space for tpm2-tools files.
+    pub dir: TempDir,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Swtpm {
+    /// Starts swtpm (data port P, control port P+1) and waits until it listens.
+    pub fn start() -> Self {
+        require("swtpm", "swtpm swtpm-tools");
+        require("tpm2_createprimary", "tpm2-tools");
+        static SERIAL: Mutex<()> = Mutex::new(());
+        // A failed (panicking) TPM test poisons the lock; the next may run.
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let dir = TempDir::new("swtpm");
+            let port = free_port_pair();
+            let mut child = Command::new("swtpm")
+                .args(["socket", "--tpm2", "--server"])
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                .arg("--tpmstate")
+                .arg(format!("dir={}", dir.path().display()))
+                .args(["--flags", "not-need-init,startup-clear"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn swtpm");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    last_err = format!("swtpm exited with {status} (port race?)");
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self {
+                        child,
+                        port,
+                        dir,
+                        _serial: serial,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("swtpm did not start: {last_err}");
+    }
+
+    /// The TCTI string for this simulator.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// A tpm2-tools command aimed at this simulator, run in its directory;
+    /// killed after 60 s so a wedged simulator fails the test instead of
+    /// hanging it.
+    pub fn tool(&self, name: &str) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["60", name])
+            .env("TPM2TOOLS_TCTI", self.tcti())
+            .env("TSS2_LOG", "all+none")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs a tpm2-tools command; panics with its output on failure.
+    pub fn run(&self, name: &str, args: &[&str]) -> Output {
+        run(self.tool(name).args(args))
+    }
+
+    /// Freezes the simulator (SIGSTOP): the TPM stops answering.
+    pub fn suspend(&self) {
+        run(Command::new("kill").args(["-STOP", &self.child.id().to_string()]));
+    }
+
+    /// Thaws the simulator (SIGCONT).
+    pub fn resume(&self) {
+        run(Command::new("kill").args(["-CONT", &self.child.id().to_string()]));
+    }
+
+    /// Creates the classic tpm2-tools SRK and persists it at `handle`.
+    pub fn create_srk(&self, handle: &str) {
+        self.run(
+            "tpm2_createprimary",
+            &[
+                "-C",
+                "o",
+                "-g",
+                "sha256",
+                "-G",
+                "ecc256:null:aes128cfb",
+                "-c",
+                "srk.ctx",
+            ],
+        );
+        self.run("tpm2_evictcontrol", &["-C", "o", "-c", "srk.ctx", handle]);
+        self.run("tpm2_flushcontext", &["-t"]);
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        // Thaw first in case a test failed while the simulator was stopped.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SoftHSM2 configuration and token directory for this test process.
+#[derive(Debug)]
+pub struct SoftHsm {
+    /// The `softhsm2.conf` exported as `SOFTHSM2_CONF`.
+    pub conf: PathBuf,
+    tokens: Vec<TestToken>,
+    next: AtomicU32,
+    dir: TempDir,
+}
+
+impl SoftHsm {
+    fn create(pool: usize) -> Self {
+        require("softhsm2-util", "softhsm2");
+        require("pkcs11-tool", "opensc");
+        assert!(
+            Path::new(SOFTHSM_MODULE).exists(),
+            "{SOFTHSM_MODULE} is missing: apt-get install softhsm2"
+        );
+        let dir = TempDir::new("softhsm");
+        let token_dir = dir.join("tokens");
+        std::fs::create_dir_all(&token_dir).expect("token dir");
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                token_dir.display()
+            ),
+        )
+        .expect("write softhsm2.conf");
+        let tokens = (0..pool)
+            .map(|i| {
+                let label = format!("stadttor-{i}");
+                run(Command::new("softhsm2-util")
+                    .env("SOFTHSM2_CONF", &conf)
+                    .args([
+                        "--init-token",
+                        "--free",
+                        "--label",
+                        &label,
+                        "--pin",
+                        USER_PIN,
+                        "--so-pin",
+                        SO_PIN,
+                    ]));
+                let pin_file = dir.join(&format!("{label}.pin"));
+                std::fs::write(&pin_file, format!("{USER_PIN}\n")).expect("write PIN file");
+                TestToken {
+                    label,
+                    pin: USER_PIN.to_owned(),
+                    pin_file,
+                    conf: conf.clone(),
+                }
+            })
+            .collect();
+        Self {
+            conf,
+            tokens,
+            next: AtomicU32::new(0),
+            dir,
+        }
+    }
+
+    /// Hands out a fresh token of the pool (its own label, PIN file).
+    pub fn token(&self) -> TestToken {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        self.tokens.get(i).cloned().unwrap_or_else(|| {
+            panic!(
+                "all {} SoftHSM test tokens are used; raise TOKEN_POOL",
+                self.tokens.len()
+            )
+        })
+    }
+}
+
+/// A SoftHSM2 token made by [`SoftHsm::token`].
+#[derive(Debug, Clone)]
+pub struct TestToken {
+    /// Token label.
+    pub label: String,
+    /// User PIN.
+    pub pin: String,
+    /// File holding the PIN (with a trailing newline, as an operator writes it).
+    pub pin_file: PathBuf,
+    conf: PathBuf,
+}
+
+impl TestToken {
+    /// A `pkcs11-tool` command logged in to this token.
+    pub fn tool(&self) -> Command {
+        let mut cmd = Command::new("pkcs11-tool");
+        cmd.env("SOFTHSM2_CONF", &self.conf).args([
+            "--module",
+            SOFTHSM_MODULE,
+            "--token-label",
+            &self.label,
+            "--login",
+            "--pin",
+            &self.pin,
+        ]);
+        cmd
+    }
+}
+
+/// Writes DER SPKI as a PEM public key file (for `openssl dgst -verify`).
+pub fn spki_pem(spki: &[u8], path: &Path) {
+    let der = path.with_extension("der");
+    std::fs::write(&der, spki).expect("write SPKI");
+    run(Command::new("openssl")
+        .args(["pkey", "-pubin", "-inform", "DER", "-in"])
+        .arg(&der)
+        .arg("-out")
+        .arg(path));
+}
+
+/// Verifies `sig` over `msg` with `openssl dgst -<hash> -verify`.
+pub fn openssl_verify(spki: &[u8], hash: &str, msg: &[u8], sig: &[u8], dir: &TempDir) -> bool {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let (pem, m, s) = (
+        dir.join(&format!("ossl{n}.pub.pem")),
+        dir.join(&format!("ossl{n}.msg")),
+        dir.join(&format!("ossl{n}.sig")),
+    );
+    spki_pem(spki, &pem);
+    std::fs::write(&m, msg).expect("write msg");
+    std::fs::write(&s, sig).expect("write sig");
+    Command::new("openssl")
+        .args(["dgst", &format!("-{hash}"), "-verify"])
+        .arg(&pem)
+        .arg("-signature")
+        .arg(&s)
+        .arg(&m)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
