@@ -87,10 +87,10 @@ pub mod raw {
     pub struct Server {
         pub max_connections: usize,
         pub max_connections_per_ip: usize,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "duration")]
         pub header_read_timeout: Duration,
         pub max_header_bytes: ByteSize,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "duration")]
         pub drain_timeout: Duration,
         pub identity_header_prefix: String,
         pub log_format: LogFormat,
@@ -160,6 +160,14 @@ pub mod raw {
         pub key: String,
         #[serde(default)]
         pub server_names: Vec<String>,
+        #[serde(default)]
+        pub mode: CertMode,
+        #[serde(default = "default_leaf_lifetime", with = "duration")]
+        pub leaf_lifetime: Duration,
+    }
+
+    fn default_leaf_lifetime() -> Duration {
+        Duration::from_secs(6 * 3600)
     }
 
     /// `[listeners.tls.client_auth]`.
@@ -180,9 +188,9 @@ pub mod raw {
         pub tls: Option<UpstreamTls>,
         #[serde(default = "default_eject_after")]
         pub eject_after_failures: u32,
-        #[serde(default = "default_eject_for", with = "humantime_serde")]
+        #[serde(default = "default_eject_for", with = "duration")]
         pub eject_for: Duration,
-        #[serde(default = "default_pool_idle", with = "humantime_serde")]
+        #[serde(default = "default_pool_idle", with = "duration")]
         pub pool_idle_timeout: Duration,
     }
 
@@ -225,13 +233,13 @@ pub mod raw {
     #[derive(Debug, Clone, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     pub struct Timeouts {
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "duration")]
         pub connect: Duration,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "duration")]
         pub response_header: Duration,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "duration")]
         pub idle: Duration,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "duration")]
         pub total: Duration,
     }
 
@@ -277,6 +285,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// How a certificate's key signs TLS handshakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertMode {
+    /// Every full handshake is signed by the configured key (the default).
+    #[default]
+    Direct,
+    /// The configured key is an issuing key (its certificate is a CA with
+    /// `pathlen:0`); the gateway serves short-lived in-memory leaf keys it
+    /// certifies and rotates, so handshakes do not wait on slow hardware.
+    ShortLivedLeaf,
+}
+
 /// Whether a client certificate is needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -288,26 +309,77 @@ pub enum ClientAuthMode {
     Optional,
 }
 
+/// Durations written as `"30s"`, `"5m"`, `"1h 30m"` (humantime), with
+/// errors that say what was wrong (`humantime_serde` only says "expected a
+/// duration").
+mod duration {
+    use std::fmt;
+    use std::time::Duration;
+
+    use humantime_serde::re::humantime;
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
+        d.deserialize_str(Visitor)
+    }
+
+    struct Visitor;
+
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration string with a unit, like \"30s\", \"5m\" or \"1h 30m\"")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+            humantime::parse_duration(s).map_err(|e| {
+                E::custom(format!(
+                    "invalid duration `{s}`: {e}; write e.g. \"500ms\", \"30s\", \"5m\" or \"1h 30m\""
+                ))
+            })
+        }
+    }
+}
+
 /// A byte count, written as an integer or with a unit (`16KiB`, `10MiB`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
 impl<'de> serde::Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            N(u64),
-            S(String),
-        }
-        match Repr::deserialize(d)? {
-            Repr::N(n) => Ok(Self(n)),
-            Repr::S(s) => parse_size(&s).map(Self).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid size `{s}`: use an integer of bytes or a number with B, KiB, MiB or GiB"
-                ))
-            }),
-        }
+        d.deserialize_any(ByteSizeVisitor)
+    }
+}
+
+/// Accepts a non-negative integer or a string with a unit, and names what
+/// was wrong otherwise (an untagged enum would only say "did not match").
+struct ByteSizeVisitor;
+
+impl serde::de::Visitor<'_> for ByteSizeVisitor {
+    type Value = ByteSize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size: an integer of bytes or a string like \"16KiB\" or \"10MiB\"")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ByteSize, E> {
+        Ok(ByteSize(n))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ByteSize, E> {
+        u64::try_from(n)
+            .map(ByteSize)
+            .map_err(|_| E::custom(format!("invalid size `{n}`: must not be negative")))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ByteSize, E> {
+        parse_size(s).map(ByteSize).ok_or_else(|| {
+            E::custom(format!(
+                "invalid size `{s}`: use an integer of bytes or a whole number with B, KiB, MiB or GiB, e.g. \"10MiB\""
+            ))
+        })
     }
 }
 
@@ -404,6 +476,10 @@ pub struct Certificate {
     pub server_names: Vec<String>,
     /// Key path in the file, for messages (`listeners[0].tls.certificates[1]`).
     pub origin: String,
+    /// Direct signing or short-lived leaves.
+    pub mode: CertMode,
+    /// Lifetime of each short-lived leaf.
+    pub leaf_lifetime: Duration,
 }
 
 /// Client certificate verification.
@@ -491,7 +567,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw: raw::File = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let mut reason = inner.message().to_owned();
+        // toml's messages may span lines; keep one issue on one line.
+        let mut reason = inner
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         if let Some(span) = inner.span() {
             let line = text[..span.start.min(text.len())].lines().count().max(1);
             reason = format!("{reason} (line {line})");
@@ -499,7 +582,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         ConfigError {
             file: path.to_owned(),
             issues: vec![Issue {
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 reason,
             }],
         }
@@ -518,10 +605,19 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
     };
     let mut issues = Vec::new();
     let mut issue = |key: String, reason: String| issues.push(Issue { key, reason });
+    let keys = &raw.keys;
     let key_ref = |s: &str, issue: &mut dyn FnMut(String, String), key: String| -> KeyRef {
         match s.parse::<KeyRef>() {
             Ok(KeyRef::File(p)) => KeyRef::File(abs(&p)),
-            Ok(k) => k,
+            Ok(k) => {
+                for missing in missing_key_settings(&k, keys) {
+                    issue(
+                        key.clone(),
+                        format!("`{k}` needs `keys.{missing}`; set it in the `[keys]` table"),
+                    );
+                }
+                k
+            }
             Err(e) => {
                 issue(key, e.to_string());
                 KeyRef::File(PathBuf::new())
@@ -531,10 +627,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
 
     let s = &raw.server;
     if s.max_connections == 0 {
-        issue(
-            "server.max_connections".into(),
-            "must be at least 1".into(),
-        );
+        issue("server.max_connections".into(), "must be at least 1".into());
     }
     if s.max_connections_per_ip == 0 {
         issue(
@@ -554,6 +647,12 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             "must be between 1KiB and 1MiB".into(),
         );
     }
+    if s.h2_max_concurrent_streams == 0 {
+        issue(
+            "server.h2_max_concurrent_streams".into(),
+            "must be at least 1 (0 would refuse every HTTP/2 request)".into(),
+        );
+    }
     let prefix = s.identity_header_prefix.to_ascii_lowercase();
     if prefix.len() < 3 || http::HeaderName::from_bytes(prefix.as_bytes()).is_err() {
         issue(
@@ -569,16 +668,21 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         );
     }
     let mut listener_names = HashSet::new();
-    let mut listener_addrs = HashSet::new();
+    // Every socket bound at start, to find pairs that cannot both be bound.
+    let mut sockets: Vec<(String, SocketAddr)> = Vec::new();
     let mut listeners = Vec::new();
     for (i, l) in raw.listeners.iter().enumerate() {
         let k = format!("listeners[{i}]");
         if l.name.is_empty() || !listener_names.insert(l.name.clone()) {
-            issue(format!("{k}.name"), format!("`{}` is empty or used twice", l.name));
+            issue(
+                format!("{k}.name"),
+                format!("`{}` is empty or used twice", l.name),
+            );
         }
-        if l.listen.port() != 0 && !listener_addrs.insert(l.listen) {
-            issue(format!("{k}.listen"), format!("{} is bound twice", l.listen));
+        if let Some(problem) = socket_conflict(&sockets, l.listen) {
+            issue(format!("{k}.listen"), problem);
         }
+        sockets.push((format!("{k} (`{}`)", l.name), l.listen));
         if l.tls.certificates.is_empty() {
             issue(
                 format!("{k}.tls.certificates"),
@@ -586,26 +690,72 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             );
         }
         let mut certificates = Vec::new();
+        // SNI name → the certificate that serves it; the first without names.
+        let mut served: BTreeMap<String, usize> = BTreeMap::new();
+        let mut default_cert = None;
         for (j, c) in l.tls.certificates.iter().enumerate() {
             let ck = format!("{k}.tls.certificates[{j}]");
             let key = key_ref(&c.key, &mut issue, format!("{ck}.key"));
+            if c.server_names.is_empty() {
+                match default_cert {
+                    None => default_cert = Some(j),
+                    Some(first) => issue(
+                        format!("{ck}.server_names"),
+                        format!(
+                            "empty, but {k}.tls.certificates[{first}] is already the default \
+                             certificate, so this one would never be served; give it \
+                             `server_names` or remove it"
+                        ),
+                    ),
+                }
+            }
             let mut names = Vec::new();
             for n in &c.server_names {
                 let n = n.to_ascii_lowercase();
-                let bare = n.strip_prefix("*.").unwrap_or(&n);
-                if bare.is_empty() || bare.contains('*') || bare.contains('/') {
+                if let Some(problem) = host_problem(&n) {
                     issue(
                         format!("{ck}.server_names"),
-                        format!("`{n}` is not a DNS name or `*.` wildcard"),
+                        format!("`{n}` is not a DNS name or `*.` wildcard: {problem}"),
                     );
+                } else if let Some(first) = served.get(&n) {
+                    issue(
+                        format!("{ck}.server_names"),
+                        format!(
+                            "`{n}` is already served by {k}.tls.certificates[{first}]; \
+                             a name may appear once per listener"
+                        ),
+                    );
+                } else {
+                    served.insert(n.clone(), j);
                 }
                 names.push(n);
+            }
+            if c.mode == CertMode::ShortLivedLeaf {
+                if names.is_empty() {
+                    issue(
+                        format!("{ck}.server_names"),
+                        "short-lived-leaf mode needs server_names: they become the names in \
+                         each leaf certificate"
+                            .into(),
+                    );
+                }
+                if c.leaf_lifetime < Duration::from_secs(600)
+                    || c.leaf_lifetime > Duration::from_secs(48 * 3600)
+                {
+                    issue(
+                        format!("{ck}.leaf_lifetime"),
+                        "must be between 10m and 48h (leaves are rotated at half their lifetime)"
+                            .into(),
+                    );
+                }
             }
             certificates.push(Certificate {
                 chain: abs(&c.chain),
                 key,
                 server_names: names,
                 origin: ck,
+                mode: c.mode,
+                leaf_lifetime: c.leaf_lifetime,
             });
         }
         listeners.push(Listener {
@@ -623,15 +773,27 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         });
     }
 
+    if let Some(a) = &raw.admin {
+        if let Some(problem) = socket_conflict(&sockets, a.listen) {
+            issue("admin.listen".into(), problem);
+        }
+    }
+
     let mut upstream_names = BTreeMap::new();
     let mut upstreams = Vec::new();
     for (i, u) in raw.upstreams.iter().enumerate() {
         let k = format!("upstreams[{i}]");
         if u.name.is_empty() || upstream_names.insert(u.name.clone(), i).is_some() {
-            issue(format!("{k}.name"), format!("`{}` is empty or used twice", u.name));
+            issue(
+                format!("{k}.name"),
+                format!("`{}` is empty or used twice", u.name),
+            );
         }
         if u.addresses.is_empty() {
-            issue(format!("{k}.addresses"), "at least one address is needed".into());
+            issue(
+                format!("{k}.addresses"),
+                "at least one address is needed".into(),
+            );
         }
         for a in &u.addresses {
             let ok = a
@@ -665,6 +827,14 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
                     None
                 }
             };
+            if let Some(n) = &t.server_name {
+                if let Err(e) = rustls_pki_types::ServerName::try_from(n.as_str()) {
+                    issue(
+                        format!("{k}.tls.server_name"),
+                        format!("`{n}` is not a DNS name or IP address: {e}"),
+                    );
+                }
+            }
             UpstreamTls {
                 ca: abs(&t.ca),
                 server_name: t.server_name.clone(),
@@ -684,12 +854,18 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
     let mut route_names = HashSet::new();
     let mut routes = Vec::new();
     if raw.routes.is_empty() {
-        issue("routes".into(), "at least one `[[routes]]` table is needed".into());
+        issue(
+            "routes".into(),
+            "at least one `[[routes]]` table is needed".into(),
+        );
     }
     for (i, r) in raw.routes.iter().enumerate() {
         let k = format!("routes[{i}]");
         if r.name.is_empty() || !route_names.insert(r.name.clone()) {
-            issue(format!("{k}.name"), format!("`{}` is empty or used twice", r.name));
+            issue(
+                format!("{k}.name"),
+                format!("`{}` is empty or used twice", r.name),
+            );
         }
         let upstream = match upstream_names.get(&r.upstream) {
             Some(i) => *i,
@@ -699,7 +875,11 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
                     format!(
                         "no upstream named `{}`; defined are: {}",
                         r.upstream,
-                        upstream_names.keys().cloned().collect::<Vec<_>>().join(", ")
+                        upstream_names
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
                 0
@@ -707,13 +887,56 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         };
         for l in &r.listeners {
             if !listener_names.contains(l) {
-                issue(format!("{k}.listeners"), format!("no listener named `{l}`"));
+                issue(
+                    format!("{k}.listeners"),
+                    format!(
+                        "no listener named `{l}`; defined are: {}",
+                        raw.listeners
+                            .iter()
+                            .map(|l| l.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(h) = &r.host {
+            if let Some(problem) = host_problem(&h.to_ascii_lowercase()) {
+                issue(
+                    format!("{k}.host"),
+                    format!("`{h}` is not a host name or `*.` wildcard: {problem}"),
+                );
             }
         }
         if !r.path_prefix.starts_with('/') {
             issue(
                 format!("{k}.path_prefix"),
                 format!("`{}` must start with `/`", r.path_prefix),
+            );
+        } else if r
+            .path_prefix
+            .contains(|c: char| c == '?' || c == '#' || c.is_whitespace() || c.is_control())
+        {
+            issue(
+                format!("{k}.path_prefix"),
+                format!(
+                    "`{}` would never match: a path prefix has no query, fragment or whitespace",
+                    r.path_prefix
+                ),
+            );
+        }
+        if r.forward_client_cert
+            && !raw.listeners.iter().any(|l| {
+                l.tls.client_auth.is_some()
+                    && (r.listeners.is_empty() || r.listeners.contains(&l.name))
+            })
+        {
+            issue(
+                format!("{k}.forward_client_cert"),
+                "no listener of this route verifies client certificates, so there is nothing \
+                 to forward; add `[listeners.tls.client_auth]` to its listener or remove \
+                 `forward_client_cert`"
+                    .into(),
             );
         }
         let t = &r.timeouts;
@@ -730,12 +953,23 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         let mut response_headers = BTreeMap::new();
         for (name, value) in &r.response_headers {
             let lname = name.to_ascii_lowercase();
+            let hk = format!("{k}.response_headers.{name}");
             if http::HeaderName::from_bytes(lname.as_bytes()).is_err()
                 || http::HeaderValue::from_str(value).is_err()
             {
                 issue(
-                    format!("{k}.response_headers.{name}"),
+                    hk,
                     "not a valid header name or value (CR, LF and NUL are refused, CWE-113)".into(),
+                );
+            } else if let Some(why) = reserved_response_header(&lname) {
+                issue(
+                    hk,
+                    format!("`{lname}` cannot be overridden: {why}; remove it"),
+                );
+            } else if response_headers.contains_key(&lname) {
+                issue(
+                    hk,
+                    "given twice (header names are case-insensitive); keep one".into(),
                 );
             }
             response_headers.insert(lname, value.clone());
@@ -758,6 +992,29 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             },
             response_headers,
         });
+    }
+
+    // A route is dead if an earlier one has the same host and prefix and
+    // applies to at least the same listeners: ties keep file order.
+    for (j, b) in routes.iter().enumerate() {
+        let shadow = routes[..j].iter().position(|a| {
+            a.host == b.host
+                && a.path_prefix == b.path_prefix
+                && (a.listeners.is_empty()
+                    || (!b.listeners.is_empty()
+                        && b.listeners.iter().all(|l| a.listeners.contains(l))))
+        });
+        if let Some(i) = shadow {
+            issue(
+                format!("routes[{j}]"),
+                format!(
+                    "route `{}` can never match: routes[{i}] (`{}`) has the same host and \
+                     path_prefix on the same listeners and comes first; change its host, \
+                     path_prefix or listeners, or remove one of them",
+                    b.name, routes[i].name
+                ),
+            );
+        }
     }
 
     if !issues.is_empty() {
@@ -791,6 +1048,89 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         upstreams,
         routes,
     })
+}
+
+/// Why `name` (lowercase) can never equal a request's host or SNI name.
+fn host_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return match inner.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => None,
+            Err(_) => Some("not an IPv6 address in brackets"),
+        };
+    }
+    if name.contains("://") || name.contains('/') {
+        return Some("write the bare host name, without scheme or path");
+    }
+    if name.contains(':') {
+        return Some("write the host name without a port (hosts match on any port)");
+    }
+    if name.ends_with('.') {
+        return Some("drop the trailing dot (names are compared without it)");
+    }
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    if bare.contains('*') {
+        return Some("`*` is only allowed as the whole first label, as in `*.example.org`");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !bare.split('.').all(label_ok) {
+        return Some("only letters, digits, `-` and `_` in dot-separated, non-empty labels");
+    }
+    None
+}
+
+/// Whether `addr` cannot be bound next to the sockets already listed, and
+/// why. Port 0 never conflicts. A wildcard address takes the port on every
+/// address of its family; `[::]` also takes IPv4 (Linux dual-stack default).
+fn socket_conflict(sockets: &[(String, SocketAddr)], addr: SocketAddr) -> Option<String> {
+    let covers =
+        |w: &SocketAddr, o: &SocketAddr| w.ip().is_unspecified() && (w.is_ipv6() || o.is_ipv4());
+    sockets.iter().find_map(|(name, other)| {
+        let clash = addr.port() != 0
+            && addr.port() == other.port()
+            && (addr.ip() == other.ip() || covers(&addr, other) || covers(other, &addr));
+        clash.then(|| {
+            format!(
+                "{addr} overlaps {other} of {name}; both cannot be bound. Give each its own \
+                 address or port"
+            )
+        })
+    })
+}
+
+/// The `[keys]` settings a hardware key reference needs but lacks.
+fn missing_key_settings(key: &KeyRef, keys: &raw::Keys) -> Vec<&'static str> {
+    let needed: &[(&'static str, bool)] = match key {
+        KeyRef::Tpm(_) => &[("tpm_tcti", keys.tpm_tcti.is_some())],
+        KeyRef::Pkcs11(_) => &[
+            ("pkcs11_module", keys.pkcs11_module.is_some()),
+            ("pkcs11_pin_file", keys.pkcs11_pin_file.is_some()),
+        ],
+        _ => &[],
+    };
+    needed
+        .iter()
+        .filter(|(_, set)| !set)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// Why a route may not override response header `name`, if it may not.
+fn reserved_response_header(name: &str) -> Option<&'static str> {
+    match name {
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te"
+        | "trailer" | "upgrade" | "content-length" => {
+            Some("it belongs to the HTTP framing, which the gateway manages")
+        }
+        "x-request-id" => Some("the gateway sets it on every response"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub mod config;
 pub mod demo;
 pub mod errors;
 pub mod headers;
+pub mod keycmd;
+pub mod keys;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

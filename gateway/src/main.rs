@@ -34,6 +34,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Manage keys in the TPM, the PKCS#11 token or (development) files.
+    Keys {
+        #[command(flatten)]
+        backend: KeyBackend,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Run a complete development gateway with generated certificates and a
     /// sample service, in a local folder. Not for production.
     Demo {
@@ -46,6 +53,69 @@ enum Command {
         /// Admin listener (metrics, health).
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin: SocketAddr,
+    },
+}
+
+/// Where the key store finds its hardware.
+#[derive(Debug, clap::Args)]
+struct KeyBackend {
+    /// Read the `[keys]` table of this configuration file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// TPM TCTI, e.g. `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`.
+    #[arg(long, global = true)]
+    tcti: Option<String>,
+    /// PKCS#11 module (`.so`).
+    #[arg(long, global = true)]
+    pkcs11_module: Option<PathBuf>,
+    /// File holding the PKCS#11 user PIN.
+    #[arg(long, global = true)]
+    pin_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate a key inside its backend (non-exportable in a TPM or token)
+    /// and print its public key. Never overwrites an existing key.
+    Generate {
+        /// `tpm:handle=0x81010002`, `tpm:pem=FILE`, `pkcs11:token=…;object=…`, `file:PATH`.
+        key: String,
+        /// p256 (default), p384 or ed25519 (backend permitting).
+        #[arg(long, default_value = "p256")]
+        algorithm: String,
+    },
+    /// Show a key: backend, protection, algorithm, fingerprint, public key.
+    Show {
+        /// The key reference.
+        key: String,
+    },
+    /// Write a PKCS#10 certificate signing request signed by the key.
+    Csr {
+        /// The key reference.
+        key: String,
+        /// Subject common name.
+        #[arg(long)]
+        cn: String,
+        /// Subject alternative names (DNS names or IP addresses), repeatable.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Output file (`-` for stdout).
+        #[arg(long, short, default_value = "-")]
+        out: PathBuf,
+    },
+    /// TPM2_Certify: prove with an attestation key that the key lives in the TPM.
+    Attest {
+        /// The key to attest (`tpm:`).
+        key: String,
+        /// The attestation key (`tpm:`), a restricted signing key.
+        #[arg(long)]
+        ak: String,
+        /// Verifier's nonce, hex.
+        #[arg(long, default_value = "")]
+        nonce: String,
+        /// Folder for attest.bin, attest.sig and ak.pem.
+        #[arg(long, short)]
+        out: PathBuf,
     },
 }
 
@@ -77,6 +147,7 @@ fn main() -> ExitCode {
                 finish(runtime().and_then(|rt| rt.block_on(serve(cfg))))
             }
         },
+        Command::Keys { backend, command } => keys(backend, command),
         Command::Demo { dir, listen, admin } => {
             init_tracing(LogFormat::Text);
             finish(runtime().and_then(|rt| rt.block_on(demo(dir, listen, admin))))
@@ -87,7 +158,8 @@ fn main() -> ExitCode {
 fn check(file: &std::path::Path) -> ExitCode {
     let result = config::load(file).and_then(|cfg| {
         let (l, r) = (cfg.listeners.len(), cfg.routes.len());
-        State::build(cfg, &stadttor_gateway::metrics::Metrics::new()).map(|_| (l, r))
+        let keys = stadttor_gateway::keys::Keys::new(cfg.keys.clone());
+        State::build(cfg, &stadttor_gateway::metrics::Metrics::new(), &keys).map(|_| (l, r))
     });
     match result {
         Ok((l, r)) => {
@@ -104,6 +176,86 @@ fn check(file: &std::path::Path) -> ExitCode {
             ExitCode::from(EX_CONFIG)
         }
     }
+}
+
+fn keys(backend: KeyBackend, command: KeysCommand) -> ExitCode {
+    use stadttor_gateway::keycmd;
+    let mut cfg = match &backend.config {
+        Some(path) => match keycmd::keys_config_from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+        None => Default::default(),
+    };
+    if backend.tcti.is_some() {
+        cfg.tpm_tcti = backend.tcti;
+    }
+    if backend.pkcs11_module.is_some() {
+        cfg.pkcs11_module = backend.pkcs11_module;
+    }
+    if backend.pin_file.is_some() {
+        cfg.pkcs11_pin_file = backend.pin_file;
+    }
+    let store = stadttor_hsm::KeyStore::new(cfg);
+    let parse = |s: &str| s.parse::<stadttor_hsm::KeyRef>();
+    let result: anyhow::Result<()> = (|| {
+        match command {
+            KeysCommand::Generate { key, algorithm } => {
+                let alg = keycmd::parse_algorithm(&algorithm)?;
+                let k = keycmd::generate(&store, &parse(&key)?, alg)?;
+                print!("{}", keycmd::describe(&k));
+            }
+            KeysCommand::Show { key } => {
+                let k = store.resolve(&parse(&key)?)?;
+                print!("{}", keycmd::describe(&k));
+            }
+            KeysCommand::Csr { key, cn, sans, out } => {
+                let pem = keycmd::csr(&store, &parse(&key)?, &cn, &sans)?;
+                keycmd::write_out(&out, pem.as_bytes())?;
+            }
+            KeysCommand::Attest {
+                key,
+                ak,
+                nonce,
+                out,
+            } => {
+                let nonce = (0..nonce.len() / 2)
+                    .map(|i| u8::from_str_radix(&nonce[2 * i..2 * i + 2], 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .context("--nonce must be hex")?;
+                attest(&store, &parse(&key)?, &parse(&ak)?, &nonce, &out)?;
+            }
+        }
+        Ok(())
+    })();
+    finish(result)
+}
+
+#[cfg(feature = "tpm")]
+fn attest(
+    store: &stadttor_hsm::KeyStore,
+    key: &stadttor_hsm::KeyRef,
+    ak: &stadttor_hsm::KeyRef,
+    nonce: &[u8],
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let cmd = stadttor_gateway::keycmd::attest(store, key, ak, nonce, out)?;
+    println!("attestation written to {}; verify with:\n  {cmd}", out.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "tpm"))]
+fn attest(
+    _: &stadttor_hsm::KeyStore,
+    _: &stadttor_hsm::KeyRef,
+    _: &stadttor_hsm::KeyRef,
+    _: &[u8],
+    _: &std::path::Path,
+) -> anyhow::Result<()> {
+    anyhow::bail!("`keys attest` needs the TPM backend: this stadttor was built without the cargo feature `tpm`")
 }
 
 fn finish(r: anyhow::Result<()>) -> ExitCode {

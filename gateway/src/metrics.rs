@@ -177,6 +177,12 @@ impl Metrics {
         Self::named(&self.refused, reason).inc();
     }
 
+    /// Adds the key store's per-key statistics to the exposition.
+    pub fn register_keys(&mut self, keys: std::sync::Arc<crate::keys::Keys>) {
+        self.registry
+            .register_collector(Box::new(crate::keys::KeyCollector(keys)));
+    }
+
     /// Counter of failures for an upstream.
     pub fn upstream_failures(&self, upstream: &str) -> Counter {
         Self::named(&self.upstream_failures, upstream)

@@ -43,6 +43,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set once SIGTERM arrived.
     pub draining: AtomicBool,
+    /// The key store, for the life of the process.
+    pub keys: Arc<crate::keys::Keys>,
 }
 
 /// What is known about the client connection a request came on.

@@ -16,6 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Config, ConfigError};
 use crate::listener::ConnLimits;
+use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::proxy::Shared;
 use crate::state::State;
@@ -53,8 +54,10 @@ pub struct Bound {
 
 /// Builds the state and binds every socket, without serving yet.
 pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
-    let metrics = Metrics::new();
-    let state = State::build(config, &metrics)?;
+    let keys = Keys::new(config.keys.clone());
+    let mut metrics = Metrics::new();
+    metrics.register_keys(keys.clone());
+    let state = State::build(config, &metrics, &keys)?;
     let mut sockets = Vec::new();
     let mut bound = Bound {
         listeners: Vec::new(),
@@ -95,6 +98,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
         shared: Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             metrics,
+            keys,
             draining: AtomicBool::new(false),
         }),
         sockets,
@@ -137,6 +141,7 @@ impl Prepared {
         if let Some(sock) = self.admin {
             tokio::spawn(crate::admin::run(self.shared.clone(), sock));
         }
+        tokio::spawn(rotate_leaves(self.shared.clone()));
         let signal_name = loop {
             tokio::select! {
                 _ = hup.recv() => reload(&self.shared),
@@ -165,6 +170,25 @@ impl Prepared {
     }
 }
 
+/// Re-issues short-lived TLS leaves at half their lifetime. A failed
+/// rotation is logged and retried; the current leaf serves until it expires.
+async fn rotate_leaves(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let state = shared.state.load_full();
+        for slot in state.leaves.iter().filter(|s| s.due()) {
+            let slot = slot.clone();
+            let origin = slot.origin.clone();
+            match tokio::task::spawn_blocking(move || slot.rotate()).await {
+                Ok(Ok(())) => tracing::info!(certificate = %origin, "short-lived leaf rotated"),
+                Ok(Err(e)) => tracing::error!(certificate = %origin, error = %e, "leaf rotation failed; retrying"),
+                Err(e) => tracing::error!(certificate = %origin, error = %e, "leaf rotation task failed"),
+            }
+        }
+    }
+}
+
 /// Re-reads the config file and swaps in a new state if, and only if, it is
 /// valid in every part.
 pub fn reload(shared: &Shared) {
@@ -182,6 +206,15 @@ pub fn reload(shared: &Shared) {
             .iter()
             .map(|l| (l.name.clone(), l.listen))
             .collect();
+        if format!("{:?}", current.config.keys) != format!("{:?}", new.keys) {
+            return Err(ConfigError {
+                file: path.clone(),
+                issues: vec![config::Issue {
+                    key: "keys".into(),
+                    reason: "the key store settings changed; that needs a restart".into(),
+                }],
+            });
+        }
         if old_l != new_l || current.config.admin != new.admin {
             return Err(ConfigError {
                 file: path.clone(),
@@ -191,7 +224,7 @@ pub fn reload(shared: &Shared) {
                 }],
             });
         }
-        State::build(new, &shared.metrics)
+        State::build(new, &shared.metrics, &shared.keys)
     });
     match result {
         Ok(state) => {

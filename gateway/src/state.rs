@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use rustls::ServerConfig;
-use stadttor_hsm::KeyStore;
 
 use crate::config::{self, Config, ConfigError, Issue};
+use crate::keys::Keys;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::upstream::{Pool, UpstreamClient};
 
@@ -40,6 +40,8 @@ pub struct State {
     pub config: Config,
     /// rustls configuration per listener, by listener index.
     pub tls: Vec<Arc<ServerConfig>>,
+    /// Short-lived leaves to rotate.
+    pub leaves: Vec<Arc<crate::tls::LeafSlot>>,
     /// Routes, most specific first.
     pub routes: Vec<Route>,
     /// Metric handles for requests that match no route.
@@ -48,19 +50,22 @@ pub struct State {
 
 impl State {
     /// Builds the state, loading every key and certificate.
-    pub fn build(config: Config, metrics: &Metrics) -> Result<Self, ConfigError> {
-        let keys = KeyStore::new(config.keys.clone());
+    pub fn build(config: Config, metrics: &Metrics, keys: &Keys) -> Result<Self, ConfigError> {
         let mut issues: Vec<Issue> = Vec::new();
         let mut tls = Vec::new();
+        let mut leaves = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            match crate::tls::server_config(l, i, &keys) {
-                Ok(c) => tls.push(c),
+            match crate::tls::server_config(l, i, keys) {
+                Ok(c) => {
+                    tls.push(c.config);
+                    leaves.extend(c.leaves);
+                }
                 Err(mut e) => issues.append(&mut e),
             }
         }
         let mut pools = Vec::new();
         for (i, u) in config.upstreams.iter().enumerate() {
-            match Pool::new(u, i, &keys, metrics) {
+            match Pool::new(u, i, keys, metrics) {
                 Ok(p) => pools.push(Arc::new(p)),
                 Err(mut e) => issues.append(&mut e),
             }
@@ -103,6 +108,7 @@ impl State {
         Ok(Self {
             config,
             tls,
+            leaves,
             routes,
             unrouted: metrics.route("-"),
         })

@@ -9,7 +9,10 @@
 //! module does not change when keys move into a TPM or an HSM.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{ring, CryptoProvider};
@@ -18,10 +21,11 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use stadttor_hsm::{KeyStore, Protection};
+use stadttor_hsm::{Protection, SigningKey};
 use stadttor_pki::tls_key::HsmTlsKey;
 
-use crate::config::{self, ClientAuthMode, Issue};
+use crate::config::{self, CertMode, ClientAuthMode, Issue};
+use crate::keys::Keys;
 
 /// The crypto provider restricted to the BSI TR-02102-2 profile.
 pub fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
@@ -45,19 +49,37 @@ pub fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
     }
 }
 
+/// A listener's TLS configuration and the short-lived leaves it serves.
+#[derive(Debug)]
+pub struct ListenerTls {
+    /// The rustls configuration.
+    pub config: Arc<ServerConfig>,
+    /// Rotating leaf slots (short-lived-leaf mode), for the rotation task.
+    pub leaves: Vec<Arc<LeafSlot>>,
+}
+
 /// Builds the rustls server configuration of one listener.
 ///
 /// Every problem is reported as an [`Issue`] naming the config key.
 pub fn server_config(
     listener: &config::Listener,
     index: usize,
-    keys: &KeyStore,
-) -> Result<Arc<ServerConfig>, Vec<Issue>> {
+    keys: &Keys,
+) -> Result<ListenerTls, Vec<Issue>> {
     let mut issues = Vec::new();
     let mut resolver = SniResolver::default();
+    let mut leaves = Vec::new();
     for cert in &listener.tls.certificates {
-        match certified_key(cert, keys) {
-            Ok(ck) => resolver.add(&cert.server_names, Arc::new(ck)),
+        let slot = match cert.mode {
+            CertMode::Direct => certified_key(cert, keys).map(|ck| Slot::Fixed(Arc::new(ck))),
+            CertMode::ShortLivedLeaf => LeafSlot::new(cert, keys).map(|l| {
+                let l = Arc::new(l);
+                leaves.push(l.clone());
+                Slot::Leaf(l)
+            }),
+        };
+        match slot {
+            Ok(slot) => resolver.add(&cert.server_names, Arc::new(slot)),
             Err(reason) => issues.push(Issue {
                 key: cert.origin.clone(),
                 reason,
@@ -108,10 +130,13 @@ pub fn server_config(
             }
         }
     }
-    Ok(Arc::new(cfg))
+    Ok(ListenerTls {
+        config: Arc::new(cfg),
+        leaves,
+    })
 }
 
-fn certified_key(cert: &config::Certificate, keys: &KeyStore) -> Result<CertifiedKey, String> {
+fn certified_key(cert: &config::Certificate, keys: &Keys) -> Result<CertifiedKey, String> {
     let chain = stadttor_pki::certs::load_chain(&cert.chain).map_err(|e| e.to_string())?;
     let key = keys.resolve(&cert.key).map_err(|e| e.to_string())?;
     stadttor_pki::certs::check_leaf_matches_key(&chain, &cert.chain, key.as_ref())
@@ -149,6 +174,111 @@ fn client_verifier(
     };
     let v = b.build().map_err(|e| format!("client CA: {e}"))?;
     Ok(Arc::new(CountingVerifier(v)))
+}
+
+/// A short-lived leaf certificate, re-issued by a (hardware) issuing key at
+/// half its lifetime. See `stadttor_pki::leaf` for the trade-off.
+#[derive(Debug)]
+pub struct LeafSlot {
+    current: ArcSwap<CertifiedKey>,
+    issuer: Arc<dyn SigningKey>,
+    issuer_chain: Vec<CertificateDer<'static>>,
+    names: Vec<String>,
+    lifetime: Duration,
+    issued_at: Mutex<Instant>,
+    /// The certificate's config key, for logs.
+    pub origin: String,
+    keys: Arc<Keys>,
+}
+
+impl LeafSlot {
+    fn new(cert: &config::Certificate, keys: &Keys) -> Result<Self, String> {
+        let chain = stadttor_pki::certs::load_chain(&cert.chain).map_err(|e| e.to_string())?;
+        let issuer = keys.resolve(&cert.key).map_err(|e| e.to_string())?;
+        stadttor_pki::certs::check_leaf_matches_key(&chain, &cert.chain, issuer.as_ref())
+            .map_err(|e| e.to_string())?;
+        let is_ca = chain
+            .first()
+            .and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
+            .and_then(|(_, c)| c.basic_constraints().ok().flatten().map(|b| b.value.ca))
+            .unwrap_or(false);
+        if !is_ca {
+            return Err(format!(
+                "{} is not a CA certificate; short-lived-leaf mode needs an issuing \
+                 certificate (CA:true, pathlen:0, ideally name-constrained) for key {}",
+                cert.chain.display(),
+                cert.key
+            ));
+        }
+        let keys = keys.self_arc();
+        let first = issue_leaf(&issuer, &chain, &cert.server_names, cert.leaf_lifetime, &keys)?;
+        Ok(Self {
+            current: ArcSwap::from_pointee(first),
+            issuer,
+            issuer_chain: chain,
+            names: cert.server_names.clone(),
+            lifetime: cert.leaf_lifetime,
+            issued_at: Mutex::new(Instant::now()),
+            origin: cert.origin.clone(),
+            keys,
+        })
+    }
+
+    /// Whether the leaf is past half its lifetime.
+    pub fn due(&self) -> bool {
+        self.issued_at
+            .lock()
+            .map(|t| t.elapsed() >= self.lifetime / 2)
+            .unwrap_or(true)
+    }
+
+    /// Issues a new leaf (one signature by the issuing key) and swaps it in.
+    /// Blocking: call from a blocking thread.
+    pub fn rotate(&self) -> Result<(), String> {
+        let ck = issue_leaf(
+            &self.issuer,
+            &self.issuer_chain,
+            &self.names,
+            self.lifetime,
+            &self.keys,
+        )?;
+        self.current.store(Arc::new(ck));
+        if let Ok(mut t) = self.issued_at.lock() {
+            *t = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+fn issue_leaf(
+    issuer: &Arc<dyn SigningKey>,
+    chain: &[CertificateDer<'static>],
+    names: &[String],
+    lifetime: Duration,
+    keys: &Keys,
+) -> Result<CertifiedKey, String> {
+    let leaf = stadttor_pki::leaf::issue(issuer.clone(), chain, names, lifetime)
+        .map_err(|e| format!("cannot issue a short-lived leaf with {}: {e}", issuer.reference()))?;
+    keys.track(&leaf.key);
+    tracing::info!(issuer = issuer.reference(), not_after = %leaf.not_after, "issued a short-lived TLS leaf");
+    let signing = HsmTlsKey::new(leaf.key).map_err(|e| e.to_string())?;
+    Ok(CertifiedKey::new(leaf.chain, Arc::new(signing)))
+}
+
+/// What an SNI name resolves to.
+#[derive(Debug)]
+enum Slot {
+    Fixed(Arc<CertifiedKey>),
+    Leaf(Arc<LeafSlot>),
+}
+
+impl Slot {
+    fn get(&self) -> Arc<CertifiedKey> {
+        match self {
+            Self::Fixed(ck) => ck.clone(),
+            Self::Leaf(l) => l.current.load_full(),
+        }
+    }
 }
 
 /// Counts refused client certificates in the metrics, then defers.
@@ -201,14 +331,14 @@ impl ClientCertVerifier for CountingVerifier {
 /// Picks a certificate by SNI: exact name, then `*.` wildcard, then default.
 #[derive(Debug, Default)]
 struct SniResolver {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Option<Arc<CertifiedKey>>,
+    exact: HashMap<String, Arc<Slot>>,
+    wildcard: HashMap<String, Arc<Slot>>,
+    default: Option<Arc<Slot>>,
     explicit_default: bool,
 }
 
 impl SniResolver {
-    fn add(&mut self, names: &[String], ck: Arc<CertifiedKey>) {
+    fn add(&mut self, names: &[String], ck: Arc<Slot>) {
         // The first certificate without server names is the default; if all
         // have names, the first one is.
         if (names.is_empty() && !self.explicit_default) || self.default.is_none() {
@@ -228,16 +358,16 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = hello.server_name() {
             let name = name.to_ascii_lowercase();
-            if let Some(ck) = self.exact.get(&name) {
-                return Some(ck.clone());
+            if let Some(slot) = self.exact.get(&name) {
+                return Some(slot.get());
             }
             if let Some((_, parent)) = name.split_once('.') {
-                if let Some(ck) = self.wildcard.get(parent) {
-                    return Some(ck.clone());
+                if let Some(slot) = self.wildcard.get(parent) {
+                    return Some(slot.get());
                 }
             }
         }
-        self.default.clone()
+        self.default.as_ref().map(|s| s.get())
     }
 }
 

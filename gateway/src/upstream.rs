@@ -20,10 +20,10 @@ use rustls::sign::CertifiedKey;
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use stadttor_hsm::KeyStore;
 
 use crate::body::ProxyBody;
 use crate::config::{self, Issue};
+use crate::keys::Keys;
 
 /// The HTTP client used towards upstreams.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
@@ -61,7 +61,7 @@ impl Pool {
     pub fn new(
         u: &config::Upstream,
         index: usize,
-        keys: &KeyStore,
+        keys: &Keys,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Self, Vec<Issue>> {
         let key = format!("upstreams[{index}]");
@@ -212,7 +212,7 @@ impl Pool {
 
 fn upstream_tls(
     t: &config::UpstreamTls,
-    keys: &KeyStore,
+    keys: &Keys,
 ) -> Result<(Arc<ClientConfig>, Option<ServerName<'static>>), String> {
     let bytes = std::fs::read(&t.ca).map_err(|e| format!("cannot read ca {}: {e}", t.ca.display()))?;
     let mut roots = rustls::RootCertStore::empty();
@@ -281,7 +281,7 @@ mod tests {
             eject_for: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(1),
         };
-        Pool::new(&u, 0, &KeyStore::default(), &m).unwrap()
+        Pool::new(&u, 0, &Keys::new(Default::default()), &m).unwrap()
     }
 
     #[test]

@@ -48,9 +48,11 @@ pub fn issue(
     })?;
     let issuer_kp = crate::remote::key_pair(issuer_key)?;
     let issuer_params = CertificateParams::from_ca_cert_der(issuer_der)?;
-    // Re-creates an rcgen view of the issuer (same name and key) so it can
-    // sign; this signature is not served, the real issuer certificate is.
-    let issuer = issuer_params.self_signed(&issuer_kp)?;
+    // rcgen wants the issuer as a certificate object; only its name is used
+    // (the AKI extension is off), so a throw-away key makes that view and
+    // the hardware signs exactly once per leaf. The view is never served.
+    let view_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let issuer = issuer_params.self_signed(&view_key)?;
 
     let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(names.to_vec())?;

@@ -122,11 +122,22 @@ impl Gateway {
         Self::start_file(bin, &config_path)
     }
 
+    /// Like [`Gateway::start`], with extra environment variables.
+    pub fn start_env(bin: &str, dir: &TempDir, config: &str, env: &[(&str, &str)]) -> Self {
+        let config_path = dir.write("stadttor.toml", config);
+        Self::spawn(bin, &config_path, env)
+    }
+
     /// Starts `bin serve --config path` and waits until it listens.
     pub fn start_file(bin: &str, config_path: &Path) -> Self {
+        Self::spawn(bin, config_path, &[])
+    }
+
+    fn spawn(bin: &str, config_path: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(config_path)
+            .envs(env.iter().copied())
             .env("STADTTOR_LOG", "info,stadttor::access=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
