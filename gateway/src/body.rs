@@ -154,9 +154,7 @@ where
             }
             // Activity since the timer was armed: push it forward and poll
             // again so the new timer registers the waker.
-            this.timer
-                .as_mut()
-                .reset(idle_end.min(*this.deadline));
+            this.timer.as_mut().reset(idle_end.min(*this.deadline));
         }
     }
 

@@ -84,7 +84,10 @@ impl GatewayError {
     fn status_and_text(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "The request is malformed."),
-            Self::NoRoute => (StatusCode::NOT_FOUND, "No service is published at this address."),
+            Self::NoRoute => (
+                StatusCode::NOT_FOUND,
+                "No service is published at this address.",
+            ),
             Self::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "The request body is larger than this service accepts.",
@@ -118,7 +121,10 @@ impl GatewayError {
 
     /// Whether the connection must be closed after answering.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Self::BadRequest(_) | Self::PayloadTooLarge | Self::RequestTimeout)
+        matches!(
+            self,
+            Self::BadRequest(_) | Self::PayloadTooLarge | Self::RequestTimeout
+        )
     }
 
     /// The response the client sees: status, fixed text and request id.
@@ -166,7 +172,9 @@ mod tests {
     }
 
     fn futures_executor(b: ProxyBody) -> String {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let bytes = rt.block_on(b.collect()).unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }

@@ -155,7 +155,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &ForwardedFor, host: &Header
 
 /// Security headers for a route: the defaults with the route's overrides
 /// applied (an empty override value removes the header).
-pub fn security_headers_for(overrides: &BTreeMap<String, String>) -> Vec<(HeaderName, HeaderValue)> {
+pub fn security_headers_for(
+    overrides: &BTreeMap<String, String>,
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut out: BTreeMap<String, String> = SECURITY_HEADERS
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -204,7 +206,10 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("gzip"));
@@ -225,7 +230,10 @@ mod tests {
     #[test]
     fn websocket_keeps_upgrade() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(is_websocket_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
@@ -268,7 +276,9 @@ mod tests {
         o.insert("x-frame-options".to_owned(), "SAMEORIGIN".to_owned());
         o.insert("content-security-policy".to_owned(), String::new());
         let hs = security_headers_for(&o);
-        assert!(hs.iter().any(|(k, v)| k == "x-frame-options" && v == "SAMEORIGIN"));
+        assert!(hs
+            .iter()
+            .any(|(k, v)| k == "x-frame-options" && v == "SAMEORIGIN"));
         assert!(!hs.iter().any(|(k, _)| k == "content-security-policy"));
         assert!(hs.iter().any(|(k, _)| k == "strict-transport-security"));
     }

@@ -60,7 +60,13 @@ pub fn keys_config_from_file(path: &Path) -> Result<KeyStoreConfig, ConfigError>
         .try_into()
         .map_err(|e: toml::de::Error| fail("keys", e.message().to_owned()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let abs = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
     let mut cfg = KeyStoreConfig::default();
     cfg.tpm_tcti = raw.tpm_tcti;
     cfg.pkcs11_module = raw.pkcs11_module.as_deref().map(abs);

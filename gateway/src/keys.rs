@@ -40,7 +40,9 @@ impl Keys {
     pub fn self_arc(&self) -> Arc<Self> {
         // `Keys` is only ever built by `new`, inside an Arc that outlives
         // every borrow of it.
-        self.me.upgrade().unwrap_or_else(|| Self::new(self.store.config().clone()))
+        self.me
+            .upgrade()
+            .unwrap_or_else(|| Self::new(self.store.config().clone()))
     }
 
     /// The backend settings this store was opened with.
@@ -57,7 +59,12 @@ impl Keys {
     pub fn resolve(&self, key: &KeyRef) -> Result<Arc<dyn SigningKey>, stadttor_hsm::Error> {
         let name = key.to_string();
         if !matches!(key, KeyRef::File(_)) {
-            if let Some(k) = self.hardware.lock().ok().and_then(|m| m.get(&name).cloned()) {
+            if let Some(k) = self
+                .hardware
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&name).cloned())
+            {
                 return Ok(k);
             }
         }
@@ -122,8 +129,12 @@ impl Collector for KeyCollector {
             .collect();
         type Get = fn(&stadttor_hsm::KeyStatsSnapshot) -> u64;
         let counters: [(&str, &str, Get); 3] = [
-            ("key_signatures", "Signatures made, by key", |s| s.signatures),
-            ("key_failures", "Failed signing requests, by key", |s| s.failures),
+            ("key_signatures", "Signatures made, by key", |s| {
+                s.signatures
+            }),
+            ("key_failures", "Failed signing requests, by key", |s| {
+                s.failures
+            }),
             (
                 "key_rejected",
                 "Signing requests refused because the device queue was full, by key",
@@ -155,7 +166,8 @@ impl Collector for KeyCollector {
             c.metric_type(),
         )?;
         for (labels, s) in &keys {
-            ConstCounter::new(s.total_latency.as_secs_f64()).encode(family.encode_family(labels)?)?;
+            ConstCounter::new(s.total_latency.as_secs_f64())
+                .encode(family.encode_family(labels)?)?;
         }
         Ok(())
     }

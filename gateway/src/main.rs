@@ -243,7 +243,10 @@ fn attest(
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
     let cmd = stadttor_gateway::keycmd::attest(store, key, ak, nonce, out)?;
-    println!("attestation written to {}; verify with:\n  {cmd}", out.display());
+    println!(
+        "attestation written to {}; verify with:\n  {cmd}",
+        out.display()
+    );
     Ok(())
 }
 

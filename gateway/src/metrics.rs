@@ -154,7 +154,13 @@ impl Metrics {
                 .clone()
         };
         RouteMetrics {
-            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
             duration: self
                 .durations
                 .get_or_create(&RouteLabel {

@@ -70,8 +70,8 @@ pub async fn serve(
     let mut id_buf = [0u8; 36];
     let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
     // A UUID is always a valid header value.
-    let request_id_value = HeaderValue::from_str(request_id)
-        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let request_id_value =
+        HeaderValue::from_str(request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let span = tracing::debug_span!("request", id = %request_id, peer = %conn.peer);
     let state = shared.state.load_full();
     let access_log = state.config.server.access_log;
@@ -171,7 +171,11 @@ async fn handle<'s>(
     headers::strip_hop_by_hop(&mut parts.headers, websocket);
     let spoofed = headers::strip_prefixed(&mut parts.headers, &server.identity_header_prefix);
     if spoofed > 0 {
-        tracing::info!(request_id, count = spoofed, "removed client-sent identity headers");
+        tracing::info!(
+            request_id,
+            count = spoofed,
+            "removed client-sent identity headers"
+        );
     }
     headers::set_forwarded(&mut parts.headers, &conn.forwarded, &host.original);
     parts
@@ -233,9 +237,8 @@ async fn handle<'s>(
 
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     headers::add_missing(resp.headers_mut(), &route.security_headers);
-    let resp = resp.map(|b| {
-        Guarded::new(b, u64::MAX, cfg.timeouts.idle, deadline, None).boxed_unsync()
-    });
+    let resp =
+        resp.map(|b| Guarded::new(b, u64::MAX, cfg.timeouts.idle, deadline, None).boxed_unsync());
     Ok((resp, route))
 }
 

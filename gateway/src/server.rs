@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Config, ConfigError};
-use crate::listener::ConnLimits;
 use crate::keys::Keys;
+use crate::listener::ConnLimits;
 use crate::metrics::Metrics;
 use crate::proxy::Shared;
 use crate::state::State;
@@ -162,9 +162,7 @@ impl Prepared {
         };
         match tokio::time::timeout(drain, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained; all connections closed"),
-            Err(_) => tracing::warn!(
-                "drain deadline passed; remaining connections are cut"
-            ),
+            Err(_) => tracing::warn!("drain deadline passed; remaining connections are cut"),
         }
         Ok(())
     }
@@ -182,8 +180,12 @@ async fn rotate_leaves(shared: Arc<Shared>) {
             let origin = slot.origin.clone();
             match tokio::task::spawn_blocking(move || slot.rotate()).await {
                 Ok(Ok(())) => tracing::info!(certificate = %origin, "short-lived leaf rotated"),
-                Ok(Err(e)) => tracing::error!(certificate = %origin, error = %e, "leaf rotation failed; retrying"),
-                Err(e) => tracing::error!(certificate = %origin, error = %e, "leaf rotation task failed"),
+                Ok(Err(e)) => {
+                    tracing::error!(certificate = %origin, error = %e, "leaf rotation failed; retrying")
+                }
+                Err(e) => {
+                    tracing::error!(certificate = %origin, error = %e, "leaf rotation task failed")
+                }
             }
         }
     }

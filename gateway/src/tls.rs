@@ -155,7 +155,8 @@ fn client_verifier(
     ca: &config::ClientAuth,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let bytes = std::fs::read(&ca.ca).map_err(|e| format!("cannot read {}: {e}", ca.ca.display()))?;
+    let bytes =
+        std::fs::read(&ca.ca).map_err(|e| format!("cannot read {}: {e}", ca.ca.display()))?;
     let mut roots = RootCertStore::empty();
     use rustls_pki_types::pem::PemObject;
     for c in CertificateDer::pem_slice_iter(&bytes) {
@@ -211,7 +212,13 @@ impl LeafSlot {
             ));
         }
         let keys = keys.self_arc();
-        let first = issue_leaf(&issuer, &chain, &cert.server_names, cert.leaf_lifetime, &keys)?;
+        let first = issue_leaf(
+            &issuer,
+            &chain,
+            &cert.server_names,
+            cert.leaf_lifetime,
+            &keys,
+        )?;
         Ok(Self {
             current: ArcSwap::from_pointee(first),
             issuer,
@@ -257,8 +264,12 @@ fn issue_leaf(
     lifetime: Duration,
     keys: &Keys,
 ) -> Result<CertifiedKey, String> {
-    let leaf = stadttor_pki::leaf::issue(issuer.clone(), chain, names, lifetime)
-        .map_err(|e| format!("cannot issue a short-lived leaf with {}: {e}", issuer.reference()))?;
+    let leaf = stadttor_pki::leaf::issue(issuer.clone(), chain, names, lifetime).map_err(|e| {
+        format!(
+            "cannot issue a short-lived leaf with {}: {e}",
+            issuer.reference()
+        )
+    })?;
     keys.track(&leaf.key);
     tracing::info!(issuer = issuer.reference(), not_after = %leaf.not_after, "issued a short-lived TLS leaf");
     let signing = HsmTlsKey::new(leaf.key).map_err(|e| e.to_string())?;

@@ -196,9 +196,9 @@ impl Pool {
             .with_tls_config((*tls).clone())
             .https_or_http();
         let b = match &self.server_name {
-            Some(n) => b.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
-                n.clone(),
-            )),
+            Some(n) => {
+                b.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(n.clone()))
+            }
             None => b,
         };
         let connector = b.enable_http1().wrap_connector(http);
@@ -214,7 +214,8 @@ fn upstream_tls(
     t: &config::UpstreamTls,
     keys: &Keys,
 ) -> Result<(Arc<ClientConfig>, Option<ServerName<'static>>), String> {
-    let bytes = std::fs::read(&t.ca).map_err(|e| format!("cannot read ca {}: {e}", t.ca.display()))?;
+    let bytes =
+        std::fs::read(&t.ca).map_err(|e| format!("cannot read ca {}: {e}", t.ca.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&bytes) {
         let c = c.map_err(|e| format!("{}: {e}", t.ca.display()))?;
@@ -233,19 +234,18 @@ fn upstream_tls(
             let key = keys.resolve(key_ref).map_err(|e| e.to_string())?;
             stadttor_pki::certs::check_leaf_matches_key(&chain, chain_path, key.as_ref())
                 .map_err(|e| e.to_string())?;
-            let signing =
-                stadttor_pki::tls_key::HsmTlsKey::new(key).map_err(|e| e.to_string())?;
-            builder.with_client_cert_resolver(Arc::new(OneClientCert(Arc::new(
-                CertifiedKey::new(chain, Arc::new(signing)),
-            ))))
+            let signing = stadttor_pki::tls_key::HsmTlsKey::new(key).map_err(|e| e.to_string())?;
+            builder.with_client_cert_resolver(Arc::new(OneClientCert(Arc::new(CertifiedKey::new(
+                chain,
+                Arc::new(signing),
+            )))))
         }
     };
     let server_name = match &t.server_name {
         None => None,
-        Some(n) => Some(
-            ServerName::try_from(n.clone())
-                .map_err(|e| format!("server_name `{n}`: {e}"))?,
-        ),
+        Some(n) => {
+            Some(ServerName::try_from(n.clone()).map_err(|e| format!("server_name `{n}`: {e}"))?)
+        }
     };
     Ok((Arc::new(cfg), server_name))
 }

@@ -41,7 +41,9 @@ fn keys_cmd(args: &[&str], env: &[(&str, &str)]) -> String {
 
 /// The SPKI DER in the PEM `PUBLIC KEY` block that `keys show` prints.
 fn spki_from_show(out: &str) -> Vec<u8> {
-    let start = out.find("-----BEGIN PUBLIC KEY-----").expect("public key in output");
+    let start = out
+        .find("-----BEGIN PUBLIC KEY-----")
+        .expect("public key in output");
     rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(out[start..].as_bytes())
         .unwrap()
         .as_ref()
@@ -93,7 +95,15 @@ fn metric(text: &str, name: &str, key: &str) -> u64 {
 
 fn openssl_s_client(addr: std::net::SocketAddr, ca: &std::path::Path) -> String {
     let out = Command::new("timeout")
-        .args(["20", "openssl", "s_client", "-brief", "-servername", "localhost", "-CAfile"])
+        .args([
+            "20",
+            "openssl",
+            "s_client",
+            "-brief",
+            "-servername",
+            "localhost",
+            "-CAfile",
+        ])
         .arg(ca)
         .arg("-connect")
         .arg(addr.to_string())
@@ -105,7 +115,10 @@ fn openssl_s_client(addr: std::net::SocketAddr, ca: &std::path::Path) -> String 
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("Verification: OK"), "openssl s_client: {text}");
+    assert!(
+        text.contains("Verification: OK"),
+        "openssl s_client: {text}"
+    );
     text
 }
 
@@ -135,20 +148,40 @@ async fn tls_with_a_tpm_key_direct_and_resumption_spares_the_tpm() {
     let dir = TempDir::new("tpm-tls");
     let csr = dir.path().join("gw.csr");
     keys_cmd(
-        &["--tcti", &tcti, "csr", key, "--cn", "localhost", "--san", "localhost", "-o", csr.to_str().unwrap()],
+        &[
+            "--tcti",
+            &tcti,
+            "csr",
+            key,
+            "--cn",
+            "localhost",
+            "--san",
+            "localhost",
+            "-o",
+            csr.to_str().unwrap(),
+        ],
         &[],
     );
-    let v = Command::new("openssl").args(["req", "-verify", "-noout", "-in"]).arg(&csr).output().unwrap();
+    let v = Command::new("openssl")
+        .args(["req", "-verify", "-noout", "-in"])
+        .arg(&csr)
+        .output()
+        .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 
     let ca = stadttor_pki::devca::DevCa::generate("tpm test CA").unwrap();
     let ca_path = dir.write("ca.pem", &ca.cert_pem());
     let chain = dir.write(
         "tpm.pem",
-        &ca.issue_server_for_spki(&["localhost", "127.0.0.1"], &spki_from_show(&shown)).unwrap(),
+        &ca.issue_server_for_spki(&["localhost", "127.0.0.1"], &spki_from_show(&shown))
+            .unwrap(),
     );
     let b = Backend::start("app").await;
-    let cfg = gateway_config(b.addr, &format!("tpm_tcti = \"{tcti}\""), &cert_toml(&chain, key, ""));
+    let cfg = gateway_config(
+        b.addr,
+        &format!("tpm_tcti = \"{tcti}\""),
+        &cert_toml(&chain, key, ""),
+    );
     let gw = Gateway::start_env(BIN, &dir, &cfg, &[("TSS2_LOG", "all+none")]);
     let addr = gw.addr();
 
@@ -156,13 +189,22 @@ async fn tls_with_a_tpm_key_direct_and_resumption_spares_the_tpm() {
     full_handshakes(&ca.cert_pem(), addr, 5).await;
     for proto in [Proto::H1, Proto::H2] {
         let c = Arc::new(client::tls_config(&ca.cert_pem(), None, proto));
-        assert_eq!(client::get(c, addr, "localhost", proto, "/").await.unwrap().status, 200);
+        assert_eq!(
+            client::get(c, addr, "localhost", proto, "/")
+                .await
+                .unwrap()
+                .status,
+            200
+        );
     }
     let text = openssl_s_client(addr, &ca_path);
     assert!(text.contains("ECDSA") || text.contains("ecdsa"), "{text}");
     let (_, m) = gw.admin_get("/metrics").await;
     let after_full = metric(&m, "stadttor_key_signatures_total", key);
-    assert_eq!(after_full, 8, "5 + 2 + openssl: one TPM signature per full handshake\n{m}");
+    assert_eq!(
+        after_full, 8,
+        "5 + 2 + openssl: one TPM signature per full handshake\n{m}"
+    );
 
     // Resumption: 20 connections sharing one client's session store. A
     // request on each lets the client take in the server's tickets.
@@ -174,7 +216,9 @@ async fn tls_with_a_tpm_key_direct_and_resumption_spares_the_tpm() {
         let req = http::Request::get("/")
             .body(http_body_util::Full::new(bytes::Bytes::new()))
             .unwrap();
-        let r = client::send_on(tls, addr, "localhost", Proto::H1, req).await.unwrap();
+        let r = client::send_on(tls, addr, "localhost", Proto::H1, req)
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
     }
     assert!(matches!(
@@ -182,7 +226,9 @@ async fn tls_with_a_tpm_key_direct_and_resumption_spares_the_tpm() {
         Some(HandshakeKind::Full | HandshakeKind::FullWithHelloRetryRequest)
     ));
     assert!(
-        kinds[1..].iter().all(|k| *k == Some(HandshakeKind::Resumed)),
+        kinds[1..]
+            .iter()
+            .all(|k| *k == Some(HandshakeKind::Resumed)),
         "{kinds:?}"
     );
     let (_, m) = gw.admin_get("/metrics").await;
@@ -214,10 +260,23 @@ async fn tls_with_a_pkcs11_key() {
     let env = [("SOFTHSM2_CONF", conf_s.as_str())];
     let st = Command::new("softhsm2-util")
         .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "gateway", "--pin", "1234", "--so-pin", "5678"])
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "gateway",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let pin = dir.write("pin", "1234\n");
     let key = "pkcs11:token=gateway;object=tls";
     let backend_flags = [
@@ -235,7 +294,8 @@ async fn tls_with_a_pkcs11_key() {
     let ca_path = dir.write("ca.pem", &ca.cert_pem());
     let chain = dir.write(
         "p11.pem",
-        &ca.issue_server_for_spki(&["localhost", "127.0.0.1"], &spki_from_show(&shown)).unwrap(),
+        &ca.issue_server_for_spki(&["localhost", "127.0.0.1"], &spki_from_show(&shown))
+            .unwrap(),
     );
     let b = Backend::start("app").await;
     let keys = format!(
@@ -247,7 +307,13 @@ async fn tls_with_a_pkcs11_key() {
     let gw = Gateway::start_env(BIN, &dir, &cfg, &env);
     full_handshakes(&ca.cert_pem(), gw.addr(), 3).await;
     let c = Arc::new(client::tls_config(&ca.cert_pem(), None, Proto::H2));
-    assert_eq!(client::get(c, gw.addr(), "localhost", Proto::H2, "/").await.unwrap().status, 200);
+    assert_eq!(
+        client::get(c, gw.addr(), "localhost", Proto::H2, "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     openssl_s_client(gw.addr(), &ca_path);
     let (_, m) = gw.admin_get("/metrics").await;
     assert_eq!(metric(&m, "stadttor_key_signatures_total", key), 5, "{m}");
@@ -280,13 +346,18 @@ async fn short_lived_leaf_mode_keeps_handshakes_off_the_tpm() {
     let ca_path = dir.write("ca.pem", &ca.cert_pem());
     let issuing = dir.write(
         "issuing.pem",
-        &ca.issue_issuing_ca_for_spki("stadttor issuing key", &spki_from_show(&shown)).unwrap(),
+        &ca.issue_issuing_ca_for_spki("stadttor issuing key", &spki_from_show(&shown))
+            .unwrap(),
     );
     let b = Backend::start("app").await;
     let cfg = gateway_config(
         b.addr,
         &format!("tpm_tcti = \"{tcti}\""),
-        &cert_toml(&issuing, key, "mode = \"short-lived-leaf\"\nleaf_lifetime = \"2h\""),
+        &cert_toml(
+            &issuing,
+            key,
+            "mode = \"short-lived-leaf\"\nleaf_lifetime = \"2h\"",
+        ),
     );
     let gw = Gateway::start_env(BIN, &dir, &cfg, &[("TSS2_LOG", "all+none")]);
     let addr = gw.addr();
@@ -297,7 +368,10 @@ async fn short_lived_leaf_mode_keeps_handshakes_off_the_tpm() {
     assert_eq!(served.len(), 2, "leaf + issuing certificate");
     let (_, leaf) = x509_parser::parse_x509_certificate(served[0].as_ref()).unwrap();
     let left = leaf.validity().not_after.timestamp() - time_now();
-    assert!(left > 3600 && left <= 2 * 3600 + 60, "leaf lifetime {left}s");
+    assert!(
+        left > 3600 && left <= 2 * 3600 + 60,
+        "leaf lifetime {left}s"
+    );
     openssl_s_client(addr, &ca_path);
     let (_, m) = gw.admin_get("/metrics").await;
     assert_eq!(
@@ -305,11 +379,22 @@ async fn short_lived_leaf_mode_keeps_handshakes_off_the_tpm() {
         1,
         "the TPM signed only the leaf certificate\n{m}"
     );
-    assert!(metric(&m, "stadttor_key_signatures_total", "memory:short-lived-leaf") >= 32, "{m}");
+    assert!(
+        metric(
+            &m,
+            "stadttor_key_signatures_total",
+            "memory:short-lived-leaf"
+        ) >= 32,
+        "{m}"
+    );
     // Reload re-issues the leaf (one more TPM signature), without a second
     // TPM connection.
     gw.signal("HUP");
-    assert!(gw.wait_for_log("configuration reloaded", Duration::from_secs(10)), "{}", gw.logs());
+    assert!(
+        gw.wait_for_log("configuration reloaded", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     let (_, m) = gw.admin_get("/metrics").await;
     assert_eq!(metric(&m, "stadttor_key_signatures_total", key), 2, "{m}");
     full_handshakes(&ca.cert_pem(), addr, 2).await;
@@ -335,10 +420,15 @@ async fn a_stalled_tpm_does_not_stall_other_connections() {
     let ca = stadttor_pki::devca::DevCa::generate("stall test CA").unwrap();
     let chain = dir.write(
         "tpm.pem",
-        &ca.issue_server_for_spki(&["localhost"], &spki_from_show(&shown)).unwrap(),
+        &ca.issue_server_for_spki(&["localhost"], &spki_from_show(&shown))
+            .unwrap(),
     );
     let b = Backend::start("app").await;
-    let cfg = gateway_config(b.addr, &format!("tpm_tcti = \"{tcti}\""), &cert_toml(&chain, key, ""));
+    let cfg = gateway_config(
+        b.addr,
+        &format!("tpm_tcti = \"{tcti}\""),
+        &cert_toml(&chain, key, ""),
+    );
     let gw = Gateway::start_env(BIN, &dir, &cfg, &[("TSS2_LOG", "all+none")]);
     let addr = gw.addr();
     // An established h2 connection, before the stall.
@@ -370,11 +460,19 @@ async fn a_stalled_tpm_does_not_stall_other_connections() {
         let t = Instant::now();
         let uri = format!("https://localhost:{}/", addr.port());
         let resp = sender
-            .send_request(http::Request::get(uri).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap())
+            .send_request(
+                http::Request::get(uri)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
-        assert!(t.elapsed() < Duration::from_millis(300), "stalled: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "stalled: {:?}",
+            t.elapsed()
+        );
     }
     // The admin listener answers too.
     let t = Instant::now();
@@ -382,7 +480,10 @@ async fn a_stalled_tpm_does_not_stall_other_connections() {
     assert!(t.elapsed() < Duration::from_millis(300));
     tpm.resume();
     for h in blocked {
-        let r = h.await.unwrap().expect("handshake completes once the TPM answers");
+        let r = h
+            .await
+            .unwrap()
+            .expect("handshake completes once the TPM answers");
         assert_eq!(r.status, 200);
     }
 }

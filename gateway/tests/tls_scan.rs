@@ -56,13 +56,19 @@ upstream = "app"
     })
     .await
     .unwrap();
-    let text = std::fs::read_to_string(dir.path().join("testssl.json"))
-        .unwrap_or_else(|e| panic!("testssl wrote no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let text = std::fs::read_to_string(dir.path().join("testssl.json")).unwrap_or_else(|e| {
+        panic!(
+            "testssl wrote no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut findings = Vec::new();
     for section in report["scanResult"].as_array().unwrap() {
         for (_, items) in section.as_object().unwrap() {
-            let Some(items) = items.as_array() else { continue };
+            let Some(items) = items.as_array() else {
+                continue;
+            };
             for f in items {
                 findings.push((
                     f["id"].as_str().unwrap_or("").to_owned(),
@@ -72,12 +78,18 @@ upstream = "app"
             }
         }
     }
-    assert!(findings.len() > 30, "testssl ran no real scan: {findings:?}");
+    assert!(
+        findings.len() > 30,
+        "testssl ran no real scan: {findings:?}"
+    );
     let bad: Vec<_> = findings
         .iter()
         .filter(|(_, sev, _)| matches!(sev.as_str(), "MEDIUM" | "HIGH" | "CRITICAL"))
         .collect();
-    assert!(bad.is_empty(), "testssl findings at MEDIUM or above: {bad:#?}");
+    assert!(
+        bad.is_empty(),
+        "testssl findings at MEDIUM or above: {bad:#?}"
+    );
     let finding = |id: &str| {
         findings
             .iter()
@@ -86,16 +98,30 @@ upstream = "app"
             .unwrap_or_else(|| panic!("testssl reported no `{id}`"))
     };
     for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
-        assert!(finding(old).starts_with("not offered"), "{old}: {}", finding(old));
+        assert!(
+            finding(old).starts_with("not offered"),
+            "{old}: {}",
+            finding(old)
+        );
     }
     for new in ["TLS1_2", "TLS1_3"] {
-        assert!(finding(new).starts_with("offered"), "{new}: {}", finding(new));
+        assert!(
+            finding(new).starts_with("offered"),
+            "{new}: {}",
+            finding(new)
+        );
     }
     // Every cipher testssl saw offered is AES-GCM.
-    for (id, _, f) in findings.iter().filter(|(i, _, _)| i.starts_with("cipher-tls") || i.starts_with("cipher_x")) {
+    for (id, _, f) in findings
+        .iter()
+        .filter(|(i, _, _)| i.starts_with("cipher-tls") || i.starts_with("cipher_x"))
+    {
         assert!(f.contains("GCM"), "non-GCM cipher offered: {id} {f}");
     }
     assert!(!finding("cipherlist_NULL").starts_with("offered"));
-    assert!(finding("cipher_order").contains("server") || finding("cipher_order").contains("OK"),
-        "server cipher order: {}", finding("cipher_order"));
+    assert!(
+        finding("cipher_order").contains("server") || finding("cipher_order").contains("OK"),
+        "server cipher order: {}",
+        finding("cipher_order")
+    );
 }

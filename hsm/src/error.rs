@@ -93,8 +93,9 @@ pub enum Error {
         /// Why, e.g. "incorrect PIN".
         reason: String,
     },
-    /// The device's request queue is full: fail fast instead of piling up.
-    #[error("key {reference}: the {backend} device is busy ({capacity} requests already queued); request refused")]
+    /// The device's request queue (TPM) or session pool (PKCS#11) is full:
+    /// fail fast instead of piling up.
+    #[error("key {reference}: the {backend} device is busy ({capacity} requests already in flight or queued); request refused")]
     Busy {
         /// The key reference.
         reference: String,
@@ -121,6 +122,34 @@ pub enum Error {
         /// What was attempted ("sign", "load key", …).
         operation: &'static str,
         /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A secret to seal, or a sealed-secret file, was refused before the
+    /// TPM was asked (size, PCR list, file format).
+    #[error("sealed secret {reference}: {reason}")]
+    SealedSecret {
+        /// The file (or "new sealed secret").
+        reference: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A PCR-bound secret cannot be unsealed because the PCRs it is bound to
+    /// no longer hold the values they had when it was sealed.
+    #[error("sealed secret {reference}: the platform state changed since it was sealed: PCR {pcrs} (sha256 bank) no longer hold the values the secret is bound to, so the TPM refuses to unseal it; if the change was intended (firmware, boot loader or kernel update), seal the secret again")]
+    PlatformStateChanged {
+        /// The file.
+        reference: String,
+        /// The bound PCR indices, e.g. `7,16`.
+        pcrs: String,
+    },
+    /// A sealed secret does not load under its parent in this TPM: it was
+    /// sealed by another TPM (or under another SRK), or the file was altered.
+    #[error("sealed secret {reference} was not sealed by this TPM (or was sealed under a different SRK, or the file was modified); it cannot be unsealed here: {source}")]
+    ForeignTpm {
+        /// The file.
+        reference: String,
+        /// The TPM's answer to TPM2_Load.
         #[source]
         source: BoxError,
     },

@@ -33,6 +33,10 @@ pub struct KeyStoreConfig {
     /// Sessions per PKCS#11 key (at most this many concurrent signatures per
     /// key). Default 4.
     pub pkcs11_sessions: usize,
+    /// How long a PKCS#11 signer waits for a free session when all
+    /// `pkcs11_sessions` are in use, before it is refused with
+    /// [`Error::Busy`] (capped at `request_timeout`). Default 50 ms.
+    pub pkcs11_busy_wait: Duration,
     /// Deadline for one device request, queueing included; later answers are
     /// dropped and the caller gets [`Error::Timeout`]. Default 5 s.
     pub request_timeout: Duration,
@@ -46,6 +50,7 @@ impl Default for KeyStoreConfig {
             pkcs11_pin_file: None,
             tpm_queue_capacity: 32,
             pkcs11_sessions: 4,
+            pkcs11_busy_wait: Duration::from_millis(50),
             request_timeout: Duration::from_secs(5),
         }
     }
@@ -154,15 +159,31 @@ impl KeyStore {
         }
     }
 
+    /// A [`crate::tpm::Sealer`] for sealing small secrets to this store's TPM
+    /// (under [`crate::tpm::DEFAULT_SRK`]); it shares the TPM owner thread
+    /// with the store's TPM keys.
+    #[cfg(feature = "tpm")]
+    pub fn tpm_sealer(&self) -> Result<crate::tpm::Sealer, Error> {
+        Ok(crate::tpm::Sealer::new(
+            self.tpm_device_for("tpm sealed secrets")?,
+        ))
+    }
+
     /// The TPM owner thread, started on first use.
     #[cfg(feature = "tpm")]
     pub(crate) fn tpm_device(&self, key: &KeyRef) -> Result<Arc<crate::tpm::Device>, Error> {
+        self.tpm_device_for(&key.to_string())
+    }
+
+    /// [`KeyStore::tpm_device`], naming `reference` in errors.
+    #[cfg(feature = "tpm")]
+    fn tpm_device_for(&self, reference: &str) -> Result<Arc<crate::tpm::Device>, Error> {
         let tcti = self
             .config
             .tpm_tcti
             .as_deref()
             .ok_or_else(|| Error::MissingSetting {
-                reference: key.to_string(),
+                reference: reference.to_owned(),
                 setting: "tpm_tcti",
             })?;
         // A poisoned lock only means another thread panicked while opening;

@@ -9,7 +9,7 @@
 mod support;
 
 use std::sync::Arc;
-#[cfg(feature = "tpm")]
+#[cfg(any(feature = "tpm", feature = "pkcs11"))]
 use std::time::{Duration, Instant};
 
 use ring::signature::{self, UnparsedPublicKey};
@@ -698,6 +698,68 @@ mod pkcs11 {
         assert!(!listing.contains("locked"), "{listing}");
         let key = p11_store(&token).resolve(&uri(&token, "object=k")).unwrap();
         key.sign(b"right PIN still works").unwrap();
+    }
+
+    /// With every session of the pool in use, signers are refused with
+    /// `Busy` after the short busy wait instead of queueing until the request
+    /// deadline (30 s here); the key keeps working.
+    #[test]
+    fn pkcs11_exhausted_pool_fails_fast_with_busy() {
+        let softhsm = support::init();
+        let token = softhsm.token();
+        let store = make_store(|c| {
+            c.pkcs11_module = Some(SOFTHSM_MODULE.into());
+            c.pkcs11_pin_file = Some(token.pin_file.clone());
+            c.pkcs11_sessions = 1;
+            c.pkcs11_busy_wait = Duration::from_millis(2);
+            c.request_timeout = Duration::from_secs(30);
+        });
+        let key = store
+            .generate(&uri(&token, "object=busy"), Algorithm::EcdsaP256Sha256)
+            .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (key, stop) = (key.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut slowest_busy = Duration::ZERO;
+                    let mut busy = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && Instant::now() < deadline
+                    {
+                        let start = Instant::now();
+                        match key.sign(b"contended") {
+                            Ok(sig) => assert!(ring_verify(&*key, b"contended", &sig)),
+                            Err(Error::Busy {
+                                backend: "pkcs11",
+                                capacity: 1,
+                                ..
+                            }) => {
+                                slowest_busy = slowest_busy.max(start.elapsed());
+                                busy += 1;
+                                if busy >= 3 {
+                                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            }
+                            Err(e) => panic!("unexpected: {e}"),
+                        }
+                    }
+                    (busy, slowest_busy)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let busy: u32 = results.iter().map(|r| r.0).sum();
+        let slowest = results.iter().map(|r| r.1).max().unwrap();
+        assert!(busy >= 3, "no contention seen in 20 s: {results:?}");
+        // Far below the 30 s request deadline (generous for a loaded machine).
+        assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+        let stats = key.stats().unwrap().snapshot();
+        assert_eq!(u64::from(busy), stats.rejected);
+        assert_eq!(stats.failures, stats.rejected);
+        assert_eq!(stats.queue_depth, 0);
+        key.sign(b"after the burst").unwrap();
     }
 
     /// Unknown token, missing key, missing module and missing settings.

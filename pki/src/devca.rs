@@ -94,7 +94,10 @@ impl DevCa {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(cn);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         validity(&mut params, 365);
         Ok(params.signed_by(&public, &self.cert, &self.key)?.pem())
     }

@@ -72,10 +72,7 @@ pub fn issue(
     params.not_after = not_after;
     let cert = params.signed_by(&leaf_key, &issuer, &issuer_kp)?;
 
-    let key = FileKey::from_pkcs8(
-        "memory:short-lived-leaf".into(),
-        &leaf_key.serialize_der(),
-    )?;
+    let key = FileKey::from_pkcs8("memory:short-lived-leaf".into(), &leaf_key.serialize_der())?;
     let mut chain = vec![cert.der().clone()];
     chain.extend(issuer_chain.iter().cloned());
     Ok(Leaf {
@@ -105,7 +102,13 @@ mod tests {
             .issue_issuing_ca_for_spki("gateway issuing key", issuer.public_key_spki())
             .unwrap();
         let issuer_chain = vec![CertificateDer::from_pem_slice(issuer_pem.as_bytes()).unwrap()];
-        let leaf = issue(issuer, &issuer_chain, &["localhost".into()], Duration::from_secs(3600)).unwrap();
+        let leaf = issue(
+            issuer,
+            &issuer_chain,
+            &["localhost".into()],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
         assert_eq!(leaf.chain.len(), 2);
         // An independent verifier (webpki through rustls) accepts the chain.
         let mut roots = rustls::RootCertStore::empty();
@@ -131,6 +134,11 @@ mod tests {
         let hours = (leaf.not_after - time::OffsetDateTime::now_utc()).whole_hours();
         assert!((0..=1).contains(&hours), "{hours}");
         // The leaf key is the one in the leaf certificate.
-        crate::certs::check_leaf_matches_key(&leaf.chain, std::path::Path::new("leaf"), leaf.key.as_ref()).unwrap();
+        crate::certs::check_leaf_matches_key(
+            &leaf.chain,
+            std::path::Path::new("leaf"),
+            leaf.key.as_ref(),
+        )
+        .unwrap();
     }
 }

@@ -20,9 +20,7 @@ impl RemoteKeyPair for Remote {
     }
 
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.key
-            .sign(msg)
-            .map_err(|_| rcgen::Error::RemoteKeyError)
+        self.key.sign(msg).map_err(|_| rcgen::Error::RemoteKeyError)
     }
 
     fn algorithm(&self) -> &'static SignatureAlgorithm {
@@ -57,7 +55,11 @@ pub fn key_pair(key: Arc<dyn SigningKey>) -> Result<KeyPair, Error> {
 
 /// A PKCS#10 certificate signing request, PEM, signed by `key`, for the
 /// municipal CA: subject common name and DNS/IP subject alternative names.
-pub fn csr_pem(key: Arc<dyn SigningKey>, common_name: &str, sans: &[String]) -> Result<String, Error> {
+pub fn csr_pem(
+    key: Arc<dyn SigningKey>,
+    common_name: &str,
+    sans: &[String],
+) -> Result<String, Error> {
     let kp = key_pair(key)?;
     let mut params = rcgen::CertificateParams::new(sans.to_vec())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -82,15 +84,24 @@ mod tests {
         let key: Arc<dyn SigningKey> = Arc::new(
             stadttor_hsm::file::FileKey::from_pkcs8("file:test".into(), pkcs8.as_ref()).unwrap(),
         );
-        let pem = csr_pem(key.clone(), "buergerportal.example.de", &["buergerportal.example.de".into()]).unwrap();
+        let pem = csr_pem(
+            key.clone(),
+            "buergerportal.example.de",
+            &["buergerportal.example.de".into()],
+        )
+        .unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
         use rustls_pki_types::pem::PemObject;
         use x509_parser::prelude::FromDer;
-        let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let der =
+            rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).unwrap();
         let (_, csr) =
             x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
                 .unwrap();
         csr.verify_signature().unwrap();
-        assert_eq!(csr.certification_request_info.subject_pki.raw, key.public_key_spki());
+        assert_eq!(
+            csr.certification_request_info.subject_pki.raw,
+            key.public_key_spki()
+        );
     }
 }

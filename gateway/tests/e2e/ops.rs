@@ -29,14 +29,19 @@ async fn sighup_reloads_a_good_config_and_rejects_a_bad_one() {
     let to_b = good.replace(&a.addr.to_string(), &b.addr.to_string());
     std::fs::write(&s.gw.config_path, &to_b).unwrap();
     s.gw.signal("HUP");
-    assert!(s.gw.wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    assert!(s
+        .gw
+        .wait_for_log("configuration reloaded", Duration::from_secs(5)));
     assert_eq!(backend_name(&s).await, "b");
 
     // Bad, three ways: syntax, semantics, unusable certificate. Each is
     // rejected and b keeps serving.
     let bad_cases = [
         ("syntax", "this is [ not toml".to_owned()),
-        ("unknown upstream", to_b.replace("upstream = \"app\"", "upstream = \"nope\"")),
+        (
+            "unknown upstream",
+            to_b.replace("upstream = \"app\"", "upstream = \"nope\""),
+        ),
         (
             "missing certificate",
             to_b.replace("server.pem", "does-not-exist.pem"),
@@ -53,11 +58,21 @@ async fn sighup_reloads_a_good_config_and_rejects_a_bad_one() {
             assert!(Instant::now() < deadline, "{case}: no rejection logged");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(backend_name(&s).await, "b", "{case}: old config keeps serving");
+        assert_eq!(
+            backend_name(&s).await,
+            "b",
+            "{case}: old config keeps serving"
+        );
     }
     let (_, metrics) = s.gw.admin_get("/metrics").await;
-    assert!(metrics.contains("stadttor_config_reloads_total{name=\"ok\"} 1"), "{metrics}");
-    assert!(metrics.contains("stadttor_config_reloads_total{name=\"rejected\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("stadttor_config_reloads_total{name=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stadttor_config_reloads_total{name=\"rejected\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +81,13 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let mut s = Setup::start(b.addr, "drain_timeout = \"10s\"", "", "");
     let c = s.client(Proto::H1);
     let addr = s.gw.addr();
-    let inflight = tokio::spawn(client::get(c.clone(), addr, "localhost", Proto::H1, "/slow/1500"));
+    let inflight = tokio::spawn(client::get(
+        c.clone(),
+        addr,
+        "localhost",
+        Proto::H1,
+        "/slow/1500",
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.gw.signal("TERM");
     assert!(s.gw.wait_for_log("draining", Duration::from_secs(2)));
@@ -82,7 +103,9 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let r = inflight.await.unwrap().unwrap();
     assert_eq!(r.status, 200, "in-flight request completes");
     assert_eq!(r.text(), "slow 1500");
-    let status = s.gw.wait_exit(Duration::from_secs(5)).expect("exits after drain");
+    let status =
+        s.gw.wait_exit(Duration::from_secs(5))
+            .expect("exits after drain");
     assert!(status.success(), "{status:?}");
     assert!(s.gw.logs().contains("drained"));
 }
@@ -97,8 +120,14 @@ async fn admin_endpoints_report_health_and_metrics() {
     assert_eq!(s.gw.admin_get("/readyz").await.0, 200);
     let (code, m) = s.gw.admin_get("/metrics").await;
     assert_eq!(code, 200);
-    assert!(m.contains("stadttor_http_requests_total{route=\"app\",class=\"2xx\"} 2"), "{m}");
-    assert!(m.contains("stadttor_http_request_duration_seconds_count{route=\"app\"} 2"), "{m}");
+    assert!(
+        m.contains("stadttor_http_requests_total{route=\"app\",class=\"2xx\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stadttor_http_request_duration_seconds_count{route=\"app\"} 2"),
+        "{m}"
+    );
     assert!(m.contains("stadttor_connections_accepted_total"), "{m}");
     // The public listener does not expose admin paths: /metrics goes to the
     // backend like any other path.
@@ -112,8 +141,12 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     let s = Setup::start(b.addr, "header_read_timeout = \"1s\"", "", "");
     let addr = s.gw.addr();
     // Slowloris: an unfinished request head.
-    let mut slow = client::connect(s.client(Proto::H1), addr, "localhost").await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: 1\r\n").await.unwrap();
+    let mut slow = client::connect(s.client(Proto::H1), addr, "localhost")
+        .await
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: 1\r\n")
+        .await
+        .unwrap();
     // A TCP connection that never starts TLS.
     let idle_tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     // Others are served meanwhile.
@@ -122,15 +155,21 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     }
     tokio::time::sleep(Duration::from_millis(1800)).await;
     let mut buf = [0u8; 256];
-    let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut slow, &mut buf))
-        .await
-        .expect("slow client is closed by the gateway, not left hanging");
+    let n = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut slow, &mut buf),
+    )
+    .await
+    .expect("slow client is closed by the gateway, not left hanging");
     let text = String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).into_owned();
     assert!(!text.contains("200"), "{text}");
     let mut idle_tcp = idle_tcp;
-    let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut idle_tcp, &mut buf))
-        .await
-        .expect("handshake timeout closes the connection");
+    let n = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut idle_tcp, &mut buf),
+    )
+    .await
+    .expect("handshake timeout closes the connection");
     assert_eq!(n.unwrap_or(0), 0);
     assert_eq!(b.requests(), 3);
 }
@@ -144,14 +183,25 @@ async fn per_ip_connection_cap_refuses_the_excess() {
     let one = client::connect(c.clone(), addr, "localhost").await.unwrap();
     let two = client::connect(c.clone(), addr, "localhost").await.unwrap();
     assert!(
-        client::get(c.clone(), addr, "localhost", Proto::H1, "/").await.is_err(),
+        client::get(c.clone(), addr, "localhost", Proto::H1, "/")
+            .await
+            .is_err(),
         "third connection from the same IP is refused"
     );
     drop((one, two));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(client::get(c, addr, "localhost", Proto::H1, "/").await.unwrap().status, 200);
+    assert_eq!(
+        client::get(c, addr, "localhost", Proto::H1, "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let (_, m) = s.gw.admin_get("/metrics").await;
-    assert!(m.contains("stadttor_connections_refused_total{name=\"max_connections_per_ip\"} 1"), "{m}");
+    assert!(
+        m.contains("stadttor_connections_refused_total{name=\"max_connections_per_ip\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,21 +212,33 @@ async fn sighup_picks_up_a_renewed_certificate() {
         tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
     };
     let c = s.client(Proto::H1);
-    let before = served(&client::connect(c.clone(), s.gw.addr(), "localhost").await.unwrap());
+    let before = served(
+        &client::connect(c.clone(), s.gw.addr(), "localhost")
+            .await
+            .unwrap(),
+    );
     // Renew: same CA, new key and certificate, written over the old files.
     let renewed = s.pki.ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
     std::fs::write(&s.pki.server_chain, &renewed.cert_pem).unwrap();
     std::fs::write(&s.pki.server_key, &renewed.key_pem).unwrap();
     s.gw.signal("HUP");
-    assert!(s.gw.wait_for_log("configuration reloaded", Duration::from_secs(5)));
-    let after = served(&client::connect(c.clone(), s.gw.addr(), "localhost").await.unwrap());
+    assert!(s
+        .gw
+        .wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    let after = served(
+        &client::connect(c.clone(), s.gw.addr(), "localhost")
+            .await
+            .unwrap(),
+    );
     assert_ne!(before, after, "new connections get the renewed certificate");
     assert_eq!(s.get(Proto::H2, "/").await.status, 200);
     // A certificate that does not match its key is rejected on reload.
     let other = s.pki.ca.issue_server(&["localhost"]).unwrap();
     std::fs::write(&s.pki.server_key, &other.key_pem).unwrap();
     s.gw.signal("HUP");
-    assert!(s.gw.wait_for_log("does not match key", Duration::from_secs(5)));
+    assert!(s
+        .gw
+        .wait_for_log("does not match key", Duration::from_secs(5)));
     let still = served(&client::connect(c, s.gw.addr(), "localhost").await.unwrap());
     assert_eq!(still, after, "the previous certificate keeps serving");
 }

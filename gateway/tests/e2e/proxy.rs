@@ -24,7 +24,10 @@ async fn h1_and_h2_reach_the_backend_with_gateway_headers() {
         let h = &echo["headers"];
         let rid = r.headers["x-request-id"].to_str().unwrap();
         assert_eq!(rid.len(), 36, "gateway request id is a UUID");
-        assert_eq!(h["x-request-id"][0], rid, "backend sees the same request id");
+        assert_eq!(
+            h["x-request-id"][0], rid,
+            "backend sees the same request id"
+        );
         assert_eq!(h["x-forwarded-for"][0], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"][0], "https");
         assert!(h["forwarded"][0]
@@ -80,8 +83,14 @@ async fn client_sent_identity_and_forwarding_headers_never_reach_the_backend() {
             .starts_with("localhost"));
         assert!(h.get("proxy-authorization").is_none());
     }
-    assert!(s.gw.wait_for_log("removed client-sent identity headers", std::time::Duration::from_secs(2)));
-    assert!(s.gw.logs().contains("attacker-chosen"), "client request id is logged separately");
+    assert!(s.gw.wait_for_log(
+        "removed client-sent identity headers",
+        std::time::Duration::from_secs(2)
+    ));
+    assert!(
+        s.gw.logs().contains("attacker-chosen"),
+        "client request id is logged separately"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,15 +125,25 @@ path_prefix = "/"
     let r = s.get(Proto::H1, "/api").await;
     assert_eq!(r.json()["path"], "/");
     let r = s.get(Proto::H1, "/apiary").await;
-    assert_eq!(r.json()["backend"], "a", "prefix matches whole segments only");
+    assert_eq!(
+        r.json()["backend"],
+        "a",
+        "prefix matches whole segments only"
+    );
     // Host-specific route wins over the catch-all.
     let req = Request::get("/x")
         .header("host", "other.example")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let r = client::send(s.client(Proto::H1), s.gw.addr(), "localhost", Proto::H1, req)
-        .await
-        .unwrap();
+    let r = client::send(
+        s.client(Proto::H1),
+        s.gw.addr(),
+        "localhost",
+        Proto::H1,
+        req,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.json()["backend"], "b");
 
     // A gateway whose only route is host-bound answers 404 elsewhere.
@@ -158,8 +177,13 @@ async fn websocket_upgrade_is_tunnelled_when_the_route_allows_it() {
         let m = ws.next().await.unwrap().unwrap();
         assert_eq!(m.into_text().unwrap(), format!("hallo {i}"));
     }
-    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_data(), vec![0u8, 1, 2, 255]);
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap().into_data(),
+        vec![0u8, 1, 2, 255]
+    );
     ws.close(None).await.unwrap();
 }
 

@@ -45,10 +45,12 @@ async fn a_100_mib_body_streams_both_ways_in_bounded_memory() {
     let tls = client::connect(s.client(Proto::H2), s.gw.addr(), "localhost")
         .await
         .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let uri = format!("https://localhost:{}/big/{}", s.gw.addr().port(), 100 * MIB);
     let resp = sender
@@ -78,18 +80,30 @@ async fn request_bodies_over_the_route_limit_get_413() {
     let req = Request::post("/upload")
         .body(Full::new(Bytes::from(vec![1u8; 2048])))
         .unwrap();
-    let r = client::send(s.client(Proto::H1), s.gw.addr(), "localhost", Proto::H1, req)
-        .await
-        .unwrap();
+    let r = client::send(
+        s.client(Proto::H1),
+        s.gw.addr(),
+        "localhost",
+        Proto::H1,
+        req,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 413);
     assert_eq!(b.requests(), 0);
     // Within the limit: passes.
     let req = Request::post("/upload")
         .body(Full::new(Bytes::from(vec![1u8; 1024])))
         .unwrap();
-    let r = client::send(s.client(Proto::H2), s.gw.addr(), "localhost", Proto::H2, req)
-        .await
-        .unwrap();
+    let r = client::send(
+        s.client(Proto::H2),
+        s.gw.addr(),
+        "localhost",
+        Proto::H2,
+        req,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.text(), "1024");
     // Chunked, no declared length: cut off when the limit is crossed.
     let payload = "z".repeat(2048);

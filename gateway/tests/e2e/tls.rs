@@ -64,8 +64,16 @@ async fn only_the_bsi_profile_is_negotiated() {
 
     // Accepted: AES-GCM over P-256 / P-384, TLS 1.3 and 1.2.
     for (suite, group, v) in [
-        (ring::cipher_suite::TLS13_AES_256_GCM_SHA384, ring::kx_group::SECP384R1, v13),
-        (ring::cipher_suite::TLS13_AES_128_GCM_SHA256, ring::kx_group::SECP256R1, v13),
+        (
+            ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+            ring::kx_group::SECP384R1,
+            v13,
+        ),
+        (
+            ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            ring::kx_group::SECP256R1,
+            v13,
+        ),
         (
             ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
             ring::kx_group::SECP256R1,
@@ -80,7 +88,9 @@ async fn only_the_bsi_profile_is_negotiated() {
         let c = restricted_client(ca, vec![suite], vec![group], v);
         let tls = client::connect(c.clone(), addr, "localhost").await.unwrap();
         assert_eq!(tls.get_ref().1.negotiated_cipher_suite(), Some(suite));
-        let r = client::get(c, addr, "localhost", Proto::H1, "/").await.unwrap();
+        let r = client::get(c, addr, "localhost", Proto::H1, "/")
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
     }
     // The server's preference wins: a client preferring AES-128 gets AES-256.
@@ -99,7 +109,9 @@ async fn only_the_bsi_profile_is_negotiated() {
         Some(ring::cipher_suite::TLS13_AES_256_GCM_SHA384)
     );
     // ALPN offers h2.
-    let h2 = client::connect(s.client(Proto::H2), addr, "localhost").await.unwrap();
+    let h2 = client::connect(s.client(Proto::H2), addr, "localhost")
+        .await
+        .unwrap();
     assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 }
 
@@ -119,7 +131,9 @@ async fn x25519_only_when_the_operator_opts_in() {
         vec![ring::kx_group::X25519],
         &[&rustls::version::TLS13],
     );
-    let r = client::get(c, gw.addr(), "localhost", Proto::H1, "/").await.unwrap();
+    let r = client::get(c, gw.addr(), "localhost", Proto::H1, "/")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
 }
 
@@ -153,14 +167,26 @@ upstream = "app"
     let gw = Gateway::start(BIN, &dir, &cfg);
     let trust_a = Arc::new(client::tls_config(&a.ca_pem, None, Proto::H1));
     let trust_b = Arc::new(client::tls_config(&bb.ca_pem, None, Proto::H1));
-    assert!(client::connect(trust_a.clone(), gw.addr(), "a.test").await.is_ok());
-    assert!(client::connect(trust_b.clone(), gw.addr(), "b.test").await.is_ok());
-    assert!(client::connect(trust_b.clone(), gw.addr(), "x.wild.test").await.is_ok());
+    assert!(client::connect(trust_a.clone(), gw.addr(), "a.test")
+        .await
+        .is_ok());
+    assert!(client::connect(trust_b.clone(), gw.addr(), "b.test")
+        .await
+        .is_ok());
+    assert!(client::connect(trust_b.clone(), gw.addr(), "x.wild.test")
+        .await
+        .is_ok());
     // Wrong certificate for the name: the client refuses it.
-    assert!(client::connect(trust_a.clone(), gw.addr(), "b.test").await.is_err());
-    assert!(client::connect(trust_b.clone(), gw.addr(), "a.test").await.is_err());
+    assert!(client::connect(trust_a.clone(), gw.addr(), "b.test")
+        .await
+        .is_err());
+    assert!(client::connect(trust_b.clone(), gw.addr(), "a.test")
+        .await
+        .is_err());
     // Unknown name: the default (first) certificate, which covers localhost.
-    assert!(client::connect(trust_a, gw.addr(), "localhost").await.is_ok());
+    assert!(client::connect(trust_a, gw.addr(), "localhost")
+        .await
+        .is_ok());
 }
 
 fn mtls_gateway(b: &Backend, mode: &str) -> (TempDir, TestPki, Gateway) {
@@ -187,7 +213,9 @@ async fn mtls_required_accepts_trusted_and_refuses_others() {
             Some((&pki.client_cert_pem, &pki.client_key_pem)),
             proto,
         ));
-        let r = client::get(ok, gw.addr(), "localhost", proto, "/").await.unwrap();
+        let r = client::get(ok, gw.addr(), "localhost", proto, "/")
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
         let subject = r.json()["headers"]["x-stadttor-client-cert-subject"][0]
             .as_str()
@@ -197,7 +225,9 @@ async fn mtls_required_accepts_trusted_and_refuses_others() {
     }
     // No certificate: refused.
     let none = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H1));
-    assert!(client::get(none, gw.addr(), "localhost", Proto::H1, "/").await.is_err());
+    assert!(client::get(none, gw.addr(), "localhost", Proto::H1, "/")
+        .await
+        .is_err());
     // A certificate from a CA the listener does not trust: refused.
     let other = TestPki::new(&dir, "other", &[]);
     let foreign = Arc::new(client::tls_config(
@@ -205,9 +235,14 @@ async fn mtls_required_accepts_trusted_and_refuses_others() {
         Some((&other.client_cert_pem, &other.client_key_pem)),
         Proto::H1,
     ));
-    assert!(client::get(foreign, gw.addr(), "localhost", Proto::H1, "/").await.is_err());
+    assert!(client::get(foreign, gw.addr(), "localhost", Proto::H1, "/")
+        .await
+        .is_err());
     assert_eq!(b.requests(), 2, "refused clients never reach the backend");
-    assert!(gw.wait_for_log("client certificate refused", std::time::Duration::from_secs(2)));
+    assert!(gw.wait_for_log(
+        "client certificate refused",
+        std::time::Duration::from_secs(2)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +250,11 @@ async fn mtls_optional_admits_anonymous_clients_without_identity() {
     let b = Backend::start("app").await;
     let (_dir, pki, gw) = mtls_gateway(&b, "optional");
     let none = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H1));
-    let r = client::get(none, gw.addr(), "localhost", Proto::H1, "/").await.unwrap();
+    let r = client::get(none, gw.addr(), "localhost", Proto::H1, "/")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
-    assert!(r.json()["headers"].get("x-stadttor-client-cert-subject").is_none());
+    assert!(r.json()["headers"]
+        .get("x-stadttor-client-cert-subject")
+        .is_none());
 }

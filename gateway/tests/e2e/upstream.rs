@@ -28,11 +28,20 @@ async fn upstream_down_gives_a_clear_502_quickly() {
         let text = r.text();
         assert!(text.contains("not reachable"), "{text}");
         assert!(text.contains("Request id:"), "{text}");
-        assert!(!text.contains("127.0.0.1"), "no internals in the body: {text}");
+        assert!(
+            !text.contains("127.0.0.1"),
+            "no internals in the body: {text}"
+        );
         assert!(r.headers.contains_key("x-request-id"));
     }
-    assert!(t.elapsed() < Duration::from_secs(3), "no hang: {:?}", t.elapsed());
-    assert!(s.gw.wait_for_log("upstream failure", Duration::from_secs(2)));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "no hang: {:?}",
+        t.elapsed()
+    );
+    assert!(s
+        .gw
+        .wait_for_log("upstream failure", Duration::from_secs(2)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,12 +52,17 @@ async fn dead_address_is_ejected_and_bodiless_requests_retry() {
     let pki = TestPki::new(&dir, "main", &[]);
     let cfg = crate::config_text(&pki, b.addr, "", "", "").replace(
         &format!("addresses = [\"{}\"]", b.addr),
-        &format!("addresses = [\"{dead}\", \"{}\"]\neject_after_failures = 2\neject_for = \"60s\"", b.addr),
+        &format!(
+            "addresses = [\"{dead}\", \"{}\"]\neject_after_failures = 2\neject_for = \"60s\"",
+            b.addr
+        ),
     );
     let gw = testkit::Gateway::start(crate::BIN, &dir, &cfg);
     let c = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H1));
     for _ in 0..10 {
-        let r = client::get(c.clone(), gw.addr(), "localhost", Proto::H1, "/").await.unwrap();
+        let r = client::get(c.clone(), gw.addr(), "localhost", Proto::H1, "/")
+            .await
+            .unwrap();
         assert_eq!(r.status, 200, "bodiless requests retry on the live address");
     }
     assert_eq!(b.requests(), 10);
@@ -57,7 +71,10 @@ async fn dead_address_is_ejected_and_bodiless_requests_retry() {
         metrics.contains("stadttor_upstream_ejections_total{name=\"app\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("stadttor_upstream_failures_total{name=\"app\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("stadttor_upstream_failures_total{name=\"app\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +89,11 @@ async fn slow_upstream_gets_504_at_the_route_timeout() {
     let t = Instant::now();
     let r = s.get(Proto::H1, "/slow/3000").await;
     assert_eq!(r.status, 504);
-    assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
     let r = s.get(Proto::H1, "/slow/10").await;
     assert_eq!(r.status, 200);
 }
@@ -117,9 +138,14 @@ async fn https_upstream_with_its_own_ca_and_client_certificate() {
     );
     let gw = testkit::Gateway::start(crate::BIN, &dir, &cfg);
     let c = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H2));
-    let r = client::get(c, gw.addr(), "localhost", Proto::H2, "/x").await.unwrap();
+    let r = client::get(c, gw.addr(), "localhost", Proto::H2, "/x")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let echo = r.json();
     assert_eq!(echo["backend"], "tls-backend");
-    assert!(echo["client_cert"].is_string(), "gateway presented its client certificate");
+    assert!(
+        echo["client_cert"].is_string(),
+        "gateway presented its client certificate"
+    );
 }

@@ -19,8 +19,13 @@
 //!
 //! # Signing
 //!
-//! Each key keeps a small pool of sessions (logged in once, at open). The
-//! message is hashed on the host (SHA-256 / SHA-384) and signed with
+//! Each key keeps a small pool of sessions (logged in once, at open),
+//! [`KeyStoreConfig::pkcs11_sessions`] of them: at most that many signatures
+//! of one key run at once. When all are in use, a signer waits at most
+//! [`KeyStoreConfig::pkcs11_busy_wait`] (default 50 ms, never longer than the
+//! request deadline) for one to come back, then gets [`Error::Busy`], just as
+//! a full TPM queue refuses at once instead of letting requests pile up until
+//! their deadline. The message is hashed on the host (SHA-256 / SHA-384) and signed with
 //! `CKM_ECDSA`, the most portable mechanism (Debian's SoftHSM has no
 //! `CKM_ECDSA_SHA256`); the raw `r || s` is returned as DER.
 //!
@@ -56,7 +61,8 @@ pub struct Pkcs11Key {
     spki: Vec<u8>,
     key: ObjectHandle,
     pool: Pool,
-    timeout: Duration,
+    /// How long a signer waits for a free session before [`Error::Busy`].
+    busy_wait: Duration,
     stats: KeyStats,
 }
 
@@ -105,12 +111,8 @@ impl Pkcs11Key {
             algorithm,
             spki,
             key,
-            pool: Pool {
-                idle: Mutex::new(sessions),
-                ready: Condvar::new(),
-                size,
-            },
-            timeout: config.request_timeout,
+            pool: Pool::new(sessions),
+            busy_wait: config.pkcs11_busy_wait.min(config.request_timeout),
             stats: KeyStats::default(),
         })
     }
@@ -179,7 +181,7 @@ impl Pkcs11Key {
             _ => &digest::SHA256,
         };
         let digest = digest::digest(alg, message);
-        let session = self.pool.checkout(&self.reference, self.timeout)?;
+        let session = self.pool.checkout(&self.reference, self.busy_wait)?;
         let raw = session
             .sign(&Mechanism::Ecdsa, self.key, digest.as_ref())
             .map_err(|e| Error::device(&self.reference, "sign", e))?;
@@ -220,28 +222,29 @@ impl SigningKey for Pkcs11Key {
 }
 
 /// A fixed set of sessions; a signer borrows one and gives it back on drop.
-struct Pool {
-    idle: Mutex<Vec<Session>>,
+/// Generic only so the unit tests can pool plain values.
+struct Pool<S = Session> {
+    idle: Mutex<Vec<S>>,
     ready: Condvar,
     size: usize,
 }
 
-struct Borrowed<'a> {
-    pool: &'a Pool,
-    session: Option<Session>,
+struct Borrowed<'a, S> {
+    pool: &'a Pool<S>,
+    session: Option<S>,
 }
 
-impl std::ops::Deref for Borrowed<'_> {
-    type Target = Session;
+impl<S> std::ops::Deref for Borrowed<'_, S> {
+    type Target = S;
 
-    fn deref(&self) -> &Session {
+    fn deref(&self) -> &S {
         // Invariant: `session` is Some from checkout until drop.
         #[allow(clippy::expect_used)]
         self.session.as_ref().expect("session present until drop")
     }
 }
 
-impl Drop for Borrowed<'_> {
+impl<S> Drop for Borrowed<'_, S> {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
             self.pool.lock().push(session);
@@ -250,15 +253,24 @@ impl Drop for Borrowed<'_> {
     }
 }
 
-impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Session>> {
+impl<S> Pool<S> {
+    fn new(sessions: Vec<S>) -> Self {
+        Self {
+            size: sessions.len(),
+            idle: Mutex::new(sessions),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<S>> {
         // Poisoning cannot leave the Vec inconsistent (push/pop only).
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for a free session until the deadline.
-    fn checkout(&self, reference: &str, timeout: Duration) -> Result<Borrowed<'_>, Error> {
-        let deadline = Instant::now() + timeout;
+    /// Takes a free session, waiting at most `busy_wait` for one to come
+    /// back; then the pool is exhausted and the caller gets [`Error::Busy`].
+    fn checkout(&self, reference: &str, busy_wait: Duration) -> Result<Borrowed<'_, S>, Error> {
+        let deadline = Instant::now() + busy_wait;
         let mut idle = self.lock();
         loop {
             if let Some(session) = idle.pop() {
@@ -269,10 +281,10 @@ impl Pool {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Timeout {
+                return Err(Error::Busy {
                     reference: reference.to_owned(),
                     backend: "pkcs11",
-                    timeout,
+                    capacity: self.size,
                 });
             }
             idle = self
@@ -520,4 +532,66 @@ fn read_ec_public(
         ));
     }
     Ok((algorithm, crate::spki::ec(algorithm, sec1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::thread;
+
+    use super::*;
+
+    #[test]
+    fn exhausted_pool_is_busy_after_the_short_wait_not_the_deadline() {
+        let pool = Pool::new(vec![1u32]);
+        let held = pool.checkout("k", Duration::ZERO).unwrap();
+        assert_eq!(*held, 1);
+
+        let start = Instant::now();
+        let err = pool.checkout("k", Duration::ZERO).err().unwrap();
+        assert!(start.elapsed() < Duration::from_millis(50));
+        assert!(
+            matches!(
+                err,
+                Error::Busy {
+                    backend: "pkcs11",
+                    capacity: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+
+        let start = Instant::now();
+        let err = pool
+            .checkout("k", Duration::from_millis(100))
+            .err()
+            .unwrap();
+        let waited = start.elapsed();
+        assert!(matches!(err, Error::Busy { .. }), "{err}");
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+
+        drop(held);
+        assert_eq!(*pool.checkout("k", Duration::ZERO).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_session_returned_within_the_wait_is_handed_over() {
+        let pool = Arc::new(Pool::new(vec![7u32]));
+        let held = pool.checkout("k", Duration::ZERO).unwrap();
+        let waiter = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                let start = Instant::now();
+                let got = pool.checkout("k", Duration::from_secs(10)).map(|s| *s);
+                (got.ok(), start.elapsed())
+            })
+        };
+        thread::sleep(Duration::from_millis(50));
+        drop(held);
+        let (got, waited) = waiter.join().unwrap();
+        assert_eq!(got, Some(7));
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+    }
 }

@@ -135,36 +135,65 @@ pub fn free_port_pair() -> u16 {
 /// swtpm serves one client connection at a time and libtss2's swtpm TCTI
 /// reconnects per command; on a loaded 2-core machine several simulators in
 /// parallel starve each other, so TPM tests run one at a time: each `Swtpm`
-/// holds a process-wide lock for its life.
+/// (or pair, [`Swtpm::start_pair`]) holds a process-wide lock for its life.
 #[derive(Debug)]
 pub struct Swtpm {
     child: Child,
     port: u16,
     /// State directory and scratch space for tpm2-tools files.
     pub dir: TempDir,
-    _serial: MutexGuard<'static, ()>,
+    log: Option<PathBuf>,
+    _serial: Option<MutexGuard<'static, ()>>,
+}
+
+/// Serialises the TPM tests of this process.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    // A failed (panicking) TPM test poisons the lock; the next may run.
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Swtpm {
     /// Starts swtpm (data port P, control port P+1) and waits until it listens.
     pub fn start() -> Self {
+        Self::spawn(Some(serial()), false)
+    }
+
+    /// Like [`Swtpm::start`], with swtpm's command log at level 20: every
+    /// command and response is logged as hex (see [`Swtpm::io_messages`]).
+    pub fn start_logged() -> Self {
+        Self::spawn(Some(serial()), true)
+    }
+
+    /// Two independent simulators (different seeds, so different SRKs).
+    pub fn start_pair() -> (Self, Self) {
+        let first = Self::spawn(Some(serial()), false);
+        let second = Self::spawn(None, false);
+        (first, second)
+    }
+
+    fn spawn(serial: Option<MutexGuard<'static, ()>>, logged: bool) -> Self {
         require("swtpm", "swtpm swtpm-tools");
         require("tpm2_createprimary", "tpm2-tools");
-        static SERIAL: Mutex<()> = Mutex::new(());
-        // A failed (panicking) TPM test poisons the lock; the next may run.
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let mut last_err = String::new();
         for _ in 0..5 {
             let dir = TempDir::new("swtpm");
             let port = free_port_pair();
-            let mut child = Command::new("swtpm")
-                .args(["socket", "--tpm2", "--server"])
+            let log = logged.then(|| dir.join("swtpm.log"));
+            let mut cmd = Command::new("swtpm");
+            cmd.args(["socket", "--tpm2", "--server"])
                 .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
                 .arg("--ctrl")
                 .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
                 .arg("--tpmstate")
                 .arg(format!("dir={}", dir.path().display()))
-                .args(["--flags", "not-need-init,startup-clear"])
+                .args(["--flags", "not-need-init,startup-clear"]);
+            if let Some(log) = &log {
+                cmd.arg("--log")
+                    .arg(format!("file={},level=20", log.display()));
+            }
+            let mut child = cmd
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -181,6 +210,7 @@ impl Swtpm {
                         child,
                         port,
                         dir,
+                        log,
                         _serial: serial,
                     };
                 }
@@ -190,6 +220,38 @@ impl Swtpm {
             let _ = child.wait();
         }
         panic!("swtpm did not start: {last_err}");
+    }
+
+    /// The TPM commands and responses logged so far (needs
+    /// [`Swtpm::start_logged`]): `(true, bytes)` for a command received,
+    /// `(false, bytes)` for a response sent.
+    pub fn io_messages(&self) -> Vec<(bool, Vec<u8>)> {
+        let path = self.log.as_ref().expect("started with start_logged()");
+        let text = std::fs::read_to_string(path).expect("read swtpm log");
+        let mut messages: Vec<(bool, Vec<u8>)> = Vec::new();
+        let mut current: Option<usize> = None;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with("SWTPM_IO_Read:") || line.starts_with("SWTPM_IO_Write:") {
+                messages.push((line.starts_with("SWTPM_IO_Read:"), Vec::new()));
+                current = Some(messages.len() - 1);
+                continue;
+            }
+            let bytes: Option<Vec<u8>> = line
+                .split_whitespace()
+                .map(|t| {
+                    (t.len() == 2)
+                        .then(|| u8::from_str_radix(t, 16).ok())
+                        .flatten()
+                })
+                .collect();
+            match (bytes, current) {
+                (Some(bytes), Some(i)) if !line.is_empty() => messages[i].1.extend(bytes),
+                // Any other line (control channel, libtpms) ends the message.
+                _ => current = None,
+            }
+        }
+        messages
     }
 
     /// The TCTI string for this simulator.

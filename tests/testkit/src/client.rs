@@ -120,7 +120,10 @@ pub async fn send_on(
                 let host = format!("{sni}:{}", addr.port());
                 req.headers_mut().insert("host", host.parse().unwrap());
             }
-            sender.send_request(req).await.map_err(|e| format!("{e:?}"))?
+            sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("{e:?}"))?
         }
         Proto::H2 => {
             let (mut sender, conn) =
@@ -131,10 +134,16 @@ pub async fn send_on(
             let uri = format!(
                 "https://{sni}:{}{}",
                 addr.port(),
-                req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                req.uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
             );
             *req.uri_mut() = uri.parse().unwrap();
-            sender.send_request(req).await.map_err(|e| format!("{e:?}"))?
+            sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("{e:?}"))?
         }
     };
     let status = resp.status();

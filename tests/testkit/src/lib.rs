@@ -186,9 +186,10 @@ impl Gateway {
                     }
                     // The admin line, when configured, comes last.
                     if !listeners.is_empty()
-                        && (admin.is_some() || !std::fs::read_to_string(config_path)
-                            .unwrap_or_default()
-                            .contains("[admin]"))
+                        && (admin.is_some()
+                            || !std::fs::read_to_string(config_path)
+                                .unwrap_or_default()
+                                .contains("[admin]"))
                     {
                         break;
                     }
