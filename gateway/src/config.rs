@@ -121,6 +121,10 @@ pub mod raw {
         pub tpm_tcti: Option<String>,
         pub pkcs11_module: Option<PathBuf>,
         pub pkcs11_pin_file: Option<PathBuf>,
+        pub tpm_queue_capacity: Option<usize>,
+        pub pkcs11_sessions: Option<usize>,
+        #[serde(default, with = "duration::option")]
+        pub request_timeout: Option<Duration>,
     }
 
     /// `[admin]`: metrics and health, never exposed on a public listener.
@@ -339,6 +343,17 @@ mod duration {
                     "invalid duration `{s}`: {e}; write e.g. \"500ms\", \"30s\", \"5m\" or \"1h 30m\""
                 ))
             })
+        }
+    }
+
+    /// The same for optional keys.
+    pub(super) mod option {
+        use std::time::Duration;
+
+        pub(in super::super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
         }
     }
 }
@@ -609,6 +624,18 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
     let key_ref = |s: &str, issue: &mut dyn FnMut(String, String), key: String| -> KeyRef {
         match s.parse::<KeyRef>() {
             Ok(KeyRef::File(p)) => KeyRef::File(abs(&p)),
+            Ok(KeyRef::Tpm(spec)) if spec.contains("pem=") => {
+                // `pem=PATH` is resolved against the config directory too.
+                let spec = spec
+                    .split(';')
+                    .map(|part| match part.strip_prefix("pem=") {
+                        Some(p) => format!("pem={}", abs(Path::new(p)).display()),
+                        None => part.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(";");
+                KeyRef::Tpm(spec)
+            }
             Ok(k) => {
                 for missing in missing_key_settings(&k, keys) {
                     issue(
@@ -641,10 +668,10 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             "must be positive (it defends against slowloris)".into(),
         );
     }
-    if s.max_header_bytes.0 < 1024 || s.max_header_bytes.0 > 1024 * 1024 {
+    if s.max_header_bytes.0 < 8 * 1024 || s.max_header_bytes.0 > 1024 * 1024 {
         issue(
             "server.max_header_bytes".into(),
-            "must be between 1KiB and 1MiB".into(),
+            "must be between 8KiB and 1MiB (8KiB is the smallest HTTP/1.1 read buffer)".into(),
         );
     }
     if s.h2_max_concurrent_streams == 0 {
@@ -1036,13 +1063,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             access_log: s.access_log,
             h2_max_concurrent_streams: s.h2_max_concurrent_streams,
         },
-        keys: {
-            let mut k = stadttor_hsm::KeyStoreConfig::default();
-            k.tpm_tcti = raw.keys.tpm_tcti.clone();
-            k.pkcs11_module = raw.keys.pkcs11_module.as_deref().map(abs);
-            k.pkcs11_pin_file = raw.keys.pkcs11_pin_file.as_deref().map(abs);
-            k
-        },
+        keys: key_store_config(&raw.keys, &base),
         admin: raw.admin.map(|a| a.listen),
         listeners,
         upstreams,
@@ -1105,6 +1126,32 @@ fn socket_conflict(sockets: &[(String, SocketAddr)], addr: SocketAddr) -> Option
 }
 
 /// The `[keys]` settings a hardware key reference needs but lacks.
+/// The key store settings of a `[keys]` table; relative paths are resolved
+/// against `base`, the config file's directory.
+pub fn key_store_config(keys: &raw::Keys, base: &Path) -> stadttor_hsm::KeyStoreConfig {
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
+    let mut k = stadttor_hsm::KeyStoreConfig::default();
+    k.tpm_tcti = keys.tpm_tcti.clone();
+    k.pkcs11_module = keys.pkcs11_module.as_deref().map(abs);
+    k.pkcs11_pin_file = keys.pkcs11_pin_file.as_deref().map(abs);
+    if let Some(n) = keys.tpm_queue_capacity {
+        k.tpm_queue_capacity = n;
+    }
+    if let Some(n) = keys.pkcs11_sessions {
+        k.pkcs11_sessions = n;
+    }
+    if let Some(d) = keys.request_timeout {
+        k.request_timeout = d;
+    }
+    k
+}
+
 fn missing_key_settings(key: &KeyRef, keys: &raw::Keys) -> Vec<&'static str> {
     let needed: &[(&'static str, bool)] = match key {
         KeyRef::Tpm(_) => &[("tpm_tcti", keys.tpm_tcti.is_some())],

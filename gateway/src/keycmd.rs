@@ -59,18 +59,7 @@ pub fn keys_config_from_file(path: &Path) -> Result<KeyStoreConfig, ConfigError>
     let raw: crate::config::raw::Keys = keys
         .try_into()
         .map_err(|e: toml::de::Error| fail("keys", e.message().to_owned()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let abs = |p: &Path| {
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base.join(p)
-        }
-    };
-    let mut cfg = KeyStoreConfig::default();
-    cfg.tpm_tcti = raw.tpm_tcti;
-    cfg.pkcs11_module = raw.pkcs11_module.as_deref().map(abs);
-    cfg.pkcs11_pin_file = raw.pkcs11_pin_file.as_deref().map(abs);
+    let cfg = crate::config::key_store_config(&raw, path.parent().unwrap_or(Path::new(".")));
     Ok(cfg)
 }
 

@@ -24,4 +24,5 @@ pub mod proxy;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;

@@ -23,7 +23,6 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -229,7 +228,13 @@ async fn handle<'s>(
     if let Some(downstream) = downstream_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(downstream, upstream, route.pool.name.clone()));
+            tokio::spawn(crate::tunnel::run(
+                downstream,
+                upstream,
+                route.pool.name.clone(),
+                cfg.timeouts.idle,
+                cfg.timeouts.total,
+            ));
             headers::strip_hop_by_hop(resp.headers_mut(), true);
             return Ok((resp.map(|_| empty()), route));
         }
@@ -311,25 +316,6 @@ async fn send(
                     detail: error_chain(&e),
                 });
             }
-        }
-    }
-}
-
-async fn tunnel(
-    downstream: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    upstream_name: String,
-) {
-    match tokio::try_join!(downstream, upstream) {
-        Ok((d, u)) => {
-            let mut d = TokioIo::new(d);
-            let mut u = TokioIo::new(u);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut u).await {
-                tracing::debug!(upstream = %upstream_name, error = %e, "websocket tunnel closed with error");
-            }
-        }
-        Err(e) => {
-            tracing::info!(upstream = %upstream_name, error = %e, "websocket upgrade failed")
         }
     }
 }

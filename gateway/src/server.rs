@@ -168,6 +168,31 @@ impl Prepared {
     }
 }
 
+/// `[server]` settings that are fixed when the sockets and the process are
+/// set up; a reload that changes them is rejected rather than half-applied.
+fn restart_needed(old: &config::Server, new: &config::Server) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.max_connections != new.max_connections {
+        keys.push("max_connections");
+    }
+    if old.max_connections_per_ip != new.max_connections_per_ip {
+        keys.push("max_connections_per_ip");
+    }
+    if old.header_read_timeout != new.header_read_timeout {
+        keys.push("header_read_timeout");
+    }
+    if old.max_header_bytes != new.max_header_bytes {
+        keys.push("max_header_bytes");
+    }
+    if old.h2_max_concurrent_streams != new.h2_max_concurrent_streams {
+        keys.push("h2_max_concurrent_streams");
+    }
+    if old.log_format != new.log_format {
+        keys.push("log_format");
+    }
+    keys
+}
+
 /// Re-issues short-lived TLS leaves at half their lifetime. A failed
 /// rotation is logged and retried; the current leaf serves until it expires.
 async fn rotate_leaves(shared: Arc<Shared>) {
@@ -215,6 +240,20 @@ pub fn reload(shared: &Shared) {
                     key: "keys".into(),
                     reason: "the key store settings changed; that needs a restart".into(),
                 }],
+            });
+        }
+        let restart = restart_needed(&current.config.server, &new.server);
+        if !restart.is_empty() {
+            return Err(ConfigError {
+                file: path.clone(),
+                issues: restart
+                    .into_iter()
+                    .map(|k| config::Issue {
+                        key: format!("server.{k}"),
+                        reason: "changed; this setting is fixed at start-up and needs a restart"
+                            .into(),
+                    })
+                    .collect(),
             });
         }
         if old_l != new_l || current.config.admin != new.admin {

@@ -292,7 +292,7 @@ impl Slot {
     }
 }
 
-/// Counts refused client certificates in the metrics, then defers.
+/// Logs refused client certificates (with the reason), then defers.
 #[derive(Debug)]
 struct CountingVerifier(Arc<dyn ClientCertVerifier>);
 

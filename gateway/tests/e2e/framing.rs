@@ -108,7 +108,7 @@ async fn framing_attacks_are_refused() {
         s.client(Proto::H1),
         s.gw.addr(),
         "localhost",
-        format!("GET /one HTTP/1.1\r\nHost: localhost\r\n\r\nGET /two HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+        b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\nGET /two HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         Duration::from_secs(3),
     )
     .await;

@@ -242,3 +242,19 @@ async fn sighup_picks_up_a_renewed_certificate() {
     let still = served(&client::connect(c, s.gw.addr(), "localhost").await.unwrap());
     assert_eq!(still, after, "the previous certificate keeps serving");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_refuses_settings_that_need_a_restart() {
+    let b = Backend::start("app").await;
+    let s = Setup::start(b.addr, "max_connections = 100", "", "");
+    let cfg = std::fs::read_to_string(&s.gw.config_path).unwrap();
+    std::fs::write(
+        &s.gw.config_path,
+        cfg.replace("max_connections = 100", "max_connections = 5"),
+    )
+    .unwrap();
+    s.gw.signal("HUP");
+    assert!(s.gw.wait_for_log("reload rejected", Duration::from_secs(5)));
+    assert!(s.gw.logs().contains("server.max_connections"), "{}", s.gw.logs());
+    assert_eq!(s.get(Proto::H1, "/").await.status, 200);
+}

@@ -199,3 +199,27 @@ async fn websocket_upgrade_is_refused_on_routes_without_it() {
     let err = tokio_tungstenite::client_async(url, tls).await.unwrap_err();
     assert!(err.to_string().contains("400"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_websocket_tunnel_is_closed_at_the_route_idle_timeout() {
+    let b = Backend::start("ws").await;
+    let s = Setup::start(b.addr, "", "websocket = true\n[routes.timeouts]\nidle = \"1s\"", "");
+    let tls = client::connect(s.client(Proto::H1), s.gw.addr(), "localhost")
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/ws", s.gw.addr().port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    // Traffic keeps it open past the idle timeout…
+    for i in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        ws.send(Message::Text(format!("ping {i}"))).await.unwrap();
+        assert!(ws.next().await.unwrap().is_ok());
+    }
+    // …silence closes it.
+    let t = std::time::Instant::now();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await;
+    assert!(end.is_ok(), "tunnel not closed after 5 s of silence");
+    assert!(matches!(end.unwrap(), None | Some(Err(_)) | Some(Ok(Message::Close(_)))));
+    assert!(t.elapsed() < std::time::Duration::from_millis(2500), "{:?}", t.elapsed());
+    assert!(s.gw.wait_for_log("tunnel closed by timeout", std::time::Duration::from_secs(2)));
+}
