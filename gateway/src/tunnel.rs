@@ -35,9 +35,7 @@ pub async fn run(
     let deadline = start + total;
     let watchdog = async {
         loop {
-            let idle_end = start
-                + Duration::from_millis(last.load(Ordering::Relaxed))
-                + idle;
+            let idle_end = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
             let wake = idle_end.min(deadline);
             if Instant::now() >= wake {
                 return if wake == deadline { "total" } else { "idle" };
@@ -97,10 +95,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

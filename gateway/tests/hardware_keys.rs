@@ -514,3 +514,101 @@ fn an_unreachable_tpm_refuses_to_start_naming_the_tcti() {
     assert!(err.contains(&tcti), "{err}");
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn keys_attest_produces_a_certification_openssl_verifies() {
+    let _ = hw::init();
+    let tpm = hw::Swtpm::start();
+    let tcti = tpm.tcti();
+    // The key to attest, made by stadttor (this also creates the SRK).
+    keys_cmd(&["--tcti", &tcti, "generate", "tpm:handle=0x81010002"], &[]);
+    // A restricted attestation key, made by tpm2-tools under that SRK.
+    tpm.run(
+        "tpm2_create",
+        &[
+            "-C",
+            "0x81000001",
+            "-G",
+            "ecc256:ecdsa-sha256:null",
+            "-g",
+            "sha256",
+            "-a",
+            "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign",
+            "-u",
+            "ak.pub",
+            "-r",
+            "ak.priv",
+        ],
+    );
+    tpm.run("tpm2_flushcontext", &["-t"]);
+    tpm.run(
+        "tpm2_load",
+        &[
+            "-C",
+            "0x81000001",
+            "-u",
+            "ak.pub",
+            "-r",
+            "ak.priv",
+            "-c",
+            "ak.ctx",
+        ],
+    );
+    tpm.run(
+        "tpm2_evictcontrol",
+        &["-C", "o", "-c", "ak.ctx", "0x81010005"],
+    );
+    tpm.run("tpm2_flushcontext", &["-t"]);
+    let out_dir = tpm.dir.path().join("attestation");
+    let printed = keys_cmd(
+        &[
+            "--tcti",
+            &tcti,
+            "attest",
+            "tpm:handle=0x81010002",
+            "--ak",
+            "tpm:handle=0x81010005",
+            "--nonce",
+            "00112233445566778899aabbccddeeff",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(printed.contains("openssl dgst"), "{printed}");
+    let attest = std::fs::read(out_dir.join("attest.bin")).unwrap();
+    assert_eq!(
+        &attest[..4],
+        &[0xff, 0x54, 0x43, 0x47],
+        "TPM_GENERATED magic"
+    );
+    let nonce = [
+        0x00u8, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee,
+        0xff,
+    ];
+    assert!(
+        attest.windows(16).any(|w| w == nonce),
+        "the verifier's nonce is signed"
+    );
+    let verify = |file: &str| {
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(out_dir.join("ak.pem"))
+            .arg("-signature")
+            .arg(out_dir.join("attest.sig"))
+            .arg(out_dir.join(file))
+            .output()
+            .unwrap()
+    };
+    let ok = verify("attest.bin");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    // A flipped byte fails.
+    let mut bad = attest.clone();
+    bad[10] ^= 1;
+    std::fs::write(out_dir.join("bad.bin"), &bad).unwrap();
+    assert!(!verify("bad.bin").status.success());
+}

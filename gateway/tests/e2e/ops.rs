@@ -255,6 +255,10 @@ async fn reload_refuses_settings_that_need_a_restart() {
     .unwrap();
     s.gw.signal("HUP");
     assert!(s.gw.wait_for_log("reload rejected", Duration::from_secs(5)));
-    assert!(s.gw.logs().contains("server.max_connections"), "{}", s.gw.logs());
+    assert!(
+        s.gw.logs().contains("server.max_connections"),
+        "{}",
+        s.gw.logs()
+    );
     assert_eq!(s.get(Proto::H1, "/").await.status, 200);
 }

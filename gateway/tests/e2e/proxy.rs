@@ -203,7 +203,12 @@ async fn websocket_upgrade_is_refused_on_routes_without_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_websocket_tunnel_is_closed_at_the_route_idle_timeout() {
     let b = Backend::start("ws").await;
-    let s = Setup::start(b.addr, "", "websocket = true\n[routes.timeouts]\nidle = \"1s\"", "");
+    let s = Setup::start(
+        b.addr,
+        "",
+        "websocket = true\n[routes.timeouts]\nidle = \"1s\"",
+        "",
+    );
     let tls = client::connect(s.client(Proto::H1), s.gw.addr(), "localhost")
         .await
         .unwrap();
@@ -219,7 +224,17 @@ async fn an_idle_websocket_tunnel_is_closed_at_the_route_idle_timeout() {
     let t = std::time::Instant::now();
     let end = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await;
     assert!(end.is_ok(), "tunnel not closed after 5 s of silence");
-    assert!(matches!(end.unwrap(), None | Some(Err(_)) | Some(Ok(Message::Close(_)))));
-    assert!(t.elapsed() < std::time::Duration::from_millis(2500), "{:?}", t.elapsed());
-    assert!(s.gw.wait_for_log("tunnel closed by timeout", std::time::Duration::from_secs(2)));
+    assert!(matches!(
+        end.unwrap(),
+        None | Some(Err(_)) | Some(Ok(Message::Close(_)))
+    ));
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(s.gw.wait_for_log(
+        "tunnel closed by timeout",
+        std::time::Duration::from_secs(2)
+    ));
 }
