@@ -262,3 +262,46 @@ async fn reload_refuses_settings_that_need_a_restart() {
     );
     assert_eq!(s.get(Proto::H1, "/").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id_and_no_secrets() {
+    let b = Backend::start("app").await;
+    let s = Setup::start(b.addr, "log_format = \"json\"", "", "");
+    let req = http::Request::get("/private?token=s3cr3t-query")
+        .header("authorization", "Bearer s3cr3t-token")
+        .header("cookie", "session=s3cr3t-cookie")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let r = client::send(
+        s.client(Proto::H1),
+        s.gw.addr(),
+        "localhost",
+        Proto::H1,
+        req,
+    )
+    .await
+    .unwrap();
+    let rid = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert!(s.gw.wait_for_log(&rid, Duration::from_secs(2)));
+    let logs = s.gw.logs();
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["request_id"] == rid.as_str())
+        .collect();
+    assert_eq!(access.len(), 1, "{logs}");
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(
+        access[0]["path"], "/private",
+        "the query string is not logged"
+    );
+    assert_eq!(access[0]["route"], "app");
+    assert!(!logs.contains("s3cr3t"), "secrets in logs: {logs}");
+    // Every line is JSON.
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "{line}"
+        );
+    }
+}
