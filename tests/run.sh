@@ -19,6 +19,7 @@ APT_PACKAGES=(
   pkg-config libtss2-dev swtpm swtpm-tools tpm2-tools   # TPM backend + software TPM
   softhsm2 opensc                                       # PKCS#11 backend + token
   testssl.sh curl jq openssl                            # independent TLS checks
+  golang-go golang-golang-x-mod-dev                     # Go sumdb/tlog: independent audit-log verifier
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,26 +1,75 @@
-//! `stadttor-audit`: the tamper-evident audit log.
+//! `stadttor-audit`: the tamper-evident, signed audit log.
 //!
-//! Planned contents (issue "A tamper-evident, signed audit log"): an RFC 6962
-//! Merkle tree stored as C2SP tlog-tiles, checkpoints signed through
-//! `stadttor-hsm`, inclusion and consistency proofs, and a verifier that
-//! needs neither keys nor network.
+//! What it is: an append-only log of [`event::Event`]s, kept as an RFC 6962
+//! Merkle tree ([`merkle`]), stored as C2SP tlog-tiles that any static file
+//! server can publish ([`tiles`]), with C2SP checkpoints signed through
+//! `stadttor-hsm` ([`note`]). The gateway appends through [`Log`]
+//! ([`writer`], on top of the crash-safe file [`store`]); auditors check a
+//! copy of the directory with [`verify`], which needs only the public
+//! verifier key: no key store, no network.
 //!
-//! Today the crate defines the sink interface the gateway hands events to,
-//! so that every later stage already has a place to report to.
+//! What it is not: no HTTP serving (point any static file server at the
+//! directory, or copy it), no CLI (the `stadttor audit` subcommands wrap
+//! [`verify`]), no witness cosigning yet, one writer per directory.
+//!
+//! Formats, file layout and the auditor's workflow are in `docs/AUDIT.md`.
+//!
+//! ```no_run
+//! # fn demo(key: std::sync::Arc<dyn stadttor_hsm::SigningKey>) -> Result<(), stadttor_audit::Error> {
+//! use std::time::Duration;
+//! use stadttor_audit::{event::{Event, Outcome}, Log, LogConfig};
+//!
+//! let (log, recovery) = Log::open(LogConfig::new("/var/lib/stadttor/audit", "audit.example.de/gw1"), key)?;
+//! println!("audit log opened: {recovery}");
+//! let ticket = log.append(&Event::new("config.reload", Outcome::Success))?;
+//! log.wait(ticket, Duration::from_secs(5))?; // now it is in a signed checkpoint
+//! # Ok(()) }
+//! ```
 
 #![forbid(unsafe_code)]
 
-/// Receives audit events. The log implementation will make them durable and
-/// signed; until then the gateway uses [`Discard`] and says so at start-up.
-pub trait AuditSink: Send + Sync + std::fmt::Debug {
-    /// Records one event, already serialised as a JSON object.
-    fn record(&self, event_json: &[u8]);
-}
+pub mod event;
+pub mod merkle;
+pub mod note;
+pub mod store;
+pub mod tiles;
+pub mod verify;
+pub mod writer;
 
-/// A sink that keeps nothing, used until the log lands.
-#[derive(Debug, Default)]
-pub struct Discard;
+pub use note::VerifierKey;
+pub use store::RecoveryReport;
+pub use writer::{Committed, Log, LogConfig, Status, Ticket};
 
-impl AuditSink for Discard {
-    fn record(&self, _event_json: &[u8]) {}
+/// Errors of the writing side ([`Log`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The event could not be encoded.
+    #[error(transparent)]
+    Event(#[from] event::EventError),
+    /// The signing key cannot sign checkpoints or the key name is invalid.
+    #[error(transparent)]
+    Note(#[from] note::NoteError),
+    /// The store could not be opened or recovered.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The queue is full: the writer cannot keep up.
+    #[error("audit queue full ({capacity} events waiting)")]
+    QueueFull {
+        /// The configured capacity.
+        capacity: usize,
+    },
+    /// The log cannot record events now (storage failed, or checkpoints
+    /// cannot be signed); audited actions must not proceed.
+    #[error("audit log unavailable: {0}")]
+    Unavailable(String),
+    /// Waiting for a checkpoint took longer than the timeout.
+    #[error("timed out waiting for a signed checkpoint")]
+    Timeout,
+    /// The log was closed.
+    #[error("audit log is closed")]
+    Closed,
+    /// The writer thread could not be started.
+    #[error("cannot start the audit writer thread: {0}")]
+    Spawn(#[source] std::io::Error),
 }

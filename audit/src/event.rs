@@ -1,0 +1,309 @@
+//! The audit event schema (version 1) and pseudonymisation of subjects.
+//!
+//! One log entry is one [`Event`] serialised as compact JSON, fields in the
+//! fixed order of the struct, unknown fields rejected on reading. The schema
+//! is documented in `docs/AUDIT.md`; any change that is not purely additive
+//! bumps [`SCHEMA_VERSION`], and readers refuse versions they do not know.
+//!
+//! Personal data never enters the log in clear: the log cannot be erased
+//! (GDPR Art. 17), so subjects (user IDs, client certificate subjects, IP
+//! addresses, ...) are recorded as a [`Pseudonym`]: HMAC-SHA256 under a
+//! secret pseudonymisation key that is kept apart from the log. Whoever
+//! holds the key can compute the pseudonym of a known subject and search for
+//! it; without the key, pseudonyms cannot be reversed by guessing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::tiles::MAX_ENTRY_LEN;
+
+/// The schema version this crate writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Errors about events.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The event could not be encoded or decoded.
+    #[error("event JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The encoded event is larger than a log entry may be.
+    #[error("event is {0} bytes, more than the 65535 an entry may hold")]
+    TooLarge(usize),
+    /// The entry has a schema version this build does not know.
+    #[error("unsupported event schema version {0} (this build reads version 1)")]
+    Version(u32),
+    /// The pseudonymisation key is too short.
+    #[error("pseudonymisation key must be at least 32 bytes, got {0}")]
+    ShortKey(usize),
+}
+
+/// The outcome of the audited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The action succeeded.
+    Success,
+    /// The action was refused by authentication or authorization.
+    Denied,
+    /// The action failed for another reason.
+    Failure,
+}
+
+/// A pseudonymised subject: `p1:<key id>:<hex HMAC-SHA256>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Pseudonym(String);
+
+impl Pseudonym {
+    /// The pseudonym as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Pseudonym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One audit event, schema version 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Schema version, always [`SCHEMA_VERSION`].
+    pub v: u32,
+    /// When the event happened: RFC 3339, UTC, milliseconds
+    /// (`2026-11-26T04:24:00.123Z`). The gateway's clock, not a trusted
+    /// time; checkpoints bound it only by their order.
+    pub time: String,
+    /// What happened, as a dotted name (`request`, `authn.login`,
+    /// `authz.deny`, `policy.change`, `key.sign`, `config.reload`, ...).
+    pub kind: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Who acted, pseudonymised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Pseudonym>,
+    /// The tenant (municipality) the event belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// What was acted on: a route name, policy ID, key reference. Never a
+    /// raw URI with query values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The gateway's request ID, to join with operational logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Further attributes. Values must not hold personal data in clear.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, serde_json::Value>,
+}
+
+impl Event {
+    /// A new event of `kind` with `outcome`, stamped with the current time.
+    pub fn new(kind: impl Into<String>, outcome: Outcome) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            time: rfc3339_now(),
+            kind: kind.into(),
+            outcome,
+            subject: None,
+            tenant: None,
+            target: None,
+            request_id: None,
+            attrs: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the pseudonymised subject.
+    pub fn subject(mut self, p: Pseudonym) -> Self {
+        self.subject = Some(p);
+        self
+    }
+
+    /// Sets the tenant.
+    pub fn tenant(mut self, t: impl Into<String>) -> Self {
+        self.tenant = Some(t.into());
+        self
+    }
+
+    /// Sets the target.
+    pub fn target(mut self, t: impl Into<String>) -> Self {
+        self.target = Some(t.into());
+        self
+    }
+
+    /// Sets the request ID.
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// Adds an attribute.
+    pub fn attr(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.attrs.insert(key.into(), value.into());
+        self
+    }
+
+    /// Encodes the event as a log entry (compact JSON, at most 65,535 bytes).
+    pub fn to_entry(&self) -> Result<Vec<u8>, EventError> {
+        let bytes = serde_json::to_vec(self)?;
+        if bytes.len() > MAX_ENTRY_LEN {
+            return Err(EventError::TooLarge(bytes.len()));
+        }
+        Ok(bytes)
+    }
+
+    /// Decodes a log entry, refusing unknown schema versions and fields.
+    pub fn from_entry(entry: &[u8]) -> Result<Self, EventError> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let Version { v } = serde_json::from_slice(entry)?;
+        if v != SCHEMA_VERSION {
+            return Err(EventError::Version(v));
+        }
+        Ok(serde_json::from_slice(entry)?)
+    }
+}
+
+/// Computes pseudonyms with HMAC-SHA256 under a secret key.
+pub struct Pseudonymiser {
+    key: hmac::Key,
+    key_id: String,
+    // Kept only to zeroize on drop; ring's key holds its own copy.
+    _raw: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for Pseudonymiser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pseudonymiser")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pseudonymiser {
+    /// A pseudonymiser for `key` (at least 32 random bytes).
+    pub fn new(key: &[u8]) -> Result<Self, EventError> {
+        if key.len() < 32 {
+            return Err(EventError::ShortKey(key.len()));
+        }
+        let hkey = hmac::Key::new(hmac::HMAC_SHA256, key);
+        let tag = hmac::sign(&hkey, b"stadttor-audit pseudonym key id");
+        let key_id = hex(&tag.as_ref()[..4]);
+        Ok(Self {
+            key: hkey,
+            key_id,
+            _raw: Zeroizing::new(key.to_vec()),
+        })
+    }
+
+    /// Identifies the key (8 hex digits) without revealing it, so that
+    /// pseudonyms made under different keys are never confused.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The pseudonym of `value` in the namespace `kind` (`user`, `ip`,
+    /// `cert`, ...): `p1:<key id>:<hex HMAC-SHA256(key, kind || 0x00 || value)>`.
+    pub fn pseudonym(&self, kind: &str, value: &str) -> Pseudonym {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(kind.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(value.as_bytes());
+        let tag = ctx.sign();
+        Pseudonym(format!("p1:{}:{}", self.key_id, hex(tag.as_ref())))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The current time as RFC 3339 UTC with milliseconds.
+pub fn rfc3339_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_secs(), d.subsec_millis())
+}
+
+/// Formats Unix seconds + milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn rfc3339(secs: u64, millis: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(1_795_666_440, 123), "2026-11-26T04:14:00.123Z");
+    }
+
+    #[test]
+    fn round_trip_and_strictness() {
+        let p = Pseudonymiser::new(&[7; 32]).unwrap();
+        let e = Event::new("authn.login", Outcome::Denied)
+            .subject(p.pseudonym("user", "alice"))
+            .tenant("musterstadt")
+            .target("route:buergerportal")
+            .attr("method", "oidc");
+        let entry = e.to_entry().unwrap();
+        assert_eq!(Event::from_entry(&entry).unwrap(), e);
+        let text = String::from_utf8(entry).unwrap();
+        assert!(text.starts_with("{\"v\":1,\"time\":"));
+        assert!(!text.contains("alice"));
+        assert!(Event::from_entry(br#"{"v":2,"time":"","kind":"x","outcome":"success"}"#).is_err());
+        assert!(Event::from_entry(
+            br#"{"v":1,"time":"","kind":"x","outcome":"success","extra":1}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn pseudonyms_are_keyed_and_namespaced() {
+        let a = Pseudonymiser::new(&[1; 32]).unwrap();
+        let b = Pseudonymiser::new(&[2; 32]).unwrap();
+        assert_eq!(a.pseudonym("user", "x"), a.pseudonym("user", "x"));
+        assert_ne!(a.pseudonym("user", "x"), b.pseudonym("user", "x"));
+        assert_ne!(a.pseudonym("user", "x"), a.pseudonym("ip", "x"));
+        assert!(a.pseudonym("user", "x").as_str().starts_with("p1:"));
+        assert!(Pseudonymiser::new(&[0; 16]).is_err());
+    }
+
+    #[test]
+    fn oversized_event_is_refused() {
+        let e = Event::new("x", Outcome::Success).attr("blob", "a".repeat(70_000));
+        assert!(matches!(e.to_entry(), Err(EventError::TooLarge(_))));
+    }
+}
