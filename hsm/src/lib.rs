@@ -18,6 +18,10 @@
 //! the reference points, and every built-in key exposes [`KeyStats`]
 //! (signatures, failures, queue depth, latency) through [`SigningKey::stats`].
 //!
+//! With the `tpm` feature, `KeyStore::tpm_sealer` also seals small gateway
+//! secrets (session-cookie or TLS ticket keys, ≤ 128 bytes) to the TPM,
+//! optionally bound to PCR values, as TSS2 PEM files (`tpm::Sealer`).
+//!
 //! What this crate does not do: no HTTP, no TLS, no async runtime. Signing is
 //! synchronous and may block on a device; callers on an async runtime move
 //! the call off the reactor (see `stadttor-pki`).

@@ -56,6 +56,16 @@
 //! Every session is started for one operation and flushed afterwards, on
 //! the device's owner thread (`tpm/device.rs`), so sealing never holds TPM
 //! session slots between calls.
+//!
+//! # Cost
+//!
+//! Measured against swtpm on the shared 2-core test machine (load 4–6, test
+//! profile, mean of 10; `tests/sealing.rs` prints them): seal 7–20 ms and
+//! unseal 11–27 ms unbound (5 TPM commands: create or load, salted
+//! StartAuthSession, unseal, flushes); seal 9–30 ms and unseal 12–40 ms
+//! PCR-bound (PCR_Read, a trial or policy session and TPM2_PolicyPCR on
+//! top). A signature costs about 1–2 ms on the same machine. Sealing and
+//! unsealing happen at startup or key rotation, not per request.
 
 use std::path::Path;
 use std::sync::Arc;

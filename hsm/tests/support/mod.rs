@@ -262,9 +262,17 @@ impl Swtpm {
     /// A tpm2-tools command aimed at this simulator, run in its directory;
     /// killed after 60 s so a wedged simulator fails the test instead of
     /// hanging it.
+    ///
+    /// libtss2's swtpm TCTI opens its sockets without `SOCK_CLOEXEC`, and
+    /// swtpm serves one connection at a time. A tool spawned while this
+    /// process's TPM owner thread has a command in flight would inherit that
+    /// connection and keep it open, so swtpm never accepts the tool's own
+    /// connection: a deadlock until the timeout (seen as a flaky exit 124).
+    /// The wrapper therefore closes every inherited descriptor above 2 first.
     pub fn tool(&self, name: &str) -> Command {
-        let mut cmd = Command::new("timeout");
-        cmd.args(["60", name])
+        const CLOSE_INHERITED: &str = r#"for p in /proc/$$/fd/*; do n=${p##*/}; if [ "$n" -gt 2 ]; then { exec {n}>&-; } 2>/dev/null; fi; done; exec timeout 60 "$@""#;
+        let mut cmd = Command::new("bash");
+        cmd.args(["-c", CLOSE_INHERITED, "swtpm-tool", name])
             .env("TPM2TOOLS_TCTI", self.tcti())
             .env("TSS2_LOG", "all+none")
             .current_dir(self.dir.path());
