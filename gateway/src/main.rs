@@ -103,6 +103,26 @@ enum KeysCommand {
         #[arg(long, short, default_value = "-")]
         out: PathBuf,
     },
+    /// Seal a gateway secret (e.g. a session-cookie or ticket key, at most
+    /// 128 bytes) to the TPM, optionally bound to PCR values; writes a TSS2 PEM
+    /// file (mode 0600) that only this TPM, in this platform state, can unseal.
+    Seal {
+        /// The secret: a file to read, or `-` for 32 fresh random bytes.
+        #[arg(long, default_value = "-")]
+        secret: PathBuf,
+        /// PCR indices (sha256 bank) to bind to, e.g. `--pcr 7 --pcr 14`.
+        #[arg(long = "pcr")]
+        pcrs: Vec<u8>,
+        /// The sealed file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Unseal a secret sealed with `keys seal` and print its SHA-256
+    /// fingerprint (the secret itself is never printed).
+    Unseal {
+        /// The sealed file.
+        file: PathBuf,
+    },
     /// TPM2_Certify: prove with an attestation key that the key lives in the TPM.
     Attest {
         /// The key to attest (`tpm:`).
@@ -216,6 +236,8 @@ fn keys(backend: KeyBackend, command: KeysCommand) -> ExitCode {
                 let pem = keycmd::csr(&store, &parse(&key)?, &cn, &sans)?;
                 keycmd::write_out(&out, pem.as_bytes())?;
             }
+            KeysCommand::Seal { secret, pcrs, out } => seal(&store, &secret, &pcrs, &out)?,
+            KeysCommand::Unseal { file } => unseal(&store, &file)?,
             KeysCommand::Attest {
                 key,
                 ak,
@@ -248,6 +270,74 @@ fn attest(
         out.display()
     );
     Ok(())
+}
+
+#[cfg(feature = "tpm")]
+fn seal(
+    store: &stadttor_hsm::KeyStore,
+    secret: &std::path::Path,
+    pcrs: &[u8],
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let bytes = if secret == std::path::Path::new("-") {
+        let mut b = vec![0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+            .map_err(|_| anyhow::anyhow!("no randomness"))?;
+        zeroize::Zeroizing::new(b)
+    } else {
+        zeroize::Zeroizing::new(
+            std::fs::read(secret).with_context(|| format!("cannot read {}", secret.display()))?,
+        )
+    };
+    store.tpm_sealer()?.seal_to_file(out, &bytes, pcrs)?;
+    println!(
+        "sealed {} bytes to {}{}; fingerprint SHA256:{}",
+        bytes.len(),
+        out.display(),
+        if pcrs.is_empty() {
+            String::new()
+        } else {
+            format!(" (bound to PCR {pcrs:?})")
+        },
+        fingerprint(&bytes)
+    );
+    Ok(())
+}
+
+#[cfg(feature = "tpm")]
+fn unseal(store: &stadttor_hsm::KeyStore, file: &std::path::Path) -> anyhow::Result<()> {
+    let secret = store.tpm_sealer()?.unseal_file(file)?;
+    println!(
+        "unsealed {} bytes from {}; fingerprint SHA256:{}",
+        secret.len(),
+        file.display(),
+        fingerprint(&secret)
+    );
+    Ok(())
+}
+
+#[cfg(feature = "tpm")]
+fn fingerprint(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(not(feature = "tpm"))]
+fn seal(
+    _: &stadttor_hsm::KeyStore,
+    _: &std::path::Path,
+    _: &[u8],
+    _: &std::path::Path,
+) -> anyhow::Result<()> {
+    anyhow::bail!("`keys seal` needs the TPM backend: this stadttor was built without the cargo feature `tpm`")
+}
+
+#[cfg(not(feature = "tpm"))]
+fn unseal(_: &stadttor_hsm::KeyStore, _: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::bail!("`keys unseal` needs the TPM backend: this stadttor was built without the cargo feature `tpm`")
 }
 
 #[cfg(not(feature = "tpm"))]

@@ -612,3 +612,64 @@ fn keys_attest_produces_a_certification_openssl_verifies() {
     std::fs::write(out_dir.join("bad.bin"), &bad).unwrap();
     assert!(!verify("bad.bin").status.success());
 }
+
+#[test]
+fn keys_seal_and_unseal_a_gateway_secret_bound_to_pcrs() {
+    let _ = hw::init();
+    let tpm = hw::Swtpm::start();
+    let tcti = tpm.tcti();
+    let dir = TempDir::new("seal");
+    let secret = dir.write("ticket.key", "0123456789abcdef0123456789abcdef");
+    let unbound = dir.path().join("ticket.sealed");
+    let bound = dir.path().join("session.sealed");
+    let out = keys_cmd(
+        &[
+            "--tcti",
+            &tcti,
+            "seal",
+            "--secret",
+            secret.to_str().unwrap(),
+            "-o",
+            unbound.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let fp = out.rsplit("SHA256:").next().unwrap().trim().to_owned();
+    let pem = std::fs::read_to_string(&unbound).unwrap();
+    assert!(pem.starts_with("-----BEGIN TSS2 PRIVATE KEY-----"), "{pem}");
+    assert!(!pem.contains("0123456789abcdef"));
+    let out = keys_cmd(
+        &[
+            "--tcti",
+            &tcti,
+            "seal",
+            "--pcr",
+            "16",
+            "-o",
+            bound.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.contains("bound to PCR [16]"), "{out}");
+    let back = keys_cmd(&["--tcti", &tcti, "unseal", unbound.to_str().unwrap()], &[]);
+    assert!(
+        back.contains(&fp) && !back.contains("0123456789abcdef"),
+        "{back}"
+    );
+    keys_cmd(&["--tcti", &tcti, "unseal", bound.to_str().unwrap()], &[]);
+    // The platform state changes: the PCR-bound secret no longer unseals.
+    tpm.run(
+        "tpm2_pcrextend",
+        &["16:sha256=0000000000000000000000000000000000000000000000000000000000000001"],
+    );
+    let fail = Command::new(BIN)
+        .args(["keys", "--tcti", &tcti, "unseal"])
+        .arg(&bound)
+        .env("TSS2_LOG", "all+none")
+        .output()
+        .unwrap();
+    assert!(!fail.status.success());
+    let err = String::from_utf8_lossy(&fail.stderr);
+    assert!(err.contains("platform state changed"), "{err}");
+    keys_cmd(&["--tcti", &tcti, "unseal", unbound.to_str().unwrap()], &[]);
+}
