@@ -53,11 +53,18 @@ async fn answer(
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => {
+            let audit = shared.audit.as_ref().map(|a| a.health());
             if shared.draining.load(Ordering::Relaxed) {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     "not ready: draining for shutdown\n".to_owned(),
+                )
+            } else if let Some(Err(reason)) = audit {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: audit log cannot record: {reason}\n"),
                 )
             } else {
                 (StatusCode::OK, "text/plain", "ready\n".to_owned())

@@ -73,6 +73,7 @@ pub mod raw {
         #[serde(default)]
         pub keys: Keys,
         pub admin: Option<Admin>,
+        pub audit: Option<Audit>,
         #[serde(default)]
         pub listeners: Vec<Listener>,
         #[serde(default)]
@@ -125,6 +126,27 @@ pub mod raw {
         pub pkcs11_sessions: Option<usize>,
         #[serde(default, with = "duration::option")]
         pub request_timeout: Option<Duration>,
+    }
+
+    /// `[audit]`: the tamper-evident audit log.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Audit {
+        pub dir: PathBuf,
+        pub origin: String,
+        pub key: String,
+        pub pseudonym_key_file: PathBuf,
+        #[serde(default = "default_checkpoint_period", with = "duration")]
+        pub checkpoint_period: Duration,
+        #[serde(default = "default_audit_queue")]
+        pub queue_capacity: usize,
+    }
+
+    fn default_checkpoint_period() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_audit_queue() -> usize {
+        262_144
     }
 
     /// `[admin]`: metrics and health, never exposed on a public listener.
@@ -231,6 +253,8 @@ pub mod raw {
         pub timeouts: Timeouts,
         #[serde(default)]
         pub response_headers: BTreeMap<String, String>,
+        #[serde(default)]
+        pub audit: Option<AuditMode>,
     }
 
     /// `[routes.timeouts]`.
@@ -287,6 +311,39 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Whether a route's requests must be recorded in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditMode {
+    /// Every request is recorded before it is forwarded; if the log cannot
+    /// record it, the request is refused with 503 (fail closed). The default
+    /// when an `[audit]` table exists.
+    #[default]
+    Required,
+    /// Recorded when possible; a failing log is reported but does not stop
+    /// the route.
+    BestEffort,
+    /// Not recorded. The default without an `[audit]` table.
+    Off,
+}
+
+/// The audit log settings.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// Log directory (C2SP tiles, checkpoints, WAL).
+    pub dir: PathBuf,
+    /// The log's origin line (its name in checkpoints).
+    pub origin: String,
+    /// Key that signs checkpoints (Ed25519 file key or ECDSA P-256).
+    pub key: KeyRef,
+    /// Secret (≥ 32 bytes) for pseudonymising subjects.
+    pub pseudonym_key_file: PathBuf,
+    /// How often checkpoints are signed.
+    pub checkpoint_period: Duration,
+    /// Events that may wait for the writer before appends are refused.
+    pub queue_capacity: usize,
 }
 
 /// How a certificate's key signs TLS handshakes.
@@ -424,6 +481,8 @@ pub struct Config {
     pub keys: stadttor_hsm::KeyStoreConfig,
     /// The admin listener, if any.
     pub admin: Option<SocketAddr>,
+    /// The audit log, if configured.
+    pub audit: Option<Audit>,
     /// Public listeners.
     pub listeners: Vec<Listener>,
     /// Upstream pools.
@@ -559,6 +618,8 @@ pub struct Route {
     pub timeouts: raw::Timeouts,
     /// Response header overrides (lowercase names; empty value removes).
     pub response_headers: BTreeMap<String, String>,
+    /// Audit requirement.
+    pub audit: AuditMode,
 }
 
 /// Reads and validates a configuration file.
@@ -1011,6 +1072,13 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             max_request_body: r.max_request_body.0,
             websocket: r.websocket,
             forward_client_cert: r.forward_client_cert,
+            // With an audit log, routes are audited (fail closed) unless they
+            // say otherwise; without one there is nothing to record to.
+            audit: r.audit.unwrap_or(if raw.audit.is_some() {
+                AuditMode::Required
+            } else {
+                AuditMode::Off
+            }),
             timeouts: raw::Timeouts {
                 connect: t.connect,
                 response_header: t.response_header,
@@ -1044,6 +1112,48 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         }
     }
 
+    let audit = raw.audit.as_ref().map(|a| {
+        if a.origin.is_empty() || a.origin.contains(char::is_whitespace) {
+            issue(
+                "audit.origin".into(),
+                "must be a non-empty name without spaces, e.g. `stadttor.example.de/audit`".into(),
+            );
+        }
+        if a.checkpoint_period < Duration::from_millis(100)
+            || a.checkpoint_period > Duration::from_secs(60)
+        {
+            issue(
+                "audit.checkpoint_period".into(),
+                "must be between 100ms and 60s".into(),
+            );
+        }
+        if a.queue_capacity == 0 {
+            issue("audit.queue_capacity".into(), "must be at least 1".into());
+        }
+        Audit {
+            dir: abs(&a.dir),
+            origin: a.origin.clone(),
+            key: key_ref(&a.key, &mut issue, "audit.key".into()),
+            pseudonym_key_file: abs(&a.pseudonym_key_file),
+            checkpoint_period: a.checkpoint_period,
+            queue_capacity: a.queue_capacity,
+        }
+    });
+    if raw.audit.is_none() {
+        // Without a log, `audit = "required"` (the default) cannot be met;
+        // only routes that say otherwise explicitly are fine.
+        for (i, r) in raw.routes.iter().enumerate() {
+            if matches!(r.audit, Some(AuditMode::Required | AuditMode::BestEffort)) {
+                issue(
+                    format!("routes[{i}].audit"),
+                    "asks for auditing, but there is no `[audit]` table; configure the audit \
+                     log or set `audit = \"off\"`"
+                        .into(),
+                );
+            }
+        }
+    }
+
     if !issues.is_empty() {
         return Err(ConfigError {
             file: path.to_owned(),
@@ -1064,7 +1174,8 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             h2_max_concurrent_streams: s.h2_max_concurrent_streams,
         },
         keys: key_store_config(&raw.keys, &base),
-        admin: raw.admin.map(|a| a.listen),
+        admin: raw.admin.as_ref().map(|a| a.listen),
+        audit,
         listeners,
         upstreams,
         routes,

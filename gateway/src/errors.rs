@@ -51,6 +51,9 @@ pub enum GatewayError {
     /// The gateway is shutting down.
     #[error("draining")]
     Draining,
+    /// The audit log cannot record, and the route requires it.
+    #[error("audit log unavailable: {0}")]
+    AuditUnavailable(String),
     /// Anything else: a bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,7 +80,7 @@ impl GatewayError {
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamFailed { .. } => Source::Upstream,
-            Self::Draining | Self::Internal(_) => Source::Internal,
+            Self::Draining | Self::AuditUnavailable(_) | Self::Internal(_) => Source::Internal,
         }
     }
 
@@ -111,6 +114,10 @@ impl GatewayError {
             Self::Draining => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The gateway is restarting; please try again.",
+            ),
+            Self::AuditUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This service is unavailable because its access cannot be recorded right now.",
             ),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

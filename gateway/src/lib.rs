@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit_event;
 pub mod body;
 pub mod config;
 pub mod demo;

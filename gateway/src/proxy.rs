@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::body::{Guarded, ProxyBody, Tripwire};
+use crate::config::AuditMode;
 use crate::errors::{GatewayError, Source};
 use crate::headers;
 use crate::metrics::Metrics;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// The key store, for the life of the process.
     pub keys: Arc<crate::keys::Keys>,
+    /// The audit log, if configured.
+    pub audit: Option<Arc<crate::audit_event::AuditLog>>,
 }
 
 /// What is known about the client connection a request came on.
@@ -79,9 +82,17 @@ pub async fn serve(
     let logged = access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
     let client_request_id = req.headers().get(headers::REQUEST_ID).cloned();
 
-    let (mut resp, route_name) = match handle(&state, &conn, req, request_id, &request_id_value)
-        .instrument(span)
-        .await
+    let audit = shared.audit.as_deref();
+    let (mut resp, route_name) = match handle(
+        &state,
+        &conn,
+        req,
+        request_id,
+        &request_id_value,
+        audit,
+    )
+    .instrument(span)
+    .await
     {
         Ok((resp, route)) => (resp, Some(route)),
         Err((e, route)) => {
@@ -143,6 +154,7 @@ async fn handle<'s>(
     mut req: Request<Incoming>,
     request_id: &str,
     request_id_value: &HeaderValue,
+    audit: Option<&crate::audit_event::AuditLog>,
 ) -> Result<(Response<ProxyBody>, &'s Route), Failure<'s>> {
     let host = check_framing(&req).map_err(|e| (e, None))?;
     let route = state
@@ -150,6 +162,28 @@ async fn handle<'s>(
         .ok_or((GatewayError::NoRoute, None))?;
     let fail = |e| (e, Some(route));
     let cfg = &route.cfg;
+
+    // Recorded before anything is forwarded; a required route fails closed.
+    if let (Some(log), false) = (audit, cfg.audit == AuditMode::Off) {
+        let listener = state
+            .config
+            .listeners
+            .get(conn.listener)
+            .map_or("", |l| l.name.as_str());
+        let event = crate::audit_event::access_event(
+            log,
+            &cfg.name,
+            req.method(),
+            request_id,
+            listener,
+            conn.client_cert.as_ref().map(|c| c.subject.as_str()),
+        );
+        if let Err(e) = log.record(&event) {
+            if cfg.audit == AuditMode::Required {
+                return Err(fail(GatewayError::AuditUnavailable(e.to_string())));
+            }
+        }
+    }
 
     let websocket = cfg.websocket
         && req.version() == Version::HTTP_11

@@ -58,6 +58,25 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let mut metrics = Metrics::new();
     metrics.register_keys(keys.clone());
     let state = State::build(config, &metrics, &keys)?;
+    let audit = match &state.config.audit {
+        None => None,
+        Some(a) => Some(
+            crate::audit_event::AuditLog::open(a, &keys).map_err(|e| ConfigError {
+                file: state.config.path.clone(),
+                issues: vec![config::Issue {
+                    key: "audit".into(),
+                    reason: e.to_string(),
+                }],
+            })?,
+        ),
+    };
+    if let Some(a) = &audit {
+        a.lifecycle(
+            "gateway.start",
+            stadttor_audit::event::Outcome::Success,
+            None,
+        );
+    }
     let mut sockets = Vec::new();
     let mut bound = Bound {
         listeners: Vec::new(),
@@ -99,6 +118,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             state: ArcSwap::from_pointee(state),
             metrics,
             keys,
+            audit,
             draining: AtomicBool::new(false),
         }),
         sockets,
@@ -163,6 +183,17 @@ impl Prepared {
         match tokio::time::timeout(drain, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained; all connections closed"),
             Err(_) => tracing::warn!("drain deadline passed; remaining connections are cut"),
+        }
+        if let Some(a) = &self.shared.audit {
+            a.lifecycle(
+                "gateway.stop",
+                stadttor_audit::event::Outcome::Success,
+                Some(signal_name),
+            );
+            let close = a.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || close.close(std::time::Duration::from_secs(5)))
+                    .await;
         }
         Ok(())
     }
@@ -233,6 +264,15 @@ pub fn reload(shared: &Shared) {
             .iter()
             .map(|l| (l.name.clone(), l.listen))
             .collect();
+        if format!("{:?}", current.config.audit) != format!("{:?}", new.audit) {
+            return Err(ConfigError {
+                file: path.clone(),
+                issues: vec![config::Issue {
+                    key: "audit".into(),
+                    reason: "the audit log settings changed; that needs a restart".into(),
+                }],
+            });
+        }
         if format!("{:?}", current.config.keys) != format!("{:?}", new.keys) {
             return Err(ConfigError {
                 file: path.clone(),
@@ -271,10 +311,24 @@ pub fn reload(shared: &Shared) {
         Ok(state) => {
             shared.state.store(Arc::new(state));
             shared.metrics.reload("ok");
+            if let Some(a) = &shared.audit {
+                a.lifecycle(
+                    "config.reload",
+                    stadttor_audit::event::Outcome::Success,
+                    None,
+                );
+            }
             tracing::info!(config = %path.display(), "configuration reloaded");
         }
         Err(e) => {
             shared.metrics.reload("rejected");
+            if let Some(a) = &shared.audit {
+                a.lifecycle(
+                    "config.reload",
+                    stadttor_audit::event::Outcome::Failure,
+                    None,
+                );
+            }
             tracing::error!(error = %e, "reload rejected; the previous configuration keeps serving");
         }
     }

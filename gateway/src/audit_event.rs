@@ -1,0 +1,152 @@
+//! Audit events from the gateway to the tamper-evident log.
+//!
+//! The gateway opens the log once per process (`[audit]`), records one
+//! `http.access` event per audited request **before** forwarding it, and
+//! events for configuration reloads, start and stop. Subjects are
+//! pseudonymised with a keyed hash; paths, query strings, headers and
+//! bodies are never recorded, only the route, method and request id.
+//!
+//! Fail closed: on a route with `audit = "required"` a request whose event
+//! cannot be queued (queue full, storage or signing failing) is refused with
+//! 503, `/readyz` reports the log's failure, and the transition is logged.
+//! Audit events never go through `tracing`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use stadttor_audit::event::{Event, Outcome, Pseudonymiser};
+use stadttor_audit::{Log, LogConfig};
+use zeroize::Zeroizing;
+
+use crate::config::Audit;
+use crate::keys::Keys;
+
+/// Why the audit log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditOpenError {
+    /// The checkpoint key could not be resolved.
+    #[error("audit.key: {0}")]
+    Key(#[from] stadttor_hsm::Error),
+    /// The pseudonym key file is unusable.
+    #[error("audit.pseudonym_key_file {path}: {reason}")]
+    PseudonymKey {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log itself refused to open (recovery failed, locked, …).
+    #[error("audit.dir: {0}")]
+    Log(#[from] stadttor_audit::Error),
+}
+
+/// The process's audit log.
+#[derive(Debug)]
+pub struct AuditLog {
+    log: Log,
+    pseudonyms: Pseudonymiser,
+    failing: AtomicBool,
+}
+
+impl AuditLog {
+    /// Opens the log (running crash recovery, which is logged).
+    pub fn open(cfg: &Audit, keys: &Keys) -> Result<Arc<Self>, AuditOpenError> {
+        let key = keys.resolve(&cfg.key)?;
+        let secret = Zeroizing::new(std::fs::read(&cfg.pseudonym_key_file).map_err(|e| {
+            AuditOpenError::PseudonymKey {
+                path: cfg.pseudonym_key_file.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?);
+        let pseudonyms = Pseudonymiser::new(&secret).map_err(|e| AuditOpenError::PseudonymKey {
+            path: cfg.pseudonym_key_file.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut lc = LogConfig::new(&cfg.dir, &cfg.origin);
+        lc.period = cfg.checkpoint_period;
+        lc.queue_capacity = cfg.queue_capacity;
+        let (log, report) = Log::open(lc, key)?;
+        tracing::info!(dir = %cfg.dir.display(), verifier_key = %log.verifier_key(), recovery = %report, "audit log open");
+        Ok(Arc::new(Self {
+            log,
+            pseudonyms,
+            failing: AtomicBool::new(false),
+        }))
+    }
+
+    /// Queues an event. On failure the caller decides (required routes
+    /// refuse the request); the first failure after a healthy period and
+    /// the recovery are logged.
+    pub fn record(&self, event: &Event) -> Result<(), stadttor_audit::Error> {
+        match self.log.append(event) {
+            Ok(_) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("audit log records again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "audit log cannot record: audited routes are refused (fail closed)");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A pseudonym for `value` in the namespace `kind`.
+    pub fn pseudonym(&self, kind: &str, value: &str) -> stadttor_audit::event::Pseudonym {
+        self.pseudonyms.pseudonym(kind, value)
+    }
+
+    /// `Err(reason)` while the log cannot record (for `/readyz`).
+    pub fn health(&self) -> Result<(), String> {
+        match self.log.status().failure {
+            Some(f) => Err(f),
+            None if self.failing.load(Ordering::Relaxed) => {
+                Err("the audit log refused recent events".into())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records a lifecycle event (start, stop, reload), best effort.
+    pub fn lifecycle(&self, kind: &str, outcome: Outcome, detail: Option<&str>) {
+        let mut ev = Event::new(kind, outcome);
+        if let Some(d) = detail {
+            ev = ev.attr("detail", d);
+        }
+        let _ = self.record(&ev);
+    }
+
+    /// Signs a final checkpoint and stops the writer.
+    pub fn close(&self, timeout: Duration) {
+        if let Err(e) = self.log.flush(timeout) {
+            tracing::error!(error = %e, "audit log: final flush failed");
+        }
+        if let Err(e) = self.log.close() {
+            tracing::error!(error = %e, "audit log: final checkpoint failed");
+        }
+    }
+}
+
+/// The access event for one request.
+pub fn access_event(
+    audit: &AuditLog,
+    route: &str,
+    method: &http::Method,
+    request_id: &str,
+    listener: &str,
+    client_subject: Option<&str>,
+) -> Event {
+    let mut ev = Event::new("http.access", Outcome::Success)
+        .target(route)
+        .request_id(request_id)
+        .attr("method", method.as_str())
+        .attr("listener", listener);
+    if let Some(s) = client_subject {
+        ev = ev.subject(audit.pseudonym("x509-subject", s));
+    }
+    ev
+}

@@ -1,0 +1,164 @@
+//! Every audited request is in the signed, tamper-evident log before it is
+//! forwarded; the log verifies with the key-less verifier; personal data is
+//! pseudonymised.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stadttor_audit::verify::{verify_dir, LogReader};
+use stadttor_audit::VerifierKey;
+use testkit::backend::Backend;
+use testkit::client::{self, Proto};
+use testkit::{Gateway, TempDir, TestPki};
+
+use crate::BIN;
+
+/// `[audit]` with an Ed25519 file key and a pseudonym key in `dir`.
+pub(crate) fn audit_toml(dir: &TempDir) -> String {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let key = dir.path().join("audit-ed25519.der");
+    std::fs::write(&key, pkcs8.as_ref()).unwrap();
+    let pseudo = dir.path().join("pseudonym.key");
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&rng, &mut secret).unwrap();
+    std::fs::write(&pseudo, secret).unwrap();
+    format!(
+        "[audit]\ndir = {:?}\norigin = \"stadttor.test/audit\"\nkey = \"file:{}\"\npseudonym_key_file = {:?}\ncheckpoint_period = \"200ms\"\n",
+        dir.path().join("audit").display().to_string(),
+        key.display(),
+        pseudo.display().to_string()
+    )
+}
+
+pub(crate) fn verifier_key_from_logs(logs: &str) -> VerifierKey {
+    let start = logs.find("verifier_key=").expect("audit log open line") + "verifier_key=".len();
+    let key: String = logs[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    VerifierKey::parse(&key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audited_requests_are_in_the_signed_log_with_pseudonymous_subjects() {
+    let b = Backend::start("app").await;
+    let dir = TempDir::new("audit");
+    let pki = TestPki::new(&dir, "main", &[]);
+    let cfg = crate::config_text(&pki, b.addr, "", "forward_client_cert = true", &audit_toml(&dir))
+        .replace(
+            "[[listeners.tls.certificates]]",
+            &format!(
+                "[listeners.tls.client_auth]\nca = {:?}\nmode = \"optional\"\n\n[[listeners.tls.certificates]]",
+                pki.ca_path.display().to_string()
+            ),
+        );
+    let mut gw = Gateway::start(BIN, &dir, &cfg);
+    let mut ids = Vec::new();
+    let anon = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H2));
+    let with_cert = Arc::new(client::tls_config(
+        &pki.ca_pem,
+        Some((&pki.client_cert_pem, &pki.client_key_pem)),
+        Proto::H1,
+    ));
+    for i in 0..6 {
+        let (c, proto) = if i % 2 == 0 {
+            (anon.clone(), Proto::H2)
+        } else {
+            (with_cert.clone(), Proto::H1)
+        };
+        let r = client::get(
+            c,
+            gw.addr(),
+            "localhost",
+            proto,
+            "/buerger/antrag?name=Erika%20Mustermann",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200);
+        ids.push(r.headers["x-request-id"].to_str().unwrap().to_owned());
+    }
+    let key = verifier_key_from_logs(&gw.logs());
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).unwrap().success());
+
+    let log_dir = dir.path().join("audit");
+    let report = verify_dir(&log_dir, &key).unwrap();
+    assert_eq!(report.entries, 8, "start + 6 requests + stop");
+    let reader = LogReader::open(&log_dir, &key).unwrap();
+    let mut out = Vec::new();
+    reader.export(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+        .collect();
+    assert_eq!(events.first().unwrap()["kind"], "gateway.start");
+    assert_eq!(events.last().unwrap()["kind"], "gateway.stop");
+    let access: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "http.access")
+        .collect();
+    assert_eq!(access.len(), 6);
+    for (e, id) in access.iter().zip(&ids) {
+        assert_eq!(e["request_id"], id.as_str());
+        assert_eq!(e["target"], "app");
+    }
+    let subjects: Vec<_> = access
+        .iter()
+        .filter_map(|e| e["subject"].as_str())
+        .collect();
+    assert_eq!(
+        subjects.len(),
+        3,
+        "the client-certificate requests carry a subject"
+    );
+    assert!(
+        subjects
+            .iter()
+            .all(|s| s.starts_with("p1:") && *s == subjects[0]),
+        "{subjects:?}"
+    );
+    // No personal data, paths or queries in the log.
+    for needle in ["client-main", "Mustermann", "antrag", "CN="] {
+        assert!(
+            !text.contains(needle),
+            "`{needle}` in the audit log: {text}"
+        );
+    }
+    // A foreign key does not verify the log.
+    let rng = ring::rand::SystemRandom::new();
+    let other = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let other = ring::signature::Ed25519KeyPair::from_pkcs8(other.as_ref()).unwrap();
+    let spki = [
+        &[
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ][..],
+        ring::signature::KeyPair::public_key(&other).as_ref(),
+    ]
+    .concat();
+    let foreign = VerifierKey::from_spki(
+        "stadttor.test/audit",
+        stadttor_hsm::Algorithm::Ed25519,
+        &spki,
+    )
+    .unwrap();
+    assert!(verify_dir(&log_dir, &foreign).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_can_opt_out_and_auditing_without_a_log_is_a_config_error() {
+    let b = Backend::start("app").await;
+    let dir = TempDir::new("audit-off");
+    let pki = TestPki::new(&dir, "main", &[]);
+    let cfg = crate::config_text(&pki, b.addr, "", "audit = \"required\"", "");
+    let path = dir.write("bad.toml", &cfg);
+    let out = std::process::Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].audit"));
+}
