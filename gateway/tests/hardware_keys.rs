@@ -673,3 +673,94 @@ fn keys_seal_and_unseal_a_gateway_secret_bound_to_pcrs() {
     assert!(err.contains("platform state changed"), "{err}");
     keys_cmd(&["--tcti", &tcti, "unseal", unbound.to_str().unwrap()], &[]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_checkpoints_signed_in_the_tpm_fail_closed_when_the_tpm_goes() {
+    let _ = hw::init();
+    let tpm = hw::Swtpm::start();
+    let tcti = tpm.tcti();
+    let audit_key = "tpm:handle=0x81010006";
+    keys_cmd(&["--tcti", &tcti, "generate", audit_key], &[]);
+    let dir = TempDir::new("audit-tpm");
+    let ca = stadttor_pki::devca::DevCa::generate("audit CA").unwrap();
+    let issued = ca.issue_server(&["localhost"]).unwrap();
+    let chain = dir.write("tls.pem", &issued.cert_pem);
+    let tls_key = dir.write("tls.key", &issued.key_pem);
+    let pseudo = dir.write(
+        "pseudonym.key",
+        "0123456789abcdef0123456789abcdef-pseudonym",
+    );
+    let b = Backend::start("app").await;
+    let mut cfg = gateway_config(
+        b.addr,
+        &format!("tpm_tcti = \"{tcti}\""),
+        &cert_toml(&chain, &format!("file:{}", tls_key.display()), ""),
+    );
+    cfg.push_str(&format!(
+        r#"
+[[routes]]
+name = "open-data"
+upstream = "app"
+path_prefix = "/open"
+audit = "best-effort"
+
+[audit]
+dir = {:?}
+origin = "stadttor.test/audit"
+key = "{audit_key}"
+pseudonym_key_file = {:?}
+checkpoint_period = "200ms"
+"#,
+        dir.path().join("audit").display().to_string(),
+        pseudo.display().to_string()
+    ));
+    let gw = Gateway::start_env(BIN, &dir, &cfg, &[("TSS2_LOG", "all+none")]);
+    let addr = gw.addr();
+    let c = Arc::new(client::tls_config(&ca.cert_pem(), None, Proto::H1));
+    assert_eq!(
+        client::get(c.clone(), addr, "localhost", Proto::H1, "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(gw.admin_get("/readyz").await.0, 200);
+    // Checkpoints are ECDSA P-256 signatures by the TPM key.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, m) = gw.admin_get("/metrics").await;
+    assert!(
+        metric(&m, "stadttor_key_signatures_total", audit_key) >= 1,
+        "{m}"
+    );
+
+    // The TPM goes away: checkpoints cannot be signed any more.
+    drop(tpm);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client::get(c.clone(), addr, "localhost", Proto::H1, "/")
+            .await
+            .unwrap();
+        if r.status == 503 {
+            assert!(r.text().contains("cannot be recorded"), "{}", r.text());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audited route still served without a log"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, why) = gw.admin_get("/readyz").await;
+    assert_eq!(code, 503);
+    assert!(why.contains("audit"), "{why}");
+    // A best-effort route keeps serving.
+    let r = client::get(c, addr, "localhost", Proto::H1, "/open/data")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        gw.logs().contains("audit log cannot record"),
+        "{}",
+        gw.logs()
+    );
+}
