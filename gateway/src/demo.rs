@@ -65,6 +65,36 @@ pub fn write_files(
     let ca_path = dir.join("ca.pem");
     let cert_path = tls.join("server.pem");
     let key_path = tls.join("server.key");
+    let audit_key = dir.join("audit-ed25519.key");
+    if !audit_key.exists() {
+        // Ed25519, as C2SP checkpoints expect; PKCS#8 DER, owner-only.
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| {
+            DemoError::Io {
+                path: audit_key.clone(),
+                source: std::io::Error::other("cannot generate an Ed25519 key"),
+            }
+        })?;
+        let io = |source| DemoError::Io {
+            path: audit_key.clone(),
+            source,
+        };
+        std::fs::write(&audit_key, pkcs8.as_ref()).map_err(io)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&audit_key, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    let pseudonym_key = dir.join("audit-pseudonym.key");
+    if !pseudonym_key.exists() {
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(
+            |_| DemoError::Io {
+                path: pseudonym_key.clone(),
+                source: std::io::Error::other("no randomness"),
+            },
+        )?;
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        write(&pseudonym_key, &hex, true)?;
+    }
     if !(ca_path.exists() && cert_path.exists() && key_path.exists()) {
         let ca = stadttor_pki::devca::DevCa::generate("stadttor demo CA")?;
         let issued = ca.issue_server(&["localhost", "127.0.0.1"])?;
@@ -100,6 +130,13 @@ name = "sample"
 upstream = "sample-service"
 path_prefix = "/"
 websocket = true
+
+# Every request is recorded (pseudonymised) in a signed, tamper-evident log.
+[audit]
+dir = "audit"
+origin = "stadttor-demo/audit"
+key = "file:audit-ed25519.key"
+pseudonym_key_file = "audit-pseudonym.key"
 "#
     );
     let path = dir.join("stadttor.toml");
