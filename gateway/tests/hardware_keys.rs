@@ -44,7 +44,7 @@ fn spki_from_show(out: &str) -> Vec<u8> {
     let start = out
         .find("-----BEGIN PUBLIC KEY-----")
         .expect("public key in output");
-    rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(out[start..].as_bytes())
+    rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(&out.as_bytes()[start..])
         .unwrap()
         .as_ref()
         .to_vec()
