@@ -10,7 +10,9 @@
 //!
 //! What it is not: no HTTP serving (point any static file server at the
 //! directory, or copy it), no CLI (the `stadttor audit` subcommands wrap
-//! [`verify`]), no witness cosigning yet, one writer per directory.
+//! [`verify`]), no witness cosigning yet, one writer per directory. With
+//! the `postgres` feature, [`pg`] stores one log in PostgreSQL for several
+//! gateway processes, and exports it as tiles for the same verifier.
 //!
 //! Formats, file layout and the auditor's workflow are in `docs/AUDIT.md`.
 //!
@@ -31,6 +33,8 @@
 pub mod event;
 pub mod merkle;
 pub mod note;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod store;
 pub mod tiles;
 pub mod verify;
@@ -69,6 +73,11 @@ pub enum Error {
     /// The log was closed.
     #[error("audit log is closed")]
     Closed,
+    /// The PostgreSQL storage could not be opened (unreachable server,
+    /// inconsistent log, wrong key); see [`pg::PgError::is_unavailable`].
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Postgres(#[from] pg::PgError),
     /// The writer thread could not be started.
     #[error("cannot start the audit writer thread: {0}")]
     Spawn(#[source] std::io::Error),

@@ -185,6 +185,18 @@ struct TreeState {
     bundle: Vec<Vec<u8>>,
 }
 
+/// Builds the tree from entries in order and writes its tiles under a
+/// directory: full tiles as they fill, partial tiles on request. Used by
+/// [`Store`] and by exports of other storage backends, so the Merkle and
+/// tile logic exists once.
+#[derive(Debug)]
+pub(crate) struct TileWriter {
+    dir: PathBuf,
+    tree: TreeState,
+    /// Counts tile files rewritten (used during recovery).
+    rewritten: u64,
+}
+
 /// The log's files, owned by one writer.
 #[derive(Debug)]
 pub struct Store {
@@ -192,10 +204,8 @@ pub struct Store {
     origin: String,
     wal: File,
     history: File,
-    tree: TreeState,
+    tiles: TileWriter,
     published: Option<(u64, String)>,
-    /// Counts tile files rewritten (used during recovery).
-    rewritten: u64,
     poisoned: bool,
 }
 
@@ -266,26 +276,25 @@ impl Store {
             origin: origin.to_owned(),
             wal: open_append(&wal_path)?,
             history: open_append(&hist_path)?,
-            tree: TreeState::default(),
+            tiles: TileWriter::new(dir),
             published: None,
-            rewritten: 0,
             poisoned: false,
         };
         let last_size = history.last().map(|(cp, _)| cp.size);
         let mut want = history.iter().map(|(cp, _)| (cp.size, cp.root)).peekable();
         let mut check_roots = |store: &mut Self| -> Result<(), StoreError> {
             while let Some((size, root)) = want.peek().copied() {
-                if size != store.tree.frontier.size() {
+                if size != store.tiles.size() {
                     break;
                 }
-                if store.tree.frontier.root() != root {
+                if store.tiles.root() != root {
                     return Err(corrupt(format!(
                         "the signed checkpoint at size {size} does not match the entries in the WAL"
                     )));
                 }
                 if Some(size) == last_size {
                     // Older checkpoints are served from the full tiles.
-                    store.write_partials()?;
+                    store.tiles.write_partials()?;
                 }
                 want.next();
             }
@@ -298,10 +307,10 @@ impl Store {
             let mut r = BufReader::with_capacity(1 << 20, file);
             let mut good = 0u64;
             while let Some((len, entries)) =
-                read_wal_record(&mut r, store.tree.frontier.size()).map_err(io_err(&wal_path))?
+                read_wal_record(&mut r, store.tiles.size()).map_err(io_err(&wal_path))?
             {
                 for e in entries {
-                    store.push(e)?;
+                    store.tiles.push(e)?;
                     check_roots(&mut store)?;
                 }
                 good += len;
@@ -311,7 +320,7 @@ impl Store {
         if let Some((size, _)) = want.next() {
             return Err(corrupt(format!(
                 "a signed checkpoint covers {size} entries but the WAL holds only {}: acknowledged entries are missing",
-                store.tree.frontier.size()
+                store.tiles.size()
             )));
         }
         if wal_good < wal_len {
@@ -344,10 +353,10 @@ impl Store {
             store.published = Some((cp.size, note.clone()));
         }
 
-        report.entries = store.tree.frontier.size();
+        report.entries = store.tiles.size();
         report.checkpoint_size = store.published.as_ref().map_or(0, |p| p.0);
         report.unpublished = report.entries - report.checkpoint_size;
-        report.tiles_rewritten = store.rewritten;
+        report.tiles_rewritten = store.tiles.rewritten;
         Ok((store, report))
     }
 
@@ -358,7 +367,7 @@ impl Store {
 
     /// Number of durable entries.
     pub fn size(&self) -> u64 {
-        self.tree.frontier.size()
+        self.tiles.size()
     }
 
     /// Size of the newest signed checkpoint, if any.
@@ -389,7 +398,7 @@ impl Store {
         self.wal.write_all(&record).map_err(io_err(&wal_path))?;
         self.wal.sync_data().map_err(io_err(&wal_path))?;
         for e in entries {
-            self.push(e.clone())?;
+            self.tiles.push(e.clone())?;
         }
         self.poisoned = false;
         Ok(())
@@ -406,12 +415,12 @@ impl Store {
             return Ok(None);
         }
         self.poisoned = true;
-        self.write_partials()?;
+        self.tiles.write_partials()?;
         self.poisoned = false;
         Ok(Some(Checkpoint {
             origin: self.origin.clone(),
             size: self.size(),
-            root: self.tree.frontier.root(),
+            root: self.tiles.root(),
             extensions: Vec::new(),
         }))
     }
@@ -445,9 +454,30 @@ impl Store {
         self.history.write_all(&line).map_err(io_err(&hist_path))?;
         self.history.sync_data().map_err(io_err(&hist_path))
     }
+}
 
-    /// Adds one durable entry to the tree, writing full tiles as they fill.
-    fn push(&mut self, entry: Vec<u8>) -> Result<(), StoreError> {
+impl TileWriter {
+    /// A writer for an empty tree whose tiles go under `dir`.
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            tree: TreeState::default(),
+            rewritten: 0,
+        }
+    }
+
+    /// Number of entries pushed.
+    pub(crate) fn size(&self) -> u64 {
+        self.tree.frontier.size()
+    }
+
+    /// The root of the tree of the entries pushed.
+    pub(crate) fn root(&self) -> Hash {
+        self.tree.frontier.root()
+    }
+
+    /// Adds one entry to the tree, writing full tiles as they fill.
+    pub(crate) fn push(&mut self, entry: Vec<u8>) -> Result<(), StoreError> {
         let leaf = leaf_hash(&entry);
         let index = self.size();
         self.tree.bundle.push(entry);
@@ -491,7 +521,7 @@ impl Store {
     }
 
     /// Writes the partial tiles and bundle for the current size.
-    fn write_partials(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn write_partials(&mut self) -> Result<(), StoreError> {
         let size = self.size();
         if !self.tree.bundle.is_empty() {
             let w = self.tree.bundle.len() as u64;
@@ -747,3 +777,29 @@ pub(crate) fn read_history_notes(dir: &Path) -> io::Result<Vec<HistoryLine>> {
 
 /// Name of the file holding the latest checkpoint.
 pub(crate) const CHECKPOINT_FILE: &str = CHECKPOINT;
+
+/// Writes the served checkpoint files of a log directory from another
+/// storage backend: `checkpoints.jsonl` with `history` (`(size, note)`, in
+/// order) and `checkpoint` with `latest`, each replaced atomically.
+#[cfg(feature = "postgres")]
+pub(crate) fn write_checkpoints(
+    dir: &Path,
+    history: &[(u64, String)],
+    latest: &str,
+) -> Result<(), StoreError> {
+    let mut lines = Vec::new();
+    for (size, note) in history {
+        let line = serde_json::to_vec(&HistoryLine {
+            size: *size,
+            note: note.clone(),
+        })
+        .map_err(|e| StoreError::Corrupt {
+            dir: dir.to_owned(),
+            reason: format!("cannot encode history line: {e}"),
+        })?;
+        lines.extend_from_slice(&line);
+        lines.push(b'\n');
+    }
+    write_atomic_durable(dir, HISTORY, &lines)?;
+    write_atomic_durable(dir, CHECKPOINT, latest.as_bytes())
+}

@@ -84,6 +84,9 @@ pub struct Status {
     pub queued: usize,
     /// Checkpoints signed since open.
     pub checkpoints_signed: u64,
+    /// Checkpoint swaps lost to another writer since open (PostgreSQL
+    /// storage only; always 0 for a directory).
+    pub cas_conflicts: u64,
     /// Why appends are currently refused, if they are.
     pub failure: Option<String>,
 }
@@ -281,6 +284,7 @@ impl Log {
             checkpoint_size: st.published.unwrap_or(0),
             queued,
             checkpoints_signed: st.checkpoints,
+            cas_conflicts: 0,
             failure: st.failed.clone().or_else(|| st.signing.clone()),
         }
     }
