@@ -19,7 +19,7 @@ use stadttor_audit::event::{Event, Outcome, Pseudonymiser};
 use stadttor_audit::{Log, LogConfig};
 use zeroize::Zeroizing;
 
-use crate::config::Audit;
+use crate::config::{Audit, AuditStorage};
 use crate::keys::Keys;
 
 /// Why the audit log could not be opened.
@@ -36,15 +36,60 @@ pub enum AuditOpenError {
         /// What is wrong.
         reason: String,
     },
+    /// The storage is not compiled in.
+    #[error("audit: {0}")]
+    Unsupported(&'static str),
     /// The log itself refused to open (recovery failed, locked, …).
     #[error("audit.dir: {0}")]
     Log(#[from] stadttor_audit::Error),
 }
 
+/// The log, in a directory or in PostgreSQL.
+#[derive(Debug)]
+enum Backend {
+    Dir(Log),
+    #[cfg(feature = "postgres")]
+    Postgres(stadttor_audit::pg::PgLog),
+}
+
+impl Backend {
+    fn append(&self, event: &Event) -> Result<(), stadttor_audit::Error> {
+        match self {
+            Self::Dir(l) => l.append(event).map(|_| ()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(l) => l.append(event).map(|_| ()),
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        match self {
+            Self::Dir(l) => l.status().failure,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(l) => l.status().failure,
+        }
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<u64, stadttor_audit::Error> {
+        match self {
+            Self::Dir(l) => l.flush(timeout),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(l) => l.flush(timeout),
+        }
+    }
+
+    fn close(&self) -> Result<(), stadttor_audit::Error> {
+        match self {
+            Self::Dir(l) => l.close(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(l) => l.close(),
+        }
+    }
+}
+
 /// The process's audit log.
 #[derive(Debug)]
 pub struct AuditLog {
-    log: Log,
+    log: Backend,
     pseudonyms: Pseudonymiser,
     failing: AtomicBool,
 }
@@ -63,11 +108,31 @@ impl AuditLog {
             path: cfg.pseudonym_key_file.display().to_string(),
             reason: e.to_string(),
         })?;
-        let mut lc = LogConfig::new(&cfg.dir, &cfg.origin);
-        lc.period = cfg.checkpoint_period;
-        lc.queue_capacity = cfg.queue_capacity;
-        let (log, report) = Log::open(lc, key)?;
-        tracing::info!(dir = %cfg.dir.display(), verifier_key = %log.verifier_key(), recovery = %report, "audit log open");
+        let log = match &cfg.storage {
+            AuditStorage::Dir(dir) => {
+                let mut lc = LogConfig::new(dir, &cfg.origin);
+                lc.period = cfg.checkpoint_period;
+                lc.queue_capacity = cfg.queue_capacity;
+                let (log, report) = Log::open(lc, key)?;
+                tracing::info!(dir = %dir.display(), verifier_key = %log.verifier_key(), recovery = %report, "audit log open");
+                Backend::Dir(log)
+            }
+            #[cfg(feature = "postgres")]
+            AuditStorage::Postgres { url, schema } => {
+                let mut pc = stadttor_audit::pg::PgConfig::new(url, schema, &cfg.origin);
+                pc.period = cfg.checkpoint_period;
+                pc.queue_capacity = cfg.queue_capacity;
+                let (log, report) = stadttor_audit::pg::PgLog::open(pc, key)?;
+                tracing::info!(schema = %schema, verifier_key = %log.verifier_key(), recovery = %report, "audit log open (PostgreSQL)");
+                Backend::Postgres(log)
+            }
+            #[cfg(not(feature = "postgres"))]
+            AuditStorage::Postgres { .. } => {
+                return Err(AuditOpenError::Unsupported(
+                    "PostgreSQL audit storage needs the cargo feature `postgres`",
+                ))
+            }
+        };
         Ok(Arc::new(Self {
             log,
             pseudonyms,
@@ -102,7 +167,7 @@ impl AuditLog {
 
     /// `Err(reason)` while the log cannot record (for `/readyz`).
     pub fn health(&self) -> Result<(), String> {
-        match self.log.status().failure {
+        match self.log.failure() {
             Some(f) => Err(f),
             None if self.failing.load(Ordering::Relaxed) => {
                 Err("the audit log refused recent events".into())

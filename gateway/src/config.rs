@@ -132,7 +132,9 @@ pub mod raw {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Audit {
-        pub dir: PathBuf,
+        pub dir: Option<PathBuf>,
+        pub postgres_url: Option<String>,
+        pub postgres_schema: Option<String>,
         pub origin: String,
         pub key: String,
         pub pseudonym_key_file: PathBuf,
@@ -329,11 +331,38 @@ pub enum AuditMode {
     Off,
 }
 
+/// Where the audit log lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AuditStorage {
+    /// A directory: C2SP tiles, checkpoints, WAL (one gateway).
+    Dir(PathBuf),
+    /// PostgreSQL, shared by several gateways (cargo feature `postgres`).
+    Postgres {
+        /// Connection string; may hold a password, so never printed.
+        url: String,
+        /// Schema holding the log's tables.
+        schema: String,
+    },
+}
+
+impl fmt::Debug for AuditStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dir(d) => f.debug_tuple("Dir").field(d).finish(),
+            Self::Postgres { schema, .. } => f
+                .debug_struct("Postgres")
+                .field("url", &"<redacted>")
+                .field("schema", schema)
+                .finish(),
+        }
+    }
+}
+
 /// The audit log settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Audit {
-    /// Log directory (C2SP tiles, checkpoints, WAL).
-    pub dir: PathBuf,
+    /// Where the log lives.
+    pub storage: AuditStorage,
     /// The log's origin line (its name in checkpoints).
     pub origin: String,
     /// Key that signs checkpoints (Ed25519 file key or ECDSA P-256).
@@ -1130,8 +1159,47 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         if a.queue_capacity == 0 {
             issue("audit.queue_capacity".into(), "must be at least 1".into());
         }
+        let storage = match (&a.dir, &a.postgres_url) {
+            (Some(d), None) => AuditStorage::Dir(abs(d)),
+            (None, Some(url)) => {
+                let schema = a
+                    .postgres_schema
+                    .clone()
+                    .unwrap_or_else(|| "stadttor_audit".into());
+                if schema.is_empty()
+                    || schema.len() > 63
+                    || !schema
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    issue(
+                        "audit.postgres_schema".into(),
+                        "must be letters, digits and `_`, at most 63".into(),
+                    );
+                }
+                if !cfg!(feature = "postgres") {
+                    issue(
+                        "audit.postgres_url".into(),
+                        "PostgreSQL audit storage needs the cargo feature `postgres`, which \
+                         this stadttor was built without"
+                            .into(),
+                    );
+                }
+                AuditStorage::Postgres {
+                    url: url.clone(),
+                    schema,
+                }
+            }
+            _ => {
+                issue(
+                    "audit".into(),
+                    "give exactly one of `dir` (one gateway) or `postgres_url` (a cluster)".into(),
+                );
+                AuditStorage::Dir(PathBuf::new())
+            }
+        };
         Audit {
-            dir: abs(&a.dir),
+            storage,
             origin: a.origin.clone(),
             key: key_ref(&a.key, &mut issue, "audit.key".into()),
             pseudonym_key_file: abs(&a.pseudonym_key_file),

@@ -69,12 +69,11 @@ pub fn write_files(
     if !audit_key.exists() {
         // Ed25519, as C2SP checkpoints expect; PKCS#8 DER, owner-only.
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| {
-            DemoError::Io {
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| DemoError::Io {
                 path: audit_key.clone(),
                 source: std::io::Error::other("cannot generate an Ed25519 key"),
-            }
-        })?;
+            })?;
         let io = |source| DemoError::Io {
             path: audit_key.clone(),
             source,

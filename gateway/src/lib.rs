@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod audit_event;
+pub mod auditcmd;
 pub mod body;
 pub mod config;
 pub mod demo;

@@ -54,6 +54,13 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin: SocketAddr,
     },
+    /// Check and query a published audit log offline, with only its public
+    /// verifier key. Exit codes: 0 ok, 2 verification failed, 64 unusable
+    /// command line, 1 other.
+    Audit {
+        #[command(subcommand)]
+        command: stadttor_gateway::auditcmd::AuditCommand,
+    },
 }
 
 /// Where the key store finds its hardware.
@@ -152,7 +159,19 @@ enum ConfigCommand {
 const EX_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Command-line mistakes exit 64 like an unusable config, not clap's 2:
+    // `stadttor audit verify` exits 2 when a log fails verification.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::SUCCESS // --help, --version
+            };
+        }
+    };
     match cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -171,6 +190,15 @@ fn main() -> ExitCode {
         Command::Demo { dir, listen, admin } => {
             init_tracing(LogFormat::Text);
             finish(runtime().and_then(|rt| rt.block_on(demo(dir, listen, admin))))
+        }
+        Command::Audit { command } => {
+            match stadttor_gateway::auditcmd::run(command, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("stadttor audit: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
         }
     }
 }

@@ -264,7 +264,7 @@ pub fn reload(shared: &Shared) {
             .iter()
             .map(|l| (l.name.clone(), l.listen))
             .collect();
-        if format!("{:?}", current.config.audit) != format!("{:?}", new.audit) {
+        if current.config.audit != new.audit {
             return Err(ConfigError {
                 file: path.clone(),
                 issues: vec![config::Issue {
