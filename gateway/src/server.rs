@@ -61,13 +61,17 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let audit = match &state.config.audit {
         None => None,
         Some(a) => Some(
-            crate::audit_event::AuditLog::open(a, &keys).map_err(|e| ConfigError {
-                file: state.config.path.clone(),
-                issues: vec![config::Issue {
-                    key: "audit".into(),
-                    reason: e.to_string(),
-                }],
-            })?,
+            // Opening may block (recovery, a PostgreSQL client with its own
+            // runtime): keep it off the async worker.
+            tokio::task::block_in_place(|| crate::audit_event::AuditLog::open(a, &keys)).map_err(
+                |e| ConfigError {
+                    file: state.config.path.clone(),
+                    issues: vec![config::Issue {
+                        key: "audit".into(),
+                        reason: e.to_string(),
+                    }],
+                },
+            )?,
         ),
     };
     if let Some(a) = &audit {

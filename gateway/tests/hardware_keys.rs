@@ -383,7 +383,7 @@ async fn short_lived_leaf_mode_keeps_handshakes_off_the_tpm() {
         metric(
             &m,
             "stadttor_key_signatures_total",
-            "memory:short-lived-leaf"
+            "memory:leaf-of:tpm:handle=0x81010003"
         ) >= 32,
         "{m}"
     );

@@ -46,6 +46,7 @@ pub fn issue(
         path: issuer_key.reference().to_owned(),
         reason: "empty issuing chain".into(),
     })?;
+    let issuer_key_ref = issuer_key.reference().to_owned();
     let issuer_kp = crate::remote::key_pair(issuer_key)?;
     let issuer_params = CertificateParams::from_ca_cert_der(issuer_der)?;
     // rcgen wants the issuer as a certificate object; only its name is used
@@ -72,7 +73,12 @@ pub fn issue(
     params.not_after = not_after;
     let cert = params.signed_by(&leaf_key, &issuer, &issuer_kp)?;
 
-    let key = FileKey::from_pkcs8("memory:short-lived-leaf".into(), &leaf_key.serialize_der())?;
+    // Named after its issuer, so each certificate's leaves are their own
+    // metric series.
+    let key = FileKey::from_pkcs8(
+        format!("memory:leaf-of:{issuer_key_ref}"),
+        &leaf_key.serialize_der(),
+    )?;
     let mut chain = vec![cert.der().clone()];
     chain.extend(issuer_chain.iter().cloned());
     Ok(Leaf {
