@@ -9,4 +9,10 @@ if ! command -v cargo-deny >/dev/null; then
   cargo install --locked cargo-deny
 fi
 cargo deny --locked check licenses bans sources
-cargo deny --locked check advisories
+# The RustSec database comes from the network; where it cannot be fetched
+# (offline CI), say so plainly instead of failing or pretending to check.
+if timeout 60 cargo deny fetch db >/dev/null 2>&1; then
+  cargo deny --locked check advisories
+else
+  echo "WARNING: RustSec advisory database unreachable here: advisories NOT checked" >&2
+fi
