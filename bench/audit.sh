@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Gateway throughput with every request audited vs auditing off.
+# stadttor (and its audit writer thread) pinned to core 0, wrk and the nginx
+# backend to core 1; loopback only; ROUNDS alternating runs of DURATION each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-6}
+DURATION=${DURATION:-8s}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
+for p in nginx wrk; do command -v $p >/dev/null || { apt-get update -qq; apt-get install -y -qq nginx-light wrk >/dev/null; }; done
+cargo build --release -q -p stadttor-gateway
+BIN=$CARGO_TARGET_DIR/release/stadttor
+W=$(mktemp -d /tmp/stadttor-audit-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; [[ -f $W/nginx.pid ]] && nginx -c "$W/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+cat > "$W/nginx.conf" <<NGX
+worker_processes 1; pid $W/nginx.pid; error_log $W/error.log;
+events { worker_connections 1024; }
+http { access_log off; server { listen 127.0.0.1:18080; location / { return 200 "$(printf '%0100d' 0)"; } } }
+NGX
+taskset -c 1 nginx -c "$W/nginx.conf"
+# Keys and certificates from the demo generator (software keys: a benchmark).
+timeout 3 "$BIN" demo --dir "$W/pki" --listen 127.0.0.1:0 --admin 127.0.0.1:0 >/dev/null 2>&1 || true
+base() { cat <<CFG
+[server]
+access_log = false
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:18443"
+[[listeners.tls.certificates]]
+chain = "$W/pki/tls/server.pem"
+key = "file:$W/pki/tls/server.key"
+[[upstreams]]
+name = "app"
+addresses = ["127.0.0.1:18080"]
+[[routes]]
+name = "app"
+upstream = "app"
+CFG
+}
+base > "$W/off.toml"
+{ base; cat <<CFG
+[audit]
+dir = "$W/auditlog"
+origin = "bench/audit"
+key = "file:$W/pki/audit-ed25519.key"
+pseudonym_key_file = "$W/pki/audit-pseudonym.key"
+CFG
+} > "$W/on.toml"
+declare -A total=([off]=0 [on]=0)
+printf '| round | off req/s | on req/s |\n|---|---|---|\n'
+for r in $(seq 1 "$ROUNDS"); do
+  declare -A rps=()
+  for mode in off on; do
+    rm -rf "$W/auditlog"
+    taskset -c 0 "$BIN" serve --config "$W/$mode.toml" >/dev/null 2>"$W/$mode.err" & pid=$!; pids+=("$pid")
+    sleep 1
+    rps[$mode]=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" https://127.0.0.1:18443/ | awk '/Requests\/sec/ {print int($2)}')
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    total[$mode]=$(( ${total[$mode]} + ${rps[$mode]} ))
+  done
+  printf '| %s | %s | %s |\n' "$r" "${rps[off]}" "${rps[on]}"
+done
+awk -v on="${total[on]}" -v off="${total[off]}" 'BEGIN { printf "\non/off = %.2f\n", on / off }'
