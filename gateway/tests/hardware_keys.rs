@@ -83,6 +83,31 @@ fn cert_toml(chain: &std::path::Path, key: &str, extra: &str) -> String {
     )
 }
 
+/// A gateway serving TLS with the TPM key `key` in direct mode, its public
+/// key certified by a fresh test CA (written to `dir/ca.pem`).
+fn tpm_gateway(
+    tcti: &str,
+    key: &str,
+    spki: &[u8],
+    dir: &TempDir,
+    backend: std::net::SocketAddr,
+) -> (stadttor_pki::devca::DevCa, Gateway) {
+    let ca = stadttor_pki::devca::DevCa::generate("tpm test CA").unwrap();
+    dir.write("ca.pem", &ca.cert_pem());
+    let chain = dir.write(
+        "tpm.pem",
+        &ca.issue_server_for_spki(&["localhost", "127.0.0.1"], spki)
+            .unwrap(),
+    );
+    let cfg = gateway_config(
+        backend,
+        &format!("tpm_tcti = \"{tcti}\""),
+        &cert_toml(&chain, key, ""),
+    );
+    let gw = Gateway::start_env(BIN, dir, &cfg, &[("TSS2_LOG", "all+none")]);
+    (ca, gw)
+}
+
 /// A metric value from the exposition text, e.g. `stadttor_key_signatures_total`.
 fn metric(text: &str, name: &str, key: &str) -> u64 {
     text.lines()
@@ -169,20 +194,9 @@ async fn tls_with_a_tpm_key_direct_and_resumption_spares_the_tpm() {
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 
-    let ca = stadttor_pki::devca::DevCa::generate("tpm test CA").unwrap();
-    let ca_path = dir.write("ca.pem", &ca.cert_pem());
-    let chain = dir.write(
-        "tpm.pem",
-        &ca.issue_server_for_spki(&["localhost", "127.0.0.1"], &spki_from_show(&shown))
-            .unwrap(),
-    );
     let b = Backend::start("app").await;
-    let cfg = gateway_config(
-        b.addr,
-        &format!("tpm_tcti = \"{tcti}\""),
-        &cert_toml(&chain, key, ""),
-    );
-    let gw = Gateway::start_env(BIN, &dir, &cfg, &[("TSS2_LOG", "all+none")]);
+    let (ca, gw) = tpm_gateway(&tcti, key, &spki_from_show(&shown), &dir, b.addr);
+    let ca_path = dir.path().join("ca.pem");
     let addr = gw.addr();
 
     // Full handshakes: one TPM signature each.
@@ -417,19 +431,8 @@ async fn a_stalled_tpm_does_not_stall_other_connections() {
     let key = "tpm:handle=0x81010004";
     let shown = keys_cmd(&["--tcti", &tcti, "generate", key], &[]);
     let dir = TempDir::new("stall");
-    let ca = stadttor_pki::devca::DevCa::generate("stall test CA").unwrap();
-    let chain = dir.write(
-        "tpm.pem",
-        &ca.issue_server_for_spki(&["localhost"], &spki_from_show(&shown))
-            .unwrap(),
-    );
     let b = Backend::start("app").await;
-    let cfg = gateway_config(
-        b.addr,
-        &format!("tpm_tcti = \"{tcti}\""),
-        &cert_toml(&chain, key, ""),
-    );
-    let gw = Gateway::start_env(BIN, &dir, &cfg, &[("TSS2_LOG", "all+none")]);
+    let (ca, gw) = tpm_gateway(&tcti, key, &spki_from_show(&shown), &dir, b.addr);
     let addr = gw.addr();
     // An established h2 connection, before the stall.
     let c = Arc::new(client::tls_config(&ca.cert_pem(), None, Proto::H2));
