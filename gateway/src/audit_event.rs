@@ -160,6 +160,15 @@ impl AuditLog {
         }
     }
 
+    /// The C2SP verifier key auditors check checkpoints with.
+    pub fn verifier_key(&self) -> String {
+        match &self.log {
+            Backend::Dir(l) => l.verifier_key().to_string(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(l) => l.verifier_key().to_string(),
+        }
+    }
+
     /// A pseudonym for `value` in the namespace `kind`.
     pub fn pseudonym(&self, kind: &str, value: &str) -> stadttor_audit::event::Pseudonym {
         self.pseudonyms.pseudonym(kind, value)

@@ -452,10 +452,13 @@ async fn demo(dir: PathBuf, listen: SocketAddr, admin: SocketAddr) -> anyhow::Re
          Try:  curl --cacert {ca} https://localhost:{port}/\n\
          Metrics: curl http://{admin}/metrics\n\
          Config:  {cfg}\n\
+         Audit:   stadttor audit verify {audit} --key {vkey}\n\
          Stop with Ctrl-C.",
         ca = dir.join("ca.pem").display(),
         port = addr.port(),
         cfg = path.display(),
+        audit = dir.join("audit").display(),
+        vkey = prepared.audit_verifier_key().unwrap_or_default(),
     );
     prepared.run().await?;
     Ok(())

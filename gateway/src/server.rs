@@ -144,6 +144,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The audit log's verifier key, if a log is configured.
+    pub fn audit_verifier_key(&self) -> Option<String> {
+        self.shared.audit.as_ref().map(|a| a.verifier_key())
+    }
+
     /// Serves until SIGTERM or SIGINT, reloading on SIGHUP.
     pub async fn run(self) -> Result<(), ServeError> {
         let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
