@@ -17,6 +17,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod errors;
+pub mod framing;
 pub mod headers;
 pub mod keycmd;
 pub mod keys;

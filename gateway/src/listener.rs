@@ -163,9 +163,12 @@ async fn serve_connection(
     http: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let tls_config = match shared.state.load().tls.get(index) {
-        Some(c) => c.clone(),
-        None => return,
+    let (tls_config, max_head) = {
+        let state = shared.state.load();
+        match state.tls.get(index) {
+            Some(c) => (c.clone(), state.config.server.max_header_bytes),
+            None => return,
+        }
     };
     let acceptor = TlsAcceptor::from(tls_config);
     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -187,15 +190,19 @@ async fn serve_connection(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(ClientCert::from_der);
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
+    let (io, ambiguous) = crate::framing::HeadWatch::new(tls, max_head, !h2);
     let conn = Arc::new(ConnInfo {
         listener: index,
         peer,
         client_cert,
         forwarded: crate::headers::ForwardedFor::new(peer),
+        ambiguous,
+        requests: std::sync::atomic::AtomicU32::new(0),
     });
     let shared = shared.clone();
     let svc = service_fn(move |req| crate::proxy::serve(shared.clone(), conn.clone(), req));
-    let fut = http.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    let fut = http.serve_connection_with_upgrades(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(fut.into_owned()).await {
         tracing::debug!(error = %e, "connection ended with error");
     }

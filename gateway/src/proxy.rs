@@ -60,6 +60,11 @@ pub struct ConnInfo {
     pub client_cert: Option<ClientCert>,
     /// `Forwarded`/`X-Forwarded-For` values for this peer, computed once.
     pub forwarded: headers::ForwardedFor,
+    /// Which HTTP/1.1 request on this connection, if any, carried both
+    /// `Content-Length` and `Transfer-Encoding` (see [`crate::framing`]).
+    pub ambiguous: Arc<crate::framing::Ambiguous>,
+    /// Requests seen on this connection (HTTP/1.x), in order.
+    pub requests: std::sync::atomic::AtomicU32,
 }
 
 /// hyper service entry point: never fails, every error is a response.
@@ -156,6 +161,15 @@ async fn handle<'s>(
     request_id_value: &HeaderValue,
     audit: Option<&crate::audit_event::AuditLog>,
 ) -> Result<(Response<ProxyBody>, &'s Route), Failure<'s>> {
+    if req.version() <= Version::HTTP_11 {
+        let position = conn.requests.fetch_add(1, Ordering::Relaxed);
+        if conn.ambiguous.at(position) {
+            return Err((
+                GatewayError::BadRequest("both Content-Length and Transfer-Encoding"),
+                None,
+            ));
+        }
+    }
     let host = check_framing(&req).map_err(|e| (e, None))?;
     let route = state
         .route(conn.listener, &host.name, req.uri().path())
