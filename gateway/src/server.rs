@@ -117,7 +117,15 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
         }
     };
     let limits = ConnLimits::new(&state.config.server);
+    // Handlers are installed before the sockets are announced: a SIGHUP
+    // that follows the "listening" line at once must reload, not kill.
+    let signals = Signals {
+        hup: signal(SignalKind::hangup()).map_err(ServeError::Signals)?,
+        term: signal(SignalKind::terminate()).map_err(ServeError::Signals)?,
+        int: signal(SignalKind::interrupt()).map_err(ServeError::Signals)?,
+    };
     Ok(Prepared {
+        signals,
         shared: Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             metrics,
@@ -132,9 +140,17 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
     })
 }
 
+#[derive(Debug)]
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
 /// A gateway with its sockets bound, ready to [`Prepared::run`].
 #[derive(Debug)]
 pub struct Prepared {
+    signals: Signals,
     shared: Arc<Shared>,
     sockets: Vec<TcpListener>,
     admin: Option<TcpListener>,
@@ -151,9 +167,11 @@ impl Prepared {
 
     /// Serves until SIGTERM or SIGINT, reloading on SIGHUP.
     pub async fn run(self) -> Result<(), ServeError> {
-        let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
-        let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+        let Signals {
+            mut hup,
+            mut term,
+            mut int,
+        } = self.signals;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let graceful = Arc::new(GracefulShutdown::new());
         let mut tasks = Vec::new();

@@ -526,42 +526,7 @@ fn keys_attest_produces_a_certification_openssl_verifies() {
     // The key to attest, made by stadttor (this also creates the SRK).
     keys_cmd(&["--tcti", &tcti, "generate", "tpm:handle=0x81010002"], &[]);
     // A restricted attestation key, made by tpm2-tools under that SRK.
-    tpm.run(
-        "tpm2_create",
-        &[
-            "-C",
-            "0x81000001",
-            "-G",
-            "ecc256:ecdsa-sha256:null",
-            "-g",
-            "sha256",
-            "-a",
-            "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign",
-            "-u",
-            "ak.pub",
-            "-r",
-            "ak.priv",
-        ],
-    );
-    tpm.run("tpm2_flushcontext", &["-t"]);
-    tpm.run(
-        "tpm2_load",
-        &[
-            "-C",
-            "0x81000001",
-            "-u",
-            "ak.pub",
-            "-r",
-            "ak.priv",
-            "-c",
-            "ak.ctx",
-        ],
-    );
-    tpm.run(
-        "tpm2_evictcontrol",
-        &["-C", "o", "-c", "ak.ctx", "0x81010005"],
-    );
-    tpm.run("tpm2_flushcontext", &["-t"]);
+    tpm.create_ak("0x81000001", "0x81010005");
     let out_dir = tpm.dir.path().join("attestation");
     let printed = keys_cmd(
         &[

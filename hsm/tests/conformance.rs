@@ -495,42 +495,7 @@ mod tpm {
             )
             .unwrap();
         drop(key);
-        tpm.run(
-            "tpm2_create",
-            &[
-                "-C",
-                "0x81000001",
-                "-G",
-                "ecc256:ecdsa-sha256:null",
-                "-g",
-                "sha256",
-                "-a",
-                "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign",
-                "-u",
-                "ak.pub",
-                "-r",
-                "ak.priv",
-            ],
-        );
-        tpm.run("tpm2_flushcontext", &["-t"]);
-        tpm.run(
-            "tpm2_load",
-            &[
-                "-C",
-                "0x81000001",
-                "-u",
-                "ak.pub",
-                "-r",
-                "ak.priv",
-                "-c",
-                "ak.ctx",
-            ],
-        );
-        tpm.run(
-            "tpm2_evictcontrol",
-            &["-C", "o", "-c", "ak.ctx", "0x81010003"],
-        );
-        tpm.run("tpm2_flushcontext", &["-t"]);
+        tpm.create_ak("0x81000001", "0x81010003");
         tpm.run(
             "tpm2_readpublic",
             &["-c", "0x81010003", "-f", "pem", "-o", "ak.pem"],

@@ -294,6 +294,37 @@ impl Swtpm {
         run(Command::new("kill").args(["-CONT", &self.child.id().to_string()]));
     }
 
+    /// Creates a restricted ECDSA P-256 attestation key under the persistent
+    /// `parent` with tpm2-tools and persists it at `handle`.
+    pub fn create_ak(&self, parent: &str, handle: &str) {
+        self.run(
+            "tpm2_create",
+            &[
+                "-C",
+                parent,
+                "-G",
+                "ecc256:ecdsa-sha256:null",
+                "-g",
+                "sha256",
+                "-a",
+                "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign",
+                "-u",
+                "ak.pub",
+                "-r",
+                "ak.priv",
+            ],
+        );
+        self.run("tpm2_flushcontext", &["-t"]);
+        self.run(
+            "tpm2_load",
+            &[
+                "-C", parent, "-u", "ak.pub", "-r", "ak.priv", "-c", "ak.ctx",
+            ],
+        );
+        self.run("tpm2_evictcontrol", &["-C", "o", "-c", "ak.ctx", handle]);
+        self.run("tpm2_flushcontext", &["-t"]);
+    }
+
     /// Creates the classic tpm2-tools SRK and persists it at `handle`.
     pub fn create_srk(&self, handle: &str) {
         self.run(
