@@ -56,4 +56,11 @@ if ((quick == 0)); then
 fi
 
 say "cargo test (workspace, all features)"
-cargo test --workspace --all-features --no-fail-fast
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary (cargo's own last line is the
+# doc-test summary of the last crate, often "0 passed").
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
