@@ -130,6 +130,9 @@ fn connect(cfg: &PgConfig) -> Result<Client, PgError> {
     pc.connect(NoTls).map_err(pg_err("connecting"))
 }
 
+/// The recovery mismatch a concurrent publish can cause.
+const RACING_PUBLISH: &str = "is not the newest history row";
+
 impl PgStore {
     /// Connects, creates the schema if needed, and verifies the stored log
     /// against `key`: every historical checkpoint's signature, and its root
@@ -140,18 +143,34 @@ impl PgStore {
         let mut client = connect(cfg)?;
         let schema = cfg.schema.clone();
         migrate(&mut client, &schema, &cfg.origin)?;
-        let mut store = Self {
-            client,
-            schema,
-            origin: cfg.origin.clone(),
-            key: key.clone(),
-            base: Frontier::new(),
-            ahead: Vec::new(),
-            latest: None,
-            prepared: None,
-        };
-        let report = store.recover()?;
-        Ok((store, report))
+        // Recovery reads the history and then the checkpoint row; another
+        // writer may publish in between. That shows as a checkpoint newer
+        // than the history just read: read again, a few times, before
+        // calling the log corrupt.
+        let mut attempt = 0;
+        loop {
+            let mut store = Self {
+                client,
+                schema: schema.clone(),
+                origin: cfg.origin.clone(),
+                key: key.clone(),
+                base: Frontier::new(),
+                ahead: Vec::new(),
+                latest: None,
+                prepared: None,
+            };
+            match store.recover() {
+                Ok(report) => return Ok((store, report)),
+                Err(PgError::Corrupt { reason, .. })
+                    if attempt < 5 && reason.contains(RACING_PUBLISH) =>
+                {
+                    attempt += 1;
+                    client = store.client;
+                    std::thread::sleep(std::time::Duration::from_millis(20 * attempt));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn corrupt(&self, reason: String) -> PgError {
@@ -192,7 +211,7 @@ impl PgStore {
             (Some(c), Some(h)) if c.size == h.size && c.root == h.root => {}
             (c, h) => {
                 return Err(self.corrupt(format!(
-                    "the checkpoint row (size {:?}) is not the newest history row (size {:?})",
+                    "the checkpoint row (size {:?}) {RACING_PUBLISH} (size {:?})",
                     c.as_ref().map(|c| c.size),
                     h.map(|h| h.size)
                 )))
