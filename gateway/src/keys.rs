@@ -19,7 +19,6 @@ use stadttor_hsm::{KeyRef, KeyStore, KeyStoreConfig, Protection, SigningKey};
 /// Keys of the process.
 #[derive(Debug)]
 pub struct Keys {
-    me: Weak<Keys>,
     store: KeyStore,
     hardware: Mutex<HashMap<String, Arc<dyn SigningKey>>>,
     seen: Mutex<Vec<Weak<dyn SigningKey>>>,
@@ -28,21 +27,11 @@ pub struct Keys {
 impl Keys {
     /// Opens the store; hardware is contacted on first resolve.
     pub fn new(config: KeyStoreConfig) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self {
-            me: me.clone(),
+        Arc::new(Self {
             store: KeyStore::new(config),
             hardware: Mutex::new(HashMap::new()),
             seen: Mutex::new(Vec::new()),
         })
-    }
-
-    /// A strong handle to this store (it always lives in an `Arc`).
-    pub fn self_arc(&self) -> Arc<Self> {
-        // `Keys` is only ever built by `new`, inside an Arc that outlives
-        // every borrow of it.
-        self.me
-            .upgrade()
-            .unwrap_or_else(|| Self::new(self.store.config().clone()))
     }
 
     /// The backend settings this store was opened with.

@@ -50,7 +50,7 @@ pub struct State {
 
 impl State {
     /// Builds the state, loading every key and certificate.
-    pub fn build(config: Config, metrics: &Metrics, keys: &Keys) -> Result<Self, ConfigError> {
+    pub fn build(config: Config, metrics: &Metrics, keys: &Arc<Keys>) -> Result<Self, ConfigError> {
         let mut issues: Vec<Issue> = Vec::new();
         let mut tls = Vec::new();
         let mut leaves = Vec::new();

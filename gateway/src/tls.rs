@@ -64,7 +64,7 @@ pub struct ListenerTls {
 pub fn server_config(
     listener: &config::Listener,
     index: usize,
-    keys: &Keys,
+    keys: &Arc<Keys>,
 ) -> Result<ListenerTls, Vec<Issue>> {
     let mut issues = Vec::new();
     let mut resolver = SniResolver::default();
@@ -193,7 +193,7 @@ pub struct LeafSlot {
 }
 
 impl LeafSlot {
-    fn new(cert: &config::Certificate, keys: &Keys) -> Result<Self, String> {
+    fn new(cert: &config::Certificate, keys: &Arc<Keys>) -> Result<Self, String> {
         let chain = stadttor_pki::certs::load_chain(&cert.chain).map_err(|e| e.to_string())?;
         let issuer = keys.resolve(&cert.key).map_err(|e| e.to_string())?;
         stadttor_pki::certs::check_leaf_matches_key(&chain, &cert.chain, issuer.as_ref())
@@ -211,7 +211,7 @@ impl LeafSlot {
                 cert.key
             ));
         }
-        let keys = keys.self_arc();
+        let keys = keys.clone();
         let first = issue_leaf(
             &issuer,
             &chain,
