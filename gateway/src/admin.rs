@@ -52,8 +52,21 @@ async fn answer(
             shared.metrics.encode(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/jwks.json" => match &shared.auth {
+            Some(a) => (
+                StatusCode::OK,
+                "application/jwk-set+json",
+                a.jwks().to_owned(),
+            ),
+            None => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "no [identity] configured\n".to_owned(),
+            ),
+        },
         "/readyz" => {
             let audit = shared.audit.as_ref().map(|a| a.health());
+            let sessions = shared.auth.as_ref().map(|a| a.health());
             if shared.draining.load(Ordering::Relaxed) {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -65,6 +78,12 @@ async fn answer(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     format!("not ready: audit log cannot record: {reason}\n"),
+                )
+            } else if let Some(Err(reason)) = sessions {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: session store: {reason}\n"),
                 )
             } else {
                 (StatusCode::OK, "text/plain", "ready\n".to_owned())

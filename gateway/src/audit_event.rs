@@ -213,13 +213,22 @@ pub fn access_event(
     request_id: &str,
     listener: &str,
     client_subject: Option<&str>,
+    identity: Option<&crate::auth::Identity>,
 ) -> Event {
     let mut ev = Event::new("http.access", Outcome::Success)
         .target(route)
         .request_id(request_id)
         .attr("method", method.as_str())
         .attr("listener", listener);
-    if let Some(s) = client_subject {
+    if let Some(id) = identity {
+        ev = ev
+            .subject(audit.pseudonym(&id.issuer, &id.sub))
+            .attr("auth", id.method.name())
+            .attr("idp", id.provider.as_str());
+        if let Some(l) = id.level {
+            ev = ev.attr("level", l.name());
+        }
+    } else if let Some(s) = client_subject {
         ev = ev.subject(audit.pseudonym("x509-subject", s));
     }
     ev

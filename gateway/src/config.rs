@@ -17,6 +17,11 @@ use std::time::Duration;
 
 use stadttor_hsm::KeyRef;
 
+mod identity;
+pub use identity::{
+    url_origin, AuthMethod, Identity, Level, Provider, ProviderAuth, RouteAuth, SessionStorage,
+};
+
 /// A configuration problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issue {
@@ -74,6 +79,7 @@ pub mod raw {
         pub keys: Keys,
         pub admin: Option<Admin>,
         pub audit: Option<Audit>,
+        pub identity: Option<super::identity::raw::Identity>,
         #[serde(default)]
         pub listeners: Vec<Listener>,
         #[serde(default)]
@@ -257,6 +263,7 @@ pub mod raw {
         pub response_headers: BTreeMap<String, String>,
         #[serde(default)]
         pub audit: Option<AuditMode>,
+        pub auth: Option<super::identity::raw::RouteAuth>,
     }
 
     /// `[routes.timeouts]`.
@@ -512,6 +519,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// The audit log, if configured.
     pub audit: Option<Audit>,
+    /// Logins, sessions and identity assertions, if configured.
+    pub identity: Option<Identity>,
     /// Public listeners.
     pub listeners: Vec<Listener>,
     /// Upstream pools.
@@ -649,6 +658,8 @@ pub struct Route {
     pub response_headers: BTreeMap<String, String>,
     /// Audit requirement.
     pub audit: AuditMode,
+    /// Authentication (empty `methods`: anonymous).
+    pub auth: RouteAuth,
 }
 
 /// Reads and validates a configuration file.
@@ -968,6 +979,11 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         });
     }
 
+    let identity = raw
+        .identity
+        .as_ref()
+        .map(|id| identity::validate_identity(id, &abs, &key_ref, &mut issue));
+
     let mut route_names = HashSet::new();
     let mut routes = Vec::new();
     if raw.routes.is_empty() {
@@ -1115,6 +1131,18 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
                 total: t.total,
             },
             response_headers,
+            auth: r
+                .auth
+                .as_ref()
+                .map(|a| {
+                    identity::validate_route_auth(
+                        &format!("{k}.auth"),
+                        a,
+                        identity.as_ref(),
+                        &mut issue,
+                    )
+                })
+                .unwrap_or_default(),
         });
     }
 
@@ -1244,6 +1272,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         keys: key_store_config(&raw.keys, &base),
         admin: raw.admin.as_ref().map(|a| a.listen),
         audit,
+        identity,
         listeners,
         upstreams,
         routes,

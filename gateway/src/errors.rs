@@ -54,6 +54,10 @@ pub enum GatewayError {
     /// The audit log cannot record, and the route requires it.
     #[error("audit log unavailable: {0}")]
     AuditUnavailable(String),
+    /// Already answered by a stage (login redirect, 401, 403, gateway
+    /// endpoint); the response goes out as it is.
+    #[error("answered by the gateway")]
+    Answered(Box<http::Response<ProxyBody>>),
     /// Anything else: a bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -74,9 +78,11 @@ impl GatewayError {
     /// Whose fault it is.
     pub fn source(&self) -> Source {
         match self {
-            Self::BadRequest(_) | Self::NoRoute | Self::PayloadTooLarge | Self::RequestTimeout => {
-                Source::Downstream
-            }
+            Self::BadRequest(_)
+            | Self::NoRoute
+            | Self::PayloadTooLarge
+            | Self::RequestTimeout
+            | Self::Answered(_) => Source::Downstream,
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamFailed { .. } => Source::Upstream,
@@ -123,6 +129,8 @@ impl GatewayError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "The gateway could not handle the request.",
             ),
+            // Never rendered: the stage's own response is sent.
+            Self::Answered(r) => (r.status(), ""),
         }
     }
 

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod audit_event;
 pub mod auditcmd;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod demo;
@@ -25,6 +26,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod session_store;
 pub mod state;
 pub mod tls;
 pub mod tunnel;

@@ -47,6 +47,8 @@ pub struct Shared {
     pub keys: Arc<crate::keys::Keys>,
     /// The audit log, if configured.
     pub audit: Option<Arc<crate::audit_event::AuditLog>>,
+    /// Logins and sessions, if `[identity]` is configured.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 /// What is known about the client connection a request came on.
@@ -95,11 +97,23 @@ pub async fn serve(
         request_id,
         &request_id_value,
         audit,
+        shared.auth.as_deref(),
     )
     .instrument(span)
     .await
     {
         Ok((resp, route)) => (resp, Some(route)),
+        Err((GatewayError::Answered(resp), route)) => {
+            let mut resp = *resp;
+            match route {
+                Some(r) => headers::add_missing(resp.headers_mut(), &r.security_headers),
+                None => {
+                    let defaults = headers::security_headers_for(&Default::default());
+                    headers::add_missing(resp.headers_mut(), &defaults);
+                }
+            }
+            (resp, route)
+        }
         Err((e, route)) => {
             match e.source() {
                 Source::Downstream => {
@@ -160,6 +174,7 @@ async fn handle<'s>(
     request_id: &str,
     request_id_value: &HeaderValue,
     audit: Option<&crate::audit_event::AuditLog>,
+    auth: Option<&crate::auth::Auth>,
 ) -> Result<(Response<ProxyBody>, &'s Route), Failure<'s>> {
     if req.version() <= Version::HTTP_11 {
         let position = conn.requests.fetch_add(1, Ordering::Relaxed);
@@ -171,11 +186,40 @@ async fn handle<'s>(
         }
     }
     let host = check_framing(&req).map_err(|e| (e, None))?;
+    // The gateway's own login endpoints come before any route.
+    if let Some(auth) = auth {
+        req = match crate::auth::flow::handle(auth, state, req, request_id).await {
+            Ok(resp) => return Err((GatewayError::Answered(Box::new(resp)), None)),
+            Err(req) => req,
+        };
+    }
     let route = state
         .route(conn.listener, &host.name, req.uri().path())
         .ok_or((GatewayError::NoRoute, None))?;
     let fail = |e| (e, Some(route));
     let cfg = &route.cfg;
+
+    // Authentication: a refusal is a complete response (login redirect,
+    // 401, 403), sent with the route's security headers.
+    let verified = match (auth, cfg.auth.methods.is_empty()) {
+        (_, true) => crate::auth::Verified::default(),
+        (None, false) => {
+            return Err(fail(GatewayError::Internal(
+                "route needs authentication but [identity] is missing".into(),
+            )))
+        }
+        (Some(auth), false) => {
+            let (parts, body) = req.into_parts();
+            let v = auth
+                .authenticate(cfg, &parts, conn.client_cert.as_ref(), request_id)
+                .await;
+            req = Request::from_parts(parts, body);
+            match v {
+                Ok(v) => v,
+                Err(resp) => return Err(fail(GatewayError::Answered(Box::new(resp)))),
+            }
+        }
+    };
 
     // Recorded before anything is forwarded; a required route fails closed.
     if let (Some(log), false) = (audit, cfg.audit == AuditMode::Off) {
@@ -191,6 +235,7 @@ async fn handle<'s>(
             request_id,
             listener,
             conn.client_cert.as_ref().map(|c| c.subject.as_str()),
+            verified.identity.as_ref(),
         );
         if let Err(e) = log.record(&event) {
             if cfg.audit == AuditMode::Required {
@@ -223,6 +268,9 @@ async fn handle<'s>(
             count = spoofed,
             "removed client-sent identity headers"
         );
+    }
+    for (name, value) in verified.upstream_headers {
+        parts.headers.insert(name, value);
     }
     headers::set_forwarded(&mut parts.headers, &conn.forwarded, &host.original);
     parts
@@ -290,6 +338,9 @@ async fn handle<'s>(
 
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     headers::add_missing(resp.headers_mut(), &route.security_headers);
+    if let Some(c) = verified.set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
     let resp =
         resp.map(|b| Guarded::new(b, u64::MAX, cfg.timeouts.idle, deadline, None).boxed_unsync());
     Ok((resp, route))

@@ -74,6 +74,16 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             )?,
         ),
     };
+    let auth = crate::auth::Auth::new(&state.config, &keys)
+        .await
+        .map_err(|reason| ConfigError {
+            file: state.config.path.clone(),
+            issues: vec![config::Issue {
+                key: "identity".into(),
+                reason,
+            }],
+        })?
+        .map(Arc::new);
     if let Some(a) = &audit {
         a.lifecycle(
             "gateway.start",
@@ -131,6 +141,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             metrics,
             keys,
             audit,
+            auth,
             draining: AtomicBool::new(false),
         }),
         sockets,
@@ -291,6 +302,15 @@ pub fn reload(shared: &Shared) {
             .iter()
             .map(|l| (l.name.clone(), l.listen))
             .collect();
+        if format!("{:?}", current.config.identity) != format!("{:?}", new.identity) {
+            return Err(ConfigError {
+                file: path.clone(),
+                issues: vec![config::Issue {
+                    key: "identity".into(),
+                    reason: "the [identity] settings changed; that needs a restart".into(),
+                }],
+            });
+        }
         if current.config.audit != new.audit {
             return Err(ConfigError {
                 file: path.clone(),

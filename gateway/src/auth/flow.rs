@@ -1,0 +1,691 @@
+//! The gateway's own login endpoints under `/.stadttor/`:
+//!
+//! - `GET  /.stadttor/login` provider choice, or straight to the provider;
+//! - `GET  /.stadttor/callback/NAME` the authorization response;
+//! - `GET|POST /.stadttor/logout` confirm, then end the session here and at
+//!   the provider (RP-initiated logout);
+//! - `POST /.stadttor/backchannel-logout/NAME` logout tokens from providers;
+//! - `GET  /.stadttor/jwks.json` the assertion key for services.
+//!
+//! The login transaction (state, nonce, PKCE verifier, provider, expected
+//! issuer, return path, level) travels in a sealed `__Host-` cookie named
+//! after the state, which binds it to this browser; the state is also
+//! marked used in the session store, so a callback works exactly once.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::pages::{self, Lang, Problem};
+use super::provider::{unix_now, ProviderError, LEEWAY};
+use super::session::{self, SessionData};
+use super::{cookie, html, plain, random_token, redirect, Auth};
+use crate::body::ProxyBody;
+use crate::config::{url_origin, AuthMethod, Level};
+use crate::session_store::Revocation;
+use crate::state::State;
+
+const TX_PREFIX: &str = "__Host-stadttor-login-";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LoginTx {
+    state: String,
+    nonce: String,
+    pkce: String,
+    provider: String,
+    issuer: String,
+    return_to: String,
+    level: Option<Level>,
+    created: u64,
+}
+
+fn tx_cookie_name(state: &str) -> String {
+    let short: String = state.chars().take(12).collect();
+    format!("{TX_PREFIX}{short}")
+}
+
+/// Whether `return_to` is safe: a path on this origin, or an allowed origin.
+pub fn safe_return_to(auth: &Auth, r: &str) -> bool {
+    if r.is_empty() || r.len() > 2048 || r.chars().any(|c| c.is_control() || c == '\\') {
+        return false;
+    }
+    if r.starts_with('/') {
+        return !r.starts_with("//");
+    }
+    url_origin(r).is_some_and(|o| {
+        auth.cfg.allowed_return_origins.contains(&o)
+            && r.get(o.len()..)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// Starts a login at `provider_name`: a 303 to the provider with the
+/// transaction cookie set.
+pub async fn start_login(
+    auth: &Auth,
+    provider_name: &str,
+    level: Option<Level>,
+    force_login: bool,
+    return_to: &str,
+    lang: Lang,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let Some(p) = auth.provider(provider_name) else {
+        return html(
+            StatusCode::NOT_FOUND,
+            pages::error(lang, Problem::LoginFailed, request_id, None),
+        );
+    };
+    let return_to = if safe_return_to(auth, return_to) {
+        return_to
+    } else {
+        "/"
+    };
+    let state = random_token(24);
+    let nonce = random_token(24);
+    match p
+        .authorization_request(&state, &nonce, level, force_login)
+        .await
+    {
+        Ok(req) => {
+            let tx = LoginTx {
+                state: state.clone(),
+                nonce,
+                pkce: req.pkce_verifier,
+                provider: p.cfg.name.clone(),
+                issuer: req.issuer,
+                return_to: return_to.to_owned(),
+                level,
+                created: unix_now(),
+            };
+            let name = tx_cookie_name(&state);
+            let sealed = serde_json::to_vec(&tx)
+                .ok()
+                .and_then(|j| auth.cookies.seal(&name, &j));
+            let Some(sealed) = sealed else {
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot start a login",
+                    request_id,
+                );
+            };
+            tracing::info!(request_id, provider = %p.cfg.name, level = ?level, step_up = force_login, "login started");
+            redirect(
+                &req.url,
+                vec![cookie::set(
+                    &name,
+                    &sealed,
+                    Some(auth.cfg.login_timeout.as_secs()),
+                )],
+            )
+        }
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "cannot start login");
+            html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::error(lang, Problem::ProviderDown, request_id, None),
+            )
+        }
+    }
+}
+
+/// Handles a request under `/.stadttor/`, or returns it if it is not one.
+pub async fn handle(
+    auth: &Auth,
+    state: &State,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Result<Response<ProxyBody>, Request<Incoming>> {
+    let path = req.uri().path().to_owned();
+    let Some(rest) = path.strip_prefix("/.stadttor/") else {
+        return Err(req);
+    };
+    let lang = Lang::from_headers(req.headers());
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let method = req.method().clone();
+    let resp = match (method.clone(), rest) {
+        (Method::GET, "login") => {
+            login(
+                auth,
+                state,
+                q("route"),
+                q("provider"),
+                q("return_to"),
+                q("step_up").is_some(),
+                lang,
+                request_id,
+            )
+            .await
+        }
+        (Method::GET, r) if r.starts_with("callback/") => {
+            callback(
+                auth,
+                &r["callback/".len()..],
+                &query,
+                req.headers(),
+                lang,
+                request_id,
+            )
+            .await
+        }
+        (Method::GET, "logout") => html(StatusCode::OK, pages::logout_confirm(lang)),
+        (Method::POST, "logout") => logout(auth, req.headers(), lang, request_id).await,
+        (Method::GET, "logged-out") => html(StatusCode::OK, pages::logged_out(lang)),
+        (Method::POST, r) if r.starts_with("backchannel-logout/") => {
+            let name = r["backchannel-logout/".len()..].to_owned();
+            backchannel(auth, &name, req, request_id).await
+        }
+        (Method::GET, "jwks.json") => {
+            let mut r = Response::new(super::body(Bytes::from(auth.jwks().to_owned())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            );
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=300"),
+            );
+            r
+        }
+        _ => plain(StatusCode::NOT_FOUND, "not found", request_id),
+    };
+    Ok(resp)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn login(
+    auth: &Auth,
+    state: &State,
+    route: Option<&str>,
+    provider: Option<&str>,
+    return_to: Option<&str>,
+    step_up: bool,
+    lang: Lang,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let route_auth = route
+        .and_then(|r| state.config.routes.iter().find(|x| x.name == r))
+        .map(|r| &r.auth);
+    let (providers, level): (Vec<String>, Option<Level>) = match route_auth {
+        Some(a) if a.methods.contains(&AuthMethod::Session) => (a.providers.clone(), a.min_level),
+        Some(_) => (Vec::new(), None),
+        None => (
+            auth.cfg.providers.iter().map(|p| p.name.clone()).collect(),
+            None,
+        ),
+    };
+    let return_to = return_to.filter(|r| safe_return_to(auth, r)).unwrap_or("/");
+    if let Some(p) = provider {
+        if !providers.iter().any(|x| x == p) {
+            return html(
+                StatusCode::BAD_REQUEST,
+                pages::error(lang, Problem::LoginFailed, request_id, None),
+            );
+        }
+        return start_login(auth, p, level, step_up, return_to, lang, request_id).await;
+    }
+    match providers.as_slice() {
+        [] => html(
+            StatusCode::NOT_FOUND,
+            pages::error(lang, Problem::LoginFailed, request_id, None),
+        ),
+        [one] => start_login(auth, one, level, step_up, return_to, lang, request_id).await,
+        many => {
+            let choices: Vec<pages::Choice> = many
+                .iter()
+                .filter_map(|n| auth.provider(n))
+                .map(|p| {
+                    let mut s = url::form_urlencoded::Serializer::new(String::new());
+                    if let Some(r) = route {
+                        s.append_pair("route", r);
+                    }
+                    s.append_pair("provider", &p.cfg.name)
+                        .append_pair("return_to", return_to);
+                    if step_up {
+                        s.append_pair("step_up", "1");
+                    }
+                    pages::Choice {
+                        label: match lang {
+                            Lang::En => p
+                                .cfg
+                                .display_name_en
+                                .clone()
+                                .unwrap_or_else(|| p.cfg.display_name.clone()),
+                            Lang::De => p.cfg.display_name.clone(),
+                        },
+                        href: format!("/.stadttor/login?{}", s.finish()),
+                    }
+                })
+                .collect();
+            html(StatusCode::OK, pages::choice(lang, &choices))
+        }
+    }
+}
+
+async fn callback(
+    auth: &Auth,
+    provider_name: &str,
+    query: &[(String, String)],
+    headers: &http::HeaderMap,
+    lang: Lang,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let fail = |status: StatusCode, problem: Problem, why: &str, clear: Option<&str>| {
+        tracing::warn!(
+            request_id,
+            provider = provider_name,
+            reason = why,
+            "login callback refused"
+        );
+        let mut r = html(
+            status,
+            pages::error(lang, problem, request_id, Some("/.stadttor/login")),
+        );
+        if let Some(name) = clear {
+            if let Ok(v) = HeaderValue::from_str(&cookie::clear(name)) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        r
+    };
+    let Some(state) = q("state").filter(|s| !s.is_empty()) else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            Problem::LoginFailed,
+            "missing state",
+            None,
+        );
+    };
+    let name = tx_cookie_name(state);
+    let Some(sealed) = cookie::get(headers, &name) else {
+        return fail(StatusCode::BAD_REQUEST, Problem::LoginExpired, "no login transaction for this state in this browser (forged state, other browser, or expired)", None);
+    };
+    let Some(tx) = auth
+        .cookies
+        .open(&name, sealed)
+        .and_then(|p| serde_json::from_slice::<LoginTx>(&p).ok())
+    else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            Problem::LoginFailed,
+            "login transaction cookie does not open",
+            Some(&name),
+        );
+    };
+    if !ring_eq(tx.state.as_bytes(), state.as_bytes()) {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            Problem::LoginFailed,
+            "state does not match the transaction",
+            Some(&name),
+        );
+    }
+    if tx.provider != provider_name {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            Problem::LoginFailed,
+            "response arrived at another provider's callback (mix-up)",
+            Some(&name),
+        );
+    }
+    if unix_now() > tx.created + auth.cfg.login_timeout.as_secs() {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            Problem::LoginExpired,
+            "login transaction expired",
+            Some(&name),
+        );
+    }
+    let Some(p) = auth.provider(provider_name) else {
+        return fail(
+            StatusCode::NOT_FOUND,
+            Problem::LoginFailed,
+            "unknown provider",
+            Some(&name),
+        );
+    };
+    // RFC 9207: the issuer of the response must be the one we sent the
+    // browser to; when the provider promises `iss`, it must be there.
+    match q("iss") {
+        Some(iss) if iss != tx.issuer => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                Problem::LoginFailed,
+                "iss in the response is not the expected issuer (mix-up)",
+                Some(&name),
+            );
+        }
+        None if p.sends_iss().await => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                Problem::LoginFailed,
+                "iss missing although the provider promises it (RFC 9207)",
+                Some(&name),
+            );
+        }
+        _ => {}
+    }
+    let ttl = auth.cfg.login_timeout + Duration::from_secs(LEEWAY);
+    match auth.store.once("state", state, ttl).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                Problem::LoginFailed,
+                "state replayed",
+                Some(&name),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "session store unavailable");
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Problem::SessionsDown,
+                "session store unavailable",
+                None,
+            );
+        }
+    }
+    if let Some(err) = q("error") {
+        tracing::info!(
+            request_id,
+            provider = provider_name,
+            error = err,
+            "provider returned an error"
+        );
+        return fail(
+            StatusCode::FORBIDDEN,
+            Problem::Cancelled,
+            "provider returned an error",
+            Some(&name),
+        );
+    }
+    let Some(code) = q("code").filter(|c| !c.is_empty()) else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            Problem::LoginFailed,
+            "no code",
+            Some(&name),
+        );
+    };
+    let code_hash =
+        super::hex(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()).as_ref());
+    match auth
+        .store
+        .once("code", &format!("{}|{code_hash}", tx.issuer), ttl)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                Problem::LoginFailed,
+                "authorization code replayed",
+                Some(&name),
+            )
+        }
+        Err(_) => {
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Problem::SessionsDown,
+                "session store unavailable",
+                None,
+            )
+        }
+    }
+    let login = match p
+        .exchange(code, &tx.pkce, &tx.nonce, auth.cfg.login_timeout)
+        .await
+    {
+        Ok(l) => l,
+        Err(e @ ProviderError::Unavailable { .. }) => {
+            tracing::warn!(request_id, error = %e, "token exchange failed");
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Problem::ProviderDown,
+                "provider unavailable",
+                Some(&name),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "token exchange refused");
+            return fail(
+                StatusCode::BAD_REQUEST,
+                Problem::LoginFailed,
+                "tokens refused",
+                Some(&name),
+            );
+        }
+    };
+    // The gateway enforces the level itself: providers do not always
+    // honour acr_values.
+    if let Some(min) = tx.level {
+        if login.level.is_none_or(|l| l < min) {
+            tracing::info!(request_id, provider = provider_name, got = ?login.acr, need = ?min, "login below the required level");
+            return fail(
+                StatusCode::FORBIDDEN,
+                Problem::LevelTooLow,
+                "level of assurance too low",
+                Some(&name),
+            );
+        }
+    }
+    let now = unix_now();
+    let previous = auth.session(headers).ok().flatten();
+    let same_user = previous
+        .as_ref()
+        .filter(|s| s.iss == tx.issuer && s.sub == login.sub);
+    let (base, iat, exp) = match same_user {
+        Some(s) => (s.base.min(login.level).or(login.level), s.iat, s.exp),
+        None => (
+            login.level,
+            now,
+            now + auth.cfg.session_absolute_timeout.as_secs(),
+        ),
+    };
+    let claims = login
+        .claims
+        .iter()
+        .filter(|(k, _)| auth.kept_claims.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let s = SessionData {
+        v: 1,
+        id: random_token(18),
+        p: p.cfg.name.clone(),
+        iss: tx.issuer.clone(),
+        sub: login.sub.clone(),
+        sid: login.sid.clone(),
+        base,
+        lvl: login.level,
+        auth: login.auth_time.min(now),
+        iat,
+        exp,
+        seen: now,
+        claims,
+    };
+    // The old session id dies with the login: a copy of the old cookie is
+    // worthless from now on.
+    if let Some(old) = &previous {
+        let _ = auth
+            .store
+            .revoke(Revocation::Session {
+                id: old.id.clone(),
+                until: UNIX_EPOCH + Duration::from_secs(old.exp),
+            })
+            .await;
+    }
+    let Some(set) = auth.seal_session(&s) else {
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot create the session",
+            request_id,
+        );
+    };
+    tracing::info!(request_id, provider = provider_name, level = ?s.lvl, step_up = same_user.is_some(), "login completed");
+    let mut r = redirect(&tx.return_to, vec![cookie::clear(&name)]);
+    r.headers_mut().append(header::SET_COOKIE, set);
+    r
+}
+
+async fn logout(
+    auth: &Auth,
+    headers: &http::HeaderMap,
+    lang: Lang,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let session = auth.session(headers).ok().flatten();
+    let mut location = "/.stadttor/logged-out".to_owned();
+    if let Some(s) = &session {
+        if let Err(e) = auth
+            .store
+            .revoke(Revocation::Session {
+                id: s.id.clone(),
+                until: UNIX_EPOCH + Duration::from_secs(s.exp),
+            })
+            .await
+        {
+            tracing::warn!(request_id, error = %e, "cannot record the logout");
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::error(lang, Problem::SessionsDown, request_id, None),
+            );
+        }
+        tracing::info!(request_id, provider = %s.p, "logout");
+        if let Some(p) = auth.provider(&s.p) {
+            if let Some(end) = p.end_session_endpoint().await {
+                if let Ok(mut u) = url::Url::parse(&end) {
+                    u.query_pairs_mut()
+                        .append_pair("client_id", &p.cfg.client_id);
+                    if let Some(post) = &p.cfg.post_logout_redirect_uri {
+                        u.query_pairs_mut()
+                            .append_pair("post_logout_redirect_uri", post);
+                    }
+                    location = u.to_string();
+                }
+            }
+        }
+    }
+    redirect(&location, vec![cookie::clear(session::COOKIE)])
+}
+
+async fn backchannel(
+    auth: &Auth,
+    provider_name: &str,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let bad = |why: &str| {
+        tracing::warn!(
+            request_id,
+            provider = provider_name,
+            reason = why,
+            "back-channel logout refused"
+        );
+        let mut r = plain(StatusCode::BAD_REQUEST, "invalid logout token", request_id);
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    };
+    let Some(p) = auth.provider(provider_name) else {
+        return bad("unknown provider");
+    };
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return bad("body too large or broken"),
+    };
+    let Some(token) = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned())
+    else {
+        return bad("no logout_token");
+    };
+    let logout = match p.validate_logout_token(&token).await {
+        Ok(l) => l,
+        Err(e @ ProviderError::Unavailable { .. }) => {
+            tracing::warn!(request_id, error = %e, "cannot validate logout token");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider unavailable",
+                request_id,
+            );
+        }
+        Err(e) => return bad(&e.to_string()),
+    };
+    let issuer = p.issuer().await;
+    let ttl = Duration::from_secs(logout.exp.saturating_sub(unix_now()) + 2 * LEEWAY);
+    match auth
+        .store
+        .once("logout-jti", &format!("{issuer}|{}", logout.jti), ttl)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return bad("logout token replayed (jti seen before)"),
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "session store unavailable");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session store unavailable",
+                request_id,
+            );
+        }
+    }
+    let until =
+        UNIX_EPOCH + Duration::from_secs(unix_now() + auth.cfg.session_absolute_timeout.as_secs());
+    let mut revocations = Vec::new();
+    if let Some(sid) = &logout.sid {
+        revocations.push(Revocation::ProviderSession {
+            issuer: issuer.clone(),
+            sid: sid.clone(),
+            until,
+        });
+    }
+    if let Some(sub) = &logout.sub {
+        if logout.sid.is_none() {
+            revocations.push(Revocation::Subject {
+                issuer: issuer.clone(),
+                sub: sub.clone(),
+                before: std::time::SystemTime::now(),
+                until,
+            });
+        }
+    }
+    for r in revocations {
+        if let Err(e) = auth.store.revoke(r).await {
+            tracing::warn!(request_id, error = %e, "cannot record the back-channel logout");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session store unavailable",
+                request_id,
+            );
+        }
+    }
+    tracing::info!(
+        request_id,
+        provider = provider_name,
+        by_sid = logout.sid.is_some(),
+        "back-channel logout"
+    );
+    let mut r = Response::new(super::body(Bytes::new()));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn ring_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,477 @@
+//! Compact JWS: parsing with the header checks RFC 8725 asks for, signature
+//! verification against a provider's JWKS, claim checks, and signing with a
+//! key from the key store.
+//!
+//! openidconnect validates ID tokens itself; this module covers the tokens
+//! it has no type for (back-channel logout tokens, bearer access tokens)
+//! and is also run over every ID token first, so that a token carrying its
+//! own key (`jwk`, `jku`, `x5u`, `x5c`) or critical extensions is refused
+//! before anything else looks at it. Keys come only from the provider's
+//! JWKS, never from a token.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use openidconnect::core::{CoreJsonWebKey, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use openidconnect::JsonWebKey as _;
+use serde_json::{Map, Value};
+use stadttor_hsm::{Algorithm, SigningKey};
+
+/// Why a token was refused. The texts go to logs, never to clients.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoseError {
+    /// Not three base64url parts with JSON header and payload.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The header names an algorithm that is not allowed here.
+    #[error("algorithm `{0}` is not allowed for this provider")]
+    AlgorithmNotAllowed(String),
+    /// The header carries a key or a key URL.
+    #[error("token header carries its own key (`{0}`); keys come only from the provider's JWKS")]
+    KeyInHeader(&'static str),
+    /// The header has critical extensions we do not understand.
+    #[error("token header has critical extensions")]
+    Critical,
+    /// No key in the JWKS has the token's `kid`.
+    #[error("no key with kid `{0}` in the provider's JWKS")]
+    UnknownKid(String),
+    /// The signature does not verify with any candidate key.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A claim is missing or wrong.
+    #[error("claim `{0}`: {1}")]
+    Claim(&'static str, String),
+}
+
+/// A parsed, not yet verified token.
+#[derive(Debug)]
+pub struct Token<'a> {
+    /// The header.
+    pub header: Map<String, Value>,
+    /// The claims.
+    pub claims: Map<String, Value>,
+    signing_input: &'a str,
+    signature: Vec<u8>,
+}
+
+impl<'a> Token<'a> {
+    /// Splits and decodes `token`, refusing keys in the header.
+    pub fn parse(token: &'a str) -> Result<Self, JoseError> {
+        if token.len() > 16 * 1024 {
+            return Err(JoseError::Malformed("longer than 16 KiB"));
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JoseError::Malformed("not three parts"));
+        };
+        let signing_input = &token[..h.len() + 1 + p.len()];
+        let header: Map<String, Value> = decode_json(h)?;
+        let claims: Map<String, Value> = decode_json(p)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| JoseError::Malformed("signature is not base64url"))?;
+        for k in ["jwk", "jku", "x5u", "x5c"] {
+            if header.contains_key(k) {
+                return Err(JoseError::KeyInHeader(k));
+            }
+        }
+        if header.contains_key("crit") {
+            return Err(JoseError::Critical);
+        }
+        if !header.get("alg").is_some_and(Value::is_string) {
+            return Err(JoseError::Malformed("no alg"));
+        }
+        Ok(Self {
+            header,
+            claims,
+            signing_input,
+            signature,
+        })
+    }
+
+    /// The header's `alg`.
+    pub fn alg(&self) -> &str {
+        self.header.get("alg").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// The header's `kid`.
+    pub fn kid(&self) -> Option<&str> {
+        self.header.get("kid").and_then(Value::as_str)
+    }
+
+    /// A string claim.
+    pub fn str_claim(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+
+    /// Verifies the signature with a key of `jwks`, `alg` from `allowed`.
+    pub fn verify(&self, allowed: &[String], jwks: &CoreJsonWebKeySet) -> Result<(), JoseError> {
+        let alg_name = self.alg();
+        if !allowed.iter().any(|a| a == alg_name)
+            || alg_name == "none"
+            || alg_name.starts_with("HS")
+        {
+            return Err(JoseError::AlgorithmNotAllowed(alg_name.to_owned()));
+        }
+        let alg: CoreJwsSigningAlgorithm =
+            serde_json::from_value(Value::String(alg_name.to_owned()))
+                .map_err(|_| JoseError::AlgorithmNotAllowed(alg_name.to_owned()))?;
+        let kid = self.kid();
+        let candidates: Vec<&CoreJsonWebKey> = jwks
+            .keys()
+            .iter()
+            .filter(|k| match kid {
+                Some(kid) => k.key_id().is_some_and(|id| id.as_str() == kid),
+                None => true,
+            })
+            .filter(|k| {
+                k.key_use()
+                    .is_none_or(|u| matches!(u, openidconnect::core::CoreJsonWebKeyUse::Signature))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(JoseError::UnknownKid(kid.unwrap_or("(none)").to_owned()));
+        }
+        let ok = candidates.iter().any(|k| {
+            k.verify_signature(&alg, self.signing_input.as_bytes(), &self.signature)
+                .is_ok()
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(JoseError::BadSignature)
+        }
+    }
+
+    /// `iss` must equal `issuer`.
+    pub fn check_issuer(&self, issuer: &str) -> Result<(), JoseError> {
+        match self.str_claim("iss") {
+            Some(i) if i == issuer => Ok(()),
+            Some(i) => Err(JoseError::Claim("iss", format!("`{i}` is not `{issuer}`"))),
+            None => Err(JoseError::Claim("iss", "missing".into())),
+        }
+    }
+
+    /// `aud` (string or array) must contain `audience`; with several
+    /// audiences, `azp` must be `azp_expected` when given.
+    pub fn check_audience(
+        &self,
+        audience: &str,
+        azp_expected: Option<&str>,
+    ) -> Result<(), JoseError> {
+        let auds: Vec<&str> = match self.claims.get("aud") {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => return Err(JoseError::Claim("aud", "missing".into())),
+        };
+        if !auds.contains(&audience) {
+            return Err(JoseError::Claim(
+                "aud",
+                format!("does not contain `{audience}`"),
+            ));
+        }
+        if auds.len() > 1 {
+            if let Some(azp) = azp_expected {
+                if self.str_claim("azp") != Some(azp) {
+                    return Err(JoseError::Claim(
+                        "azp",
+                        "several audiences and azp is not us".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `exp` (required if `require_exp`), `nbf` and `iat` against `now`
+    /// with `leeway` seconds; `iat` not older than `max_age` if given.
+    pub fn check_times(
+        &self,
+        now: u64,
+        leeway: u64,
+        require_exp: bool,
+        max_age: Option<u64>,
+    ) -> Result<(), JoseError> {
+        let num = |n: &str| self.claims.get(n).and_then(Value::as_f64).map(|f| f as u64);
+        match num("exp") {
+            Some(exp) if exp + leeway <= now => {
+                return Err(JoseError::Claim("exp", "expired".into()))
+            }
+            None if require_exp => return Err(JoseError::Claim("exp", "missing".into())),
+            _ => {}
+        }
+        if let Some(nbf) = num("nbf") {
+            if nbf > now + leeway {
+                return Err(JoseError::Claim("nbf", "not yet valid".into()));
+            }
+        }
+        match num("iat") {
+            Some(iat) if iat > now + leeway => {
+                return Err(JoseError::Claim("iat", "issued in the future".into()))
+            }
+            Some(iat) => {
+                if let Some(max) = max_age {
+                    if now > iat + max + leeway {
+                        return Err(JoseError::Claim("iat", "too old".into()));
+                    }
+                }
+            }
+            None if max_age.is_some() => return Err(JoseError::Claim("iat", "missing".into())),
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+fn decode_json(part: &str) -> Result<Map<String, Value>, JoseError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JoseError::Malformed("part is not base64url"))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(JoseError::Malformed("part is not a JSON object")),
+    }
+}
+
+/// The JWS `alg` for a key-store key, if JWS can express it.
+pub fn jws_alg(alg: Algorithm) -> Option<&'static str> {
+    match alg {
+        Algorithm::EcdsaP256Sha256 => Some("ES256"),
+        Algorithm::EcdsaP384Sha384 => Some("ES384"),
+        Algorithm::Ed25519 => Some("EdDSA"),
+        Algorithm::RsaPssSha256 => Some("PS256"),
+        _ => None,
+    }
+}
+
+/// Signs `claims` as a compact JWS with `key`.
+pub fn sign(
+    key: &dyn SigningKey,
+    kid: &str,
+    typ: &str,
+    claims: &Value,
+) -> Result<String, stadttor_hsm::Error> {
+    let alg = jws_alg(key.algorithm()).unwrap_or("none");
+    let header = serde_json::json!({ "alg": alg, "typ": typ, "kid": kid });
+    let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
+    out.push('.');
+    out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let sig = key.sign(out.as_bytes())?;
+    let sig = match key.algorithm() {
+        Algorithm::EcdsaP256Sha256 => der_to_fixed(&sig, 32),
+        Algorithm::EcdsaP384Sha384 => der_to_fixed(&sig, 48),
+        _ => Some(sig),
+    }
+    .unwrap_or_default();
+    out.push('.');
+    out.push_str(&URL_SAFE_NO_PAD.encode(sig));
+    Ok(out)
+}
+
+/// DER `ECDSA-Sig-Value` → fixed-width `r || s` (JWS form).
+pub fn der_to_fixed(der: &[u8], width: usize) -> Option<Vec<u8>> {
+    fn read_len(b: &[u8], i: &mut usize) -> Option<usize> {
+        let first = *b.get(*i)?;
+        *i += 1;
+        if first < 0x80 {
+            return Some(first as usize);
+        }
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 2 {
+            return None;
+        }
+        let mut len = 0usize;
+        for _ in 0..n {
+            len = (len << 8) | *b.get(*i)? as usize;
+            *i += 1;
+        }
+        Some(len)
+    }
+    let mut i = 0;
+    if *der.get(i)? != 0x30 {
+        return None;
+    }
+    i += 1;
+    read_len(der, &mut i)?;
+    let mut out = Vec::with_capacity(2 * width);
+    for _ in 0..2 {
+        if *der.get(i)? != 0x02 {
+            return None;
+        }
+        i += 1;
+        let len = read_len(der, &mut i)?;
+        let mut int = der.get(i..i + len)?;
+        i += len;
+        while int.len() > width && int.first() == Some(&0) {
+            int = &int[1..];
+        }
+        if int.len() > width {
+            return None;
+        }
+        out.extend(std::iter::repeat_n(0u8, width - int.len()));
+        out.extend_from_slice(int);
+    }
+    Some(out)
+}
+
+/// The public JWK of a key-store key, with its RFC 7638 thumbprint as
+/// `kid`. `None` for keys JWS cannot express here (RSA is not offered for
+/// assertions).
+pub fn public_jwk(key: &dyn SigningKey) -> Option<(String, Value)> {
+    let spki = key.public_key_spki();
+    let (members, alg) = match key.algorithm() {
+        Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => {
+            let (crv, n, alg) = if key.algorithm() == Algorithm::EcdsaP256Sha256 {
+                ("P-256", 32, "ES256")
+            } else {
+                ("P-384", 48, "ES384")
+            };
+            let point = spki.get(spki.len().checked_sub(2 * n + 1)?..)?;
+            if point.first() != Some(&4) {
+                return None;
+            }
+            let x = URL_SAFE_NO_PAD.encode(&point[1..1 + n]);
+            let y = URL_SAFE_NO_PAD.encode(&point[1 + n..]);
+            (
+                format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#),
+                alg,
+            )
+        }
+        Algorithm::Ed25519 => {
+            let x = URL_SAFE_NO_PAD.encode(spki.get(spki.len().checked_sub(32)?..)?);
+            (
+                format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#),
+                "EdDSA",
+            )
+        }
+        _ => return None,
+    };
+    let kid = URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        members.as_bytes(),
+    ));
+    let mut jwk: Map<String, Value> = serde_json::from_str(&members).ok()?;
+    jwk.insert("kid".into(), Value::String(kid.clone()));
+    jwk.insert("use".into(), Value::String("sig".into()));
+    jwk.insert("alg".into(), Value::String(alg.into()));
+    Some((kid, Value::Object(jwk)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+
+    fn es256_pair() -> (EcdsaKeyPair, CoreJsonWebKeySet) {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let pt = kp.public_key().as_ref();
+        let jwk = serde_json::json!({"kty":"EC","crv":"P-256","kid":"k1","use":"sig",
+            "x": URL_SAFE_NO_PAD.encode(&pt[1..33]), "y": URL_SAFE_NO_PAD.encode(&pt[33..])});
+        let set: CoreJsonWebKeySet =
+            serde_json::from_value(serde_json::json!({"keys":[jwk]})).unwrap();
+        (kp, set)
+    }
+
+    fn make(kp: &EcdsaKeyPair, header: Value, claims: Value) -> String {
+        let mut s = URL_SAFE_NO_PAD.encode(header.to_string());
+        s.push('.');
+        s.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let sig = kp
+            .sign(&ring::rand::SystemRandom::new(), s.as_bytes())
+            .unwrap();
+        s.push('.');
+        s.push_str(&URL_SAFE_NO_PAD.encode(sig.as_ref()));
+        s
+    }
+
+    #[test]
+    fn verifies_and_refuses_forgeries() {
+        let (kp, jwks) = es256_pair();
+        let algs = vec!["ES256".to_owned()];
+        let claims = serde_json::json!({"iss":"https://op","aud":"rp","exp": 2_000_000_000u64,"iat": 1_000u64});
+        let t = make(
+            &kp,
+            serde_json::json!({"alg":"ES256","kid":"k1"}),
+            claims.clone(),
+        );
+        let tok = Token::parse(&t).unwrap();
+        tok.verify(&algs, &jwks).unwrap();
+        tok.check_issuer("https://op").unwrap();
+        assert!(tok.check_issuer("https://other").is_err());
+        tok.check_audience("rp", Some("rp")).unwrap();
+        assert!(tok.check_audience("x", None).is_err());
+        assert!(tok.check_times(1_500, 60, true, None).is_ok());
+        assert!(tok.check_times(2_000_000_100, 60, true, None).is_err());
+
+        // Unknown kid, alg none, HS256, embedded jwk/jku, crit.
+        let t = make(
+            &kp,
+            serde_json::json!({"alg":"ES256","kid":"other"}),
+            claims.clone(),
+        );
+        assert!(matches!(
+            Token::parse(&t).unwrap().verify(&algs, &jwks),
+            Err(JoseError::UnknownKid(_))
+        ));
+        let t = make(
+            &kp,
+            serde_json::json!({"alg":"none","kid":"k1"}),
+            claims.clone(),
+        );
+        assert!(matches!(
+            Token::parse(&t).unwrap().verify(&algs, &jwks),
+            Err(JoseError::AlgorithmNotAllowed(_))
+        ));
+        let t = make(
+            &kp,
+            serde_json::json!({"alg":"HS256","kid":"k1"}),
+            claims.clone(),
+        );
+        assert!(matches!(
+            Token::parse(&t)
+                .unwrap()
+                .verify(&["HS256".to_owned()], &jwks),
+            Err(JoseError::AlgorithmNotAllowed(_))
+        ));
+        for k in ["jwk", "jku", "x5u", "x5c"] {
+            let t = make(
+                &kp,
+                serde_json::json!({"alg":"ES256","kid":"k1", k: "x"}),
+                claims.clone(),
+            );
+            assert!(matches!(Token::parse(&t), Err(JoseError::KeyInHeader(_))));
+        }
+        let t = make(
+            &kp,
+            serde_json::json!({"alg":"ES256","kid":"k1","crit":["x"]}),
+            claims.clone(),
+        );
+        assert!(matches!(Token::parse(&t), Err(JoseError::Critical)));
+        // A changed payload breaks the signature.
+        let t = make(&kp, serde_json::json!({"alg":"ES256","kid":"k1"}), claims);
+        let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(r#"{"iss":"https://op","aud":"rp","sub":"admin"}"#);
+        let forged = parts.join(".");
+        assert_eq!(
+            Token::parse(&forged).unwrap().verify(&algs, &jwks),
+            Err(JoseError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn der_signatures_become_fixed_width() {
+        // r = 1, s = 0x80.. (needs a leading zero in DER).
+        let mut der = vec![0x30, 0x00, 0x02, 0x01, 0x01, 0x02, 0x21, 0x00, 0x80];
+        der.extend(std::iter::repeat_n(0x11, 31));
+        der[1] = (der.len() - 2) as u8;
+        let f = der_to_fixed(&der, 32).unwrap();
+        assert_eq!(f.len(), 64);
+        assert_eq!(f[31], 1);
+        assert_eq!(f[32], 0x80);
+        assert!(der_to_fixed(&[0x30, 0x01, 0x05], 32).is_none());
+    }
+}

@@ -1,0 +1,642 @@
+//! Authentication: who sends a request, and how sure we are.
+//!
+//! ```text
+//! /.stadttor/*  ─▶ flow (login, callback, logout, back-channel logout, JWKS)
+//! route request ─▶ authenticate: session cookie | bearer JWT | client cert
+//!               ─▶ level check (step-up or RFC 9470 401)
+//!               ─▶ identity headers + signed assertion for the service
+//! ```
+//!
+//! Submodules: [`cookie`] (sealed cookies), [`session`] (what a session
+//! holds), [`jose`] (JWS parsing, checks, signing), [`provider`] (one OIDC
+//! provider: discovery, JWKS, code exchange, token validation), [`flow`]
+//! (the gateway's own endpoints), [`assertion`] (the signed identity
+//! assertion to services, cached per session), [`pages`] (citizen-facing
+//! HTML). Every refusal is a response built here; nothing fails open: a
+//! provider, key or session store that cannot answer means no access.
+
+pub mod assertion;
+pub mod cookie;
+pub mod flow;
+pub mod jose;
+pub mod pages;
+pub mod provider;
+pub mod session;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use ring::rand::SecureRandom;
+
+use crate::body::ProxyBody;
+use crate::config::{self, AuthMethod, Level};
+use crate::session_store::{SessionRef, SessionStore, StoreConfig, StoreOptions};
+use cookie::CookieKeys;
+use provider::{unix_now, Provider};
+use session::SessionData;
+
+/// How an identity was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Login session.
+    Session,
+    /// Bearer access token.
+    Bearer,
+    /// TLS client certificate.
+    ClientCert,
+}
+
+impl Method {
+    /// Short name for headers and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Bearer => "bearer",
+            Self::ClientCert => "client_cert",
+        }
+    }
+}
+
+/// A verified identity.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// How it was verified.
+    pub method: Method,
+    /// Provider name (`client-cert` for certificates).
+    pub provider: String,
+    /// Issuer.
+    pub issuer: String,
+    /// Subject.
+    pub sub: String,
+    /// Level that counts now.
+    pub level: Option<Level>,
+    /// Time of authentication.
+    pub auth_time: u64,
+    /// Gateway session id or a hash of the token: the assertion cache key.
+    pub cache_key: String,
+    /// Claims available for forwarding.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What the request stage adds after a successful authentication.
+#[derive(Debug, Default)]
+pub struct Verified {
+    /// The identity, if the route needs one.
+    pub identity: Option<Identity>,
+    /// Headers for the upstream request (identity, assertion, claims).
+    pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    /// A refreshed session cookie for the response.
+    pub set_cookie: Option<HeaderValue>,
+}
+
+/// Process-wide authentication state.
+#[derive(Debug)]
+pub struct Auth {
+    /// The `[identity]` configuration.
+    pub cfg: config::Identity,
+    providers: Vec<Arc<Provider>>,
+    cookies: CookieKeys,
+    store: SessionStore,
+    assertions: assertion::Assertions,
+    /// Claims some route forwards: the only ones kept in session cookies.
+    kept_claims: BTreeSet<String>,
+    prefix: String,
+}
+
+/// Random URL-safe text of `n` random bytes.
+pub fn random_token(n: usize) -> String {
+    use base64::Engine as _;
+    let mut b = vec![0u8; n];
+    // SystemRandom fails only if the OS has no randomness; an all-zero
+    // token would then be unusable anyway because state and session ids
+    // are also checked for single use.
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+impl Auth {
+    /// Builds providers, loads cookie keys, opens the session store.
+    pub async fn new(
+        config: &config::Config,
+        keys: &crate::keys::Keys,
+    ) -> Result<Option<Self>, String> {
+        let Some(cfg) = config.identity.clone() else {
+            return Ok(None);
+        };
+        let cookies = CookieKeys::load(&cfg.session_key_file)
+            .map_err(|e| format!("identity.session_key_file: {e}"))?;
+        let mut providers = Vec::new();
+        for p in &cfg.providers {
+            providers.push(Arc::new(Provider::new(p.clone(), keys)?));
+        }
+        let store_cfg = match &cfg.store {
+            config::SessionStorage::Dir(d) => StoreConfig::File { dir: d.clone() },
+            config::SessionStorage::Redis(url) => StoreConfig::Redis {
+                url: url.clone(),
+                prefix: "stadttor:".into(),
+            },
+            config::SessionStorage::Postgres(url) => StoreConfig::Postgres {
+                url: url.clone(),
+                schema: "stadttor_sessions".into(),
+            },
+        };
+        let store = SessionStore::open(&store_cfg, StoreOptions::default())
+            .await
+            .map_err(|e| format!("identity.store: {e}"))?;
+        let key = keys
+            .resolve(&cfg.assertion_key)
+            .map_err(|e| format!("identity.assertion_key: {e}"))?;
+        let assertions = assertion::Assertions::new(key, &cfg)
+            .map_err(|e| format!("identity.assertion_key: {e}"))?;
+        let kept_claims = config
+            .routes
+            .iter()
+            .flat_map(|r| r.auth.claims.keys().cloned())
+            .collect();
+        for p in &providers {
+            let p = p.clone();
+            tokio::spawn(async move { p.warm_up().await });
+        }
+        Ok(Some(Self {
+            prefix: config.server.identity_header_prefix.clone(),
+            cfg,
+            providers,
+            cookies,
+            store,
+            assertions,
+            kept_claims,
+        }))
+    }
+
+    /// A provider by name.
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.cfg.name == name)
+    }
+
+    /// For `/readyz`: the session store's health.
+    pub fn health(&self) -> Result<(), String> {
+        self.store.health()
+    }
+
+    /// The JWKS with the assertion key, for services.
+    pub fn jwks(&self) -> &str {
+        self.assertions.jwks()
+    }
+
+    /// Opens and checks the session cookie, if there is one.
+    fn session(&self, headers: &HeaderMap) -> Result<Option<SessionData>, session::Invalid> {
+        let Some(raw) = cookie::get(headers, session::COOKIE) else {
+            return Ok(None);
+        };
+        let plain = self
+            .cookies
+            .open(session::COOKIE, raw)
+            .ok_or(session::Invalid::Tampered)?;
+        let s: SessionData =
+            serde_json::from_slice(&plain).map_err(|_| session::Invalid::Tampered)?;
+        s.check(unix_now(), secs(self.cfg.session_idle_timeout))?;
+        Ok(Some(s))
+    }
+
+    fn seal_session(&self, s: &SessionData) -> Option<HeaderValue> {
+        let json = serde_json::to_vec(s).ok()?;
+        let sealed = self.cookies.seal(session::COOKIE, &json)?;
+        let max_age = s.exp.saturating_sub(unix_now());
+        HeaderValue::from_str(&cookie::set(session::COOKIE, &sealed, Some(max_age))).ok()
+    }
+
+    /// Authenticates a request for `route`. `Err` is the complete response
+    /// to send instead (login redirect, 401, 403, 503).
+    pub async fn authenticate(
+        &self,
+        route: &config::Route,
+        parts: &http::request::Parts,
+        client_cert: Option<&crate::tls::ClientCert>,
+        request_id: &str,
+    ) -> Result<Verified, Response<ProxyBody>> {
+        let a = &route.auth;
+        if a.methods.is_empty() {
+            return Ok(Verified::default());
+        }
+        let lang = pages::Lang::from_headers(&parts.headers);
+        let now = unix_now();
+        let mut identity = None;
+        let mut set_cookie = None;
+        for m in &a.methods {
+            match m {
+                AuthMethod::Session => match self.session(&parts.headers) {
+                    Ok(Some(mut s)) => {
+                        if !a.providers.contains(&s.p) {
+                            continue;
+                        }
+                        let issued_at = UNIX_EPOCH + Duration::from_secs(s.iat);
+                        let r = SessionRef {
+                            id: &s.id,
+                            issuer: &s.iss,
+                            sub: &s.sub,
+                            sid: s.sid.as_deref(),
+                            issued_at,
+                        };
+                        match self.store.is_revoked(&r) {
+                            Ok(false) => {}
+                            Ok(true) => {
+                                tracing::info!(request_id, "session revoked (logout)");
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::warn!(request_id, error = %e, "session store unavailable; refusing (fail closed)");
+                                return Err(html(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    pages::error(
+                                        lang,
+                                        pages::Problem::SessionsDown,
+                                        request_id,
+                                        None,
+                                    ),
+                                ));
+                            }
+                        }
+                        if now.saturating_sub(s.seen) >= 60 {
+                            s.seen = now;
+                            set_cookie = self.seal_session(&s);
+                        }
+                        identity = Some(Identity {
+                            method: Method::Session,
+                            provider: s.p.clone(),
+                            issuer: s.iss.clone(),
+                            level: s.level(now, secs(self.cfg.step_up_lifetime)),
+                            auth_time: s.auth,
+                            cache_key: s.id.clone(),
+                            sub: s.sub,
+                            claims: s.claims,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
+                        tracing::info!(request_id, reason = ?why, "session cookie refused");
+                        // Clear it, so the browser stops sending it.
+                        set_cookie = HeaderValue::from_str(&cookie::clear(session::COOKIE)).ok();
+                    }
+                },
+                AuthMethod::Bearer => {
+                    let Some(token) = bearer(&parts.headers) else {
+                        continue;
+                    };
+                    match self.bearer(a, token).await {
+                        Ok(id) => identity = Some(id),
+                        Err(BearerFailure::Invalid(detail)) => {
+                            tracing::info!(request_id, error = %detail, "bearer token refused");
+                            return Err(unauthorized(
+                                "Bearer realm=\"stadttor\", error=\"invalid_token\"".into(),
+                                request_id,
+                            ));
+                        }
+                        Err(BearerFailure::Unavailable(detail)) => {
+                            tracing::warn!(request_id, error = %detail, "cannot validate bearer token; refusing (fail closed)");
+                            return Err(plain(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "identity provider unavailable",
+                                request_id,
+                            ));
+                        }
+                    }
+                }
+                AuthMethod::ClientCert => {
+                    if let Some(cc) = client_cert {
+                        identity = Some(Identity {
+                            method: Method::ClientCert,
+                            provider: "client-cert".into(),
+                            issuer: "client-cert".into(),
+                            sub: cc.subject.clone(),
+                            level: a.client_cert_level,
+                            auth_time: now,
+                            cache_key: format!("cert:{}", cc.subject),
+                            claims: Default::default(),
+                        });
+                    }
+                }
+            }
+            if identity.is_some() {
+                break;
+            }
+        }
+
+        let Some(id) = identity else {
+            return Err(self
+                .login_required(route, parts, lang, request_id, None, set_cookie)
+                .await);
+        };
+        if let Some(min) = a.min_level {
+            if id.level.is_none_or(|l| l < min) {
+                tracing::info!(request_id, have = ?id.level, need = ?min, method = id.method.name(), "level of assurance too low");
+                return Err(match id.method {
+                    Method::Session => {
+                        self.login_required(route, parts, lang, request_id, Some(min), set_cookie)
+                            .await
+                    }
+                    Method::Bearer => {
+                        let acr = a
+                            .providers
+                            .iter()
+                            .filter_map(|p| self.provider(p))
+                            .find(|p| p.cfg.name == id.provider)
+                            .and_then(|p| p.cfg.acr_for(min).map(str::to_owned))
+                            .unwrap_or_else(|| min.uri().to_owned());
+                        unauthorized(
+                            format!(
+                                "Bearer realm=\"stadttor\", error=\"insufficient_user_authentication\", \
+                                 error_description=\"a higher level of assurance is required\", acr_values=\"{acr}\""
+                            ),
+                            request_id,
+                        )
+                    }
+                    Method::ClientCert => plain(
+                        StatusCode::FORBIDDEN,
+                        "level of assurance too low",
+                        request_id,
+                    ),
+                });
+            }
+        }
+
+        let mut upstream_headers = Vec::new();
+        let mut push = |suffix: &str, value: &str| {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(format!("{}{suffix}", self.prefix).as_bytes()),
+                HeaderValue::from_str(&header_safe(value)),
+            ) {
+                upstream_headers.push((n, v));
+            }
+        };
+        push("sub", &id.sub);
+        push("provider", &id.provider);
+        push("auth-method", id.method.name());
+        if let Some(l) = id.level {
+            push("level", l.name());
+        }
+        let mut forwarded = serde_json::Map::new();
+        for (claim, suffix) in &a.claims {
+            if let Some(v) = id.claims.get(claim) {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                push(suffix, &text);
+                forwarded.insert(claim.clone(), v.clone());
+            }
+        }
+        match self.assertions.get(&id, &route.name, forwarded) {
+            Ok(jwt) => push("assertion", &jwt),
+            Err(e) => {
+                tracing::error!(request_id, error = %e, "cannot sign the identity assertion; refusing (fail closed)");
+                return Err(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "identity assertion unavailable",
+                    request_id,
+                ));
+            }
+        }
+        Ok(Verified {
+            identity: Some(id),
+            upstream_headers,
+            set_cookie,
+        })
+    }
+
+    async fn bearer(&self, a: &config::RouteAuth, token: &str) -> Result<Identity, BearerFailure> {
+        let t = jose::Token::parse(token).map_err(|e| BearerFailure::Invalid(e.to_string()))?;
+        let iss = t
+            .str_claim("iss")
+            .ok_or_else(|| BearerFailure::Invalid("no iss".into()))?;
+        // The issuer picks which configured provider's keys verify it;
+        // nothing else is taken from the token.
+        let mut provider = None;
+        for name in &a.providers {
+            if let Some(p) = self.provider(name) {
+                if p.issuer().await == iss {
+                    provider = Some(p);
+                    break;
+                }
+            }
+        }
+        let p = provider.ok_or_else(|| {
+            BearerFailure::Invalid(format!("issuer `{iss}` is not accepted on this route"))
+        })?;
+        let audience = a.bearer_audience.as_deref().unwrap_or("");
+        let login = p.validate_bearer(&t, audience).await.map_err(|e| match e {
+            provider::ProviderError::Unavailable { .. } => {
+                BearerFailure::Unavailable(e.to_string())
+            }
+            _ => BearerFailure::Invalid(e.to_string()),
+        })?;
+        let hash = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        Ok(Identity {
+            method: Method::Bearer,
+            provider: p.cfg.name.clone(),
+            issuer: iss.to_owned(),
+            level: login.level,
+            auth_time: login.auth_time,
+            cache_key: format!("bearer:{}", hex(&hash.as_ref()[..16])),
+            sub: login.sub,
+            claims: login.claims,
+        })
+    }
+
+    /// No identity (or too low a level): send browsers to a login, APIs a 401.
+    async fn login_required(
+        &self,
+        route: &config::Route,
+        parts: &http::request::Parts,
+        lang: pages::Lang,
+        request_id: &str,
+        step_up: Option<Level>,
+        set_cookie: Option<HeaderValue>,
+    ) -> Response<ProxyBody> {
+        let a = &route.auth;
+        let browser = a.methods.contains(&AuthMethod::Session) && !a.api;
+        if !browser {
+            let challenge = if a.methods.contains(&AuthMethod::Bearer) {
+                "Bearer realm=\"stadttor\"".to_owned()
+            } else {
+                "stadttor-client-certificate".to_owned()
+            };
+            return unauthorized(challenge, request_id);
+        }
+        let return_to = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        let mut resp = if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+            let level = step_up.or(a.min_level);
+            if a.providers.len() == 1 {
+                flow::start_login(
+                    self,
+                    &a.providers[0],
+                    level,
+                    step_up.is_some(),
+                    &return_to,
+                    lang,
+                    request_id,
+                )
+                .await
+            } else {
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                q.append_pair("route", &route.name)
+                    .append_pair("return_to", &return_to);
+                if step_up.is_some() {
+                    q.append_pair("step_up", "1");
+                }
+                redirect(&format!("/.stadttor/login?{}", q.finish()), Vec::new())
+            }
+        } else {
+            let login = format!(
+                "/.stadttor/login?{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("route", &route.name)
+                    .finish()
+            );
+            let mut r = html(
+                StatusCode::UNAUTHORIZED,
+                pages::error(
+                    lang,
+                    pages::Problem::LoginRequired,
+                    request_id,
+                    Some(&login),
+                ),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("stadttor-login"),
+            );
+            r
+        };
+        if let Some(c) = set_cookie {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        resp
+    }
+}
+
+enum BearerFailure {
+    Invalid(String),
+    Unavailable(String),
+}
+
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Percent-encodes what is not printable ASCII, so any claim fits a header.
+fn header_safe(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn body(s: impl Into<Bytes>) -> ProxyBody {
+    Full::new(s.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An HTML page response that is never cached.
+pub fn html(status: StatusCode, page: String) -> Response<ProxyBody> {
+    let mut r = Response::new(body(page));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A short plain-text response with the request id.
+pub fn plain(status: StatusCode, text: &str, request_id: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(body(format!(
+        "{} {}\n{text}\nRequest id: {request_id}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn unauthorized(challenge: String, request_id: &str) -> Response<ProxyBody> {
+    let mut r = plain(
+        StatusCode::UNAUTHORIZED,
+        "authentication required",
+        request_id,
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// A 303 to `location` with cookies to set.
+pub fn redirect(location: &str, cookies: Vec<String>) -> Response<ProxyBody> {
+    let mut r = Response::new(body(Bytes::new()));
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_always_safe() {
+        assert_eq!(header_safe("Müller"), "M%C3%BCller");
+        assert_eq!(header_safe("a\r\nb"), "a%0D%0Ab");
+        assert_eq!(header_safe("100%"), "100%25");
+        assert!(HeaderValue::from_str(&header_safe("x\u{0}y")).is_ok());
+    }
+
+    #[test]
+    fn bearer_scheme() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,594 @@
+//! `[identity]` (OIDC providers, sessions, identity assertions) and the
+//! per-route `[routes.auth]` table: raw serde shapes and their validation.
+//!
+//! Validation follows the rest of the configuration: every problem is
+//! reported at once as `key: reason`, and the validated types carry parsed
+//! URLs, resolved paths and key references only.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use stadttor_hsm::KeyRef;
+
+use super::duration;
+
+/// An eIDAS level of assurance, ordered `Low < Substantial < High`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// `http://eidas.europa.eu/LoA/low`.
+    Low,
+    /// `http://eidas.europa.eu/LoA/substantial`.
+    Substantial,
+    /// `http://eidas.europa.eu/LoA/high`.
+    High,
+}
+
+impl Level {
+    /// The eIDAS URI of the level.
+    pub fn uri(self) -> &'static str {
+        match self {
+            Self::Low => "http://eidas.europa.eu/LoA/low",
+            Self::Substantial => "http://eidas.europa.eu/LoA/substantial",
+            Self::High => "http://eidas.europa.eu/LoA/high",
+        }
+    }
+
+    /// The short name (`low`, `substantial`, `high`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Substantial => "substantial",
+            Self::High => "high",
+        }
+    }
+
+    /// Parses the short name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "low" => Some(Self::Low),
+            "substantial" => Some(Self::Substantial),
+            "high" => Some(Self::High),
+            _ => None,
+        }
+    }
+
+    /// All levels, lowest first.
+    pub const ALL: [Level; 3] = [Self::Low, Self::Substantial, Self::High];
+}
+
+/// How a route authenticates its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A login session (browser, cookie), started at an OIDC provider.
+    Session,
+    /// An OAuth bearer JWT access token from one of the route's providers.
+    Bearer,
+    /// The verified TLS client certificate.
+    ClientCert,
+}
+
+/// Raw shapes, exactly as in the file.
+#[allow(missing_docs)]
+pub(super) mod raw {
+    use super::*;
+
+    /// `[identity]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Identity {
+        pub session_key_file: PathBuf,
+        pub store: String,
+        pub assertion_key: String,
+        #[serde(default = "default_assertion_issuer")]
+        pub assertion_issuer: String,
+        #[serde(default = "default_assertion_lifetime", with = "duration")]
+        pub assertion_lifetime: Duration,
+        #[serde(default = "default_idle", with = "duration")]
+        pub session_idle_timeout: Duration,
+        #[serde(default = "default_absolute", with = "duration")]
+        pub session_absolute_timeout: Duration,
+        #[serde(default = "default_step_up", with = "duration")]
+        pub step_up_lifetime: Duration,
+        #[serde(default = "default_login_timeout", with = "duration")]
+        pub login_timeout: Duration,
+        #[serde(default)]
+        pub allowed_return_origins: Vec<String>,
+        #[serde(default)]
+        pub providers: Vec<Provider>,
+    }
+
+    /// `[[identity.providers]]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Provider {
+        pub name: String,
+        pub display_name: String,
+        pub display_name_en: Option<String>,
+        pub issuer: String,
+        pub client_id: String,
+        pub client_secret_file: Option<PathBuf>,
+        pub client_key: Option<String>,
+        pub redirect_uri: String,
+        pub post_logout_redirect_uri: Option<String>,
+        #[serde(default = "default_scopes")]
+        pub scopes: Vec<String>,
+        pub id_token_algs: Vec<String>,
+        #[serde(default)]
+        pub acr: BTreeMap<String, Level>,
+        pub ca: Option<PathBuf>,
+        #[serde(default)]
+        pub allow_http: bool,
+        #[serde(default = "default_request_timeout", with = "duration")]
+        pub request_timeout: Duration,
+    }
+
+    /// `[routes.auth]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RouteAuth {
+        pub methods: Vec<AuthMethod>,
+        #[serde(default)]
+        pub providers: Vec<String>,
+        pub min_level: Option<Level>,
+        #[serde(default)]
+        pub api: bool,
+        pub bearer_audience: Option<String>,
+        #[serde(default)]
+        pub claims: BTreeMap<String, String>,
+        pub client_cert_level: Option<Level>,
+    }
+
+    fn default_assertion_issuer() -> String {
+        "stadttor".into()
+    }
+    fn default_assertion_lifetime() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_idle() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+    fn default_absolute() -> Duration {
+        Duration::from_secs(12 * 3600)
+    }
+    fn default_step_up() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    fn default_login_timeout() -> Duration {
+        Duration::from_secs(10 * 60)
+    }
+    fn default_scopes() -> Vec<String> {
+        vec!["openid".into()]
+    }
+    fn default_request_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+/// Where sessions' single-use markers and revocations live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionStorage {
+    /// A directory on this node.
+    Dir(PathBuf),
+    /// Redis, shared by a cluster.
+    Redis(String),
+    /// PostgreSQL, shared by a cluster.
+    Postgres(String),
+}
+
+/// The validated `[identity]` table.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// AEAD keys for cookies, one per line; the first encrypts.
+    pub session_key_file: PathBuf,
+    /// Revocations and single-use markers.
+    pub store: SessionStorage,
+    /// Signs identity assertions to the services.
+    pub assertion_key: KeyRef,
+    /// `iss` of identity assertions.
+    pub assertion_issuer: String,
+    /// Lifetime of one identity assertion.
+    pub assertion_lifetime: Duration,
+    /// A session unused this long ends.
+    pub session_idle_timeout: Duration,
+    /// A session ends this long after login, whatever happens.
+    pub session_absolute_timeout: Duration,
+    /// How long a stepped-up level lasts before the session falls back.
+    pub step_up_lifetime: Duration,
+    /// How long a login may take at the provider.
+    pub login_timeout: Duration,
+    /// Absolute `return_to` origins allowed besides relative paths.
+    pub allowed_return_origins: Vec<String>,
+    /// The identity providers.
+    pub providers: Vec<Provider>,
+}
+
+/// How the gateway authenticates itself at a provider's token endpoint.
+#[derive(Debug, Clone)]
+pub enum ProviderAuth {
+    /// `client_secret_basic`, the secret read from this file at start.
+    Secret(PathBuf),
+    /// `private_key_jwt` signed with this key.
+    PrivateKeyJwt(KeyRef),
+}
+
+/// One OIDC provider.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Short name, used in URLs and config.
+    pub name: String,
+    /// Name shown to citizens (German).
+    pub display_name: String,
+    /// Name shown in English, if different.
+    pub display_name_en: Option<String>,
+    /// Issuer URL, exactly as the provider's metadata says.
+    pub issuer: String,
+    /// Our client id there.
+    pub client_id: String,
+    /// Client authentication.
+    pub client_auth: ProviderAuth,
+    /// Exact redirect URI, path `/.stadttor/callback/NAME`.
+    pub redirect_uri: String,
+    /// Where the provider sends the browser after logout.
+    pub post_logout_redirect_uri: Option<String>,
+    /// Scopes to request (always includes `openid`).
+    pub scopes: Vec<String>,
+    /// Allowed JWS algorithms for ID, logout and access tokens.
+    pub id_token_algs: Vec<String>,
+    /// Provider `acr` value → eIDAS level.
+    pub acr: BTreeMap<String, Level>,
+    /// CA bundle for the provider's TLS (default: the system's roots).
+    pub ca: Option<PathBuf>,
+    /// Plain `http://` allowed (development and tests only).
+    pub allow_http: bool,
+    /// Timeout of each request to the provider.
+    pub request_timeout: Duration,
+}
+
+impl Provider {
+    /// The level an `acr` value stands for, if it is mapped.
+    pub fn level_of(&self, acr: &str) -> Option<Level> {
+        self.acr.get(acr).copied()
+    }
+
+    /// The `acr` value to ask for a level: the lowest mapped value at or
+    /// above it.
+    pub fn acr_for(&self, level: Level) -> Option<&str> {
+        self.acr
+            .iter()
+            .filter(|(_, l)| **l >= level)
+            .min_by_key(|(_, l)| **l)
+            .map(|(a, _)| a.as_str())
+    }
+}
+
+/// The validated `[routes.auth]` table.
+#[derive(Debug, Clone, Default)]
+pub struct RouteAuth {
+    /// Accepted methods, tried in this order; empty means anonymous.
+    pub methods: Vec<AuthMethod>,
+    /// Providers for sessions and bearer tokens (indexes into
+    /// [`Identity::providers`]).
+    pub providers: Vec<String>,
+    /// The least level of assurance.
+    pub min_level: Option<Level>,
+    /// An API: answer `401` instead of redirecting to a login.
+    pub api: bool,
+    /// `aud` that bearer tokens must carry.
+    pub bearer_audience: Option<String>,
+    /// Claims forwarded as headers: claim name → header suffix.
+    pub claims: BTreeMap<String, String>,
+    /// Level given to a verified client certificate.
+    pub client_cert_level: Option<Level>,
+}
+
+const ALLOWED_ALGS: [&str; 5] = ["ES256", "ES384", "PS256", "RS256", "EdDSA"];
+
+/// Parses a key reference at a config key, reporting problems to an issue sink.
+pub(super) type KeyRefParser<'a> =
+    dyn Fn(&str, &mut dyn FnMut(String, String), String) -> KeyRef + 'a;
+
+pub(super) fn validate_identity(
+    raw: &raw::Identity,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    key_ref: &KeyRefParser<'_>,
+    issue: &mut dyn FnMut(String, String),
+) -> Identity {
+    let store = if let Some(dir) = raw.store.strip_prefix("file:") {
+        SessionStorage::Dir(abs(Path::new(dir)))
+    } else if raw.store.starts_with("redis://") {
+        if !cfg!(feature = "redis") {
+            issue(
+                "identity.store".into(),
+                "Redis session storage needs the cargo feature `redis`".into(),
+            );
+        }
+        SessionStorage::Redis(raw.store.clone())
+    } else if raw.store.starts_with("postgres://") || raw.store.starts_with("postgresql://") {
+        if !cfg!(feature = "postgres") {
+            issue(
+                "identity.store".into(),
+                "PostgreSQL session storage needs the cargo feature `postgres`".into(),
+            );
+        }
+        SessionStorage::Postgres(raw.store.clone())
+    } else {
+        issue(
+            "identity.store".into(),
+            "must be `file:DIR` (one gateway), `redis://…` or `postgres://…` (a cluster)".into(),
+        );
+        SessionStorage::Dir(PathBuf::new())
+    };
+    for (name, d, min) in [
+        ("assertion_lifetime", raw.assertion_lifetime, 5),
+        ("session_idle_timeout", raw.session_idle_timeout, 60),
+        ("session_absolute_timeout", raw.session_absolute_timeout, 60),
+        ("step_up_lifetime", raw.step_up_lifetime, 10),
+        ("login_timeout", raw.login_timeout, 30),
+    ] {
+        if d < Duration::from_secs(min) {
+            issue(
+                format!("identity.{name}"),
+                format!("must be at least {min}s"),
+            );
+        }
+    }
+    if raw.session_idle_timeout > raw.session_absolute_timeout {
+        issue(
+            "identity.session_idle_timeout".into(),
+            "is longer than session_absolute_timeout; it would never apply".into(),
+        );
+    }
+    for (i, o) in raw.allowed_return_origins.iter().enumerate() {
+        let ok = url_origin(o).is_some_and(|x| x == o.trim_end_matches('/'));
+        if !ok {
+            issue(
+                format!("identity.allowed_return_origins[{i}]"),
+                format!("`{o}` is not an origin like `https://service.example`"),
+            );
+        }
+    }
+    let mut names = HashSet::new();
+    let mut providers = Vec::new();
+    for (i, p) in raw.providers.iter().enumerate() {
+        let k = format!("identity.providers[{i}]");
+        if p.name.is_empty()
+            || !p
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            issue(
+                format!("{k}.name"),
+                "must be letters, digits, `-` or `_` (it appears in URLs)".into(),
+            );
+        } else if !names.insert(p.name.clone()) {
+            issue(format!("{k}.name"), format!("`{}` is used twice", p.name));
+        }
+        let scheme_ok =
+            |u: &str| u.starts_with("https://") || (p.allow_http && u.starts_with("http://"));
+        if !scheme_ok(&p.issuer) || url_origin(&p.issuer).is_none() {
+            issue(
+                format!("{k}.issuer"),
+                format!(
+                    "`{}` is not an https URL (plain http only with `allow_http = true`, for tests)",
+                    p.issuer
+                ),
+            );
+        }
+        if p.client_id.is_empty() {
+            issue(format!("{k}.client_id"), "must not be empty".into());
+        }
+        let client_auth = match (&p.client_secret_file, &p.client_key) {
+            (Some(f), None) => ProviderAuth::Secret(abs(f)),
+            (None, Some(key)) => {
+                ProviderAuth::PrivateKeyJwt(key_ref(key, issue, format!("{k}.client_key")))
+            }
+            _ => {
+                issue(
+                    k.clone(),
+                    "give exactly one of `client_secret_file` or `client_key` (private_key_jwt)"
+                        .into(),
+                );
+                ProviderAuth::Secret(PathBuf::new())
+            }
+        };
+        let expected_path = format!("/.stadttor/callback/{}", p.name);
+        match url_path(&p.redirect_uri) {
+            Some(path) if path == expected_path && p.redirect_uri.starts_with("https://") => {}
+            _ => issue(
+                format!("{k}.redirect_uri"),
+                format!(
+                    "must be an https URL of this gateway with the path `{expected_path}`, \
+                     registered exactly so at the provider"
+                ),
+            ),
+        }
+        if let Some(u) = &p.post_logout_redirect_uri {
+            if url_origin(u).is_none() {
+                issue(
+                    format!("{k}.post_logout_redirect_uri"),
+                    format!("`{u}` is not an absolute URL"),
+                );
+            }
+        }
+        if p.id_token_algs.is_empty() {
+            issue(
+                format!("{k}.id_token_algs"),
+                format!(
+                    "pin the provider's signing algorithms, e.g. [\"ES256\"]; allowed: {}",
+                    ALLOWED_ALGS.join(", ")
+                ),
+            );
+        }
+        for a in &p.id_token_algs {
+            if !ALLOWED_ALGS.contains(&a.as_str()) {
+                issue(
+                    format!("{k}.id_token_algs"),
+                    format!(
+                        "`{a}` is not allowed (no `none`, no shared-secret HS*); allowed: {}",
+                        ALLOWED_ALGS.join(", ")
+                    ),
+                );
+            }
+        }
+        let mut scopes = p.scopes.clone();
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".into());
+        }
+        let acr = if p.acr.is_empty() {
+            Level::ALL
+                .iter()
+                .map(|l| (l.uri().to_owned(), *l))
+                .collect()
+        } else {
+            p.acr.clone()
+        };
+        if p.request_timeout.is_zero() {
+            issue(format!("{k}.request_timeout"), "must be positive".into());
+        }
+        providers.push(Provider {
+            name: p.name.clone(),
+            display_name: p.display_name.clone(),
+            display_name_en: p.display_name_en.clone(),
+            issuer: p.issuer.clone(),
+            client_id: p.client_id.clone(),
+            client_auth,
+            redirect_uri: p.redirect_uri.clone(),
+            post_logout_redirect_uri: p.post_logout_redirect_uri.clone(),
+            scopes,
+            id_token_algs: p.id_token_algs.clone(),
+            acr,
+            ca: p.ca.as_deref().map(abs),
+            allow_http: p.allow_http,
+            request_timeout: p.request_timeout,
+        });
+    }
+    Identity {
+        session_key_file: abs(&raw.session_key_file),
+        store,
+        assertion_key: key_ref(&raw.assertion_key, issue, "identity.assertion_key".into()),
+        assertion_issuer: raw.assertion_issuer.clone(),
+        assertion_lifetime: raw.assertion_lifetime,
+        session_idle_timeout: raw.session_idle_timeout,
+        session_absolute_timeout: raw.session_absolute_timeout,
+        step_up_lifetime: raw.step_up_lifetime,
+        login_timeout: raw.login_timeout,
+        allowed_return_origins: raw
+            .allowed_return_origins
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_owned())
+            .collect(),
+        providers,
+    }
+}
+
+pub(super) fn validate_route_auth(
+    k: &str,
+    raw: &raw::RouteAuth,
+    identity: Option<&Identity>,
+    issue: &mut dyn FnMut(String, String),
+) -> RouteAuth {
+    let needs_provider = raw
+        .methods
+        .iter()
+        .any(|m| matches!(m, AuthMethod::Session | AuthMethod::Bearer));
+    if raw.methods.is_empty() {
+        issue(
+            format!("{k}.methods"),
+            "list at least one of \"session\", \"bearer\", \"client_cert\"; leave out \
+             [routes.auth] for an anonymous route"
+                .into(),
+        );
+    }
+    match identity {
+        None => issue(
+            k.to_owned(),
+            "authentication needs the `[identity]` table (assertion key, sessions, providers)"
+                .into(),
+        ),
+        Some(id) => {
+            for p in &raw.providers {
+                if !id.providers.iter().any(|x| &x.name == p) {
+                    issue(
+                        format!("{k}.providers"),
+                        format!("no provider named `{p}` in [[identity.providers]]"),
+                    );
+                }
+            }
+        }
+    }
+    if needs_provider && raw.providers.is_empty() {
+        issue(
+            format!("{k}.providers"),
+            "sessions and bearer tokens need at least one provider".into(),
+        );
+    }
+    if raw.methods.contains(&AuthMethod::Bearer) && raw.bearer_audience.is_none() {
+        issue(
+            format!("{k}.bearer_audience"),
+            "bearer tokens need the audience they must be issued for".into(),
+        );
+    }
+    if raw.methods.contains(&AuthMethod::Session) && raw.api {
+        issue(
+            format!("{k}.api"),
+            "an API route cannot use browser sessions; use \"bearer\" or \"client_cert\"".into(),
+        );
+    }
+    let mut claims = BTreeMap::new();
+    for (claim, header) in &raw.claims {
+        let ok = !header.is_empty()
+            && header
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            issue(
+                format!("{k}.claims.{claim}"),
+                format!("header suffix `{header}` must be lowercase letters, digits and `-`"),
+            );
+        }
+        if ["sub", "provider", "level", "assertion", "auth-method"].contains(&header.as_str()) {
+            issue(
+                format!("{k}.claims.{claim}"),
+                format!("header suffix `{header}` is reserved for the gateway's own headers"),
+            );
+        }
+        claims.insert(claim.clone(), header.clone());
+    }
+    RouteAuth {
+        methods: raw.methods.clone(),
+        providers: raw.providers.clone(),
+        min_level: raw.min_level,
+        api: raw.api,
+        bearer_audience: raw.bearer_audience.clone(),
+        claims,
+        client_cert_level: raw.client_cert_level,
+    }
+}
+
+/// `scheme://host[:port]` of an absolute http(s) URL, if it is one.
+pub fn url_origin(u: &str) -> Option<String> {
+    let (scheme, rest) = u.split_once("://")?;
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    http::uri::Authority::try_from(authority).ok()?;
+    Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
+fn url_path(u: &str) -> Option<&str> {
+    let (_, rest) = u.split_once("://")?;
+    let i = rest.find('/')?;
+    let path = &rest[i..];
+    Some(path.split(['?', '#']).next().unwrap_or(path))
+}
