@@ -159,3 +159,42 @@ pub fn attest(
         dir.display()
     ))
 }
+
+/// Puts a fresh session-cookie key on the first line of `file`, keeping at
+/// most `keep` older keys; creates the file (mode 0600) if missing. Returns
+/// how many old keys were kept.
+pub fn rotate_session_key(file: &Path, keep: usize) -> Result<usize, KeyCmdError> {
+    use std::io::Write as _;
+    let old = match std::fs::read_to_string(file) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(KeyCmdError::Usage(format!("{}: {e}", file.display()))),
+    };
+    let old: Vec<&str> = old
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .take(keep)
+        .collect();
+    let new = crate::auth::cookie::CookieKeys::generate()
+        .ok_or_else(|| KeyCmdError::Usage("no randomness from the operating system".into()))?;
+    let mut text = format!("{new}\n");
+    for k in &old {
+        text.push_str(k);
+        text.push('\n');
+    }
+    let tmp = file.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let io = |e: std::io::Error| KeyCmdError::Usage(format!("{}: {e}", tmp.display()));
+    let mut f = opts.open(&tmp).map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, file).map_err(|e| KeyCmdError::Usage(format!("{}: {e}", file.display())))?;
+    Ok(old.len())
+}

@@ -130,6 +130,17 @@ enum KeysCommand {
         /// The sealed file.
         file: PathBuf,
     },
+    /// Create or rotate the session-cookie key file (`[identity]
+    /// session_key_file`): a new key goes on the first line and seals from
+    /// the next start on; older keys stay below it and still open existing
+    /// sessions. `--keep N` keeps at most N old keys.
+    SessionKey {
+        /// The key file (created with mode 0600).
+        file: PathBuf,
+        /// Old keys to keep below the new one.
+        #[arg(long, default_value_t = 2)]
+        keep: usize,
+    },
     /// TPM2_Certify: prove with an attestation key that the key lives in the TPM.
     Attest {
         /// The key to attest (`tpm:`).
@@ -266,6 +277,13 @@ fn keys(backend: KeyBackend, command: KeysCommand) -> ExitCode {
             }
             KeysCommand::Seal { secret, pcrs, out } => seal(&store, &secret, &pcrs, &out)?,
             KeysCommand::Unseal { file } => unseal(&store, &file)?,
+            KeysCommand::SessionKey { file, keep } => {
+                let n = stadttor_gateway::keycmd::rotate_session_key(&file, keep)?;
+                println!(
+                    "{}: new session key on the first line, {n} older key(s) kept",
+                    file.display()
+                );
+            }
             KeysCommand::Attest {
                 key,
                 ak,

@@ -418,11 +418,18 @@ impl Provider {
         for s in self.cfg.scopes.iter().filter(|s| *s != "openid") {
             req = req.add_scope(Scope::new(s.clone()));
         }
-        if let Some(l) = level {
-            if let Some(acr) = self.cfg.acr_for(l) {
-                req = req.add_auth_context_value(AuthenticationContextClass::new(acr.to_owned()));
-            }
+        // Ask for `acr` in the ID token always (some providers include it
+        // only when asked), and for the needed level when there is one. The
+        // level is enforced here whatever the provider answers.
+        let wanted = level.and_then(|l| self.cfg.acr_for(l));
+        if let Some(acr) = wanted {
+            req = req.add_auth_context_value(AuthenticationContextClass::new(acr.to_owned()));
         }
+        req = req.add_extra_param(
+            "claims",
+            serde_json::json!({ "id_token": { "acr": { "essential": wanted.is_some() } } })
+                .to_string(),
+        );
         if force_login {
             req = req
                 .add_prompt(CoreAuthPrompt::Login)

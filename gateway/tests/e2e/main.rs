@@ -5,6 +5,7 @@
 
 mod audit;
 mod framing;
+mod login;
 mod ops;
 mod proxy;
 mod streaming;
