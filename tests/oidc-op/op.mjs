@@ -18,9 +18,9 @@
 //   saved to keys_file so Rust tests can forge tokens with the OP's own keys;
 // - `POST /__test/rotate`: adds ES256 `es256-N`, signs with it from then on,
 //   keeps publishing the old keys, rewrites keys_file. oidc-provider fixes its
-//   keys at construction, so this builds a new Provider with the same issuer
-//   and cookie keys. Its default in-memory adapter keeps its store at module
-//   level, so sessions, grants and codes survive a rotation;
+//   keys at construction, so this builds a new Provider with the same issuer,
+//   cookie keys and in-memory store, so sessions, grants and codes survive a
+//   rotation (a restart of the process loses them);
 // - `GET /interaction/:uid`: a plain HTML login form (user + eIDAS level),
 //   `POST /interaction/:uid/login` logs in with acr = min(level, user's max)
 //   and grants the requested scopes and claims in the same step (a consent
@@ -33,6 +33,11 @@ import { readFileSync, writeFileSync, existsSync, renameSync } from 'node:fs';
 import http from 'node:http';
 
 import Provider from 'oidc-provider';
+// oidc-provider's own in-memory adapter (a deep import: the package has no
+// "exports" map and the version is pinned). Its default gives each Provider
+// a store of its own; one shared store lets sessions, grants and codes
+// survive the Provider rebuilt by a key rotation.
+import { createMemoryAdapter } from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 // stdout carries exactly one line, the ready line; oidc-provider's notices
 // (console.info) and anything else go to stderr.
@@ -161,6 +166,7 @@ function rotate() {
 // Cookie signing keys live as long as the process, so a rotation (a new
 // Provider) still reads the sessions it set.
 const cookieKeys = [randomBytes(32).toString('base64url')];
+const adapter = createMemoryAdapter();
 
 function htmlEscape(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({
@@ -189,6 +195,7 @@ function buildProvider(issuer) {
       id_token_signed_response_alg: 'ES256',
     },
     jwks: { keys },
+    adapter,
     cookies: { keys: cookieKeys },
     responseTypes: ['code'],
     pkce: { required: () => true },
