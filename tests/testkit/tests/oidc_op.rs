@@ -419,6 +419,14 @@ async fn prompt_login_and_max_age_zero_force_a_new_login() {
         .follow(&auth_request(&op, "rp", &redirect, &[]).url)
         .await;
     assert!(again.stopped_at.is_some(), "{again:?}");
+    // A scope not granted yet: the consent prompt is granted without a page.
+    let more = auth_request(&op, "rp", &redirect, &[("scope", "openid email")]);
+    let chain = browser.follow(&more.url).await;
+    assert!(
+        chain.hop_to(&op.url("/interaction/")).is_some(),
+        "{chain:?}"
+    );
+    assert!(chain.stopped_at.is_some(), "{chain:?}");
 
     for extra in [[("prompt", "login")], [("max_age", "0")]] {
         let auth = auth_request(&op, "rp", &redirect, &extra);
