@@ -25,10 +25,20 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# Node runs the test OpenID Provider (tests/oidc-op). Any node on PATH will
+# do (NodeSource's bundles npm), so look for the commands, not the packages.
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The test OpenID Provider's node modules, pinned by its package-lock.json.
+if [[ ! -d tests/oidc-op/node_modules || tests/oidc-op/package-lock.json -nt tests/oidc-op/node_modules ]]; then
+  say "npm ci (tests/oidc-op)"
+  npm ci --prefix tests/oidc-op --no-audit --no-fund
+  touch tests/oidc-op/node_modules
 fi
 
 # --- services the tests talk to --------------------------------------------

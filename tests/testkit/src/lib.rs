@@ -8,6 +8,10 @@
 //!   test process on port 0.
 //! - [`client`] is a real TLS client (rustls + hyper) for h1 and h2, plus
 //!   raw TLS sockets for framing attacks.
+//! - [`oidc`] runs a real OpenID Provider (node `oidc-provider`,
+//!   `tests/oidc-op`) with eIDAS test users; [`browser`] is a cookie-keeping
+//!   HTTP client that walks login redirects and submits HTML forms;
+//!   [`jwt`] forges and decodes tokens for negative tests.
 //!
 //! Nothing here uses fixed ports, `pkill` or global state.
 
@@ -15,7 +19,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backend;
+pub mod browser;
 pub mod client;
+pub mod jwt;
+pub mod oidc;
+
+pub use browser::Browser;
+pub use oidc::TestOp;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -304,4 +314,16 @@ pub fn require_tool(name: &str, package: &str) -> PathBuf {
         }
     }
     panic!("required tool `{name}` is missing: install the Debian package `{package}` (tests/run.sh does)");
+}
+
+/// A port that was free a moment ago on 127.0.0.1: bound to port 0, read,
+/// released. For the few places that must know a port before the process
+/// that binds it starts (the test OP needs the gateway's exact redirect
+/// URIs); another process may take it in between, so prefer port 0.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
