@@ -195,6 +195,7 @@ pub fn rotate_session_key(file: &Path, keep: usize) -> Result<usize, KeyCmdError
     let mut f = opts.open(&tmp).map_err(io)?;
     f.write_all(text.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, file).map_err(|e| KeyCmdError::Usage(format!("{}: {e}", file.display())))?;
+    std::fs::rename(&tmp, file)
+        .map_err(|e| KeyCmdError::Usage(format!("{}: {e}", file.display())))?;
     Ok(old.len())
 }

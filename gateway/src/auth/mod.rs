@@ -118,6 +118,9 @@ pub fn random_token(n: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
+/// How often each provider's discovery document is probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(3);
+
 fn secs(d: Duration) -> u64 {
     d.as_secs()
 }
@@ -163,7 +166,15 @@ impl Auth {
             .collect();
         for p in &providers {
             let p = p.clone();
-            tokio::spawn(async move { p.warm_up().await });
+            tokio::spawn(async move {
+                p.warm_up().await;
+                let mut tick = tokio::time::interval(PROBE_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    p.probe().await;
+                }
+            });
         }
         Ok(Some(Self {
             prefix: config.server.identity_header_prefix.clone(),

@@ -102,7 +102,6 @@ type Metadata = ProviderMetadata<
 #[derive(Debug)]
 struct Discovered {
     metadata: Metadata,
-    fetched: Instant,
 }
 
 /// The outcome of a successful login at the provider.
@@ -247,6 +246,8 @@ pub struct Provider {
     discovered: RwLock<Option<Arc<Discovered>>>,
     last_attempt: Mutex<Option<(Instant, String)>>,
     jwks_refetched: Mutex<Option<Instant>>,
+    /// Why the last health probe failed; `None` while the provider answers.
+    down: std::sync::Mutex<Option<String>>,
 }
 
 /// What an authorization request needs to be checked later.
@@ -294,6 +295,7 @@ impl Provider {
             discovered: RwLock::new(None),
             last_attempt: Mutex::new(None),
             jwks_refetched: Mutex::new(None),
+            down: std::sync::Mutex::new(None),
         })
     }
 
@@ -337,10 +339,7 @@ impl Provider {
             .map_err(|e| self.unavailable(format!("issuer URL: {e}")))?;
         match Metadata::discover_async(issuer, &self.http).await {
             Ok(metadata) => {
-                let d = Arc::new(Discovered {
-                    metadata,
-                    fetched: Instant::now(),
-                });
+                let d = Arc::new(Discovered { metadata });
                 tracing::info!(provider = %self.cfg.name, "identity provider discovered");
                 *self.discovered.write().await = Some(d.clone());
                 *last = None;
@@ -359,9 +358,7 @@ impl Provider {
     /// it did.
     async fn refetch_jwks(&self, d: &Discovered) -> Result<bool, ProviderError> {
         let mut last = self.jwks_refetched.lock().await;
-        if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL)
-            || d.fetched.elapsed() < Duration::from_millis(500)
-        {
+        if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL) {
             return Ok(false);
         }
         *last = Some(Instant::now());
@@ -370,10 +367,7 @@ impl Provider {
             .map_err(|e| self.unavailable(format!("JWKS: {}", error_chain(&e))))?;
         tracing::info!(provider = %self.cfg.name, keys = jwks.keys().len(), "JWKS refreshed after an unknown key id");
         let metadata = d.metadata.clone().set_jwks(jwks);
-        *self.discovered.write().await = Some(Arc::new(Discovered {
-            metadata,
-            fetched: Instant::now(),
-        }));
+        *self.discovered.write().await = Some(Arc::new(Discovered { metadata }));
         Ok(true)
     }
 
@@ -395,6 +389,9 @@ impl Provider {
         level: Option<Level>,
         force_login: bool,
     ) -> Result<AuthRequest, ProviderError> {
+        if let Some(why) = self.down() {
+            return Err(self.unavailable(why));
+        }
         let d = self.metadata().await?;
         let client = CoreClient::from_provider_metadata(
             d.metadata.clone(),
@@ -441,6 +438,44 @@ impl Provider {
             pkce_verifier: verifier.secret().clone(),
             issuer: d.metadata.issuer().as_str().to_owned(),
         })
+    }
+
+    /// Why the provider is considered down, if it is.
+    pub fn down(&self) -> Option<String> {
+        self.down.lock().ok().and_then(|d| d.clone())
+    }
+
+    /// One health probe: the discovery document must be served. The
+    /// result gates new logins (a citizen gets a clear page instead of a
+    /// browser error at an unreachable provider).
+    pub async fn probe(&self) {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.cfg.issuer.trim_end_matches('/')
+        );
+        let result = match http::Request::get(url.as_str()).body(Vec::new()) {
+            Ok(req) => match self.http.send(req).await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("discovery answered {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let Ok(mut down) = self.down.lock() else {
+            return;
+        };
+        match (result, down.is_some()) {
+            (Ok(()), true) => {
+                tracing::info!(provider = %self.cfg.name, "identity provider reachable again");
+                *down = None;
+            }
+            (Err(why), false) => {
+                tracing::warn!(provider = %self.cfg.name, error = %why, "identity provider unavailable; new logins are refused until it answers");
+                *down = Some(why);
+            }
+            (Err(why), true) => *down = Some(why),
+            (Ok(()), false) => {}
+        }
     }
 
     /// Whether the provider promises RFC 9207 `iss` in responses.

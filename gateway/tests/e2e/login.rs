@@ -12,7 +12,7 @@ use stadttor_gateway::auth::session::{SessionData, COOKIE};
 use testkit::backend::Backend;
 use testkit::browser::{query_param, Browser, Chain};
 use testkit::jwt;
-use testkit::oidc::{self, Level, TestOp, CITIZEN_HIGH, CITIZEN_LOW, CITIZEN_SUBSTANTIAL, STAFF_ANNA};
+use testkit::oidc::{self, Level, TestOp, CITIZEN_HIGH, CITIZEN_SUBSTANTIAL, STAFF_ANNA};
 use testkit::{free_port, Gateway, TempDir, TestPki};
 
 use crate::BIN;
@@ -31,7 +31,7 @@ struct Idp {
 /// (session, high), `/both` (session, either provider), `/api` (bearer,
 /// substantial) and `/` (anonymous).
 struct Login {
-    dir: TempDir,
+    _dir: TempDir,
     pki: TestPki,
     gw: Gateway,
     idps: Vec<Idp>,
@@ -66,7 +66,11 @@ impl Login {
         }
         let secret = dir.write("client-secret", SECRET);
         let session_keys = dir.path().join("session.keys");
-        std::fs::write(&session_keys, format!("{}\n", CookieKeys::generate().unwrap())).unwrap();
+        std::fs::write(
+            &session_keys,
+            format!("{}\n", CookieKeys::generate().unwrap()),
+        )
+        .unwrap();
         set_mode_600(&session_keys);
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
@@ -178,7 +182,7 @@ path_prefix = "/"
         let gw = Gateway::start(BIN, &dir, &config);
         Self {
             base: format!("https://localhost:{port}"),
-            dir,
+            _dir: dir,
             pki,
             gw,
             idps,
@@ -209,7 +213,10 @@ path_prefix = "/"
     }
 
     async fn jwks(&self) -> Value {
-        self.browser().get(&self.url("/.stadttor/jwks.json")).await.json()
+        self.browser()
+            .get(&self.url("/.stadttor/jwks.json"))
+            .await
+            .json()
     }
 }
 
@@ -224,8 +231,17 @@ fn echoed(chain: &Chain) -> Value {
     chain.last.json()["headers"].clone()
 }
 
+/// The one value of header `name` in the echo (panics if it came twice:
+/// a client copy must never survive next to the gateway's).
 fn header<'a>(h: &'a Value, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(Value::as_str)
+    let values = h.get(name)?.as_array()?;
+    assert_eq!(
+        values.len(),
+        1,
+        "{name} sent {} times: {values:?}",
+        values.len()
+    );
+    values[0].as_str()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,25 +254,51 @@ async fn citizen_logs_in_and_the_service_gets_a_verifiable_identity() {
     assert_eq!(first.status, 303, "{first:?}");
     let to_op = first.location().unwrap();
     assert!(to_op.as_str().starts_with(&t.op().issuer()), "{to_op}");
-    assert_eq!(query_param(&to_op, "response_type").as_deref(), Some("code"));
-    assert_eq!(query_param(&to_op, "code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(
+        query_param(&to_op, "response_type").as_deref(),
+        Some("code")
+    );
+    assert_eq!(
+        query_param(&to_op, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
     assert!(query_param(&to_op, "code_challenge").is_some_and(|c| c.len() >= 43));
     assert!(query_param(&to_op, "state").is_some_and(|s| s.len() >= 32));
     assert!(query_param(&to_op, "nonce").is_some_and(|s| s.len() >= 32));
-    assert_eq!(query_param(&to_op, "acr_values").as_deref(), Some(oidc::ACR_SUBSTANTIAL));
+    assert_eq!(
+        query_param(&to_op, "acr_values").as_deref(),
+        Some(oidc::ACR_SUBSTANTIAL)
+    );
     assert_eq!(
         query_param(&to_op, "redirect_uri").unwrap(),
         redirect_uri(t.gw.addr().port(), "buerger")
     );
-    let tx_cookie = first.set_cookies().into_iter().find(|c| c.starts_with("__Host-stadttor-login-")).unwrap();
+    let tx_cookie = first
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-stadttor-login-"))
+        .unwrap();
     for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(tx_cookie.contains(attr), "{tx_cookie}");
     }
 
-    let chain = b.login_at_op(&first, CITIZEN_HIGH, Level::Substantial).await;
-    let cb = chain.hop_to(&t.url("/.stadttor/callback/buerger")).expect("callback hop");
-    assert!(query_param(&cb.url, "iss").is_some(), "RFC 9207 iss in the response");
-    let session_cookie = cb.set_cookies.iter().find(|c| c.starts_with(COOKIE)).unwrap().clone();
+    let at_op = b.follow_from(first).await;
+    let chain = b
+        .login_at_op(&at_op, CITIZEN_HIGH, Level::Substantial)
+        .await;
+    let cb = chain
+        .hop_to(&t.url("/.stadttor/callback/buerger"))
+        .expect("callback hop");
+    assert!(
+        query_param(&cb.url, "iss").is_some(),
+        "RFC 9207 iss in the response"
+    );
+    let session_cookie = cb
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with(COOKIE))
+        .unwrap()
+        .clone();
     for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(session_cookie.contains(attr), "{session_cookie}");
     }
@@ -271,7 +313,10 @@ async fn citizen_logs_in_and_the_service_gets_a_verifiable_identity() {
     assert_eq!(header(&h, "x-stadttor-given-name"), Some("Erika"));
     // No token ever reaches the browser or the service in clear.
     let cookies = b.cookies_for(&t.base);
-    assert!(cookies.iter().all(|(_, v)| !v.contains("eyJ")), "{cookies:?}");
+    assert!(
+        cookies.iter().all(|(_, v)| !v.contains("eyJ")),
+        "{cookies:?}"
+    );
     assert!(header(&h, "authorization").is_none());
 
     // The assertion verifies with the published key and says the same.
@@ -304,18 +349,28 @@ async fn citizen_logs_in_and_the_service_gets_a_verifiable_identity() {
 async fn step_up_from_substantial_to_high_and_refusal_below() {
     let t = Login::start(&["buerger"]).await;
     let b = t.browser();
-    let chain = t.login(&b, "/portal/", CITIZEN_HIGH, Level::Substantial).await;
-    assert_eq!(header(&echoed(&chain), "x-stadttor-level"), Some("substantial"));
+    let chain = t
+        .login(&b, "/portal/", CITIZEN_HIGH, Level::Substantial)
+        .await;
+    assert_eq!(
+        header(&echoed(&chain), "x-stadttor-level"),
+        Some("substantial")
+    );
 
     // The building office needs "high": the session is stepped up with a
     // fresh login at the provider.
     let step = b.get(&t.url("/bauamt/bauantrag")).await;
     assert_eq!(step.status, 303);
     let to_op = step.location().unwrap();
-    assert_eq!(query_param(&to_op, "acr_values").as_deref(), Some(oidc::ACR_HIGH));
+    assert_eq!(
+        query_param(&to_op, "acr_values").as_deref(),
+        Some(oidc::ACR_HIGH)
+    );
     assert_eq!(query_param(&to_op, "prompt").as_deref(), Some("login"));
     assert_eq!(query_param(&to_op, "max_age").as_deref(), Some("0"));
-    let chain = b.login_at_op(&step, CITIZEN_HIGH, Level::High).await;
+    let chain = b
+        .login_at_op(&b.follow_from(step).await, CITIZEN_HIGH, Level::High)
+        .await;
     let h = echoed(&chain);
     assert_eq!(header(&h, "x-stadttor-level"), Some("high"));
     assert_eq!(chain.last.url.path(), "/bauamt/bauantrag");
@@ -324,23 +379,35 @@ async fn step_up_from_substantial_to_high_and_refusal_below() {
     // gateway although the provider issued tokens: the gateway enforces
     // the level itself.
     let c = t.browser();
-    t.login(&c, "/portal/", CITIZEN_SUBSTANTIAL, Level::Substantial).await;
-    let step = c.get(&t.url("/bauamt/")).await;
+    t.login(&c, "/portal/", CITIZEN_SUBSTANTIAL, Level::Substantial)
+        .await;
+    let step = c.follow(&t.url("/bauamt/")).await;
     let chain = c.login_at_op(&step, CITIZEN_SUBSTANTIAL, Level::High).await;
     assert_eq!(chain.last.status, 403, "{chain:?}");
-    assert!(chain.last.body.contains("Vertrauensniveau"), "{}", chain.last.body);
-    assert!(chain.last.body.contains(chain.last.header("x-request-id").unwrap()));
+    assert!(
+        chain.last.body.contains("Vertrauensniveau"),
+        "{}",
+        chain.last.body
+    );
+    assert!(chain
+        .last
+        .body
+        .contains(chain.last.header("x-request-id").unwrap()));
     // Her substantial session still works for the portal.
     let again = c.follow(&t.url("/portal/")).await;
-    assert_eq!(header(&echoed(&again), "x-stadttor-level"), Some("substantial"));
+    assert_eq!(
+        header(&echoed(&again), "x-stadttor-level"),
+        Some("substantial")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elevation_expires_after_the_step_up_lifetime() {
     let t = Login::start_with(&["buerger"], "step_up_lifetime = \"10s\"").await;
     let b = t.browser();
-    t.login(&b, "/portal/", CITIZEN_HIGH, Level::Substantial).await;
-    let step = b.get(&t.url("/bauamt/")).await;
+    t.login(&b, "/portal/", CITIZEN_HIGH, Level::Substantial)
+        .await;
+    let step = b.follow(&t.url("/bauamt/")).await;
     let chain = b.login_at_op(&step, CITIZEN_HIGH, Level::High).await;
     assert_eq!(header(&echoed(&chain), "x-stadttor-level"), Some("high"));
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -362,7 +429,11 @@ async fn two_providers_side_by_side_with_an_accessible_choice_page() {
     assert!(!page.body.contains("<script"));
     // English on request.
     let en = b
-        .send(b.client().get(chain.last.url.as_str()).header("accept-language", "en"))
+        .send(
+            b.client()
+                .get(chain.last.url.as_str())
+                .header("accept-language", "en"),
+        )
         .await;
     assert!(en.body.contains("<html lang=\"en\"") && en.body.contains("Login personal"));
 
@@ -374,7 +445,9 @@ async fn two_providers_side_by_side_with_an_accessible_choice_page() {
         .map(|s| s.split('"').next().unwrap().replace("&amp;", "&"))
         .find(|h| h.contains("provider=personal"))
         .unwrap();
-    let chain = b.login_at_op(t.url(&href).as_str(), STAFF_ANNA, Level::Substantial).await;
+    let chain = b
+        .login_at_op(t.url(&href).as_str(), STAFF_ANNA, Level::Substantial)
+        .await;
     assert!(chain.hop_to(&t.idps[1].op.issuer()).is_some(), "{chain:?}");
     let h = echoed(&chain);
     assert_eq!(header(&h, "x-stadttor-provider"), Some("personal"));
@@ -387,12 +460,33 @@ async fn two_providers_side_by_side_with_an_accessible_choice_page() {
     assert!(r.location().unwrap().as_str().starts_with(&t.op().issuer()));
 }
 
+/// `url` with query parameter `name` set to `value`.
+fn with_param(url: &testkit::browser::Url, name: &str, value: &str) -> testkit::browser::Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == name {
+                value.to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    let mut out = url.clone();
+    out.query_pairs_mut().clear().extend_pairs(&pairs);
+    out
+}
+
 /// Starts a login and returns the callback URL the provider sends back,
 /// without following it.
 async fn callback_url(t: &Login, b: &Browser) -> testkit::browser::Url {
     b.stop_before(&t.url("/.stadttor/callback/"));
     let chain = t.login(b, "/portal/", CITIZEN_HIGH, Level::High).await;
-    chain.stopped_at.clone().expect("stopped before the callback")
+    chain
+        .stopped_at
+        .clone()
+        .expect("stopped before the callback")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,12 +502,7 @@ async fn callback_threats_forged_missing_replayed_state_replayed_code_and_mix_up
     // Forged state: a valid response, but the state is not this browser's.
     let b = t.browser();
     let cb = callback_url(&t, &b).await;
-    let mut forged = cb.clone();
-    let pairs: Vec<(String, String)> = cb
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), if k == "state" { "A".repeat(32) } else { v.into_owned() }))
-        .collect();
-    forged.query_pairs_mut().clear().extend_pairs(&pairs);
+    let forged = with_param(&cb, "state", &"A".repeat(32));
     let r = b.get(forged.as_str()).await;
     assert_eq!(r.status, 400, "{r:?}");
     assert!(b.cookie(&t.base, COOKIE).is_none());
@@ -427,16 +516,13 @@ async fn callback_threats_forged_missing_replayed_state_replayed_code_and_mix_up
 
     // Mix-up: the response claims another issuer than the one we sent the
     // browser to.
-    let mut mixed = cb.clone();
-    let pairs: Vec<(String, String)> = cb
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), if k == "iss" { t.idps[1].op.issuer() } else { v.into_owned() }))
-        .collect();
-    mixed.query_pairs_mut().clear().extend_pairs(&pairs);
+    let mixed = with_param(&cb, "iss", &t.idps[1].op.issuer());
     let r = b.get(mixed.as_str()).await;
     assert_eq!(r.status, 400, "{r:?}");
     // ... and the response delivered to the other provider's callback.
-    let wrong_cb = cb.as_str().replace("/callback/buerger", "/callback/personal");
+    let wrong_cb = cb
+        .as_str()
+        .replace("/callback/buerger", "/callback/personal");
     let r = b.get(&wrong_cb).await;
     assert_eq!(r.status, 400, "{r:?}");
 
@@ -464,31 +550,39 @@ async fn callback_threats_forged_missing_replayed_state_replayed_code_and_mix_up
     // A fresh login transaction with an old code.
     let b4 = t.browser();
     let cb4 = callback_url(&t, &b4).await;
-    let mut replay = cb4.clone();
-    let pairs: Vec<(String, String)> = cb4
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), if k == "code" { code.clone() } else { v.into_owned() }))
-        .collect();
-    replay.query_pairs_mut().clear().extend_pairs(&pairs);
+    let replay = with_param(&cb4, "code", &code);
     let r = b4.get(replay.as_str()).await;
     assert_eq!(r.status, 400, "replayed code: {r:?}");
-    assert!(t.gw.wait_for_log("authorization code replayed", Duration::from_secs(2)));
+    assert!(t
+        .gw
+        .wait_for_log("authorization code replayed", Duration::from_secs(2)));
     assert!(b4.cookie(&t.base, COOKIE).is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_redirect_in_return_to_is_refused() {
     let t = Login::start(&["buerger"]).await;
-    for evil in ["https://evil.example/x", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"] {
+    for evil in [
+        "https://evil.example/x",
+        "//evil.example/x",
+        "/\\evil.example",
+        "javascript:alert(1)",
+    ] {
         let b = t.browser();
         let start = format!(
             "/.stadttor/login?route=portal&return_to={}",
             url::form_urlencoded::byte_serialize(evil.as_bytes()).collect::<String>()
         );
         let chain = t.login(&b, &start, CITIZEN_HIGH, Level::High).await;
-        let cb = chain.hop_to(&t.url("/.stadttor/callback/")).expect("callback");
+        let cb = chain
+            .hop_to(&t.url("/.stadttor/callback/"))
+            .expect("callback");
         let loc = cb.location.as_ref().unwrap();
-        assert_eq!(loc.as_str(), t.url("/"), "return_to {evil} must not leave the gateway");
+        assert_eq!(
+            loc.as_str(),
+            t.url("/"),
+            "return_to {evil} must not leave the gateway"
+        );
     }
 }
 
@@ -506,12 +600,17 @@ async fn tampered_expired_and_foreign_session_cookies_are_refused() {
     b.set_cookie(&t.base, COOKIE, std::str::from_utf8(&bytes).unwrap());
     let r = b.get(&t.url("/portal/")).await;
     assert_eq!(r.status, 303, "tampered cookie must not pass");
-    assert!(t.gw.wait_for_log("session cookie refused", Duration::from_secs(2)));
+    assert!(t
+        .gw
+        .wait_for_log("session cookie refused", Duration::from_secs(2)));
 
     // Sealed with the gateway's real key but expired / idle / for a route
     // level it does not have.
     let keys = CookieKeys::load(&t.session_keys).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let base = SessionData {
         v: 1,
         id: "forged-session".into(),
@@ -542,11 +641,22 @@ async fn tampered_expired_and_foreign_session_cookies_are_refused() {
     assert_eq!(b.get(&t.url("/portal/")).await.status, 303);
     // Sealed with a key the gateway does not have.
     let foreign = CookieKeys::from_raw(&[[7u8; 32]]);
-    b.set_cookie(&t.base, COOKIE, &foreign.seal(COOKIE, &serde_json::to_vec(&base).unwrap()).unwrap());
+    b.set_cookie(
+        &t.base,
+        COOKIE,
+        &foreign
+            .seal(COOKIE, &serde_json::to_vec(&base).unwrap())
+            .unwrap(),
+    );
     assert_eq!(b.get(&t.url("/portal/")).await.status, 303);
     // A login-transaction value moved into the session cookie does not
     // open: values are bound to their cookie name.
-    let moved = keys.seal("__Host-stadttor-login-x", &serde_json::to_vec(&base).unwrap()).unwrap();
+    let moved = keys
+        .seal(
+            "__Host-stadttor-login-x",
+            &serde_json::to_vec(&base).unwrap(),
+        )
+        .unwrap();
     b.set_cookie(&t.base, COOKIE, &moved);
     assert_eq!(b.get(&t.url("/portal/")).await.status, 303);
 }
@@ -569,10 +679,18 @@ async fn client_sent_identity_and_assertion_headers_never_reach_the_service() {
     let h = r.json()["headers"].clone();
     assert_eq!(header(&h, "x-stadttor-sub"), Some(CITIZEN_HIGH.sub));
     assert_eq!(header(&h, "x-stadttor-given-name"), Some("Erika"));
-    assert_ne!(header(&h, "x-stadttor-assertion"), Some("eyJhbGciOiJub25lIn0.e30."));
+    assert_ne!(
+        header(&h, "x-stadttor-assertion"),
+        Some("eyJhbGciOiJub25lIn0.e30.")
+    );
     // Anonymous route: spoofed headers are removed, none are added.
     let r = b
-        .send(b.client().get(t.url("/open")).header("x-stadttor-sub", "admin").header("x-stadttor-assertion", "x"))
+        .send(
+            b.client()
+                .get(t.url("/open"))
+                .header("x-stadttor-sub", "admin")
+                .header("x-stadttor-assertion", "x"),
+        )
         .await;
     let h = r.json()["headers"].clone();
     assert!(header(&h, "x-stadttor-sub").is_none());
@@ -580,7 +698,10 @@ async fn client_sent_identity_and_assertion_headers_never_reach_the_service() {
 }
 
 fn access_token(t: &Login, over: Value) -> Value {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let mut c = json!({
         "iss": t.op().issuer(), "aud": API_AUD, "sub": CITIZEN_HIGH.sub,
         "acr": oidc::ACR_HIGH, "iat": now, "exp": now + 300, "client_id": "fachverfahren",
@@ -600,8 +721,17 @@ async fn bearer_tokens_forged_in_every_known_way_are_refused() {
     let t = Login::start(&["buerger"]).await;
     let b = t.browser();
     let key = t.op().key("es256-1");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let es = |claims: &Value| jwt::sign_jws(&json!({"alg":"ES256","kid":"es256-1","typ":"at+jwt"}), claims, &key);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let es = |claims: &Value| {
+        jwt::sign_jws(
+            &json!({"alg":"ES256","kid":"es256-1","typ":"at+jwt"}),
+            claims,
+            &key,
+        )
+    };
     let call = |tok: String| {
         let b = &b;
         let url = t.url("/api/akten");
@@ -614,34 +744,94 @@ async fn bearer_tokens_forged_in_every_known_way_are_refused() {
     let h = ok.json()["headers"].clone();
     assert_eq!(header(&h, "x-stadttor-auth-method"), Some("bearer"));
     assert_eq!(header(&h, "x-stadttor-sub"), Some(CITIZEN_HIGH.sub));
-    assert!(header(&h, "authorization").is_some(), "the token itself is passed to the API");
+    assert!(
+        header(&h, "authorization").is_some(),
+        "the token itself is passed to the API"
+    );
 
     let pub_jwk = jwt::public_jwk(&key);
     let foreign = jwt::generate_es256("es256-1");
     let cases: Vec<(&str, String)> = vec![
         ("no token at all", String::new()),
-        ("alg none", jwt::unsigned(&json!({"alg":"none","kid":"es256-1"}), &access_token(&t, json!({})))),
+        (
+            "alg none",
+            jwt::unsigned(
+                &json!({"alg":"none","kid":"es256-1"}),
+                &access_token(&t, json!({})),
+            ),
+        ),
         (
             "HS256 keyed with the provider's public key",
-            jwt::sign_hs256(&json!({"alg":"HS256","kid":"es256-1"}), &access_token(&t, json!({})), pub_jwk.to_string().as_bytes()),
+            jwt::sign_hs256(
+                &json!({"alg":"HS256","kid":"es256-1"}),
+                &access_token(&t, json!({})),
+                pub_jwk.to_string().as_bytes(),
+            ),
         ),
-        ("unknown kid", jwt::sign_jws(&json!({"alg":"ES256","kid":"nope"}), &access_token(&t, json!({})), &foreign)),
-        ("foreign key under the provider's kid", jwt::sign_jws(&json!({"alg":"ES256","kid":"es256-1"}), &access_token(&t, json!({})), &foreign)),
+        (
+            "unknown kid",
+            jwt::sign_jws(
+                &json!({"alg":"ES256","kid":"nope"}),
+                &access_token(&t, json!({})),
+                &foreign,
+            ),
+        ),
+        (
+            "foreign key under the provider's kid",
+            jwt::sign_jws(
+                &json!({"alg":"ES256","kid":"es256-1"}),
+                &access_token(&t, json!({})),
+                &foreign,
+            ),
+        ),
         (
             "embedded jwk header",
-            jwt::sign_jws(&json!({"alg":"ES256","kid":"es256-1","jwk": jwt::public_jwk(&foreign)}), &access_token(&t, json!({})), &foreign),
+            jwt::sign_jws(
+                &json!({"alg":"ES256","kid":"es256-1","jwk": jwt::public_jwk(&foreign)}),
+                &access_token(&t, json!({})),
+                &foreign,
+            ),
         ),
         (
             "jku header",
-            jwt::sign_jws(&json!({"alg":"ES256","kid":"es256-1","jku":"https://evil.example/jwks"}), &access_token(&t, json!({})), &key),
+            jwt::sign_jws(
+                &json!({"alg":"ES256","kid":"es256-1","jku":"https://evil.example/jwks"}),
+                &access_token(&t, json!({})),
+                &key,
+            ),
         ),
-        ("expired", es(&access_token(&t, json!({"exp": now - 600, "iat": now - 1200})))),
-        ("not yet valid", es(&access_token(&t, json!({"nbf": now + 600})))),
-        ("issued in the future", es(&access_token(&t, json!({"iat": now + 600})))),
-        ("wrong audience", es(&access_token(&t, json!({"aud": "https://other.example"})))),
-        ("wrong issuer", es(&access_token(&t, json!({"iss": "https://evil.example"})))),
+        (
+            "expired",
+            es(&access_token(
+                &t,
+                json!({"exp": now - 600, "iat": now - 1200}),
+            )),
+        ),
+        (
+            "not yet valid",
+            es(&access_token(&t, json!({"nbf": now + 600}))),
+        ),
+        (
+            "issued in the future",
+            es(&access_token(&t, json!({"iat": now + 600}))),
+        ),
+        (
+            "wrong audience",
+            es(&access_token(&t, json!({"aud": "https://other.example"}))),
+        ),
+        (
+            "wrong issuer",
+            es(&access_token(&t, json!({"iss": "https://evil.example"}))),
+        ),
         ("no exp", es(&access_token(&t, json!({"exp": null})))),
-        ("ID token used as access token (typ)", jwt::sign_jws(&json!({"alg":"ES256","kid":"es256-1","typ":"logout+jwt"}), &access_token(&t, json!({})), &key)),
+        (
+            "ID token used as access token (typ)",
+            jwt::sign_jws(
+                &json!({"alg":"ES256","kid":"es256-1","typ":"logout+jwt"}),
+                &access_token(&t, json!({})),
+                &key,
+            ),
+        ),
     ];
     for (threat, tok) in cases {
         let r = if tok.is_empty() {
@@ -656,14 +846,24 @@ async fn bearer_tokens_forged_in_every_known_way_are_refused() {
             assert!(www.contains("invalid_token"), "{threat}: {www}");
         }
     }
-    assert_eq!(t.backend.requests(), 1, "only the valid token reached the API");
+    assert_eq!(
+        t.backend.requests(),
+        1,
+        "only the valid token reached the API"
+    );
 
     // Too low a level: RFC 9470 step-up challenge.
     let low = call(es(&access_token(&t, json!({"acr": oidc::ACR_LOW})))).await;
     assert_eq!(low.status, 401);
     let www = low.header("www-authenticate").unwrap();
-    assert!(www.contains("error=\"insufficient_user_authentication\""), "{www}");
-    assert!(www.contains(&format!("acr_values=\"{}\"", oidc::ACR_SUBSTANTIAL)), "{www}");
+    assert!(
+        www.contains("error=\"insufficient_user_authentication\""),
+        "{www}"
+    );
+    assert!(
+        www.contains(&format!("acr_values=\"{}\"", oidc::ACR_SUBSTANTIAL)),
+        "{www}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -693,14 +893,20 @@ async fn logout_at_the_gateway_and_back_channel_logout_from_the_provider() {
     t.login(&c, "/portal/", CITIZEN_HIGH, Level::High).await;
     assert_eq!(c.get(&t.url("/portal/")).await.status, 200);
     let end = c.follow(&t.op().url("/session/end")).await;
-    let done = c.submit_form(&end.last, "/session/end/confirm", &[("logout", "yes")]).await;
+    let done = c
+        .submit_form(&end.last, "/session/end/confirm", &[("logout", "yes")])
+        .await;
     assert!(done.status < 500, "{done:?}");
     assert!(
         t.gw.wait_for_log("back-channel logout", Duration::from_secs(10)),
         "no back-channel logout arrived; OP logs:\n{}",
         t.op().logs()
     );
-    assert_eq!(c.get(&t.url("/portal/")).await.status, 303, "session must be over");
+    assert_eq!(
+        c.get(&t.url("/portal/")).await.status,
+        303,
+        "session must be over"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -708,7 +914,10 @@ async fn replayed_or_forged_logout_tokens_are_refused() {
     let t = Login::start(&["buerger"]).await;
     let b = t.browser();
     let key = t.op().key("es256-1");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let claims = |over: Value| {
         let mut c = json!({
             "iss": t.op().issuer(), "aud": "stadttor", "iat": now, "exp": now + 120,
@@ -738,21 +947,49 @@ async fn replayed_or_forged_logout_tokens_are_refused() {
     let r = post(good.clone()).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("cache-control"), Some("no-store"));
-    assert_eq!(c.get(&t.url("/portal/")).await.status, 303, "subject logged out");
+    assert_eq!(
+        c.get(&t.url("/portal/")).await.status,
+        303,
+        "subject logged out"
+    );
     // Replay.
     let r = post(good).await;
     assert_eq!(r.status, 400, "replayed logout token");
     // Forgeries.
     let foreign = jwt::generate_es256("es256-1");
     for (threat, tok) in [
-        ("nonce present", jwt::sign_jws(&hdr, &claims(json!({"nonce": "n"})), &key)),
-        ("no events", jwt::sign_jws(&hdr, &claims(json!({"events": null})), &key)),
-        ("neither sub nor sid", jwt::sign_jws(&hdr, &claims(json!({"sub": null})), &key)),
-        ("no jti", jwt::sign_jws(&hdr, &claims(json!({"jti": null})), &key)),
-        ("wrong audience", jwt::sign_jws(&hdr, &claims(json!({"aud": "other"})), &key)),
-        ("foreign key", jwt::sign_jws(&hdr, &claims(json!({})), &foreign)),
-        ("alg none", jwt::unsigned(&json!({"alg":"none"}), &claims(json!({})))),
-        ("too old", jwt::sign_jws(&hdr, &claims(json!({"iat": now - 3600, "exp": null})), &key)),
+        (
+            "nonce present",
+            jwt::sign_jws(&hdr, &claims(json!({"nonce": "n"})), &key),
+        ),
+        (
+            "no events",
+            jwt::sign_jws(&hdr, &claims(json!({"events": null})), &key),
+        ),
+        (
+            "neither sub nor sid",
+            jwt::sign_jws(&hdr, &claims(json!({"sub": null})), &key),
+        ),
+        (
+            "no jti",
+            jwt::sign_jws(&hdr, &claims(json!({"jti": null})), &key),
+        ),
+        (
+            "wrong audience",
+            jwt::sign_jws(&hdr, &claims(json!({"aud": "other"})), &key),
+        ),
+        (
+            "foreign key",
+            jwt::sign_jws(&hdr, &claims(json!({})), &foreign),
+        ),
+        (
+            "alg none",
+            jwt::unsigned(&json!({"alg":"none"}), &claims(json!({}))),
+        ),
+        (
+            "too old",
+            jwt::sign_jws(&hdr, &claims(json!({"iat": now - 3600, "exp": null})), &key),
+        ),
     ] {
         let r = post(tok).await;
         assert_eq!(r.status, 400, "{threat}: {r:?}");
@@ -770,20 +1007,45 @@ async fn provider_down_fails_closed_with_a_clear_page_and_key_rotation_is_follow
     let c = t.browser();
     let chain = t.login(&c, "/portal/", CITIZEN_HIGH, Level::High).await;
     assert_eq!(chain.last.status, 200, "{chain:?}");
-    assert!(t.gw.wait_for_log("JWKS refreshed", Duration::from_secs(2)), "kid {new_kid}");
+    assert!(
+        t.gw.wait_for_log("JWKS refreshed", Duration::from_secs(2)),
+        "kid {new_kid}"
+    );
 
     // Provider down: a new login gets a clear page, never access.
     t.idps[0].op.stop();
+    assert!(
+        t.gw.wait_for_log("identity provider unavailable", Duration::from_secs(10)),
+        "the health probe did not notice the provider is down"
+    );
     let d = t.browser();
     let r = d.follow(&t.url("/portal/")).await;
     assert_eq!(r.last.status, 503, "{r:?}");
     assert!(r.last.body.contains("nicht erreichbar"));
     assert!(r.last.body.contains(r.last.header("x-request-id").unwrap()));
-    assert!(!r.last.body.contains("127.0.0.1"), "no internals on the page");
-    assert_eq!(t.backend.requests(), 2, "nothing reached the service without a login");
+    assert!(
+        !r.last.body.contains("127.0.0.1"),
+        "no internals on the page"
+    );
+    assert_eq!(
+        t.backend.requests(),
+        2,
+        "nothing reached the service without a login"
+    );
     // Bearer tokens cannot be checked without the provider's keys either
     // (a fresh gateway has none cached): covered by the unit tests; here
     // the API refuses a garbage token as before.
-    let r = d.send(d.client().get(t.url("/api/x")).bearer_auth("x.y.z")).await;
+    let r = d
+        .send(d.client().get(t.url("/api/x")).bearer_auth("x.y.z"))
+        .await;
     assert_eq!(r.status, 401);
+
+    // Back up: logins work again.
+    t.idps[0].op.restart();
+    assert!(t
+        .gw
+        .wait_for_log("identity provider reachable again", Duration::from_secs(10)));
+    let e = t.browser();
+    let chain = t.login(&e, "/portal/", CITIZEN_HIGH, Level::High).await;
+    assert_eq!(chain.last.status, 200, "{chain:?}");
 }

@@ -172,6 +172,7 @@ pub struct TestOp {
     keys_path: PathBuf,
     clients: Value,
     logs: Arc<Mutex<String>>,
+    extra_ca: Option<PathBuf>,
 }
 
 /// `tests/oidc-op` in the source tree.
@@ -192,6 +193,25 @@ impl TestOp {
             keys_path: dir.path().join("op-keys.json"),
             clients,
             logs: Arc::new(Mutex::new(String::new())),
+            extra_ca: None,
+        };
+        op.spawn();
+        op
+    }
+
+    /// Like [`TestOp::start`], trusting the CA in `ca_pem_path` for the
+    /// OP's own outgoing HTTPS (back-channel logout to a gateway with a
+    /// test certificate), through node's `NODE_EXTRA_CA_CERTS`.
+    pub fn start_with_ca(dir: &TempDir, clients: Value, ca_pem_path: &Path) -> Self {
+        assert!(clients.is_array(), "clients must be a JSON array");
+        let mut op = Self {
+            child: None,
+            port: 0,
+            config_path: dir.path().join("op-config.json"),
+            keys_path: dir.path().join("op-keys.json"),
+            clients,
+            logs: Arc::new(Mutex::new(String::new())),
+            extra_ca: Some(ca_pem_path.to_owned()),
         };
         op.spawn();
         op
@@ -213,7 +233,11 @@ impl TestOp {
             "clients": self.clients,
         });
         std::fs::write(&self.config_path, config.to_string()).unwrap();
-        let mut child = Command::new(node)
+        let mut cmd = Command::new(node);
+        if let Some(ca) = &self.extra_ca {
+            cmd.env("NODE_EXTRA_CA_CERTS", ca);
+        }
+        let mut child = cmd
             .arg(&script)
             .arg(&self.config_path)
             .stdin(Stdio::null())
