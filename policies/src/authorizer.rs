@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
@@ -143,7 +143,7 @@ pub enum WatchEvent {
     Failed(SyncError),
 }
 
-/// Stops the watcher thread when dropped (within one poll interval).
+/// Stops the watcher thread when dropped (within about 200 ms).
 #[derive(Debug)]
 pub struct WatchHandle {
     stop: Arc<AtomicBool>,
@@ -183,24 +183,42 @@ pub fn watch(
     let mut waiter = store.subscribe()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
+    let resub = Arc::clone(&store);
     let sync = move |on_event: &mut dyn FnMut(WatchEvent)| match authz.sync(&*store) {
         Ok(SyncOutcome::Activated { from, to }) => on_event(WatchEvent::Activated { from, to }),
         Ok(SyncOutcome::Unchanged(_)) => {}
         Err(e) => on_event(WatchEvent::Failed(e)),
     };
     sync(&mut on_event);
+    // Wait in short slices so dropping the handle stops the thread quickly;
+    // sync when signalled, and every `poll` regardless.
+    let slice = poll.min(Duration::from_millis(200));
     let thread = std::thread::Builder::new()
         .name("policy-watch".into())
         .spawn(move || {
+            let mut last_sync = Instant::now();
             while !stop2.load(Ordering::SeqCst) {
-                if let Err(e) = waiter.wait(poll) {
-                    on_event(WatchEvent::Failed(SyncError::Store(e)));
-                    std::thread::sleep(poll);
-                }
+                let signalled = match waiter.wait(slice) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Lost the listening connection: report, back off,
+                        // and listen anew (polling goes on meanwhile).
+                        on_event(WatchEvent::Failed(SyncError::Store(e)));
+                        std::thread::sleep(slice);
+                        match resub.subscribe() {
+                            Ok(w) => waiter = w,
+                            Err(e) => on_event(WatchEvent::Failed(SyncError::Store(e))),
+                        }
+                        false
+                    }
+                };
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
-                sync(&mut on_event);
+                if signalled || last_sync.elapsed() >= poll {
+                    last_sync = Instant::now();
+                    sync(&mut on_event);
+                }
             }
         })
         .map_err(|e| StoreError::Io {
