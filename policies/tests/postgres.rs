@@ -2,6 +2,7 @@
 //! `STADTTOR_POLICIES_PG_URL` (default
 //! `host=127.0.0.1 port=5432 user=postgres dbname=test`). Each test uses its
 //! own schema and drops it afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "postgres")]
 
 mod common;

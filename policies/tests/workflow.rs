@@ -1,6 +1,7 @@
 //! The officers' workflow on a file store: four eyes, tests on every
 //! proposal, stale proposals, emergencies, history, rollback, diff, hot
 //! swap, and default deny on an empty or broken store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
