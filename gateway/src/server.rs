@@ -74,7 +74,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             )?,
         ),
     };
-    let auth = crate::auth::Auth::new(&state.config, &keys)
+    let auth = crate::auth::Auth::new(&state.config, &keys, audit.clone())
         .await
         .map_err(|reason| ConfigError {
             file: state.config.path.clone(),

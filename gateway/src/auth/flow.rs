@@ -566,6 +566,13 @@ async fn logout(
             );
         }
         tracing::info!(request_id, provider = %s.p, "logout");
+        auth.record(
+            "auth.logout",
+            true,
+            request_id,
+            Some((&s.iss, &s.sub)),
+            &[("idp", s.p.clone().into())],
+        );
         if let Some(p) = auth.provider(&s.p) {
             if let Some(end) = p.end_session_endpoint().await {
                 if let Ok(mut u) = url::Url::parse(&end) {

@@ -105,6 +105,7 @@ pub struct Auth {
     /// Claims some route forwards: the only ones kept in session cookies.
     kept_claims: BTreeSet<String>,
     prefix: String,
+    audit: Option<Arc<crate::audit_event::AuditLog>>,
 }
 
 /// Random URL-safe text of `n` random bytes.
@@ -130,6 +131,7 @@ impl Auth {
     pub async fn new(
         config: &config::Config,
         keys: &crate::keys::Keys,
+        audit: Option<Arc<crate::audit_event::AuditLog>>,
     ) -> Result<Option<Self>, String> {
         let Some(cfg) = config.identity.clone() else {
             return Ok(None);
@@ -184,7 +186,43 @@ impl Auth {
             store,
             assertions,
             kept_claims,
+            audit,
         }))
+    }
+
+    /// Records an authentication event (login, step-up, logout) with the
+    /// subject pseudonymised. Returns false if a configured log could not
+    /// take it; callers refuse what they were about to grant.
+    pub fn record(
+        &self,
+        kind: &str,
+        ok: bool,
+        request_id: &str,
+        subject: Option<(&str, &str)>,
+        attrs: &[(&str, serde_json::Value)],
+    ) -> bool {
+        let Some(log) = &self.audit else {
+            return true;
+        };
+        let outcome = if ok {
+            stadttor_audit::event::Outcome::Success
+        } else {
+            stadttor_audit::event::Outcome::Failure
+        };
+        let mut ev = stadttor_audit::event::Event::new(kind, outcome).request_id(request_id);
+        if let Some((iss, sub)) = subject {
+            ev = ev.subject(log.pseudonym(iss, sub));
+        }
+        for (k, v) in attrs {
+            ev = ev.attr(*k, v.clone());
+        }
+        match log.record(&ev) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(request_id, kind, error = %e, "audit log cannot record an authentication event");
+                false
+            }
+        }
     }
 
     /// A provider by name.

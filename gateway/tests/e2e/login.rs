@@ -20,6 +20,15 @@ use crate::BIN;
 const SECRET: &str = "test-client-secret-0123456789abcdef";
 const API_AUD: &str = "https://api.kommune.example";
 
+/// Variations of the test setup.
+#[derive(Default, Clone, Copy)]
+struct Opts {
+    /// The gateway authenticates at the provider with private_key_jwt.
+    private_key_jwt: bool,
+    /// An audit log records the authentication events.
+    audit: bool,
+}
+
 /// One identity provider in a test.
 struct Idp {
     name: &'static str,
@@ -50,14 +59,47 @@ impl Login {
     }
 
     async fn start_with(names: &[&'static str], extra_identity: &str) -> Self {
+        Self::start_full(names, extra_identity, Opts::default()).await
+    }
+
+    async fn start_full(names: &[&'static str], extra_identity: &str, opts: Opts) -> Self {
         let backend = Backend::start("app").await;
         let dir = TempDir::new("login");
         let pki = TestPki::new(&dir, "main", &[]);
         let port = free_port();
+        // The gateway's private_key_jwt client key (ES256, PKCS#8).
+        let rng = ring::rand::SystemRandom::new();
+        let client_pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        let client_key = dir.path().join("client-key.p8");
+        std::fs::write(&client_key, client_pkcs8.as_ref()).unwrap();
+        let client_jwk = {
+            let kp = ring::signature::EcdsaKeyPair::from_pkcs8(
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                client_pkcs8.as_ref(),
+                &rng,
+            )
+            .unwrap();
+            let pt = ring::signature::KeyPair::public_key(&kp).as_ref().to_vec();
+            let (x, y) = (jwt::b64(&pt[1..33]), jwt::b64(&pt[33..]));
+            // RFC 7638 thumbprint, the kid the gateway puts in its assertions.
+            let members = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+            let kid =
+                jwt::b64(ring::digest::digest(&ring::digest::SHA256, members.as_bytes()).as_ref());
+            json!({"kty":"EC","crv":"P-256","x":x,"y":y,"kid":kid,"alg":"ES256","use":"sig"})
+        };
         let mut idps = Vec::new();
         for name in names {
+            let base_client = if opts.private_key_jwt {
+                oidc::private_key_jwt_client("stadttor", &client_jwk, &redirect_uri(port, name))
+            } else {
+                oidc::basic_client("stadttor", SECRET, &redirect_uri(port, name))
+            };
             let client = oidc::with_logout(
-                oidc::basic_client("stadttor", SECRET, &redirect_uri(port, name)),
+                base_client,
                 &format!("https://127.0.0.1:{port}/.stadttor/backchannel-logout/{name}"),
                 &format!("https://localhost:{port}/.stadttor/logged-out"),
             );
@@ -91,7 +133,7 @@ display_name = "Anmeldung {name}"
 display_name_en = "Login {name}"
 issuer = "{issuer}"
 client_id = "stadttor"
-client_secret_file = {secret:?}
+{client_auth}
 redirect_uri = "{redirect}"
 post_logout_redirect_uri = "https://localhost:{port}/.stadttor/logged-out"
 scopes = ["openid", "profile"]
@@ -101,7 +143,11 @@ request_timeout = "3s"
 "#,
                 name = i.name,
                 issuer = i.op.issuer(),
-                secret = secret.display().to_string(),
+                client_auth = if opts.private_key_jwt {
+                    format!("client_key = \"file:{}\"", client_key.display())
+                } else {
+                    format!("client_secret_file = {:?}", secret.display().to_string())
+                },
                 redirect = redirect_uri(port, i.name),
             ));
         }
@@ -122,6 +168,7 @@ listen = "127.0.0.1:{port}"
 name = "app"
 addresses = ["{upstream}"]
 
+{audit}
 [identity]
 session_key_file = {keys:?}
 store = "file:{store}"
@@ -178,6 +225,11 @@ path_prefix = "/"
             store = dir.path().join("sessions").display(),
             akey = assertion_key.display(),
             all = all.join(", "),
+            audit = if opts.audit {
+                crate::audit::audit_toml(&dir)
+            } else {
+                String::new()
+            },
         );
         let gw = Gateway::start(BIN, &dir, &config);
         Self {
@@ -1048,4 +1100,102 @@ async fn provider_down_fails_closed_with_a_clear_page_and_key_rotation_is_follow
     let e = t.browser();
     let chain = t.login(&e, "/portal/", CITIZEN_HIGH, Level::High).await;
     assert_eq!(chain.last.status, 200, "{chain:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_client_authentication_with_a_key_store_key() {
+    let t = Login::start_full(
+        &["buerger"],
+        "",
+        Opts {
+            private_key_jwt: true,
+            audit: false,
+        },
+    )
+    .await;
+    let b = t.browser();
+    let chain = t.login(&b, "/portal/", CITIZEN_HIGH, Level::High).await;
+    assert_eq!(
+        header(&echoed(&chain), "x-stadttor-sub"),
+        Some(CITIZEN_HIGH.sub)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_step_ups_and_logouts_are_audit_events_without_personal_data() {
+    use stadttor_audit::verify::{verify_dir, LogReader};
+    let mut t = Login::start_full(
+        &["buerger"],
+        "",
+        Opts {
+            private_key_jwt: false,
+            audit: true,
+        },
+    )
+    .await;
+    let b = t.browser();
+    t.login(&b, "/portal/", CITIZEN_HIGH, Level::Substantial)
+        .await;
+    let step = b.follow(&t.url("/bauamt/")).await;
+    b.login_at_op(&step, CITIZEN_HIGH, Level::High).await;
+    // A refused callback is recorded too.
+    assert_eq!(
+        b.get(&t.url("/.stadttor/callback/buerger?code=x"))
+            .await
+            .status,
+        400
+    );
+    let confirm = b.get(&t.url("/.stadttor/logout")).await;
+    b.submit_form(&confirm, "/.stadttor/logout", &[]).await;
+
+    let key = crate::audit::verifier_key_from_logs(&t.gw.logs());
+    t.gw.signal("TERM");
+    assert!(t.gw.wait_exit(Duration::from_secs(10)).unwrap().success());
+    let log_dir = t._dir.path().join("audit");
+    verify_dir(&log_dir, &key).unwrap();
+    let mut out = Vec::new();
+    LogReader::open(&log_dir, &key)
+        .unwrap()
+        .export(&mut out)
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    let login = events
+        .iter()
+        .find(|e| e["kind"] == "auth.login" && e["outcome"] == "success")
+        .expect("login event");
+    let step_up = events
+        .iter()
+        .find(|e| e["kind"] == "auth.step_up")
+        .expect("step-up event");
+    let logout = events
+        .iter()
+        .find(|e| e["kind"] == "auth.logout")
+        .expect("logout event");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "auth.login" && e["outcome"] != "success"),
+        "{kinds:?}"
+    );
+    assert_eq!(login["attrs"]["level"], "substantial", "{login}");
+    assert_eq!(step_up["attrs"]["level"], "high");
+    // One pseudonym for the citizen across events, never the sub itself.
+    assert_eq!(login["subject"], step_up["subject"]);
+    assert_eq!(login["subject"], logout["subject"]);
+    let access: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "http.access" && e["target"] == "portal")
+        .collect();
+    assert!(
+        access.iter().any(|e| e["subject"] == login["subject"]),
+        "access events carry the same pseudonym"
+    );
+    for needle in [CITIZEN_HIGH.sub, "Erika", "Mustermann"] {
+        assert!(!text.contains(needle), "`{needle}` in the audit log");
+    }
 }
