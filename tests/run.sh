@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole stadttor test suite, as CI runs it: installs what the tests
-# need (Debian 12, as root or with sudo), then lints and tests every crate
+# need (Debian 12, as root or with sudo; the pki tests add a Python venv with
+# pinned verifiers at /var/tmp/stadttor-pyenv themselves), then lints and tests every crate
 # with every feature against real parts (swtpm, SoftHSM2, testssl.sh, ...).
 #
 #   tests/run.sh            everything
@@ -20,6 +21,7 @@ APT_PACKAGES=(
   softhsm2 opensc                                       # PKCS#11 backend + token
   testssl.sh curl jq openssl                            # independent TLS checks
   golang-go golang-golang-x-mod-dev                     # Go sumdb/tlog: independent audit-log verifier
+  poppler-utils libnss3-tools                           # pdfsig + certutil: independent PAdES verifier
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

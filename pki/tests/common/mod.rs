@@ -23,6 +23,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use stadttor_hsm::file::FileKey;
 use stadttor_hsm::SigningKey;
+use stadttor_pki::sign::pades;
 use stadttor_pki::sign::SealCertificate;
 
 #[path = "../../../hsm/tests/support/mod.rs"]
@@ -396,4 +397,114 @@ pub fn tamper_pdf(signed: &[u8]) -> Vec<u8> {
         .expect("our field name");
     t[pos + 1] = b'Z';
     t
+}
+
+/// `openssl cms -verify -cades` of a detached signature.
+pub fn openssl_cms_verify(pki: &Pki, sig: &[u8], content: &[u8], dir: &TempDir) -> (bool, String) {
+    require("openssl", "openssl");
+    std::fs::write(dir.join("sig.p7s"), sig).unwrap();
+    std::fs::write(dir.join("content"), content).unwrap();
+    run(Command::new("openssl")
+        .args([
+            "cms", "-verify", "-binary", "-cades", "-inform", "DER", "-in",
+        ])
+        .arg(dir.join("sig.p7s"))
+        .arg("-content")
+        .arg(dir.join("content"))
+        .arg("-CAfile")
+        .arg(pki.ca_pem())
+        .args(["-out", "/dev/null"]))
+}
+
+/// pyHanko's detached CMS validation of `sig.p7s` in `dir`.
+pub fn pyhanko_cms(pki: &Pki, dir: &TempDir, content: &[u8], timestamp: bool) -> (bool, String) {
+    std::fs::write(dir.join("content"), content).unwrap();
+    let (sig, content, ca) = (dir.join("sig.p7s"), dir.join("content"), pki.ca_pem());
+    let mut args = vec![
+        "cms",
+        sig.to_str().unwrap(),
+        content.to_str().unwrap(),
+        ca.to_str().unwrap(),
+    ];
+    if timestamp {
+        args.push("--timestamp");
+    }
+    verify_py(&args)
+}
+
+/// PAdES checks: pdfsig, pyHanko, OpenSSL's print of the CMS, our
+/// verifier; and the same file tampered must fail pdfsig and pyHanko.
+pub fn check_pades(pki: &Pki, dir: &TempDir, name: &str, signed: &[u8], with_ts: bool) {
+    let file = dir.join(&format!("{name}.pdf"));
+    std::fs::write(&file, signed).unwrap();
+    // poppler
+    let out = pdfsig(pki, &file);
+    assert!(
+        out.contains("Signature is Valid.") && out.contains("Certificate is Trusted."),
+        "pdfsig {name}: {out}"
+    );
+    assert!(
+        out.contains("Total document signed"),
+        "pdfsig {name}: {out}"
+    );
+    assert!(out.contains("ETSI.CAdES.detached"), "pdfsig {name}: {out}");
+    // pyHanko (also: no signingTime, signingCertificateV2 present)
+    let ca = pki.ca_pem();
+    let mut args = vec!["pades", file.to_str().unwrap(), ca.to_str().unwrap()];
+    if with_ts {
+        args.push("--timestamp");
+    }
+    let (ok, out) = verify_py(&args);
+    assert!(ok, "pyHanko {name}: {out}");
+    // OpenSSL's view of the embedded CMS.
+    let v = pades::verify_pdf(signed).unwrap();
+    assert!(v.covers_whole_file && v.cms.signing_time.is_none() && v.cms.signing_certificate_v2);
+    assert_eq!(v.cms.timestamp.is_some(), with_ts);
+    let cms_file = dir.join(&format!("{name}.cms"));
+    let pos = signed
+        .windows(11)
+        .rposition(|w| w == b"/Contents <")
+        .unwrap()
+        + 11;
+    let end = pos + signed[pos..].iter().position(|c| *c == b'>').unwrap();
+    let hex = std::str::from_utf8(&signed[pos..end])
+        .unwrap()
+        .trim_end_matches('0');
+    let hex = if hex.len() % 2 == 1 {
+        format!("{hex}0")
+    } else {
+        hex.to_owned()
+    };
+    let der: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    std::fs::write(&cms_file, &der).unwrap();
+    let (ok, printed) = run(Command::new("openssl")
+        .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])
+        .arg(&cms_file));
+    assert!(ok, "{printed}");
+    // Our signer's signed attributes (a timestamp token's own, printed
+    // under unsignedAttrs, may have a signingTime).
+    let ours = printed.split("unsignedAttrs").next().unwrap();
+    let attrs = ours
+        .split("signedAttrs")
+        .nth(1)
+        .expect("signedAttrs printed");
+    assert!(!attrs.contains("signingTime"), "{attrs}");
+    assert!(attrs.contains("signingCertificateV2"), "{attrs}");
+
+    // Tampered: both verifiers say so.
+    let tampered = tamper_pdf(signed);
+    let tfile = dir.join(&format!("{name}-tampered.pdf"));
+    std::fs::write(&tfile, &tampered).unwrap();
+    let out = pdfsig(pki, &tfile);
+    assert!(
+        out.contains("Digest Mismatch") || out.contains("Signature is Invalid"),
+        "pdfsig accepted tampered {name}: {out}"
+    );
+    assert!(!out.contains("Signature is Valid."), "{out}");
+    let (ok, out) = verify_py(&["pades", tfile.to_str().unwrap(), ca.to_str().unwrap()]);
+    assert!(!ok, "pyHanko accepted tampered {name}: {out}");
+    assert!(pades::verify_pdf(&tampered).is_err());
 }
