@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The whole stadttor test suite, as CI runs it: installs what the tests
-# need (Debian 12, as root or with sudo; the pki tests add a Python venv with
-# pinned verifiers at /var/tmp/stadttor-pyenv themselves), then lints and tests every crate
+# need (Debian 12, as root or with sudo), then lints and tests every crate
 # with every feature against real parts (swtpm, SoftHSM2, testssl.sh, ...).
 #
 #   tests/run.sh            everything

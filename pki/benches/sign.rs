@@ -7,6 +7,11 @@
 //! tens of milliseconds and dominates everything else.
 //!
 //!     cargo bench -p stadttor-pki --bench sign
+//!
+//! Measured 2026-11-26 on the shared 2-core dev machine (medians, with
+//! other builds running): CMS 10 KiB 9.3 µs without the key, 33 µs with
+//! a file key; PAdES 1 MiB PDF 0.87 ms without the key (target: < 5 ms),
+//! 1.04 ms with a file key; RFC 9421 10 KiB 10.4 µs / 34 µs.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
