@@ -20,6 +20,7 @@ APT_PACKAGES=(
   softhsm2 opensc                                       # PKCS#11 backend + token
   testssl.sh curl jq openssl                            # independent TLS checks
   golang-go golang-golang-x-mod-dev                     # Go sumdb/tlog: independent audit-log verifier
+  poppler-utils libnss3-tools                           # pdfsig + certutil: independent PAdES verifier
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -40,6 +40,43 @@ pub enum Error {
     /// Generating a certificate failed.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    /// The seal certificate chain is unusable for sealing.
+    #[error("seal certificate {subject}: {reason}")]
+    SealCertificate {
+        /// The leaf's subject (or the file, before it parsed).
+        subject: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Input that must follow a format does not (DER, PDF, JOSE, HTTP
+    /// structured fields, a TSA response).
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Which format.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A signature, digest or timestamp did not verify.
+    #[error("signature does not verify: {reason}")]
+    BadSignature {
+        /// What did not match.
+        reason: String,
+    },
+    /// The timestamp authority could not be reached or refused the request.
+    #[error("timestamp authority {url}: {reason}")]
+    Tsa {
+        /// The TSA's URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The PDF cannot be sealed (encrypted, or a structure we do not read).
+    #[error("cannot seal this PDF: {reason}")]
+    Pdf {
+        /// Why.
+        reason: String,
+    },
     /// A key store error.
     #[error(transparent)]
     Key(#[from] stadttor_hsm::Error),

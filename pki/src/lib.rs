@@ -8,8 +8,11 @@
 //! - [`remote`]: rcgen signing through a key-store key (CSRs, certificates).
 //! - [`leaf`]: short-lived TLS leaf certificates issued by a hardware key.
 //! - [`devca`]: a throw-away development CA for `stadttor demo` and tests.
+//! - [`sign`]: electronic seals on documents and responses: CMS/CAdES,
+//!   PAdES, JWS, RFC 9421 HTTP message signatures, RFC 3161 timestamps.
 //!
-//! This crate does not open sockets and does not speak HTTP.
+//! This crate does not speak HTTP as a server; the only socket it opens is
+//! the RFC 3161 client's connection to a configured timestamp authority.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +21,7 @@ pub mod devca;
 mod error;
 pub mod leaf;
 pub mod remote;
+pub mod sign;
 pub mod tls_key;
 
 pub use error::Error;
