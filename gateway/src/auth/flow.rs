@@ -291,6 +291,13 @@ async fn callback(
             reason = why,
             "login callback refused"
         );
+        auth.record(
+            "auth.login",
+            false,
+            request_id,
+            None,
+            &[("idp", provider_name.into()), ("reason", why.into())],
+        );
         let mut r = html(
             status,
             pages::error(lang, problem, request_id, Some("/.stadttor/login")),
@@ -529,6 +536,28 @@ async fn callback(
             })
             .await;
     }
+    let recorded = auth.record(
+        if same_user.is_some() {
+            "auth.step_up"
+        } else {
+            "auth.login"
+        },
+        true,
+        request_id,
+        Some((&s.iss, &s.sub)),
+        &[
+            ("idp", s.p.clone().into()),
+            ("level", s.lvl.map(|l| l.name()).unwrap_or("none").into()),
+        ],
+    );
+    if !recorded {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Problem::SessionsDown,
+            "audit log cannot record the login",
+            Some(&name),
+        );
+    }
     let Some(set) = auth.seal_session(&s) else {
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -602,6 +631,13 @@ async fn backchannel(
             provider = provider_name,
             reason = why,
             "back-channel logout refused"
+        );
+        auth.record(
+            "auth.backchannel_logout",
+            false,
+            request_id,
+            None,
+            &[("idp", provider_name.into()), ("reason", why.into())],
         );
         let mut r = plain(StatusCode::BAD_REQUEST, "invalid logout token", request_id);
         r.headers_mut()
@@ -686,6 +722,16 @@ async fn backchannel(
         provider = provider_name,
         by_sid = logout.sid.is_some(),
         "back-channel logout"
+    );
+    auth.record(
+        "auth.backchannel_logout",
+        true,
+        request_id,
+        logout.sub.as_deref().map(|sub| (issuer.as_str(), sub)),
+        &[
+            ("idp", provider_name.into()),
+            ("by_sid", logout.sid.is_some().into()),
+        ],
     );
     let mut r = Response::new(super::body(Bytes::new()));
     r.headers_mut()

@@ -1167,7 +1167,7 @@ async fn logins_step_ups_and_logouts_are_audit_events_without_personal_data() {
     let login = events
         .iter()
         .find(|e| e["kind"] == "auth.login" && e["outcome"] == "success")
-        .expect("login event");
+        .unwrap_or_else(|| panic!("no login event: {kinds:?}\n{text}"));
     let step_up = events
         .iter()
         .find(|e| e["kind"] == "auth.step_up")
