@@ -98,12 +98,14 @@ impl Wire {
     }
 
     /// The JSON form.
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn to_json(&self) -> String {
         // Serialising plain strings and integers cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Parses the JSON form.
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn from_json(s: &str) -> Result<Wire, StoreError> {
         serde_json::from_str(s).map_err(|e| StoreError::BadEntry(format!("{e}: {s:.200}")))
     }
@@ -221,6 +223,7 @@ impl Replica {
 
     /// Records that the backend confirmed the replica complete as of `at`
     /// (the moment the confirming request was sent).
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn confirm_fresh(&self, at: Instant) {
         let ns =
             u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
@@ -232,6 +235,7 @@ impl Replica {
     }
 
     /// Records a background error (shown by `health`).
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn set_error(&self, e: String) {
         *self
             .last_error
@@ -419,6 +423,17 @@ mod tests {
         assert!(Wire::from_json("{\"kind\":\"nope\"}").is_err());
     }
 
+    /// This thread's time on a CPU (ns), from the scheduler's statistics:
+    /// unaffected by other processes sharing the machine.
+    fn cpu_ns() -> Option<u64> {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
     /// Cost of `is_revoked` with 30 000 revocations held, for the report:
     /// `cargo test -p stadttor-gateway --release --lib -- --ignored --nocapture is_revoked_cost`.
     #[test]
@@ -458,6 +473,7 @@ mod tests {
             let subs: Vec<String> = (0..1024).map(|i| format!("sub-{}", i * 3)).collect();
             let issued = SystemTime::now();
             let n = 2_000_000;
+            let cpu0 = cpu_ns();
             let t0 = Instant::now();
             let mut revoked = 0u64;
             for i in 0..n {
@@ -473,8 +489,10 @@ mod tests {
                     std::hint::black_box(r.is_revoked(std::hint::black_box(&s))).unwrap_or(true),
                 );
             }
+            let cpu1 = cpu_ns();
             let per = t0.elapsed().as_nanos() / n as u128;
-            println!("is_revoked (always_fresh={always_fresh}, 30000 entries, miss path): {per} ns/op ({revoked} hits)");
+            let cpu = cpu1.zip(cpu0).map(|(b, a)| (b - a) / n as u64);
+            println!("is_revoked (always_fresh={always_fresh}, 30000 entries, miss path): {per} ns/op wall, {cpu:?} ns/op on-CPU ({revoked} hits)");
         }
     }
 }
