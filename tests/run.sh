@@ -20,6 +20,7 @@ APT_PACKAGES=(
   softhsm2 opensc                                       # PKCS#11 backend + token
   testssl.sh curl jq openssl                            # independent TLS checks
   golang-go golang-golang-x-mod-dev                     # Go sumdb/tlog: independent audit-log verifier
+  redis-server                                          # session store tests (shared server + one per outage test)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
