@@ -21,6 +21,7 @@ APT_PACKAGES=(
   testssl.sh curl jq openssl                            # independent TLS checks
   golang-go golang-golang-x-mod-dev                     # Go sumdb/tlog: independent audit-log verifier
   poppler-utils libnss3-tools                           # pdfsig + certutil: independent PAdES verifier
+  redis-server                                          # session store tests (shared server + one per outage test)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

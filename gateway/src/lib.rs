@@ -6,7 +6,8 @@
 //! [`state`] route match, [`headers`] hygiene, [`upstream`] exchange,
 //! [`body`] limits) → [`errors`] (the one place errors become responses).
 //! Around them: [`server`] (reload, drain), [`admin`] and [`metrics`], and
-//! [`demo`] for the first minute with stadttor.
+//! [`demo`] for the first minute with stadttor; [`session_store`] keeps
+//! single-use markers and session revocations for the login code.
 
 #![forbid(unsafe_code)]
 
