@@ -84,10 +84,23 @@ path_prefix = "/"
     let cfg = config::parse(&dir.join("stadttor.toml"), &text).unwrap();
     let keys = stadttor_gateway::keys::Keys::new(cfg.keys.clone());
     let auth = rt.block_on(Auth::new(&cfg, &keys, None)).unwrap().unwrap();
-    let portal = cfg.routes.iter().find(|r| r.name == "portal").unwrap().clone();
-    let public = cfg.routes.iter().find(|r| r.name == "public").unwrap().clone();
+    let portal = cfg
+        .routes
+        .iter()
+        .find(|r| r.name == "portal")
+        .unwrap()
+        .clone();
+    let public = cfg
+        .routes
+        .iter()
+        .find(|r| r.name == "public")
+        .unwrap()
+        .clone();
 
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let session = SessionData {
         v: 1,
         id: "bench-session-0123456789".into(),
@@ -121,10 +134,16 @@ path_prefix = "/"
 
     let mut g = c.benchmark_group("authenticate");
     g.bench_function("anonymous", |b| {
-        b.iter(|| rt.block_on(auth.authenticate(&public, &anonymous, None, "rid")).is_ok())
+        b.iter(|| {
+            rt.block_on(auth.authenticate(&public, &anonymous, None, "rid"))
+                .is_ok()
+        })
     });
     g.bench_function("session_cookie_cached_assertion", |b| {
-        b.iter(|| rt.block_on(auth.authenticate(&portal, &with_cookie, None, "rid")).is_ok())
+        b.iter(|| {
+            rt.block_on(auth.authenticate(&portal, &with_cookie, None, "rid"))
+                .is_ok()
+        })
     });
     g.finish();
     let _ = std::fs::remove_dir_all(&dir);

@@ -146,11 +146,11 @@ impl Auth {
             config::SessionStorage::Dir(d) => StoreConfig::File { dir: d.clone() },
             config::SessionStorage::Redis(url) => StoreConfig::Redis {
                 url: url.clone(),
-                prefix: "stadttor:".into(),
+                prefix: format!("{}:", cfg.store_namespace),
             },
             config::SessionStorage::Postgres(url) => StoreConfig::Postgres {
                 url: url.clone(),
-                schema: "stadttor_sessions".into(),
+                schema: format!("{}_sessions", cfg.store_namespace),
             },
         };
         let store = SessionStore::open(&store_cfg, StoreOptions::default())

@@ -84,6 +84,8 @@ pub(super) mod raw {
     pub struct Identity {
         pub session_key_file: PathBuf,
         pub store: String,
+        #[serde(default = "default_namespace")]
+        pub store_namespace: String,
         pub assertion_key: String,
         #[serde(default = "default_assertion_issuer")]
         pub assertion_issuer: String,
@@ -144,6 +146,9 @@ pub(super) mod raw {
         pub client_cert_level: Option<Level>,
     }
 
+    fn default_namespace() -> String {
+        "stadttor".into()
+    }
     fn default_assertion_issuer() -> String {
         "stadttor".into()
     }
@@ -188,6 +193,9 @@ pub struct Identity {
     pub session_key_file: PathBuf,
     /// Revocations and single-use markers.
     pub store: SessionStorage,
+    /// Redis key prefix (`NS:`) or PostgreSQL schema (`NS_sessions`), so
+    /// that several clusters can share one server.
+    pub store_namespace: String,
     /// Signs identity assertions to the services.
     pub assertion_key: KeyRef,
     /// `iss` of identity assertions.
@@ -324,6 +332,18 @@ pub(super) fn validate_identity(
         );
         SessionStorage::Dir(PathBuf::new())
     };
+    let ns = &raw.store_namespace;
+    if ns.is_empty()
+        || ns.len() > 40
+        || !ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        issue(
+            "identity.store_namespace".into(),
+            "must be 1-40 lowercase letters, digits or `_`".into(),
+        );
+    }
     for (name, d, min) in [
         ("assertion_lifetime", raw.assertion_lifetime, 5),
         ("session_idle_timeout", raw.session_idle_timeout, 60),
@@ -472,6 +492,7 @@ pub(super) fn validate_identity(
     Identity {
         session_key_file: abs(&raw.session_key_file),
         store,
+        store_namespace: raw.store_namespace.clone(),
         assertion_key: key_ref(&raw.assertion_key, issue, "identity.assertion_key".into()),
         assertion_issuer: raw.assertion_issuer.clone(),
         assertion_lifetime: raw.assertion_lifetime,

@@ -27,6 +27,8 @@ struct Opts {
     private_key_jwt: bool,
     /// An audit log records the authentication events.
     audit: bool,
+    /// `[identity] store` and `store_namespace` (default: a file store).
+    store: Option<(&'static str, &'static str)>,
 }
 
 /// One identity provider in a test.
@@ -171,7 +173,7 @@ addresses = ["{upstream}"]
 {audit}
 [identity]
 session_key_file = {keys:?}
-store = "file:{store}"
+{store}
 assertion_key = "file:{akey}"
 {extra_identity}
 {providers}
@@ -222,7 +224,14 @@ path_prefix = "/"
             cert = pki.certificate_toml(&[]),
             upstream = backend.addr,
             keys = session_keys.display().to_string(),
-            store = dir.path().join("sessions").display(),
+            store = match opts.store {
+                Some((url, _)) => format!(
+                    "store = \"{url}\"\nstore_namespace = \"t{}_{}\"",
+                    std::process::id(),
+                    port
+                ),
+                None => format!("store = \"file:{}\"", dir.path().join("sessions").display()),
+            },
             akey = assertion_key.display(),
             all = all.join(", "),
             audit = if opts.audit {
@@ -1109,7 +1118,7 @@ async fn private_key_jwt_client_authentication_with_a_key_store_key() {
         "",
         Opts {
             private_key_jwt: true,
-            audit: false,
+            ..Opts::default()
         },
     )
     .await;
@@ -1128,8 +1137,8 @@ async fn logins_step_ups_and_logouts_are_audit_events_without_personal_data() {
         &["buerger"],
         "",
         Opts {
-            private_key_jwt: false,
             audit: true,
+            ..Opts::default()
         },
     )
     .await;
@@ -1198,4 +1207,74 @@ async fn logins_step_ups_and_logouts_are_audit_events_without_personal_data() {
     for needle in [CITIZEN_HIGH.sub, "Erika", "Mustermann"] {
         assert!(!text.contains(needle), "`{needle}` in the audit log");
     }
+}
+
+/// Two gateways share sessions through Redis or PostgreSQL: a cookie from
+/// one works on the other, and a logout on one ends the session on both
+/// within a second.
+async fn cluster_logout(store: &'static str) {
+    let t = Login::start_full(
+        &["buerger"],
+        "",
+        Opts {
+            store: Some((store, "")),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let b = t.browser();
+    t.login(&b, "/portal/", CITIZEN_HIGH, Level::High).await;
+    let cookie = b.cookie(&t.base, COOKIE).unwrap();
+
+    // A second gateway: same configuration, another port.
+    let text = std::fs::read_to_string(&t.gw.config_path).unwrap();
+    let port2 = free_port();
+    let text2 = text.replace(
+        &format!("listen = \"127.0.0.1:{}\"", t.gw.addr().port()),
+        &format!("listen = \"127.0.0.1:{port2}\""),
+    );
+    assert_ne!(text, text2);
+    let dir2 = TempDir::new("login-b");
+    let gw2 = Gateway::start(BIN, &dir2, &text2);
+    let b_url = format!("https://localhost:{port2}/portal/");
+    let r = b.get(&b_url).await;
+    assert_eq!(
+        r.status, 200,
+        "the session works on the second gateway: {r:?}"
+    );
+
+    // Logout on the first gateway.
+    let confirm = b.get(&t.url("/.stadttor/logout")).await;
+    let started = std::time::Instant::now();
+    b.submit_form(&confirm, "/.stadttor/logout", &[]).await;
+    b.set_cookie(&t.base, COOKIE, &cookie);
+    let mut ended = false;
+    while started.elapsed() < Duration::from_secs(1) {
+        if b.get(&b_url).await.status == 303 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        ended,
+        "second gateway still accepts the session 1 s after logout"
+    );
+    println!(
+        "logout seen by the second gateway after {:?}",
+        started.elapsed()
+    );
+    drop(gw2);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_on_one_gateway_ends_the_session_on_another_via_redis() {
+    cluster_logout("redis://127.0.0.1:6379").await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_on_one_gateway_ends_the_session_on_another_via_postgres() {
+    cluster_logout("postgres://postgres@127.0.0.1:5432/test").await;
 }
