@@ -37,8 +37,7 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     std::fs::write(dir.join("assertion.p8"), pkcs8.as_ref()).unwrap();
     std::fs::write(dir.join("secret"), "s3cret").unwrap();
-    let text = format!(
-        r#"
+    let text = r#"
 [[listeners]]
 name = "public"
 listen = "127.0.0.1:0"
@@ -73,15 +72,14 @@ path_prefix = "/portal"
 methods = ["session"]
 providers = ["buerger"]
 min_level = "substantial"
-claims = {{ given_name = "given-name" }}
+claims = { given_name = "given-name" }
 
 [[routes]]
 name = "public"
 upstream = "app"
 path_prefix = "/"
-"#
-    );
-    let cfg = config::parse(&dir.join("stadttor.toml"), &text).unwrap();
+"#;
+    let cfg = config::parse(&dir.join("stadttor.toml"), text).unwrap();
     let keys = stadttor_gateway::keys::Keys::new(cfg.keys.clone());
     let auth = rt.block_on(Auth::new(&cfg, &keys, None)).unwrap().unwrap();
     let portal = cfg
