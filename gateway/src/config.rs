@@ -18,9 +18,11 @@ use std::time::Duration;
 use stadttor_hsm::KeyRef;
 
 mod identity;
+mod signing;
 pub use identity::{
     url_origin, AuthMethod, Identity, Level, Provider, ProviderAuth, RouteAuth, SessionStorage,
 };
+pub use signing::{SignFormat, SignRule, Signing};
 
 /// A configuration problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +82,7 @@ pub mod raw {
         pub admin: Option<Admin>,
         pub audit: Option<Audit>,
         pub identity: Option<super::identity::raw::Identity>,
+        pub signing: Option<super::signing::raw::Signing>,
         #[serde(default)]
         pub listeners: Vec<Listener>,
         #[serde(default)]
@@ -264,6 +267,8 @@ pub mod raw {
         #[serde(default)]
         pub audit: Option<AuditMode>,
         pub auth: Option<super::identity::raw::RouteAuth>,
+        #[serde(default)]
+        pub sign: Vec<super::signing::raw::SignRule>,
     }
 
     /// `[routes.timeouts]`.
@@ -521,6 +526,8 @@ pub struct Config {
     pub audit: Option<Audit>,
     /// Logins, sessions and identity assertions, if configured.
     pub identity: Option<Identity>,
+    /// Document signing, if configured.
+    pub signing: Option<Signing>,
     /// Public listeners.
     pub listeners: Vec<Listener>,
     /// Upstream pools.
@@ -660,6 +667,8 @@ pub struct Route {
     pub audit: AuditMode,
     /// Authentication (empty `methods`: anonymous).
     pub auth: RouteAuth,
+    /// Response signing rules, first match wins.
+    pub sign: Vec<SignRule>,
 }
 
 /// Reads and validates a configuration file.
@@ -983,6 +992,10 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         .identity
         .as_ref()
         .map(|id| identity::validate_identity(id, &abs, &key_ref, &mut issue));
+    let signing_cfg = raw
+        .signing
+        .as_ref()
+        .map(|s| signing::validate_signing(s, &abs, &key_ref, &mut issue));
 
     let mut route_names = HashSet::new();
     let mut routes = Vec::new();
@@ -1143,6 +1156,12 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
                     )
                 })
                 .unwrap_or_default(),
+            sign: signing::validate_rules(
+                &format!("{k}.sign"),
+                &r.sign,
+                signing_cfg.as_ref(),
+                &mut issue,
+            ),
         });
     }
 
@@ -1273,6 +1292,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         admin: raw.admin.as_ref().map(|a| a.listen),
         audit,
         identity,
+        signing: signing_cfg,
         listeners,
         upstreams,
         routes,

@@ -54,6 +54,9 @@ pub enum GatewayError {
     /// The audit log cannot record, and the route requires it.
     #[error("audit log unavailable: {0}")]
     AuditUnavailable(String),
+    /// A response that must be signed could not be.
+    #[error("response signing failed: {0}")]
+    SigningFailed(String),
     /// Already answered by a stage (login redirect, 401, 403, gateway
     /// endpoint); the response goes out as it is.
     #[error("answered by the gateway")]
@@ -86,7 +89,10 @@ impl GatewayError {
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamFailed { .. } => Source::Upstream,
-            Self::Draining | Self::AuditUnavailable(_) | Self::Internal(_) => Source::Internal,
+            Self::Draining
+            | Self::AuditUnavailable(_)
+            | Self::Internal(_)
+            | Self::SigningFailed(_) => Source::Internal,
         }
     }
 
@@ -128,6 +134,10 @@ impl GatewayError {
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "The gateway could not handle the request.",
+            ),
+            Self::SigningFailed(_) => (
+                StatusCode::BAD_GATEWAY,
+                "The service's answer must be signed and could not be; it was withheld.",
             ),
             // Never rendered: the stage's own response is sent.
             Self::Answered(r) => (r.status(), ""),

@@ -49,6 +49,8 @@ pub struct Shared {
     pub audit: Option<Arc<crate::audit_event::AuditLog>>,
     /// Logins and sessions, if `[identity]` is configured.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Document signing, if `[signing]` is configured.
+    pub signer: Option<Arc<crate::signing::Signer>>,
 }
 
 /// What is known about the client connection a request came on.
@@ -89,15 +91,13 @@ pub async fn serve(
     let logged = access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
     let client_request_id = req.headers().get(headers::REQUEST_ID).cloned();
 
-    let audit = shared.audit.as_deref();
     let (mut resp, route_name) = match handle(
         &state,
         &conn,
         req,
         request_id,
         &request_id_value,
-        audit,
-        shared.auth.as_deref(),
+        &shared,
     )
     .instrument(span)
     .await
@@ -173,9 +173,13 @@ async fn handle<'s>(
     mut req: Request<Incoming>,
     request_id: &str,
     request_id_value: &HeaderValue,
-    audit: Option<&crate::audit_event::AuditLog>,
-    auth: Option<&crate::auth::Auth>,
+    shared: &Shared,
 ) -> Result<(Response<ProxyBody>, &'s Route), Failure<'s>> {
+    let (audit, auth, signer) = (
+        shared.audit.as_deref(),
+        shared.auth.as_deref(),
+        shared.signer.as_deref(),
+    );
     if req.version() <= Version::HTTP_11 {
         let position = conn.requests.fetch_add(1, Ordering::Relaxed);
         if conn.ambiguous.at(position) {
@@ -186,7 +190,12 @@ async fn handle<'s>(
         }
     }
     let host = check_framing(&req).map_err(|e| (e, None))?;
-    // The gateway's own login endpoints come before any route.
+    // The gateway's own endpoints come before any route.
+    if let Some(signer) = signer {
+        if let Some(resp) = signer.endpoint(req.uri().path()) {
+            return Err((GatewayError::Answered(Box::new(resp)), None));
+        }
+    }
     if let Some(auth) = auth {
         req = match crate::auth::flow::handle(auth, state, req, request_id).await {
             Ok(resp) => return Err((GatewayError::Answered(Box::new(resp)), None)),
@@ -244,6 +253,7 @@ async fn handle<'s>(
         }
     }
 
+    let sign_path = (!cfg.sign.is_empty()).then(|| req.uri().path().to_owned());
     let websocket = cfg.websocket
         && req.version() == Version::HTTP_11
         && req.method() == Method::GET
@@ -337,6 +347,28 @@ async fn handle<'s>(
     }
 
     headers::strip_hop_by_hop(resp.headers_mut(), false);
+    if let (Some(signer), Some(path)) = (signer, &sign_path) {
+        if let Some(rule) =
+            crate::signing::Signer::rule_for(&cfg.sign, resp.status(), resp.headers(), path)
+        {
+            let (parts, body) = resp.into_parts();
+            let body = Guarded::new(body, u64::MAX, cfg.timeouts.idle, deadline, None);
+            let mut signed = signer
+                .sign(
+                    &cfg.name,
+                    rule,
+                    Response::from_parts(parts, body),
+                    request_id,
+                )
+                .await
+                .map_err(|e| fail(GatewayError::SigningFailed(e.to_string())))?;
+            headers::add_missing(signed.headers_mut(), &route.security_headers);
+            if let Some(c) = verified.set_cookie {
+                signed.headers_mut().append(header::SET_COOKIE, c);
+            }
+            return Ok((signed, route));
+        }
+    }
     headers::add_missing(resp.headers_mut(), &route.security_headers);
     if let Some(c) = verified.set_cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);

@@ -84,6 +84,19 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             }],
         })?
         .map(Arc::new);
+    let signer = match &state.config.signing {
+        None => None,
+        Some(s) => Some(Arc::new(
+            tokio::task::block_in_place(|| crate::signing::Signer::new(s, &keys, audit.clone()))
+                .map_err(|reason| ConfigError {
+                    file: state.config.path.clone(),
+                    issues: vec![config::Issue {
+                        key: "signing".into(),
+                        reason,
+                    }],
+                })?,
+        )),
+    };
     if let Some(a) = &audit {
         a.lifecycle(
             "gateway.start",
@@ -142,6 +155,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             keys,
             audit,
             auth,
+            signer,
             draining: AtomicBool::new(false),
         }),
         sockets,
@@ -302,6 +316,15 @@ pub fn reload(shared: &Shared) {
             .iter()
             .map(|l| (l.name.clone(), l.listen))
             .collect();
+        if current.config.signing != new.signing {
+            return Err(ConfigError {
+                file: path.clone(),
+                issues: vec![config::Issue {
+                    key: "signing".into(),
+                    reason: "the [signing] settings changed; that needs a restart".into(),
+                }],
+            });
+        }
         if format!("{:?}", current.config.identity) != format!("{:?}", new.identity) {
             return Err(ConfigError {
                 file: path.clone(),

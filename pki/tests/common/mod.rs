@@ -36,8 +36,10 @@ pub const VENV: &str = "/var/tmp/stadttor-pyenv";
 
 /// `pki/tests/…`
 pub fn test_file(name: &str) -> PathBuf {
+    // `../pki/tests` from any crate of the workspace (the gateway's tests
+    // include this module too).
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
+        .join("../pki/tests")
         .join(name)
 }
 

@@ -1,0 +1,466 @@
+//! The response signing stage: seals documents on their way out with the
+//! municipality's key (an *advanced* electronic seal; never called
+//! qualified — a remote qualified sealing service would plug in through
+//! `stadttor_pki::sign::SealCreator`).
+//!
+//! Per route, the first `[[routes.sign]]` rule that matches the response's
+//! media type and the request path decides:
+//!
+//! - `pades`: the PDF comes back with an embedded PAdES signature (B-B, or
+//!   B-T with a timestamp);
+//! - `cades`: a detached CAdES signature is stored and named in the
+//!   `stadttor-signature` header (`/.stadttor/signatures/ID.p7s`);
+//! - `jws`: a detached JWS (RFC 7797) in the `stadttor-jws` header;
+//! - `http-signature`: RFC 9421 `Signature-Input`/`Signature` with an
+//!   RFC 9530 `Content-Digest`, signed by a short-lived per-route key that
+//!   the seal key certified (the delegation statement is audited and
+//!   served at `/.stadttor/keys/KEYID.jws`), or by the seal key itself.
+//!
+//! Only successful (2xx) responses are signed. A body that must be signed
+//! is buffered up to `[signing] max_body`; a larger one, or any signing
+//! failure, is a 502 and a log line: never an unsigned body where a
+//! signature is required. Every signature is an audit event with the
+//! document's SHA-256, the route, the format and the certificate.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use stadttor_hsm::{Protection, SigningKey};
+use stadttor_pki::sign::{cms, httpsig, jws, pades, tsa::HttpTsa, SealCertificate};
+
+use crate::body::ProxyBody;
+use crate::config::{self, SignFormat, SignRule};
+
+/// Why a response could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The body is larger than `max_body`.
+    #[error("response body larger than signing.max_body ({0} bytes)")]
+    TooLarge(u64),
+    /// Reading the upstream body failed.
+    #[error("reading the response body: {0}")]
+    Body(String),
+    /// The signature could not be made (key, TSA, PDF structure).
+    #[error("signing failed: {0}")]
+    Sign(String),
+    /// The detached signature could not be stored.
+    #[error("storing the signature: {0}")]
+    Store(String),
+}
+
+/// Response header naming a stored detached CMS signature.
+pub const CMS_HEADER: &str = "stadttor-signature";
+/// Response header carrying a detached JWS.
+pub const JWS_HEADER: &str = "stadttor-jws";
+
+/// The process's signer.
+pub struct Signer {
+    key: Arc<dyn SigningKey>,
+    cert: SealCertificate,
+    cert_sha256: String,
+    tsa: Option<HttpTsa>,
+    max_body: u64,
+    store_dir: PathBuf,
+    delegation_lifetime: Duration,
+    delegated: Mutex<HashMap<String, httpsig::DelegatedKey>>,
+    audit: Option<Arc<crate::audit_event::AuditLog>>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("key", &self.key.reference())
+            .field("certificate", &self.cert.subject())
+            .finish_non_exhaustive()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Signer {
+    /// Loads key and certificate (checked: key usage, validity, key match)
+    /// and prepares the signature store.
+    pub fn new(
+        cfg: &config::Signing,
+        keys: &crate::keys::Keys,
+        audit: Option<Arc<crate::audit_event::AuditLog>>,
+    ) -> Result<Self, String> {
+        let key = keys
+            .resolve(&cfg.key)
+            .map_err(|e| format!("signing.key: {e}"))?;
+        let cert = SealCertificate::load(&cfg.certificate, key.as_ref())
+            .map_err(|e| format!("signing.certificate: {e}"))?;
+        if key.protection() == Protection::Software {
+            tracing::warn!(
+                key = key.reference(),
+                "documents are sealed with a software key (development only)"
+            );
+        }
+        let tsa = match &cfg.tsa_url {
+            Some(u) => Some(
+                HttpTsa::new(u, Duration::from_secs(10))
+                    .map_err(|e| format!("signing.tsa_url: {e}"))?,
+            ),
+            None => None,
+        };
+        std::fs::create_dir_all(&cfg.store_dir)
+            .map_err(|e| format!("signing.store_dir {}: {e}", cfg.store_dir.display()))?;
+        let cert_sha256 = hex(ring::digest::digest(&ring::digest::SHA256, cert.leaf()).as_ref());
+        tracing::info!(subject = cert.subject(), "document signing ready");
+        Ok(Self {
+            key,
+            cert,
+            cert_sha256,
+            tsa,
+            max_body: cfg.max_body,
+            store_dir: cfg.store_dir.clone(),
+            delegation_lifetime: cfg.delegation_lifetime,
+            delegated: Mutex::new(HashMap::new()),
+            audit,
+        })
+    }
+
+    /// The first rule of `rules` for this response, if it is to be signed.
+    pub fn rule_for<'r>(
+        rules: &'r [SignRule],
+        status: StatusCode,
+        headers: &http::HeaderMap,
+        path: &str,
+    ) -> Option<&'r SignRule> {
+        if rules.is_empty() || !status.is_success() {
+            return None;
+        }
+        let media = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        rules.iter().find(|r| r.matches(&media, path))
+    }
+
+    /// Buffers and signs a response by `rule`.
+    pub async fn sign<B>(
+        &self,
+        route: &str,
+        rule: &SignRule,
+        resp: Response<B>,
+        request_id: &str,
+    ) -> Result<Response<ProxyBody>, SignError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (mut parts, body) = resp.into_parts();
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return Err(if e.is::<http_body_util::LengthLimitError>() {
+                    SignError::TooLarge(self.max_body)
+                } else {
+                    SignError::Body(e.to_string())
+                })
+            }
+        };
+        let doc_sha256 = hex(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
+        let status = parts.status.as_u16();
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // Signing may block on a TPM or a TSA: off the reactor.
+        let signed = tokio::task::block_in_place(|| {
+            self.sign_blocking(route, rule, status, content_type.as_deref(), &body)
+        })?;
+        let mut body = body;
+        let mut extra_attrs = Vec::new();
+        match signed {
+            Signed::Body(b) => body = Bytes::from(b),
+            Signed::Headers(hs) => {
+                for (name, value) in hs {
+                    if let (Ok(n), Ok(v)) = (
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_str(&value),
+                    ) {
+                        parts.headers.insert(n, v);
+                    }
+                }
+            }
+            Signed::Stored(id, hs) => {
+                extra_attrs.push(("signature_id", id));
+                for (name, value) in hs {
+                    if let (Ok(n), Ok(v)) = (
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_str(&value),
+                    ) {
+                        parts.headers.insert(n, v);
+                    }
+                }
+            }
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.remove(header::ETAG);
+        self.record(route, rule, &doc_sha256, request_id, &extra_attrs);
+        tracing::debug!(request_id, route, format = rule.format.name(), document_sha256 = %doc_sha256, "response signed");
+        let body = Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        Ok(Response::from_parts(parts, body))
+    }
+
+    fn record(
+        &self,
+        route: &str,
+        rule: &SignRule,
+        doc: &str,
+        request_id: &str,
+        extra: &[(&str, String)],
+    ) {
+        let Some(log) = &self.audit else {
+            return;
+        };
+        let mut ev = stadttor_audit::event::Event::new(
+            "document.sign",
+            stadttor_audit::event::Outcome::Success,
+        )
+        .target(route)
+        .request_id(request_id)
+        .attr("format", rule.format.name())
+        .attr("document_sha256", doc)
+        .attr("certificate_sha256", self.cert_sha256.as_str())
+        .attr("timestamp", rule.timestamp);
+        for (k, v) in extra {
+            ev = ev.attr(*k, v.as_str());
+        }
+        if let Err(e) = log.record(&ev) {
+            tracing::error!(request_id, error = %e, "audit log cannot record a document signature");
+        }
+    }
+
+    fn sign_blocking(
+        &self,
+        route: &str,
+        rule: &SignRule,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Signed, SignError> {
+        let err = |e: stadttor_pki::Error| SignError::Sign(e.to_string());
+        let tsa = if rule.timestamp {
+            self.tsa
+                .as_ref()
+                .map(|t| t as &dyn stadttor_pki::sign::tsa::TimestampAuthority)
+        } else {
+            None
+        };
+        match rule.format {
+            SignFormat::Pades => {
+                let opts = pades::PadesOptions {
+                    signing_time: None,
+                    tsa,
+                    reason: None,
+                    location: None,
+                    reserve: None,
+                };
+                pades::sign_pdf(self.key.as_ref(), &self.cert, body, &opts)
+                    .map(Signed::Body)
+                    .map_err(err)
+            }
+            SignFormat::Cades => {
+                let opts = cms::CmsOptions {
+                    signing_time: Some(time::OffsetDateTime::now_utc()),
+                    tsa,
+                };
+                let sig =
+                    cms::sign_detached(self.key.as_ref(), &self.cert, body, &opts).map_err(err)?;
+                let id = crate::auth::random_token(18);
+                let path = self.store_dir.join(format!("{id}.p7s"));
+                std::fs::write(&path, &sig).map_err(|e| SignError::Store(e.to_string()))?;
+                Ok(Signed::Stored(
+                    id.clone(),
+                    vec![(CMS_HEADER.into(), format!("/.stadttor/signatures/{id}.p7s"))],
+                ))
+            }
+            SignFormat::Jws => jws::sign_detached(self.key.as_ref(), &self.cert, body, None)
+                .map(|j| Signed::Headers(vec![(JWS_HEADER.into(), j)]))
+                .map_err(err),
+            SignFormat::HttpSignature => {
+                let mut fields = Vec::new();
+                if let Some(ct) = content_type {
+                    fields.push(("content-type", ct));
+                }
+                let now = unix_now();
+                let h = if self.delegation_lifetime.is_zero() {
+                    let keyid = self.cert_sha256.clone();
+                    httpsig::sign_response(self.key.as_ref(), &keyid, now, status, &fields, body)
+                } else {
+                    let dk = self.delegated_key(route, now)?;
+                    httpsig::sign_response(
+                        dk.key.as_ref(),
+                        &dk.delegation.keyid,
+                        now,
+                        status,
+                        &fields,
+                        body,
+                    )
+                }
+                .map_err(err)?;
+                Ok(Signed::Headers(vec![
+                    ("content-digest".into(), h.content_digest),
+                    ("signature-input".into(), h.signature_input),
+                    ("signature".into(), h.signature),
+                ]))
+            }
+        }
+    }
+
+    /// The route's delegated key, made (and audited) when missing or past
+    /// half its lifetime.
+    fn delegated_key(&self, route: &str, now: u64) -> Result<httpsig::DelegatedKey, SignError> {
+        let mut map = self
+            .delegated
+            .lock()
+            .map_err(|_| SignError::Sign("delegation cache poisoned".into()))?;
+        if let Some(dk) = map.get(route) {
+            let half = (dk.delegation.not_after - dk.delegation.not_before) / 2;
+            if now < dk.delegation.not_before + half {
+                return Ok(dk.clone());
+            }
+        }
+        let dk = httpsig::delegate(
+            self.key.as_ref(),
+            &self.cert,
+            route,
+            stadttor_hsm::Algorithm::EcdsaP256Sha256,
+            now,
+            self.delegation_lifetime,
+        )
+        .map_err(|e| SignError::Sign(e.to_string()))?;
+        let statement_path = self
+            .store_dir
+            .join(format!("key-{}.jws", dk.delegation.keyid));
+        std::fs::write(&statement_path, &dk.delegation.statement)
+            .map_err(|e| SignError::Store(e.to_string()))?;
+        if let Some(log) = &self.audit {
+            let ev = stadttor_audit::event::Event::new(
+                "key.delegate",
+                stadttor_audit::event::Outcome::Success,
+            )
+            .target(route)
+            .attr("keyid", dk.delegation.keyid.as_str())
+            .attr("not_before", dk.delegation.not_before)
+            .attr("not_after", dk.delegation.not_after)
+            .attr("statement", dk.delegation.statement.as_str())
+            .attr("certificate_sha256", self.cert_sha256.as_str());
+            if let Err(e) = log.record(&ev) {
+                return Err(SignError::Sign(format!(
+                    "the delegation cannot be audited: {e}"
+                )));
+            }
+        }
+        tracing::info!(route, keyid = %dk.delegation.keyid, "new delegated HTTP signature key");
+        map.insert(route.to_owned(), dk.clone());
+        Ok(dk)
+    }
+
+    /// Serves `/.stadttor/signatures/ID.p7s` and `/.stadttor/keys/KEYID.jws`.
+    pub fn endpoint(&self, path: &str) -> Option<Response<ProxyBody>> {
+        let (file, ctype) = if let Some(name) = path.strip_prefix("/.stadttor/signatures/") {
+            let id = name.strip_suffix(".p7s")?;
+            (
+                format!("{}.p7s", safe_id(id)?),
+                "application/pkcs7-signature",
+            )
+        } else if let Some(name) = path.strip_prefix("/.stadttor/keys/") {
+            let id = name.strip_suffix(".jws")?;
+            (format!("key-{}.jws", safe_id(id)?), "application/jose")
+        } else {
+            return None;
+        };
+        let (status, body, ctype) = match std::fs::read(self.store_dir.join(file)) {
+            Ok(b) => (StatusCode::OK, b, ctype),
+            Err(_) => (StatusCode::NOT_FOUND, b"not found\n".to_vec(), "text/plain"),
+        };
+        let mut r = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        Some(r)
+    }
+}
+
+fn safe_id(id: &str) -> Option<&str> {
+    (!id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    .then_some(id)
+}
+
+enum Signed {
+    Body(Vec<u8>),
+    Headers(Vec<(String, String)>),
+    Stored(String, Vec<(String, String)>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_media_type_and_path() {
+        let rules = vec![
+            SignRule {
+                content_type: "application/pdf".into(),
+                path_prefix: Some("/bescheide".into()),
+                format: SignFormat::Pades,
+                timestamp: false,
+            },
+            SignRule {
+                content_type: "*".into(),
+                path_prefix: None,
+                format: SignFormat::HttpSignature,
+                timestamp: false,
+            },
+        ];
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "Application/PDF; x=y".parse().unwrap(),
+        );
+        let r = Signer::rule_for(&rules, StatusCode::OK, &h, "/bescheide/1").unwrap();
+        assert_eq!(r.format, SignFormat::Pades);
+        let r = Signer::rule_for(&rules, StatusCode::OK, &h, "/other").unwrap();
+        assert_eq!(r.format, SignFormat::HttpSignature);
+        assert!(Signer::rule_for(&rules, StatusCode::NOT_FOUND, &h, "/bescheide/1").is_none());
+        assert_eq!(safe_id("../x"), None);
+        assert_eq!(safe_id("abc_-1"), Some("abc_-1"));
+    }
+}
