@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod session_store;
+pub mod signcmd;
 pub mod signing;
 pub mod state;
 pub mod tls;

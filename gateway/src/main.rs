@@ -54,6 +54,40 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin: SocketAddr,
     },
+    /// Seal a document with a key from the key store: detached CAdES
+    /// (`--tsa` for B-T), PAdES embedded in a PDF, or a detached JWS.
+    Sign {
+        #[command(flatten)]
+        backend: KeyBackend,
+        /// The document.
+        file: PathBuf,
+        /// cades, pades or jws.
+        #[arg(long, value_enum, default_value = "cades")]
+        format: stadttor_gateway::signcmd::Format,
+        /// The seal key (`tpm:…`, `pkcs11:…`, `file:…`).
+        #[arg(long)]
+        key: String,
+        /// PEM chain of the seal certificate, leaf first.
+        #[arg(long)]
+        cert: PathBuf,
+        /// RFC 3161 timestamp authority (`http://…`) for B-T.
+        #[arg(long)]
+        tsa: Option<String>,
+        /// Output file (default: next to FILE).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Check a signature: a PDF's embedded PAdES signature, or a detached
+    /// `--sig` (CMS `.p7s` or JWS). Exit 0 valid, 2 invalid, 64 unusable
+    /// command line. Trust in the signer is checked with your own trust
+    /// anchors (openssl, pdfsig, pyHanko).
+    Verify {
+        /// The document.
+        file: PathBuf,
+        /// The detached signature.
+        #[arg(long)]
+        sig: Option<PathBuf>,
+    },
     /// Check and query a published audit log offline, with only its public
     /// verifier key. Exit codes: 0 ok, 2 verification failed, 64 unusable
     /// command line, 1 other.
@@ -202,6 +236,58 @@ fn main() -> ExitCode {
             init_tracing(LogFormat::Text);
             finish(runtime().and_then(|rt| rt.block_on(demo(dir, listen, admin))))
         }
+        Command::Sign {
+            backend,
+            file,
+            format,
+            key,
+            cert,
+            tsa,
+            out,
+        } => {
+            let store = match key_store(&backend) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let r = key
+                .parse::<stadttor_hsm::KeyRef>()
+                .map_err(anyhow::Error::from)
+                .and_then(|k| {
+                    stadttor_gateway::signcmd::sign(
+                        &store,
+                        &k,
+                        &cert,
+                        &file,
+                        format,
+                        tsa.as_deref(),
+                        out.as_deref(),
+                    )
+                    .map_err(anyhow::Error::from)
+                })
+                .map(|written| println!("signed: {}", written.display()));
+            finish(r)
+        }
+        Command::Verify { file, sig } => {
+            match stadttor_gateway::signcmd::verify(&file, sig.as_deref()) {
+                Ok(v) => {
+                    println!("valid {} signature", v.format);
+                    println!("signer: {}", v.signer);
+                    println!("timestamp: {}", if v.timestamped { "yes" } else { "no" });
+                    if let Some(w) = v.whole_file {
+                        println!("covers the whole file: {}", if w { "yes" } else { "NO" });
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(stadttor_gateway::signcmd::SignCmdError::Usage(m)) => {
+                    eprintln!("stadttor verify: {m}");
+                    ExitCode::from(EX_CONFIG)
+                }
+                Err(e) => {
+                    eprintln!("INVALID: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Audit { command } => {
             match stadttor_gateway::auditcmd::run(command, &mut std::io::stdout().lock()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -235,6 +321,30 @@ fn check(file: &std::path::Path) -> ExitCode {
             ExitCode::from(EX_CONFIG)
         }
     }
+}
+
+/// The key store described by `--config`/`--tcti`/… options.
+fn key_store(backend: &KeyBackend) -> Result<stadttor_hsm::KeyStore, ExitCode> {
+    let mut cfg = match &backend.config {
+        Some(path) => match stadttor_gateway::keycmd::keys_config_from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return Err(ExitCode::from(EX_CONFIG));
+            }
+        },
+        None => Default::default(),
+    };
+    if backend.tcti.is_some() {
+        cfg.tpm_tcti = backend.tcti.clone();
+    }
+    if backend.pkcs11_module.is_some() {
+        cfg.pkcs11_module = backend.pkcs11_module.clone();
+    }
+    if backend.pin_file.is_some() {
+        cfg.pkcs11_pin_file = backend.pin_file.clone();
+    }
+    Ok(stadttor_hsm::KeyStore::new(cfg))
 }
 
 fn keys(backend: KeyBackend, command: KeysCommand) -> ExitCode {

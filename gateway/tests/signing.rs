@@ -440,3 +440,63 @@ async fn too_large_documents_are_withheld_never_sent_unsigned_and_signatures_are
         "the delegation is audited"
     );
 }
+
+#[test]
+fn sign_and_verify_from_the_command_line() {
+    let seal = Pki::new();
+    let dir = common::TempDir::new("sign-cli");
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &rng,
+    )
+    .unwrap();
+    let key_path = dir.join("seal.p8");
+    std::fs::write(&key_path, pkcs8.as_ref()).unwrap();
+    let key = FileKey::from_pkcs8("file:seal".into(), pkcs8.as_ref()).unwrap();
+    let (_, seal_pem) = seal.seal_for(&key);
+    let doc = dir.join("bescheid.txt");
+    std::fs::write(&doc, "Bescheid Nr. 42\n").unwrap();
+    let pdf = dir.join("bescheid.pdf");
+    std::fs::write(&pdf, common::minimal_pdf()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        (out.status.code().unwrap_or(-1), common::both(&out))
+    };
+    let keyarg = format!("file:{}", key_path.display());
+    let cert = seal_pem.to_str().unwrap();
+    for format in ["cades", "jws", "pades"] {
+        let file = if format == "pades" { &pdf } else { &doc };
+        let (code, out) = run(&["sign", file.to_str().unwrap(), "--format", format, "--key", &keyarg, "--cert", cert]);
+        assert_eq!(code, 0, "sign {format}: {out}");
+    }
+    let p7s = dir.join("bescheid.txt.p7s");
+    let jws = dir.join("bescheid.txt.jws");
+    let signed_pdf = dir.join("bescheid.signed.pdf");
+    // Our verifier says valid ...
+    for (file, sig) in [(&doc, Some(&p7s)), (&doc, Some(&jws)), (&signed_pdf, None)] {
+        let mut args = vec!["verify", file.to_str().unwrap()];
+        if let Some(s) = sig {
+            args.extend(["--sig", s.to_str().unwrap()]);
+        }
+        let (code, out) = run(&args);
+        assert_eq!(code, 0, "verify {args:?}: {out}");
+        assert!(out.contains("Musterhausen"), "{out}");
+    }
+    // ... and so do the independent tools.
+    let (ok, out) = openssl_cms_verify(&seal, &std::fs::read(&p7s).unwrap(), b"Bescheid Nr. 42\n", &dir);
+    assert!(ok, "{out}");
+    let out = common::pdfsig(&seal, &signed_pdf);
+    assert!(out.contains("Signature is Valid."), "{out}");
+    // A changed document: exit 2, for every format.
+    std::fs::write(&doc, "Bescheid Nr. 43\n").unwrap();
+    assert_eq!(run(&["verify", doc.to_str().unwrap(), "--sig", p7s.to_str().unwrap()]).0, 2);
+    assert_eq!(run(&["verify", doc.to_str().unwrap(), "--sig", jws.to_str().unwrap()]).0, 2);
+    let mut bytes = std::fs::read(&signed_pdf).unwrap();
+    let i = bytes.windows(9).position(|w| w == b"BT /F1 24").unwrap_or(20);
+    bytes[i + 1] ^= 1;
+    std::fs::write(&signed_pdf, &bytes).unwrap();
+    assert_eq!(run(&["verify", signed_pdf.to_str().unwrap()]).0, 2);
+    // Usage errors are 64.
+    assert_eq!(run(&["verify", doc.to_str().unwrap()]).0, 64);
+}

@@ -1,0 +1,198 @@
+//! `stadttor sign` and `stadttor verify`: the gateway's signature formats
+//! from the command line, with a key from the key store.
+//!
+//! `verify` checks the signature itself (and a timestamp's imprint); it
+//! names the signer but does not decide whether to trust it — that is the
+//! relying party's job with its trust anchors (e.g. `openssl cms -verify
+//! -CAfile`, pyHanko, pdfsig with an NSS database).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stadttor_hsm::{KeyRef, KeyStore};
+use stadttor_pki::sign::{cms, jws, pades, tsa::HttpTsa, SealCertificate};
+
+/// Why a sign or verify command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignCmdError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The key store refused.
+    #[error(transparent)]
+    Key(#[from] stadttor_hsm::Error),
+    /// Signing, certificate or verification failure.
+    #[error(transparent)]
+    Pki(#[from] stadttor_pki::Error),
+    /// The command line does not fit the file.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Output formats of `stadttor sign`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Detached CAdES (`FILE.p7s`).
+    Cades,
+    /// PAdES, embedded in the PDF (`FILE.signed.pdf`).
+    Pades,
+    /// Detached JWS, RFC 7797 (`FILE.jws`).
+    Jws,
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, SignCmdError> {
+    std::fs::read(p).map_err(|source| SignCmdError::Io {
+        path: p.to_owned(),
+        source,
+    })
+}
+
+fn write(p: &Path, data: &[u8]) -> Result<(), SignCmdError> {
+    std::fs::write(p, data).map_err(|source| SignCmdError::Io {
+        path: p.to_owned(),
+        source,
+    })
+}
+
+/// Signs `file`; returns the path written.
+pub fn sign(
+    store: &KeyStore,
+    key: &KeyRef,
+    certificate: &Path,
+    file: &Path,
+    format: Format,
+    tsa_url: Option<&str>,
+    out: Option<&Path>,
+) -> Result<PathBuf, SignCmdError> {
+    let key = store.resolve(key)?;
+    let cert = SealCertificate::load(certificate, key.as_ref())?;
+    let tsa = tsa_url
+        .map(|u| HttpTsa::new(u, Duration::from_secs(15)))
+        .transpose()?;
+    let tsa_ref = tsa
+        .as_ref()
+        .map(|t| t as &dyn stadttor_pki::sign::tsa::TimestampAuthority);
+    let content = read(file)?;
+    let (data, default_out) = match format {
+        Format::Cades => {
+            let opts = cms::CmsOptions {
+                signing_time: Some(time::OffsetDateTime::now_utc()),
+                tsa: tsa_ref,
+            };
+            (
+                cms::sign_detached(key.as_ref(), &cert, &content, &opts)?,
+                file.with_extension(extension_plus(file, "p7s")),
+            )
+        }
+        Format::Pades => {
+            if !content.starts_with(b"%PDF-") {
+                return Err(SignCmdError::Usage(format!(
+                    "{}: not a PDF (PAdES signs PDFs only)",
+                    file.display()
+                )));
+            }
+            let opts = pades::PadesOptions {
+                signing_time: None,
+                tsa: tsa_ref,
+                reason: None,
+                location: None,
+                reserve: None,
+            };
+            (
+                pades::sign_pdf(key.as_ref(), &cert, &content, &opts)?,
+                file.with_extension("signed.pdf"),
+            )
+        }
+        Format::Jws => {
+            if tsa.is_some() {
+                return Err(SignCmdError::Usage(
+                    "--tsa applies to cades and pades only".into(),
+                ));
+            }
+            (
+                jws::sign_detached(key.as_ref(), &cert, &content, None)?.into_bytes(),
+                file.with_extension(extension_plus(file, "jws")),
+            )
+        }
+    };
+    let out = out.map(Path::to_owned).unwrap_or(default_out);
+    write(&out, &data)?;
+    Ok(out)
+}
+
+fn extension_plus(file: &Path, ext: &str) -> String {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some(e) => format!("{e}.{ext}"),
+        None => ext.to_owned(),
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug)]
+pub struct Verdict {
+    /// The format that was checked.
+    pub format: &'static str,
+    /// The signer certificate's subject.
+    pub signer: String,
+    /// Whether a signature timestamp is present (and matches).
+    pub timestamped: bool,
+    /// For PAdES: whether the signature covers the whole file.
+    pub whole_file: Option<bool>,
+}
+
+fn subject(der: &[u8]) -> String {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_else(|_| "(unreadable certificate)".into())
+}
+
+/// Verifies `file`: an embedded PAdES signature, or the detached `sig`
+/// (`.p7s` CMS or `.jws`).
+pub fn verify(file: &Path, sig: Option<&Path>) -> Result<Verdict, SignCmdError> {
+    let content = read(file)?;
+    match sig {
+        None => {
+            if !content.starts_with(b"%PDF-") {
+                return Err(SignCmdError::Usage(
+                    "without --sig only PDFs with an embedded signature can be verified".into(),
+                ));
+            }
+            let v = pades::verify_pdf(&content)?;
+            Ok(Verdict {
+                format: "PAdES",
+                signer: subject(&v.cms.signer),
+                timestamped: v.cms.timestamp.is_some(),
+                whole_file: Some(v.covers_whole_file),
+            })
+        }
+        Some(sig_path) => {
+            let sig = read(sig_path)?;
+            let text = std::str::from_utf8(&sig).ok().map(str::trim);
+            match text {
+                Some(t) if t.starts_with("ey") && t.contains("..") => {
+                    let v = jws::verify_detached(t, &content, None)?;
+                    Ok(Verdict {
+                        format: "JWS (detached)",
+                        signer: v.chain.first().map(|c| subject(c)).unwrap_or_default(),
+                        timestamped: false,
+                        whole_file: None,
+                    })
+                }
+                _ => {
+                    let v = cms::verify_detached(&sig, Some(&content))?;
+                    Ok(Verdict {
+                        format: "CMS/CAdES (detached)",
+                        signer: subject(&v.signer),
+                        timestamped: v.timestamp.is_some(),
+                        whole_file: None,
+                    })
+                }
+            }
+        }
+    }
+}
