@@ -467,7 +467,16 @@ fn sign_and_verify_from_the_command_line() {
     let cert = seal_pem.to_str().unwrap();
     for format in ["cades", "jws", "pades"] {
         let file = if format == "pades" { &pdf } else { &doc };
-        let (code, out) = run(&["sign", file.to_str().unwrap(), "--format", format, "--key", &keyarg, "--cert", cert]);
+        let (code, out) = run(&[
+            "sign",
+            file.to_str().unwrap(),
+            "--format",
+            format,
+            "--key",
+            &keyarg,
+            "--cert",
+            cert,
+        ]);
         assert_eq!(code, 0, "sign {format}: {out}");
     }
     let p7s = dir.join("bescheid.txt.p7s");
@@ -484,16 +493,42 @@ fn sign_and_verify_from_the_command_line() {
         assert!(out.contains("Musterhausen"), "{out}");
     }
     // ... and so do the independent tools.
-    let (ok, out) = openssl_cms_verify(&seal, &std::fs::read(&p7s).unwrap(), b"Bescheid Nr. 42\n", &dir);
+    let (ok, out) = openssl_cms_verify(
+        &seal,
+        &std::fs::read(&p7s).unwrap(),
+        b"Bescheid Nr. 42\n",
+        &dir,
+    );
     assert!(ok, "{out}");
     let out = common::pdfsig(&seal, &signed_pdf);
     assert!(out.contains("Signature is Valid."), "{out}");
     // A changed document: exit 2, for every format.
     std::fs::write(&doc, "Bescheid Nr. 43\n").unwrap();
-    assert_eq!(run(&["verify", doc.to_str().unwrap(), "--sig", p7s.to_str().unwrap()]).0, 2);
-    assert_eq!(run(&["verify", doc.to_str().unwrap(), "--sig", jws.to_str().unwrap()]).0, 2);
+    assert_eq!(
+        run(&[
+            "verify",
+            doc.to_str().unwrap(),
+            "--sig",
+            p7s.to_str().unwrap()
+        ])
+        .0,
+        2
+    );
+    assert_eq!(
+        run(&[
+            "verify",
+            doc.to_str().unwrap(),
+            "--sig",
+            jws.to_str().unwrap()
+        ])
+        .0,
+        2
+    );
     let mut bytes = std::fs::read(&signed_pdf).unwrap();
-    let i = bytes.windows(9).position(|w| w == b"BT /F1 24").unwrap_or(20);
+    let i = bytes
+        .windows(9)
+        .position(|w| w == b"BT /F1 24")
+        .unwrap_or(20);
     bytes[i + 1] ^= 1;
     std::fs::write(&signed_pdf, &bytes).unwrap();
     assert_eq!(run(&["verify", signed_pdf.to_str().unwrap()]).0, 2);
