@@ -1278,3 +1278,99 @@ async fn logout_on_one_gateway_ends_the_session_on_another_via_redis() {
 async fn logout_on_one_gateway_ends_the_session_on_another_via_postgres() {
     cluster_logout("postgres://postgres@127.0.0.1:5432/test").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_authenticate_and_carry_their_configured_level() {
+    use testkit::client::{self, Proto};
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("login-cert");
+    let pki = TestPki::new(&dir, "main", &[]);
+    let keys = dir.path().join("session.keys");
+    std::fs::write(&keys, format!("{}\n", CookieKeys::generate().unwrap())).unwrap();
+    set_mode_600(&keys);
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &rng,
+    )
+    .unwrap();
+    let akey = dir.path().join("assertion.p8");
+    std::fs::write(&akey, pkcs8.as_ref()).unwrap();
+    let config = format!(
+        r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+[listeners.tls.client_auth]
+ca = {ca:?}
+mode = "optional"
+{cert}
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[identity]
+session_key_file = {keys:?}
+store = "file:{store}"
+assertion_key = "file:{akey}"
+
+[[routes]]
+name = "fachverfahren"
+upstream = "app"
+path_prefix = "/fv"
+[routes.auth]
+methods = ["client_cert"]
+client_cert_level = "substantial"
+min_level = "substantial"
+
+[[routes]]
+name = "hoch"
+upstream = "app"
+path_prefix = "/hoch"
+[routes.auth]
+methods = ["client_cert"]
+client_cert_level = "substantial"
+min_level = "high"
+"#,
+        ca = pki.ca_path.display().to_string(),
+        cert = pki.certificate_toml(&[]),
+        upstream = backend.addr,
+        keys = keys.display().to_string(),
+        store = dir.path().join("sessions").display(),
+        akey = akey.display(),
+    );
+    let gw = Gateway::start(BIN, &dir, &config);
+    let with = std::sync::Arc::new(client::tls_config(
+        &pki.ca_pem,
+        Some((&pki.client_cert_pem, &pki.client_key_pem)),
+        Proto::H1,
+    ));
+    let without = std::sync::Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H1));
+    let r = client::get(with.clone(), gw.addr(), "localhost", Proto::H1, "/fv/akte")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let h = r.json()["headers"].clone();
+    assert!(
+        header(&h, "x-stadttor-sub")
+            .unwrap()
+            .contains("client-main"),
+        "{h}"
+    );
+    assert_eq!(header(&h, "x-stadttor-auth-method"), Some("client_cert"));
+    assert_eq!(header(&h, "x-stadttor-level"), Some("substantial"));
+    assert!(header(&h, "x-stadttor-assertion").is_some());
+    let r = client::get(without, gw.addr(), "localhost", Proto::H1, "/fv/akte")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let r = client::get(with, gw.addr(), "localhost", Proto::H1, "/hoch/")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status, 403,
+        "a certificate at substantial does not reach a high route"
+    );
+    assert_eq!(backend.requests(), 1);
+}

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Whole-gateway throughput of signed vs unsigned responses, in one run:
+#   10 KiB JSON: unsigned vs RFC 9421 (delegated per-route key),
+#   1 MiB PDF:   unsigned vs PAdES (every response sealed by the seal key),
+# per seal-key backend (file; SoftHSM2 PKCS#11 if installed).
+# stadttor pinned to core 0, wrk and the nginx backend to core 1; loopback;
+# ROUNDS alternating runs of DURATION each; prints a table and the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-6s}
+BACKENDS=${BACKENDS:-"file pkcs11"}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
+for p in nginx wrk openssl python3; do command -v $p >/dev/null || { apt-get update -qq; apt-get install -y -qq nginx-light wrk openssl python3 >/dev/null; }; done
+cargo build --release -q -p stadttor-gateway --features pkcs11
+BIN=$CARGO_TARGET_DIR/release/stadttor
+W=$(mktemp -d /tmp/stadttor-sign-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; [[ -f $W/nginx.pid ]] && nginx -c "$W/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+
+# Documents: 10 KiB JSON and a valid 1 MiB PDF (one page, a big content stream).
+mkdir -p "$W/www"
+python3 - "$W/www" <<'PY'
+import json, sys
+d = sys.argv[1]
+doc = {"aktenzeichen": "BA-2026-0042", "positionen": [{"nr": i, "text": "Gebuehr" * 4, "betrag": "12.50"} for i in range(150)]}
+s = json.dumps(doc)
+s = s + " " * (10240 - len(s)) if len(s) < 10240 else s[:10240]
+open(f"{d}/doc.json", "w").write(s)
+content = b"BT /F1 12 Tf 72 720 Td (Bescheid) Tj ET\n" + b"% " + b"x" * 1046000 + b"\n"
+objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"endstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+offs = []
+for i, o in enumerate(objs, 1):
+    offs.append(len(out))
+    out += b"%d 0 obj\n" % i + o + b"\nendobj\n"
+x = len(out)
+out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+for o in offs:
+    out += b"%010d 00000 n \n" % o
+out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, x)
+open(f"{d}/doc.pdf", "wb").write(out)
+PY
+cat > "$W/nginx.conf" <<NGX
+worker_processes 1; pid $W/nginx.pid; error_log $W/error.log;
+events { worker_connections 1024; }
+http { access_log off; types { application/json json; application/pdf pdf; }
+  server { listen 127.0.0.1:18080; root $W/www; } }
+NGX
+taskset -c 1 nginx -c "$W/nginx.conf"
+timeout 3 "$BIN" demo --dir "$W/pki" --listen 127.0.0.1:0 --admin 127.0.0.1:0 >/dev/null 2>&1 || true
+
+# A seal CA and, per backend, a seal key with its certificate.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+  -subj "/CN=Bench Seal CA" -keyout "$W/ca.key" -out "$W/ca.pem" 2>/dev/null
+seal_cert() { # KEYREF NAME [stadttor key options]
+  local ref=$1 name=$2; shift 2
+  "$BIN" keys "$@" csr "$ref" --cn "Stadt Musterhausen Siegel $name" -o "$W/$name.csr" >/dev/null
+  printf 'keyUsage=critical,digitalSignature,nonRepudiation\n' > "$W/ext.cnf"
+  openssl x509 -req -in "$W/$name.csr" -CA "$W/ca.pem" -CAkey "$W/ca.key" -CAcreateserial \
+    -days 10 -extfile "$W/ext.cnf" -out "$W/$name.pem" 2>/dev/null
+}
+declare -A KEYREF KEYS_TOML
+"$BIN" keys generate "file:$W/seal-file.p8" >/dev/null
+seal_cert "file:$W/seal-file.p8" file
+KEYREF[file]="file:$W/seal-file.p8"; KEYS_TOML[file]=""
+if [[ " $BACKENDS " == *" pkcs11 "* ]]; then
+  MOD=$(ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so 2>/dev/null | head -1 || true)
+  if [[ -n $MOD ]] && command -v softhsm2-util >/dev/null; then
+    mkdir -p "$W/hsm"; printf 'directories.tokendir = %s\nobjectstore.backend = file\n' "$W/hsm" > "$W/softhsm2.conf"
+    export SOFTHSM2_CONF="$W/softhsm2.conf"
+    softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 5678 >/dev/null
+    printf '1234' > "$W/pin"
+    "$BIN" keys --pkcs11-module "$MOD" --pin-file "$W/pin" generate "pkcs11:token=bench;object=seal" >/dev/null
+    seal_cert "pkcs11:token=bench;object=seal" pkcs11 --pkcs11-module "$MOD" --pin-file "$W/pin"
+    KEYREF[pkcs11]="pkcs11:token=bench;object=seal"
+    KEYS_TOML[pkcs11]=$(printf '[keys]\npkcs11_module = "%s"\npkcs11_pin_file = "%s"\n' "$MOD" "$W/pin")
+  else
+    echo "SoftHSM2 not installed: pkcs11 backend skipped" >&2; BACKENDS=${BACKENDS/pkcs11/}
+  fi
+fi
+
+config() { # BACKEND
+  cat <<CFG
+${KEYS_TOML[$1]}
+[server]
+access_log = false
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:18443"
+[[listeners.tls.certificates]]
+chain = "$W/pki/tls/server.pem"
+key = "file:$W/pki/tls/server.key"
+[[upstreams]]
+name = "app"
+addresses = ["127.0.0.1:18080"]
+[signing]
+key = "${KEYREF[$1]}"
+certificate = "$W/$1.pem"
+store_dir = "$W/sigs"
+max_body = "4MiB"
+[[routes]]
+name = "plain"
+upstream = "app"
+path_prefix = "/plain"
+strip_prefix = true
+[[routes]]
+name = "httpsig"
+upstream = "app"
+path_prefix = "/httpsig"
+strip_prefix = true
+[[routes.sign]]
+content_type = "*"
+format = "http-signature"
+[[routes]]
+name = "pades"
+upstream = "app"
+path_prefix = "/pades"
+strip_prefix = true
+[[routes.sign]]
+content_type = "application/pdf"
+format = "pades"
+CFG
+}
+run_wrk() { taskset -c 1 wrk -t1 -c"$2" -d"$DURATION" "https://127.0.0.1:18443$1" | awk '/Requests\/sec/ {print int($2)}'; }
+printf '| backend | round | JSON unsigned | JSON RFC 9421 | PDF unsigned | PDF PAdES |\n|---|---|---|---|---|---|\n'
+for b in $BACKENDS; do
+  config "$b" > "$W/$b.toml"
+  taskset -c 0 "$BIN" serve --config "$W/$b.toml" >/dev/null 2>"$W/$b.err" & pid=$!; pids+=("$pid")
+  sleep 1
+  # Sanity: signatures are really there.
+  curl -sk -D - -o /dev/null https://127.0.0.1:18443/httpsig/doc.json | grep -qi '^signature:' || { echo "no RFC 9421 signature"; cat "$W/$b.err"; exit 1; }
+  curl -sk https://127.0.0.1:18443/pades/doc.pdf | grep -qa 'ETSI.CAdES.detached' || { echo "no PAdES signature"; cat "$W/$b.err"; exit 1; }
+  declare -A sum=([ju]=0 [js]=0 [pu]=0 [ps]=0)
+  for r in $(seq 1 "$ROUNDS"); do
+    ju=$(run_wrk /plain/doc.json 50); js=$(run_wrk /httpsig/doc.json 50)
+    pu=$(run_wrk /plain/doc.pdf 8); ps=$(run_wrk /pades/doc.pdf 8)
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$b" "$r" "$ju" "$js" "$pu" "$ps"
+    sum[ju]=$((sum[ju]+ju)); sum[js]=$((sum[js]+js)); sum[pu]=$((sum[pu]+pu)); sum[ps]=$((sum[ps]+ps))
+  done
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  awk -v b="$b" -v ju="${sum[ju]}" -v js="${sum[js]}" -v pu="${sum[pu]}" -v ps="${sum[ps]}" \
+    'BEGIN { printf "%s: JSON RFC 9421/unsigned = %.2f, PDF PAdES/unsigned = %.2f\n", b, js/ju, ps/pu > "/dev/stderr" }'
+done
