@@ -67,6 +67,7 @@ async fn answer(
         "/readyz" => {
             let audit = shared.audit.as_ref().map(|a| a.health());
             let sessions = shared.auth.as_ref().map(|a| a.health());
+            let policy = shared.policy.as_ref().map(|p| p.readiness());
             if shared.draining.load(Ordering::Relaxed) {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -84,6 +85,12 @@ async fn answer(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     format!("not ready: session store: {reason}\n"),
+                )
+            } else if let Some(Err(reason)) = policy {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {reason}\n"),
                 )
             } else {
                 (StatusCode::OK, "text/plain", "ready\n".to_owned())

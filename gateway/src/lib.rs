@@ -24,6 +24,8 @@ pub mod keycmd;
 pub mod keys;
 pub mod listener;
 pub mod metrics;
+pub mod policy;
+pub mod policycmd;
 pub mod proxy;
 pub mod server;
 pub mod session_store;

@@ -1,4 +1,5 @@
-//! The `stadttor` command line: `serve`, `config check`, `demo`.
+//! The `stadttor` command line: `serve`, `config check`, `keys`, `audit`,
+//! `policy`, `demo`.
 //!
 //! Exit codes: 0 success, 64 unusable configuration (reported before any
 //! port is bound, every problem listed), 1 any other failure.
@@ -60,6 +61,16 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: stadttor_gateway::auditcmd::AuditCommand,
+    },
+    /// The security officers' policy commands: init, test, explain, diff,
+    /// history, propose, approve, reject, rollback. Exit codes: 0 ok, 2
+    /// refused (invalid policy, failing tests, four-eyes rules), 64 unusable
+    /// command line, 1 other.
+    Policy {
+        #[command(flatten)]
+        store: stadttor_gateway::policycmd::StoreArgs,
+        #[command(subcommand)]
+        command: stadttor_gateway::policycmd::PolicyCommand,
     },
 }
 
@@ -201,6 +212,15 @@ fn main() -> ExitCode {
         Command::Demo { dir, listen, admin } => {
             init_tracing(LogFormat::Text);
             finish(runtime().and_then(|rt| rt.block_on(demo(dir, listen, admin))))
+        }
+        Command::Policy { store, command } => {
+            match stadttor_gateway::policycmd::run(&store, command, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("stadttor policy: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
         }
         Command::Audit { command } => {
             match stadttor_gateway::auditcmd::run(command, &mut std::io::stdout().lock()) {

@@ -84,6 +84,11 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             }],
         })?
         .map(Arc::new);
+    let policy = state
+        .config
+        .policies
+        .as_ref()
+        .map(|p| crate::policy::PolicyRuntime::start(p, audit.clone()));
     if let Some(a) = &audit {
         a.lifecycle(
             "gateway.start",
@@ -142,6 +147,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             keys,
             audit,
             auth,
+            policy,
             draining: AtomicBool::new(false),
         }),
         sockets,
@@ -308,6 +314,30 @@ pub fn reload(shared: &Shared) {
                 issues: vec![config::Issue {
                     key: "identity".into(),
                     reason: "the [identity] settings changed; that needs a restart".into(),
+                }],
+            });
+        }
+        if current.config.policies != new.policies {
+            return Err(ConfigError {
+                file: path.clone(),
+                issues: vec![config::Issue {
+                    key: "policies".into(),
+                    reason: "the [policies] settings changed; that needs a restart".into(),
+                }],
+            });
+        }
+        if format!(
+            "{:?}{:?}",
+            current.config.admin_tls, current.config.officers
+        ) != format!("{:?}{:?}", new.admin_tls, new.officers)
+        {
+            return Err(ConfigError {
+                file: path.clone(),
+                issues: vec![config::Issue {
+                    key: "admin".into(),
+                    reason: "the admin listener's TLS or officer settings changed; that needs a \
+                             restart"
+                        .into(),
                 }],
             });
         }
