@@ -20,6 +20,7 @@ APT_PACKAGES=(
   softhsm2 opensc                                       # PKCS#11 backend + token
   testssl.sh curl jq openssl                            # independent TLS checks
   golang-go golang-golang-x-mod-dev                     # Go sumdb/tlog: independent audit-log verifier
+  chromium                                              # headless browser: officer approval page
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -39,6 +40,14 @@ if [[ ! -d tests/oidc-op/node_modules || tests/oidc-op/package-lock.json -nt tes
   say "npm ci (tests/oidc-op)"
   npm ci --prefix tests/oidc-op --no-audit --no-fund
   touch tests/oidc-op/node_modules
+fi
+
+# playwright-core drives Debian's chromium in the approval-page test; it
+# downloads no browser of its own.
+if [[ ! -d tests/browser/node_modules || tests/browser/package-lock.json -nt tests/browser/node_modules ]]; then
+  say "npm ci (tests/browser)"
+  npm ci --prefix tests/browser --no-audit --no-fund
+  touch tests/browser/node_modules
 fi
 
 # --- services the tests talk to --------------------------------------------

@@ -467,7 +467,8 @@ fn announce(bound: &server::Bound) {
         println!("stadttor listening: {name} https://{addr}");
     }
     if let Some(a) = bound.admin {
-        println!("stadttor admin: http://{a}");
+        let scheme = if bound.admin_https { "https" } else { "http" };
+        println!("stadttor admin: {scheme}://{a}");
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Shared {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// The policy store and active policy, if `[policies]` is configured.
     pub policy: Option<Arc<crate::policy::PolicyRuntime>>,
+    /// Officers' logins on the admin listener, if configured.
+    pub officers: Option<Arc<crate::officer::Officers>>,
 }
 
 /// What is known about the client connection a request came on.

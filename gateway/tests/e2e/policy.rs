@@ -908,3 +908,333 @@ domain = "musterstadt"
         );
     }
 }
+
+// ------------------------------------------------------------ admin listener
+
+/// `[admin]` over HTTPS with officer logins through the test OP, officers
+/// named by their e-mail claim.
+pub(crate) const OFFICER_ADMIN: &str = r#"[admin]
+listen = "127.0.0.1:ADMIN_PORT"
+officer_provider = "buerger"
+officer_subject_claim = "email"
+officer_redirect_uri = "https://localhost:ADMIN_PORT/.stadttor/callback/buerger"
+ADMIN_CERT"#;
+
+impl Enforced {
+    pub(crate) fn admin_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.admin_port)
+    }
+
+    pub(crate) fn admin_browser(&self) -> Browser {
+        Browser::builder()
+            .trust_ca_pem(&self.pki.ca_pem)
+            .resolve("localhost", self.gw.admin.unwrap())
+            .build()
+    }
+
+    /// Logs an officer in on the admin listener; returns the browser and
+    /// the session's CSRF token (read from the page's forms).
+    pub(crate) async fn officer(&self, user: oidc::TestUser) -> (Browser, String) {
+        let b = self.admin_browser();
+        let chain = b
+            .login_at_op(self.admin_url("/policy").as_str(), user, Level::Substantial)
+            .await;
+        assert_eq!(chain.last.status, 200, "{chain:?}");
+        assert!(
+            chain.last.body.contains("Angemeldet als"),
+            "{}",
+            chain.last.body
+        );
+        let csrf = chain.last.forms()[0].field("csrf").unwrap().to_owned();
+        (b, csrf)
+    }
+
+    pub(crate) async fn api(
+        &self,
+        b: &Browser,
+        csrf: Option<&str>,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let mut rb = b
+            .client()
+            .post(self.admin_url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(c) = csrf {
+            rb = rb.header("x-csrf-token", c);
+        }
+        let r = b.send(rb).await;
+        let v = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
+        (r.status, v)
+    }
+
+    /// The policy text of `dir` as the API's proposal body.
+    pub(crate) fn proposal_body(dir: &Path, comment: &str) -> Value {
+        json!({
+            "policy": std::fs::read_to_string(dir.join("policy.csv")).unwrap(),
+            "tests": std::fs::read_to_string(dir.join("tests.csv")).unwrap(),
+            "comment": comment,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn officers_four_eyes_through_the_admin_api_and_broken_upload_while_traffic_flows() {
+    let t = Enforced::start(OFFICER_ADMIN, None).await;
+    t.init();
+    // Health endpoints keep working over HTTPS.
+    let ab = t.admin_browser();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ab.get(&t.admin_url("/readyz")).await.status != 200 {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ab
+        .get(&t.admin_url("/metrics"))
+        .await
+        .body
+        .contains("stadttor"));
+    // No session: the API answers 401, the page starts a login.
+    let (status, _) = t.api(&ab, None, "/api/policy/proposals", &json!({})).await;
+    assert_eq!(status, 401);
+    let r = ab.get(&t.admin_url("/policy")).await;
+    assert_eq!(r.status, 303);
+    assert!(r.location().unwrap().as_str().starts_with(&t.op.issuer()));
+
+    let (anna, anna_csrf) = t.officer(STAFF_ANNA).await;
+    let (bernd, bernd_csrf) = t.officer(oidc::STAFF_BERND).await;
+    // Officer session cookie: __Host-, Secure, HttpOnly, SameSite=Lax.
+    let c = anna.cookies_for(&t.admin_url("/"));
+    assert!(
+        c.iter().any(|(n, _)| n == "__Host-stadttor-officer"),
+        "{c:?}"
+    );
+
+    // A citizen keeps using the portal during everything below.
+    let citizen = std::sync::Arc::new(t.browser());
+    let chain = t
+        .login(&citizen, "/andere/x", CITIZEN_HIGH, Level::Substantial)
+        .await;
+    assert_eq!(chain.last.status, 403);
+
+    let change = base_dir(
+        &t.dir,
+        "api-change",
+        &["p, *, andere-stadt, /andere/*, GET, low, *, *, allow"],
+        &["x, andere-stadt, /andere/info, GET, low, , , allow"],
+    );
+    let body = Enforced::proposal_body(&change, "andere-stadt");
+    // CSRF: a POST without the session's token is refused.
+    let (status, _) = t.api(&anna, None, "/api/policy/proposals", &body).await;
+    assert_eq!(status, 403);
+    let (status, _) = t
+        .api(&anna, Some("forged"), "/api/policy/proposals", &body)
+        .await;
+    assert_eq!(status, 403);
+    let (status, v) = t
+        .api(&anna, Some(&anna_csrf), "/api/policy/proposals", &body)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["tests_passed"].as_u64().unwrap(), 19);
+
+    // Self-approval refused.
+    let approve = format!("/api/policy/proposals/{id}/approve");
+    let (status, v) = t.api(&anna, Some(&anna_csrf), &approve, &json!({})).await;
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("cannot approve it"),
+        "{v}"
+    );
+    assert_eq!(citizen.get(&t.url("/andere/x")).await.status, 403);
+
+    // Bernd sees it (GET /api/policy) with passing tests and its diff.
+    let r = bernd.get(&t.admin_url("/api/policy")).await;
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["active_version"], 1);
+    let open = &v["open"][0];
+    assert_eq!(open["id"], id.as_str());
+    assert_eq!(open["tests"]["failures"], json!([]));
+    assert_eq!(
+        open["diff"]["policy"]["added"],
+        json!(["p, *, andere-stadt, /andere/*, GET, low, *, *, allow"])
+    );
+
+    // Two more proposals on version 1; after Bernd approves Anna's, the
+    // second is stale.
+    let other = base_dir(
+        &t.dir,
+        "api-other",
+        &["p, *, musterstadt, /bibliothek/*, GET, low, *, *, allow"],
+        &["x, musterstadt, /bibliothek/a, GET, low, , , allow"],
+    );
+    let (status, v) = t
+        .api(
+            &bernd,
+            Some(&bernd_csrf),
+            "/api/policy/proposals",
+            &Enforced::proposal_body(&other, "bib"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let stale = v["id"].as_str().unwrap().to_owned();
+    let (status, v) = t.api(&bernd, Some(&bernd_csrf), &approve, &json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["version"], 2);
+    // Active in this gateway at once.
+    assert_eq!(citizen.get(&t.url("/andere/x")).await.status, 200);
+    let (status, v) = t
+        .api(
+            &anna,
+            Some(&anna_csrf),
+            &format!("/api/policy/proposals/{stale}/approve"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("stale proposal"),
+        "{v}"
+    );
+
+    // Broken uploads are refused with the reason while traffic goes on.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, citizen, url) = (stop.clone(), citizen.clone(), t.url("/andere/x"));
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                statuses.push(citizen.get(&url).await.status);
+            }
+            statuses
+        })
+    };
+    let mut broken = Enforced::proposal_body(&change, "broken");
+    broken["policy"] = json!(format!(
+        "{}p, *, musterstadt, /x/*, GET, low, *, *, maybe\n",
+        broken["policy"].as_str().unwrap()
+    ));
+    let (status, v) = t
+        .api(&anna, Some(&anna_csrf), "/api/policy/proposals", &broken)
+        .await;
+    assert_eq!(status, 422, "{v}");
+    let err = v["error"].as_str().unwrap();
+    assert!(
+        err.contains("invalid policy") && err.contains("policy.csv:"),
+        "{err}"
+    );
+    let mut failing = Enforced::proposal_body(&change, "failing");
+    failing["tests"] = json!(format!(
+        "{}x, andere-stadt, /andere/info, GET, low, , , deny\n",
+        failing["tests"].as_str().unwrap()
+    ));
+    let (status, v) = t
+        .api(&anna, Some(&anna_csrf), "/api/policy/proposals", &failing)
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("policy tests failed"),
+        "{v}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = traffic.await.unwrap();
+    assert!(
+        statuses.len() > 5 && statuses.iter().all(|s| *s == 200),
+        "{statuses:?}"
+    );
+    // Still version 2.
+    let r = bernd.get(&t.admin_url("/api/policy")).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap()["active_version"],
+        2
+    );
+
+    // A form POST without the CSRF field is refused too.
+    let r = bernd
+        .post_form(
+            &t.admin_url("/policy/reject"),
+            &[("id", &stale), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // The page rejects the stale one with a reason.
+    let r = bernd
+        .post_form(
+            &t.admin_url("/policy/reject"),
+            &[("id", &stale), ("reason", "stale"), ("csrf", &bernd_csrf)],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{r:?}");
+    let page = bernd.follow(&t.admin_url("/policy?done=rejected")).await;
+    assert!(page.last.body.contains("Abgelehnt."), "{}", page.last.body);
+    assert!(!page.last.body.contains(&stale));
+}
+
+/// The approval page in a real headless browser (Debian's chromium driven
+/// by playwright-core, `tests/browser/approve.mjs`): officer Bernd logs in
+/// through the real test OP, sees Anna's pending proposal with its diff
+/// and passing tests, approves it, and the gateway enforces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_page_in_headless_chromium() {
+    let chromium = testkit::require_tool("chromium", "chromium");
+    let node = testkit::require_tool("node", "nodejs");
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "run `npm ci --prefix tests/browser` (tests/run.sh does)"
+    );
+    let t = Enforced::start(OFFICER_ADMIN, None).await;
+    t.init();
+    let citizen = t.browser();
+    let chain = t
+        .login(&citizen, "/andere/x", CITIZEN_HIGH, Level::Substantial)
+        .await;
+    assert_eq!(chain.last.status, 403);
+    let change = base_dir(
+        &t.dir,
+        "page-change",
+        &["p, *, andere-stadt, /andere/*, GET, low, *, *, allow"],
+        &["x, andere-stadt, /andere/info, GET, low, , , allow"],
+    );
+    let o = t.cli(&[
+        "propose",
+        "--author",
+        ANNA,
+        "--from",
+        change.to_str().unwrap(),
+        "--comment",
+        "Andere Stadt öffnen",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let id = proposal_id(&o);
+
+    let shot = t.dir.path().join("approval.png");
+    let out = Command::new(node)
+        .arg(browser_dir.join("approve.mjs"))
+        .env("CHROMIUM", &chromium)
+        .env("ADMIN_URL", t.admin_url(""))
+        .env("OFFICER", oidc::STAFF_BERND.name)
+        .env("PROPOSAL", &id)
+        .env(
+            "EXPECT_ADDED",
+            "p, *, andere-stadt, /andere/*, GET, low, *, *, allow",
+        )
+        .env("SCREENSHOT", &shot)
+        .output()
+        .unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "browser test failed:\n{log}");
+    assert!(log.contains("approved: version 2"), "{log}");
+    if let Ok(keep) = std::env::var("STADTTOR_KEEP_SCREENSHOT") {
+        let _ = std::fs::copy(&shot, keep);
+    }
+    // The approved policy is enforced.
+    assert_eq!(citizen.get(&t.url("/andere/x")).await.status, 200);
+    let h = text(&t.cli(&["history"]));
+    assert!(
+        h.contains(&format!("by {ANNA}, approved by {BERND}")),
+        "{h}"
+    );
+}
