@@ -29,12 +29,35 @@ use testkit::{free_port, require_tool, Gateway, TempDir, TestPki};
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SIGTERM, so nginx's master stops its worker too.
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
     }
 }
 
+/// CPU time (user + system) of process `pid` so far, in microseconds.
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may contain spaces): utime is
+    // field 14, stime 15 (1-based), in clock ticks (100 per second here).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks * 10_000.0
+}
+
+/// One wrk run: (requests per second, gateway CPU µs per request).
+fn measure(pid: u32, url: &str, cookie: &str, secs: u64) -> (f64, f64) {
+    let before = cpu_us(pid);
+    let (rps, total) = wrk_run(url, cookie, secs);
+    (rps, (cpu_us(pid) - before) / total)
+}
+
 fn wrk(url: &str, cookie: &str, secs: u64) -> f64 {
+    wrk_run(url, cookie, secs).0
+}
+
+fn wrk_run(url: &str, cookie: &str, secs: u64) -> (f64, f64) {
     let out = Command::new("taskset")
         .args(["-c", "1", "wrk", "-t1", "-c50"])
         .arg(format!("-d{secs}s"))
@@ -48,10 +71,18 @@ fn wrk(url: &str, cookie: &str, secs: u64) -> f64 {
         !text.contains("Non-2xx"),
         "errors in the benchmark run:\n{text}"
     );
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"))
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let total = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"));
+    (rps, total)
 }
 
 #[test]
@@ -231,28 +262,46 @@ allow_http = true
     // Warm-up and sanity: both routes answer 200 (wrk refuses non-2xx).
     wrk(&format!("{base}/on/x"), &cookie, 1);
     wrk(&format!("{base}/off/x"), &cookie, 1);
+    let pid = gw.pid();
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for i in 0..rounds {
         // Alternate which goes first.
         if i % 2 == 0 {
-            on.push(wrk(&format!("{base}/on/x"), &cookie, secs));
-            off.push(wrk(&format!("{base}/off/x"), &cookie, secs));
+            on.push(measure(pid, &format!("{base}/on/x"), &cookie, secs));
+            off.push(measure(pid, &format!("{base}/off/x"), &cookie, secs));
         } else {
-            off.push(wrk(&format!("{base}/off/x"), &cookie, secs));
-            on.push(wrk(&format!("{base}/on/x"), &cookie, secs));
+            off.push(measure(pid, &format!("{base}/off/x"), &cookie, secs));
+            on.push(measure(pid, &format!("{base}/on/x"), &cookie, secs));
         }
     }
-    let median = |v: &mut Vec<f64>| {
+    let median = |v: Vec<f64>| {
+        let mut v = v;
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let (on_m, off_m) = (median(&mut on.clone()), median(&mut off.clone()));
-    println!("policy on  req/s: {on:?} (median {on_m:.0})");
-    println!("policy off req/s: {off:?} (median {off_m:.0})");
+    let rps = |v: &[(f64, f64)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
+    let cpu = |v: &[(f64, f64)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
+    let (on_r, off_r) = (median(rps(&on)), median(rps(&off)));
+    let (on_c, off_c) = (median(cpu(&on)), median(cpu(&off)));
     println!(
-        "on/off = {:.3} ({:+.1} % throughput with the policy)",
-        on_m / off_m,
-        (on_m / off_m - 1.0) * 100.0
+        "policy on : req/s {:?}, CPU µs/request {:?}",
+        rps(&on),
+        cpu(&on)
+    );
+    println!(
+        "policy off: req/s {:?}, CPU µs/request {:?}",
+        rps(&off),
+        cpu(&off)
+    );
+    println!(
+        "medians: on {on_r:.0} req/s, {on_c:.1} µs/request; off {off_r:.0} req/s, {off_c:.1} µs/request"
+    );
+    println!(
+        "on/off throughput = {:.3} ({:+.1} %); CPU per request on/off = {:.3} ({:+.1} %)",
+        on_r / off_r,
+        (on_r / off_r - 1.0) * 100.0,
+        on_c / off_c,
+        (on_c / off_c - 1.0) * 100.0
     );
     assert!(gw.logs().matches("access denied").count() == 0);
 }
