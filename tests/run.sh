@@ -22,6 +22,7 @@ APT_PACKAGES=(
   golang-go golang-golang-x-mod-dev                     # Go sumdb/tlog: independent audit-log verifier
   poppler-utils libnss3-tools                           # pdfsig + certutil: independent PAdES verifier
   redis-server                                          # session store tests (shared server + one per outage test)
+  chromium                                              # headless browser: officer approval page
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -41,6 +42,14 @@ if [[ ! -d tests/oidc-op/node_modules || tests/oidc-op/package-lock.json -nt tes
   say "npm ci (tests/oidc-op)"
   npm ci --prefix tests/oidc-op --no-audit --no-fund
   touch tests/oidc-op/node_modules
+fi
+
+# playwright-core drives Debian's chromium in the approval-page test; it
+# downloads no browser of its own.
+if [[ ! -d tests/browser/node_modules || tests/browser/package-lock.json -nt tests/browser/node_modules ]]; then
+  say "npm ci (tests/browser)"
+  npm ci --prefix tests/browser --no-audit --no-fund
+  touch tests/browser/node_modules
 fi
 
 # --- services the tests talk to --------------------------------------------

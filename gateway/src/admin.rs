@@ -1,7 +1,10 @@
-//! The admin listener: `/metrics` (Prometheus), `/healthz`, `/readyz`.
+//! The admin listener: `/metrics` (Prometheus), `/healthz`, `/readyz`,
+//! `/jwks.json`, and, with `[admin.tls]` and `officer_provider`, the
+//! officers' policy page and API ([`crate::officer`]).
 //!
-//! It is plain HTTP and meant for loopback or a management network only;
-//! none of these paths exist on the public listeners.
+//! Without `[admin.tls]` it is plain HTTP and meant for loopback or a
+//! management network only; none of these paths exist on the public
+//! listeners. The officers' pages are only served over HTTPS.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -9,18 +12,25 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::body::ProxyBody;
 use crate::proxy::Shared;
 
 /// Serves admin requests for the life of the process. It deliberately
 /// keeps running while the gateway drains, so that `/readyz` can tell load
-/// balancers to stop sending traffic.
-pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
+/// balancers to stop sending traffic. With `tls`, every connection is
+/// HTTPS (HTTP/1.1).
+pub async fn run(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -30,21 +40,49 @@ pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
             }
         };
         let shared = shared.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| answer(shared.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
+            let http = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+                .clone();
+            match acceptor {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                Some(a) => {
+                    let tls = match tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        a.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        _ => return,
+                    };
+                    let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                }
+            }
         });
     }
+}
+
+fn full(s: impl Into<Bytes>) -> ProxyBody {
+    Full::new(s.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 async fn answer(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ProxyBody>, Infallible> {
+    if crate::officer::owns(req.uri().path()) {
+        if let Some(o) = shared.officers.clone() {
+            return Ok(crate::officer::handle(shared, &o, req).await);
+        }
+    }
     let (status, ctype, body) = match req.uri().path() {
         "/metrics" => (
             StatusCode::OK,
@@ -67,6 +105,7 @@ async fn answer(
         "/readyz" => {
             let audit = shared.audit.as_ref().map(|a| a.health());
             let sessions = shared.auth.as_ref().map(|a| a.health());
+            let policy = shared.policy.as_ref().map(|p| p.readiness());
             if shared.draining.load(Ordering::Relaxed) {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +124,12 @@ async fn answer(
                     "text/plain",
                     format!("not ready: session store: {reason}\n"),
                 )
+            } else if let Some(Err(reason)) = policy {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {reason}\n"),
+                )
             } else {
                 (StatusCode::OK, "text/plain", "ready\n".to_owned())
             }
@@ -95,7 +140,7 @@ async fn answer(
             "not found\n".to_owned(),
         ),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     if let Ok(v) = header::HeaderValue::from_str(ctype) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);

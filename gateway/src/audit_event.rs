@@ -215,7 +215,34 @@ pub fn access_event(
     client_subject: Option<&str>,
     identity: Option<&crate::auth::Identity>,
 ) -> Event {
-    let mut ev = Event::new("http.access", Outcome::Success)
+    request_event(
+        audit,
+        "http.access",
+        Outcome::Success,
+        route,
+        method,
+        request_id,
+        listener,
+        client_subject,
+        identity,
+    )
+}
+
+/// An event about one request (`http.access`, or `authz.decision` for a
+/// request the policy refused), with the pseudonymised subject.
+#[allow(clippy::too_many_arguments)]
+pub fn request_event(
+    audit: &AuditLog,
+    kind: &str,
+    outcome: Outcome,
+    route: &str,
+    method: &http::Method,
+    request_id: &str,
+    listener: &str,
+    client_subject: Option<&str>,
+    identity: Option<&crate::auth::Identity>,
+) -> Event {
+    let mut ev = Event::new(kind, outcome)
         .target(route)
         .request_id(request_id)
         .attr("method", method.as_str())

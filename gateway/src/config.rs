@@ -18,10 +18,12 @@ use std::time::Duration;
 use stadttor_hsm::KeyRef;
 
 mod identity;
+mod policies;
 mod signing;
 pub use identity::{
     url_origin, AuthMethod, Identity, Level, Provider, ProviderAuth, RouteAuth, SessionStorage,
 };
+pub use policies::{Officers, Policies, PolicyStorage, RouteAuthz, DEFAULT_SCHEMA};
 pub use signing::{SignFormat, SignRule, Signing};
 
 /// A configuration problem: where it is and what is wrong.
@@ -83,6 +85,7 @@ pub mod raw {
         pub audit: Option<Audit>,
         pub identity: Option<super::identity::raw::Identity>,
         pub signing: Option<super::signing::raw::Signing>,
+        pub policies: Option<super::policies::raw::Policies>,
         #[serde(default)]
         pub listeners: Vec<Listener>,
         #[serde(default)]
@@ -165,6 +168,10 @@ pub mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Admin {
         pub listen: SocketAddr,
+        pub tls: Option<Tls>,
+        pub officer_provider: Option<String>,
+        pub officer_subject_claim: Option<String>,
+        pub officer_redirect_uri: Option<String>,
     }
 
     /// `[[listeners]]`.
@@ -269,6 +276,7 @@ pub mod raw {
         pub auth: Option<super::identity::raw::RouteAuth>,
         #[serde(default)]
         pub sign: Vec<super::signing::raw::SignRule>,
+        pub authz: Option<super::policies::raw::RouteAuthz>,
     }
 
     /// `[routes.timeouts]`.
@@ -522,6 +530,12 @@ pub struct Config {
     pub keys: stadttor_hsm::KeyStoreConfig,
     /// The admin listener, if any.
     pub admin: Option<SocketAddr>,
+    /// HTTPS on the admin listener (`[admin.tls]`), if configured.
+    pub admin_tls: Option<Tls>,
+    /// Officers' policy pages and API on the admin listener, if configured.
+    pub officers: Option<Officers>,
+    /// The policy store, if configured.
+    pub policies: Option<Policies>,
     /// The audit log, if configured.
     pub audit: Option<Audit>,
     /// Logins, sessions and identity assertions, if configured.
@@ -669,6 +683,8 @@ pub struct Route {
     pub auth: RouteAuth,
     /// Response signing rules, first match wins.
     pub sign: Vec<SignRule>,
+    /// Policy enforcement, `None` when the route is not enforced.
+    pub authz: Option<RouteAuthz>,
 }
 
 /// Reads and validates a configuration file.
@@ -997,6 +1013,27 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|s| signing::validate_signing(s, &abs, &key_ref, &mut issue));
 
+    let policies = raw
+        .policies
+        .as_ref()
+        .map(|p| policies::validate_policies(p, &base, &mut issue));
+    let mut admin_tls = None;
+    let mut officers = None;
+    if let Some(a) = &raw.admin {
+        if let Some(t) = &a.tls {
+            admin_tls = Some(admin_tls_config(t, &abs, &key_ref, &mut issue));
+        }
+        officers = policies::validate_officers(
+            a.officer_provider.as_deref(),
+            a.officer_subject_claim.as_deref(),
+            a.officer_redirect_uri.as_deref(),
+            a.tls.is_some(),
+            policies.is_some(),
+            identity.as_ref(),
+            &mut issue,
+        );
+    }
+
     let mut route_names = HashSet::new();
     let mut routes = Vec::new();
     if raw.routes.is_empty() {
@@ -1120,6 +1157,18 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             }
             response_headers.insert(lname, value.clone());
         }
+        let auth = r
+            .auth
+            .as_ref()
+            .map(|a| {
+                identity::validate_route_auth(
+                    &format!("{k}.auth"),
+                    a,
+                    identity.as_ref(),
+                    &mut issue,
+                )
+            })
+            .unwrap_or_default();
         routes.push(Route {
             name: r.name.clone(),
             upstream,
@@ -1144,18 +1193,14 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
                 total: t.total,
             },
             response_headers,
-            auth: r
-                .auth
-                .as_ref()
-                .map(|a| {
-                    identity::validate_route_auth(
-                        &format!("{k}.auth"),
-                        a,
-                        identity.as_ref(),
-                        &mut issue,
-                    )
-                })
-                .unwrap_or_default(),
+            authz: policies::validate_route_authz(
+                &k,
+                r.authz.as_ref(),
+                &auth.methods,
+                policies.is_some(),
+                &mut issue,
+            ),
+            auth,
             sign: signing::validate_rules(
                 &format!("{k}.sign"),
                 &r.sign,
@@ -1290,6 +1335,9 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         },
         keys: key_store_config(&raw.keys, &base),
         admin: raw.admin.as_ref().map(|a| a.listen),
+        admin_tls,
+        officers,
+        policies,
         audit,
         identity,
         signing: signing_cfg,
@@ -1297,6 +1345,60 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         upstreams,
         routes,
     })
+}
+
+/// The admin listener's `[admin.tls]`: certificates signed directly by
+/// their keys (no short-lived leaves), optional client certificates.
+fn admin_tls_config(
+    t: &raw::Tls,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    key_ref: &identity::KeyRefParser<'_>,
+    issue: &mut dyn FnMut(String, String),
+) -> Tls {
+    if t.certificates.is_empty() {
+        issue(
+            "admin.tls.certificates".into(),
+            "at least one certificate is needed".into(),
+        );
+    }
+    let mut certificates = Vec::new();
+    for (j, c) in t.certificates.iter().enumerate() {
+        let ck = format!("admin.tls.certificates[{j}]");
+        if c.mode != CertMode::Direct {
+            issue(
+                format!("{ck}.mode"),
+                "the admin listener signs handshakes directly; remove `mode`".into(),
+            );
+        }
+        let mut names = Vec::new();
+        for n in &c.server_names {
+            let n = n.to_ascii_lowercase();
+            if let Some(problem) = host_problem(&n) {
+                issue(
+                    format!("{ck}.server_names"),
+                    format!("`{n}` is not a DNS name or `*.` wildcard: {problem}"),
+                );
+            }
+            names.push(n);
+        }
+        certificates.push(Certificate {
+            chain: abs(&c.chain),
+            key: key_ref(&c.key, issue, format!("{ck}.key")),
+            server_names: names,
+            origin: ck,
+            mode: CertMode::Direct,
+            leaf_lifetime: c.leaf_lifetime,
+        });
+    }
+    Tls {
+        certificates,
+        client_auth: t.client_auth.as_ref().map(|c| ClientAuth {
+            ca: abs(&c.ca),
+            mode: c.mode,
+        }),
+        allow_x25519: t.allow_x25519,
+        session_tickets: t.session_tickets,
+    }
 }
 
 /// Why `name` (lowercase) can never equal a request's host or SNI name.

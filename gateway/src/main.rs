@@ -1,4 +1,5 @@
-//! The `stadttor` command line: `serve`, `config check`, `demo`.
+//! The `stadttor` command line: `serve`, `config check`, `keys`, `audit`,
+//! `policy`, `demo`.
 //!
 //! Exit codes: 0 success, 64 unusable configuration (reported before any
 //! port is bound, every problem listed), 1 any other failure.
@@ -94,6 +95,16 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: stadttor_gateway::auditcmd::AuditCommand,
+    },
+    /// The security officers' policy commands: init, test, explain, diff,
+    /// history, propose, approve, reject, rollback. Exit codes: 0 ok, 2
+    /// refused (invalid policy, failing tests, four-eyes rules), 64 unusable
+    /// command line, 1 other.
+    Policy {
+        #[command(flatten)]
+        store: stadttor_gateway::policycmd::StoreArgs,
+        #[command(subcommand)]
+        command: stadttor_gateway::policycmd::PolicyCommand,
     },
 }
 
@@ -285,6 +296,15 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("INVALID: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Policy { store, command } => {
+            match stadttor_gateway::policycmd::run(&store, command, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("stadttor policy: {e}");
+                    ExitCode::from(e.exit_code())
                 }
             }
         }
@@ -557,7 +577,8 @@ fn announce(bound: &server::Bound) {
         println!("stadttor listening: {name} https://{addr}");
     }
     if let Some(a) = bound.admin {
-        println!("stadttor admin: http://{a}");
+        let scheme = if bound.admin_https { "https" } else { "http" };
+        println!("stadttor admin: {scheme}://{a}");
     }
 }
 

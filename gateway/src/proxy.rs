@@ -2,7 +2,7 @@
 //! exchange, response finishing, metrics and the access log.
 //!
 //! ```text
-//! request ─▶ check_framing ─▶ route ─▶ authn/authz (later issues)
+//! request ─▶ check_framing ─▶ route ─▶ authn ─▶ authz (policy) ─▶ audit
 //!         ─▶ build upstream request (hygiene, Forwarded, request id)
 //!         ─▶ send (round-robin, retry bodiless requests on connect failure)
 //!         ─▶ finish response (hop-by-hop out, security headers in) ─▶ log
@@ -51,6 +51,10 @@ pub struct Shared {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// Document signing, if `[signing]` is configured.
     pub signer: Option<Arc<crate::signing::Signer>>,
+    /// The policy store and active policy, if `[policies]` is configured.
+    pub policy: Option<Arc<crate::policy::PolicyRuntime>>,
+    /// Officers' logins on the admin listener, if configured.
+    pub officers: Option<Arc<crate::officer::Officers>>,
 }
 
 /// What is known about the client connection a request came on.
@@ -167,6 +171,7 @@ pub async fn serve(
 
 type Failure<'s> = (GatewayError, Option<&'s Route>);
 
+#[allow(clippy::too_many_arguments)]
 async fn handle<'s>(
     state: &'s State,
     conn: &ConnInfo,
@@ -175,10 +180,11 @@ async fn handle<'s>(
     request_id_value: &HeaderValue,
     shared: &Shared,
 ) -> Result<(Response<ProxyBody>, &'s Route), Failure<'s>> {
-    let (audit, auth, signer) = (
+    let (audit, auth, signer, policy) = (
         shared.audit.as_deref(),
         shared.auth.as_deref(),
         shared.signer.as_deref(),
+        shared.policy.as_deref(),
     );
     if req.version() <= Version::HTTP_11 {
         let position = conn.requests.fetch_add(1, Ordering::Relaxed);
@@ -230,15 +236,42 @@ async fn handle<'s>(
         }
     };
 
+    // Authorization: the policy decides on the verified identity (never a
+    // request header) and the path as the client sent it. No policy: deny.
+    let decision = cfg.authz.as_ref().map(|z| {
+        let d = match policy {
+            Some(p) => crate::policy::decide(
+                &p.authz,
+                z,
+                verified.identity.as_ref(),
+                req.uri().path(),
+                req.method().as_str(),
+                conn.client_cert.as_ref().map(|c| c.subject.as_str()),
+            ),
+            None => stadttor_policies::DecisionRecord::no_policy(),
+        };
+        (z, d)
+    });
+    let denied = decision.as_ref().is_some_and(|(_, d)| !d.is_allowed());
+
     // Recorded before anything is forwarded; a required route fails closed.
+    // The decision travels in the same event: `http.access` when allowed,
+    // `authz.decision` (outcome denied) when refused.
     if let (Some(log), false) = (audit, cfg.audit == AuditMode::Off) {
         let listener = state
             .config
             .listeners
             .get(conn.listener)
             .map_or("", |l| l.name.as_str());
-        let event = crate::audit_event::access_event(
+        let (kind, outcome) = if denied {
+            ("authz.decision", stadttor_audit::event::Outcome::Denied)
+        } else {
+            ("http.access", stadttor_audit::event::Outcome::Success)
+        };
+        let mut event = crate::audit_event::request_event(
             log,
+            kind,
+            outcome,
             &cfg.name,
             req.method(),
             request_id,
@@ -246,11 +279,45 @@ async fn handle<'s>(
             conn.client_cert.as_ref().map(|c| c.subject.as_str()),
             verified.identity.as_ref(),
         );
+        if let Some((z, d)) = &decision {
+            event = crate::policy::audit_attrs(event, z, d);
+        }
         if let Err(e) = log.record(&event) {
             if cfg.audit == AuditMode::Required {
                 return Err(fail(GatewayError::AuditUnavailable(e.to_string())));
             }
         }
+    }
+    if let Some((z, d)) = decision.as_ref().filter(|_| denied) {
+        tracing::info!(
+            request_id,
+            route = %cfg.name,
+            domain = %z.domain,
+            reason = ?d.reason,
+            line = d.line,
+            policy_version = d.version,
+            "access denied by policy"
+        );
+        let browser = cfg
+            .auth
+            .methods
+            .contains(&crate::config::AuthMethod::Session)
+            && !cfg.auth.api;
+        let resp = if browser {
+            let lang = crate::auth::pages::Lang::from_headers(req.headers());
+            crate::auth::html(
+                StatusCode::FORBIDDEN,
+                crate::auth::pages::error(
+                    lang,
+                    crate::auth::pages::Problem::Forbidden,
+                    request_id,
+                    None,
+                ),
+            )
+        } else {
+            crate::auth::plain(StatusCode::FORBIDDEN, "access denied by policy", request_id)
+        };
+        return Err(fail(GatewayError::Answered(Box::new(resp))));
     }
 
     let sign_path = (!cfg.sign.is_empty()).then(|| req.uri().path().to_owned());

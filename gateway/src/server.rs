@@ -50,6 +50,8 @@ pub struct Bound {
     pub listeners: Vec<(String, SocketAddr)>,
     /// The admin listener.
     pub admin: Option<SocketAddr>,
+    /// Whether the admin listener speaks HTTPS.
+    pub admin_https: bool,
 }
 
 /// Builds the state and binds every socket, without serving yet.
@@ -97,6 +99,11 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
                 })?,
         )),
     };
+    let policy = state
+        .config
+        .policies
+        .as_ref()
+        .map(|p| crate::policy::PolicyRuntime::start(p, audit.clone()));
     if let Some(a) = &audit {
         a.lifecycle(
             "gateway.start",
@@ -104,10 +111,47 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             None,
         );
     }
+    let officers = crate::officer::Officers::new(&state.config)
+        .map_err(|e| ConfigError {
+            file: state.config.path.clone(),
+            issues: vec![config::Issue {
+                key: "admin.officer_provider".into(),
+                reason: e.to_string(),
+            }],
+        })?
+        .map(Arc::new);
+    let admin_tls = match &state.config.admin_tls {
+        None => None,
+        Some(t) => {
+            let l = config::Listener {
+                name: "admin".into(),
+                listen: state
+                    .config
+                    .admin
+                    .unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+                tls: t.clone(),
+            };
+            let built = crate::tls::server_config(&l, 0, &keys).map_err(|issues| ConfigError {
+                file: state.config.path.clone(),
+                issues: issues
+                    .into_iter()
+                    .map(|i| config::Issue {
+                        key: i.key.replace("listeners[0]", "admin"),
+                        reason: i.reason,
+                    })
+                    .collect(),
+            })?;
+            // The admin listener speaks HTTP/1.1 only.
+            let mut c = (*built.config).clone();
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(Arc::new(c))
+        }
+    };
     let mut sockets = Vec::new();
     let mut bound = Bound {
         listeners: Vec::new(),
         admin: None,
+        admin_https: state.config.admin_tls.is_some(),
     };
     for l in &state.config.listeners {
         let sock = TcpListener::bind(l.listen)
@@ -156,10 +200,13 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             audit,
             auth,
             signer,
+            policy,
+            officers,
             draining: AtomicBool::new(false),
         }),
         sockets,
         admin,
+        admin_tls,
         bound,
         limits,
     })
@@ -179,6 +226,7 @@ pub struct Prepared {
     shared: Arc<Shared>,
     sockets: Vec<TcpListener>,
     admin: Option<TcpListener>,
+    admin_tls: Option<Arc<rustls::ServerConfig>>,
     /// What was bound.
     pub bound: Bound,
     limits: Arc<ConnLimits>,
@@ -211,7 +259,7 @@ impl Prepared {
             )));
         }
         if let Some(sock) = self.admin {
-            tokio::spawn(crate::admin::run(self.shared.clone(), sock));
+            tokio::spawn(crate::admin::run(self.shared.clone(), sock, self.admin_tls));
         }
         tokio::spawn(rotate_leaves(self.shared.clone()));
         let signal_name = loop {
@@ -331,6 +379,30 @@ pub fn reload(shared: &Shared) {
                 issues: vec![config::Issue {
                     key: "identity".into(),
                     reason: "the [identity] settings changed; that needs a restart".into(),
+                }],
+            });
+        }
+        if current.config.policies != new.policies {
+            return Err(ConfigError {
+                file: path.clone(),
+                issues: vec![config::Issue {
+                    key: "policies".into(),
+                    reason: "the [policies] settings changed; that needs a restart".into(),
+                }],
+            });
+        }
+        if format!(
+            "{:?}{:?}",
+            current.config.admin_tls, current.config.officers
+        ) != format!("{:?}{:?}", new.admin_tls, new.officers)
+        {
+            return Err(ConfigError {
+                file: path.clone(),
+                issues: vec![config::Issue {
+                    key: "admin".into(),
+                    reason: "the admin listener's TLS or officer settings changed; that needs a \
+                             restart"
+                        .into(),
                 }],
             });
         }

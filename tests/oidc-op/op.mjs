@@ -112,6 +112,17 @@ const USERS = {
       email_verified: true,
     },
   },
+  'staff-bernd': {
+    sub: 'staff-9a03c7e5b21d48f6',
+    max: 'substantial',
+    claims: {
+      given_name: 'Bernd',
+      family_name: 'Beispiel',
+      name: 'Bernd Beispiel',
+      email: 'bernd@kommune.example',
+      email_verified: true,
+    },
+  },
 };
 const BY_SUB = new Map(Object.entries(USERS).map(([, u]) => [u.sub, u]));
 

@@ -165,6 +165,13 @@ impl Auth {
             .routes
             .iter()
             .flat_map(|r| r.auth.claims.keys().cloned())
+            // Policy subjects taken from a claim must survive in the session.
+            .chain(config.routes.iter().filter_map(|r| {
+                r.authz
+                    .as_ref()
+                    .map(|z| z.subject_claim.clone())
+                    .filter(|c| c != "sub")
+            }))
             .collect();
         for p in &providers {
             let p = p.clone();

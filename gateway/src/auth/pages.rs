@@ -149,6 +149,8 @@ pub enum Problem {
     LoginRequired,
     /// The session service is unavailable.
     SessionsDown,
+    /// Logged in, but the access policy does not allow this request.
+    Forbidden,
 }
 
 /// An error page with the request id.
@@ -169,6 +171,8 @@ pub fn error(lang: Lang, problem: Problem, request_id: &str, retry: Option<&str>
         (Lang::En, LoginRequired) => ("Login required", "You need to log in to use this service."),
         (Lang::De, SessionsDown) => ("Dienst vorübergehend nicht verfügbar", "Ihre Sitzung kann gerade nicht geprüft werden. Bitte versuchen Sie es in einigen Minuten erneut."),
         (Lang::En, SessionsDown) => ("Service temporarily unavailable", "Your session cannot be checked right now. Please try again in a few minutes."),
+        (Lang::De, Forbidden) => ("Zugriff nicht erlaubt", "Sie sind angemeldet, dürfen diesen Bereich aber nicht nutzen. Wenn Sie meinen, dass das ein Fehler ist, wenden Sie sich bitte unter Angabe der Vorgangsnummer an die Verwaltung."),
+        (Lang::En, Forbidden) => ("Access not allowed", "You are logged in, but you may not use this area. If you think this is a mistake, please contact the administration and quote the reference below."),
     };
     let retry = retry
         .map(|href| {

@@ -389,6 +389,21 @@ impl Provider {
         level: Option<Level>,
         force_login: bool,
     ) -> Result<AuthRequest, ProviderError> {
+        let redirect = self.cfg.redirect_uri.clone();
+        self.authorization_request_at(&redirect, state, nonce, level, force_login)
+            .await
+    }
+
+    /// [`Provider::authorization_request`] with another registered
+    /// redirect URI (the officers' login on the admin listener).
+    pub async fn authorization_request_at(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        level: Option<Level>,
+        force_login: bool,
+    ) -> Result<AuthRequest, ProviderError> {
         if let Some(why) = self.down() {
             return Err(self.unavailable(why));
         }
@@ -399,7 +414,7 @@ impl Provider {
             None,
         )
         .set_redirect_uri(
-            RedirectUrl::new(self.cfg.redirect_uri.clone())
+            RedirectUrl::new(redirect_uri.to_owned())
                 .map_err(|e| self.unavailable(format!("redirect_uri: {e}")))?,
         );
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -524,6 +539,21 @@ impl Provider {
         nonce: &str,
         max_age: Duration,
     ) -> Result<Login, ProviderError> {
+        let redirect = self.cfg.redirect_uri.clone();
+        self.exchange_at(&redirect, code, pkce_verifier, nonce, max_age)
+            .await
+    }
+
+    /// [`Provider::exchange`] for a login that used another registered
+    /// redirect URI.
+    pub async fn exchange_at(
+        &self,
+        redirect_uri: &str,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        max_age: Duration,
+    ) -> Result<Login, ProviderError> {
         let d = self.metadata().await?;
         let token_url = d
             .metadata
@@ -536,7 +566,7 @@ impl Provider {
             self.secret.clone(),
         )
         .set_redirect_uri(
-            RedirectUrl::new(self.cfg.redirect_uri.clone())
+            RedirectUrl::new(redirect_uri.to_owned())
                 .map_err(|e| self.unavailable(format!("redirect_uri: {e}")))?,
         );
         let client = if self.client_key.is_some() {

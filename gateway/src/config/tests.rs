@@ -463,7 +463,7 @@ fn sizes_parse_with_and_without_units() {
         ("\"1GiB\"", 1024 * 1024 * 1024),
         ("0", 0),
     ] {
-        let text = base() + &format!("max_request_body = {written}\n");
+        let text = base() + &*format!("max_request_body = {written}\n");
         let cfg = parse(Path::new("s.toml"), &text).unwrap_or_else(|e| panic!("{written}: {e}"));
         assert_eq!(cfg.routes[0].max_request_body, bytes, "{written}");
     }
@@ -484,7 +484,7 @@ fn bad_sizes_are_rejected_with_the_key_named() {
         ("1.5", "invalid type: floating point"),
         ("true", "invalid type: boolean"),
     ] {
-        let text = base() + &format!("max_request_body = {written}\n");
+        let text = base() + &*format!("max_request_body = {written}\n");
         let issue = single_issue(Path::new("s.toml"), &text);
         assert_eq!(issue.key, "routes[0].max_request_body", "{written}");
         assert!(issue.reason.contains(reason), "{written}: {issue:?}");
@@ -521,7 +521,7 @@ fn bad_durations_are_rejected_with_the_key_named() {
             "invalid type: integer `30`, expected a duration string",
         ),
     ] {
-        let text = base() + &format!("\n[routes.timeouts]\nidle = {written}\n");
+        let text = base() + &*format!("\n[routes.timeouts]\nidle = {written}\n");
         let issue = single_issue(Path::new("d.toml"), &text);
         assert_eq!(issue.key, "routes[0].timeouts.idle", "{written}");
         assert!(issue.reason.contains(reason), "{written}: {issue:?}");

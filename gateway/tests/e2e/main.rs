@@ -7,6 +7,7 @@ mod audit;
 mod framing;
 mod login;
 mod ops;
+mod policy;
 mod proxy;
 mod streaming;
 mod tls;

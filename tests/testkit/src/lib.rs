@@ -192,7 +192,12 @@ impl Gateway {
                         let addr = url.trim_start_matches("https://").parse().unwrap();
                         listeners.insert(name.to_owned(), addr);
                     } else if let Some(url) = line.strip_prefix("stadttor admin: ") {
-                        admin = Some(url.trim_start_matches("http://").parse().unwrap());
+                        admin = Some(
+                            url.trim_start_matches("http://")
+                                .trim_start_matches("https://")
+                                .parse()
+                                .unwrap(),
+                        );
                     }
                     // The admin line, when configured, comes last.
                     if !listeners.is_empty()

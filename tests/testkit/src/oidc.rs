@@ -112,6 +112,14 @@ pub const STAFF_ANNA: TestUser = TestUser {
     max_level: Level::Substantial,
 };
 
+/// A second staff member, `bernd@kommune.example`, up to substantial (the
+/// second officer of four-eyes tests).
+pub const STAFF_BERND: TestUser = TestUser {
+    name: "staff-bernd",
+    sub: "staff-9a03c7e5b21d48f6",
+    max_level: Level::Substantial,
+};
+
 /// Client metadata for a confidential client with `client_secret_basic`.
 /// Add `backchannel_logout_uri`, `post_logout_redirect_uris` etc. by
 /// indexing the returned value.

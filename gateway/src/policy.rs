@@ -1,0 +1,266 @@
+//! Policy enforcement in the gateway: the process's [`PolicyRuntime`]
+//! (the `stadttor-policies` [`Authorizer`], its store and the watcher that
+//! keeps every gateway on the store's active version) and the one function
+//! that turns a verified identity into a policy question, [`decide`].
+//!
+//! Fail closed: no store, an empty store, or a store that cannot be read
+//! at start means every enforced route is denied (`/readyz` says why); a
+//! store that breaks later keeps the last good policy. The subject is
+//! taken only from the verified identity, never from a request header.
+//! Watching runs on its own thread (the PostgreSQL client blocks), never
+//! on the reactor.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use stadttor_audit::event::{Event, Outcome};
+use stadttor_policies::{
+    AccessRequest, Authorizer, DecisionRecord, PolicyStore, StoreError, WatchEvent, WatchHandle,
+    Workflow,
+};
+
+use crate::audit_event::AuditLog;
+use crate::auth::Identity;
+use crate::config::{self, Policies, PolicyStorage, RouteAuthz};
+
+/// Opens the store a configuration names.
+pub fn open_store(storage: &PolicyStorage) -> Result<Arc<dyn PolicyStore>, StoreError> {
+    match storage {
+        PolicyStorage::Dir(d) => Ok(Arc::new(stadttor_policies::FileStore::open(d)?)),
+        #[cfg(feature = "postgres")]
+        PolicyStorage::Postgres { url, schema } => {
+            Ok(Arc::new(stadttor_policies::PgStore::connect(url, schema)?))
+        }
+        #[cfg(not(feature = "postgres"))]
+        PolicyStorage::Postgres { .. } => Err(StoreError::Config(
+            "a PostgreSQL policy store needs the cargo feature `postgres`".into(),
+        )),
+    }
+}
+
+/// The policy side of a running gateway.
+pub struct PolicyRuntime {
+    /// The active policy (deny-all while there is none).
+    pub authz: Arc<Authorizer>,
+    store: Mutex<Option<Arc<dyn PolicyStore>>>,
+    last_error: Arc<Mutex<Option<String>>>,
+    watch: Mutex<Option<WatchHandle>>,
+}
+
+impl std::fmt::Debug for PolicyRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyRuntime")
+            .field("version", &self.authz.version())
+            .finish()
+    }
+}
+
+impl PolicyRuntime {
+    /// Opens the store and starts watching it. A store that cannot be
+    /// opened now is retried every `poll_interval` on a background thread;
+    /// until then every enforced route is denied.
+    pub fn start(cfg: &Policies, audit: Option<Arc<AuditLog>>) -> Arc<Self> {
+        let rt = Arc::new(Self {
+            authz: Arc::new(Authorizer::new()),
+            store: Mutex::new(None),
+            last_error: Arc::new(Mutex::new(None)),
+            watch: Mutex::new(None),
+        });
+        let storage = cfg.storage.clone();
+        let poll = cfg.poll_interval;
+        let weak = Arc::downgrade(&rt);
+        let spawned = std::thread::Builder::new()
+            .name("policy-store".into())
+            .spawn(move || loop {
+                let Some(rt) = weak.upgrade() else { return };
+                match open_store(&storage) {
+                    Ok(store) => {
+                        rt.attach(store, poll, audit);
+                        return;
+                    }
+                    Err(e) => {
+                        rt.failed(format!("cannot open the policy store: {e}"));
+                    }
+                }
+                drop(rt);
+                std::thread::sleep(poll);
+            });
+        if let Err(e) = spawned {
+            rt.failed(format!("cannot start the policy store thread: {e}"));
+        }
+        rt
+    }
+
+    /// A runtime on an already opened store (tests, tools).
+    pub fn with_store(
+        store: Arc<dyn PolicyStore>,
+        poll: Duration,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Arc<Self> {
+        let rt = Arc::new(Self {
+            authz: Arc::new(Authorizer::new()),
+            store: Mutex::new(None),
+            last_error: Arc::new(Mutex::new(None)),
+            watch: Mutex::new(None),
+        });
+        rt.attach(store, poll, audit);
+        rt
+    }
+
+    fn failed(&self, why: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            if e.as_deref() != Some(why.as_str()) {
+                tracing::error!(error = %why, "policy store: keeping the current policy (deny all if none)");
+            }
+            *e = Some(why);
+        }
+    }
+
+    fn attach(&self, store: Arc<dyn PolicyStore>, poll: Duration, audit: Option<Arc<AuditLog>>) {
+        let last_error = self.last_error.clone();
+        let meta_store = store.clone();
+        let on_event = move |ev: WatchEvent| match ev {
+            WatchEvent::Activated { from, to } => {
+                if let Ok(mut e) = last_error.lock() {
+                    *e = None;
+                }
+                let meta = meta_store.load(to).ok().map(|v| v.meta);
+                tracing::info!(from = ?from, to, author = meta.as_ref().map(|m| m.author.as_str()), "policy version active");
+                if let Some(log) = &audit {
+                    let mut ev = Event::new("policy.activated", Outcome::Success)
+                        .target("policy")
+                        .attr("version", to)
+                        .attr("from_version", from.map_or(0, |v| v));
+                    if let Some(m) = meta {
+                        ev = ev
+                            .attr("kind", serde_json::to_value(m.kind).unwrap_or_default())
+                            .attr("emergency", m.emergency)
+                            .attr("proposal", m.proposal.unwrap_or_default())
+                            .attr("author", log.pseudonym("officer", &m.author).as_str())
+                            .attr(
+                                "approver",
+                                m.approver
+                                    .map(|a| log.pseudonym("officer", &a).as_str().to_owned())
+                                    .unwrap_or_default(),
+                            )
+                            .attr("added", m.diff.added)
+                            .attr("removed", m.diff.removed);
+                    }
+                    let _ = log.record(&ev);
+                }
+            }
+            WatchEvent::Failed(e) => {
+                let why = e.to_string();
+                if let Ok(mut last) = last_error.lock() {
+                    if last.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(error = %why, "policy store: sync failed; the previous policy stays active");
+                    }
+                    *last = Some(why);
+                }
+            }
+        };
+        match stadttor_policies::watch(store.clone(), self.authz.clone(), poll, on_event) {
+            Ok(h) => {
+                if let Ok(mut w) = self.watch.lock() {
+                    *w = Some(h);
+                }
+            }
+            Err(e) => self.failed(format!("cannot watch the policy store: {e}")),
+        }
+        if let Ok(mut s) = self.store.lock() {
+            *s = Some(store);
+        }
+    }
+
+    /// The store, once it is open.
+    pub fn store(&self) -> Option<Arc<dyn PolicyStore>> {
+        self.store.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// The officers' workflow on this gateway's store; activations swap
+    /// into this process at once.
+    pub fn workflow(&self) -> Option<Workflow> {
+        self.store()
+            .map(|s| Workflow::new(s).with_authorizer(self.authz.clone()))
+    }
+
+    /// For `/readyz`: `Err(reason)` while no policy is active.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.authz.version().is_some() {
+            return Ok(());
+        }
+        let detail = self
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_else(|| {
+                "the policy store has no active version; install one with `stadttor policy init`"
+                    .into()
+            });
+        Err(format!(
+            "no active policy, every enforced route is denied: {detail}"
+        ))
+    }
+}
+
+/// The eIDAS level in the policy crate's terms.
+pub fn level(l: config::Level) -> stadttor_policies::Level {
+    match l {
+        config::Level::Low => stadttor_policies::Level::Low,
+        config::Level::Substantial => stadttor_policies::Level::Substantial,
+        config::Level::High => stadttor_policies::Level::High,
+    }
+}
+
+/// The policy subject of a verified identity: its `sub`, or the string
+/// value of the configured claim (empty, which the policy denies, when the
+/// claim is missing or not a string).
+pub fn subject<'a>(claim: &str, id: &'a Identity) -> &'a str {
+    if claim == "sub" {
+        return &id.sub;
+    }
+    id.claims.get(claim).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// Decides one request on an enforced route. `path` is the request path
+/// as the client sent it (before any `strip_prefix`); no identity means an
+/// empty subject, which is denied.
+pub fn decide(
+    authz: &Authorizer,
+    route: &RouteAuthz,
+    identity: Option<&Identity>,
+    path: &str,
+    method: &str,
+    client_cert: Option<&str>,
+) -> DecisionRecord {
+    let Some(id) = identity else {
+        return authz.decide(&AccessRequest::new("", &route.domain, path, method));
+    };
+    let req = AccessRequest {
+        subject: subject(&route.subject_claim, id),
+        domain: &route.domain,
+        path,
+        method,
+        level: id.level.map(level),
+        provider: Some(&id.provider),
+        client_cert,
+    };
+    authz.decide(&req)
+}
+
+/// Adds a decision's attributes to an audit event.
+pub fn audit_attrs(ev: Event, route: &RouteAuthz, d: &DecisionRecord) -> Event {
+    ev.tenant(route.domain.as_str())
+        .attr("authz_domain", route.domain.as_str())
+        .attr(
+            "authz_decision",
+            serde_json::to_value(d.decision).unwrap_or_default(),
+        )
+        .attr(
+            "authz_reason",
+            serde_json::to_value(d.reason).unwrap_or_default(),
+        )
+        .attr("authz_line", d.line.unwrap_or(0))
+        .attr("policy_version", d.version)
+}

@@ -1,0 +1,634 @@
+//! `stadttor policy …`: the security officers' command line, a thin layer
+//! over [`stadttor_policies::Workflow`] and the policy engine.
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `init --officers A,B [--from DIR]` | first version of an empty store (the embedded default, or DIR, plus the officers), recorded as bootstrap |
+//! | `test [DIR]` | runs the tests table of DIR (or of the active version); every failing row is printed |
+//! | `explain --subject … --domain … --path … --method …` | which rule allowed or denied a request |
+//! | `diff A B` | what changed between two versions, proposals or directories |
+//! | `history` | every version (author, approver, emergency) and open proposals |
+//! | `pending` | open proposals with their diff and test results |
+//! | `export [VERSION] --to DIR` | writes a version's files (to edit a change) |
+//! | `propose --author A --from DIR [--emergency]` | a proposal on the active version; its tests must pass |
+//! | `approve ID --officer B` | a second officer activates it (B ≠ A) |
+//! | `reject ID --officer B --reason R` | turns a proposal down |
+//! | `rollback VERSION --author A` | proposes an earlier version's content |
+//!
+//! The store is `--store file:DIR|postgres://…` or the `[policies]` table of
+//! `--config FILE`. The command line acts as the officer it is told
+//! (`--author`, `--officer`): whoever may write to the store may use it,
+//! so protect the store (file permissions, database roles); the admin web
+//! page and API instead take the officer from a verified login. Running
+//! gateways pick every activation up through their watchers and record it
+//! in their audit logs.
+//!
+//! Exit codes: 0 success; 2 refused (invalid policy, failing tests,
+//! four-eyes rules, stale proposal); 64 unusable command line or config;
+//! 1 anything else (store unreachable, I/O).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use stadttor_policies::{
+    AccessRequest, CompiledPolicy, PolicyDiff, PolicyError, PolicySet, PolicyStore, StoreError,
+    Workflow, WorkflowError,
+};
+
+use crate::config::PolicyStorage;
+
+/// Exit code: refused (invalid policy, failing tests, four-eyes rules).
+pub const EXIT_REFUSED: u8 = 2;
+/// Exit code: unusable command line or configuration.
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code: anything else.
+pub const EXIT_OTHER: u8 = 1;
+
+/// Where the store is.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The policy store: `file:DIR` or `postgres://…`.
+    #[arg(long, global = true)]
+    pub store: Option<String>,
+    /// PostgreSQL schema of the store (default `stadttor_policies`).
+    #[arg(long, global = true)]
+    pub schema: Option<String>,
+    /// Read the store from the `[policies]` table of this configuration.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// `stadttor policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Install the first policy of an empty store: the embedded default
+    /// (or `--from DIR`) with the named officers. Recorded as bootstrap.
+    Init {
+        /// At least two officers (names as the policy knows them, e.g. the
+        /// e-mail claim), comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        officers: Vec<String>,
+        /// A directory with model.conf, policy.csv, tests.csv instead of the default.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Who installs it (recorded).
+        #[arg(long, default_value = "installer")]
+        author: String,
+    },
+    /// Run a policy's tests table (a directory, or the store's active version).
+    Test {
+        /// Directory with model.conf (optional), policy.csv and tests.csv.
+        dir: Option<PathBuf>,
+    },
+    /// Explain the decision for one request.
+    Explain {
+        /// Subject, as the gateway takes it from the verified identity.
+        #[arg(long, default_value = "")]
+        subject: String,
+        /// Policy domain of the route.
+        #[arg(long)]
+        domain: String,
+        /// Request path.
+        #[arg(long)]
+        path: String,
+        /// HTTP method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// eIDAS level of the login: low, substantial, high.
+        #[arg(long)]
+        level: Option<String>,
+        /// Identity provider.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Client certificate subject.
+        #[arg(long)]
+        cert: Option<String>,
+        /// Explain against this directory instead of the active version.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+    /// What changed between A and B (each a version number, a proposal id
+    /// or a directory).
+    Diff {
+        /// Old side.
+        a: String,
+        /// New side.
+        b: String,
+    },
+    /// Every version with author, approver and flags, and open proposals.
+    History,
+    /// Open proposals with their diff and test results.
+    Pending,
+    /// Write a version's files into a directory (default: the active one).
+    Export {
+        /// Version number.
+        version: Option<u64>,
+        /// Target directory (created).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Propose the policy in a directory as the next version.
+    Propose {
+        /// The proposing officer.
+        #[arg(long)]
+        author: String,
+        /// Directory with model.conf (optional), policy.csv and tests.csv.
+        #[arg(long)]
+        from: PathBuf,
+        /// Activate at once; a second officer approves afterwards.
+        #[arg(long)]
+        emergency: bool,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Approve a proposal as a second officer.
+    Approve {
+        /// Proposal id.
+        id: String,
+        /// The approving officer (not the author).
+        #[arg(long)]
+        officer: String,
+    },
+    /// Reject a proposal.
+    Reject {
+        /// Proposal id.
+        id: String,
+        /// The rejecting officer.
+        #[arg(long)]
+        officer: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Propose restoring an earlier version.
+    Rollback {
+        /// The version to restore.
+        version: u64,
+        /// The proposing officer.
+        #[arg(long)]
+        author: String,
+        /// Activate at once; approved afterwards.
+        #[arg(long)]
+        emergency: bool,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+}
+
+/// Why a policy command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyCmdError {
+    /// Bad command line or config.
+    #[error("{0}")]
+    Usage(String),
+    /// The policy or workflow refused.
+    #[error("{0}")]
+    Refused(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl PolicyCmdError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => EXIT_USAGE,
+            Self::Refused(_) => EXIT_REFUSED,
+            Self::Other(_) => EXIT_OTHER,
+        }
+    }
+}
+
+impl From<WorkflowError> for PolicyCmdError {
+    fn from(e: WorkflowError) -> Self {
+        match e {
+            WorkflowError::Store(s) => s.into(),
+            other => Self::Refused(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for PolicyCmdError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSuchProposal(_) | StoreError::NoSuchVersion(_) => {
+                Self::Usage(e.to_string())
+            }
+            StoreError::Conflict { .. } | StoreError::ProposalConflict(_) => {
+                Self::Refused(e.to_string())
+            }
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<PolicyError> for PolicyCmdError {
+    fn from(e: PolicyError) -> Self {
+        Self::Refused(e.to_string())
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> PolicyCmdError {
+    PolicyCmdError::Other(format!("{}: {e}", path.display()))
+}
+
+/// Reads a policy directory: `policy.csv` and `tests.csv` (required) and
+/// `model.conf` (the embedded default model when absent).
+pub fn read_dir(dir: &Path) -> Result<PolicySet, PolicyCmdError> {
+    if !dir.is_dir() {
+        return Err(PolicyCmdError::Usage(format!(
+            "{}: not a directory with policy.csv and tests.csv",
+            dir.display()
+        )));
+    }
+    let read = |name: &str| {
+        let p = dir.join(name);
+        std::fs::read_to_string(&p).map_err(|e| io_err(&p, e))
+    };
+    let model_path = dir.join("model.conf");
+    let model = if model_path.exists() {
+        read("model.conf")?
+    } else {
+        stadttor_policies::set::DEFAULT_MODEL.to_string()
+    };
+    Ok(PolicySet {
+        model,
+        policy: read("policy.csv")?,
+        tests: read("tests.csv")?,
+    })
+}
+
+/// Writes a policy set into `dir` (created).
+pub fn write_dir(set: &PolicySet, dir: &Path) -> Result<(), PolicyCmdError> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    for (name, text) in [
+        ("model.conf", &set.model),
+        ("policy.csv", &set.policy),
+        ("tests.csv", &set.tests),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| io_err(&p, e))?;
+    }
+    Ok(())
+}
+
+/// The store named by `--store` or by the configuration's `[policies]`.
+pub fn store_from_args(a: &StoreArgs) -> Result<Arc<dyn PolicyStore>, PolicyCmdError> {
+    let storage = match (&a.store, &a.config) {
+        (Some(s), _) => {
+            let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            PolicyStorage::parse(s, a.schema.as_deref(), &base)
+                .map_err(|e| PolicyCmdError::Usage(format!("--store: {e}")))?
+        }
+        (None, Some(path)) => {
+            let cfg =
+                crate::config::load(path).map_err(|e| PolicyCmdError::Usage(e.to_string()))?;
+            cfg.policies
+                .ok_or_else(|| {
+                    PolicyCmdError::Usage(format!(
+                        "{}: no [policies] table; give --store",
+                        path.display()
+                    ))
+                })?
+                .storage
+        }
+        (None, None) => {
+            return Err(PolicyCmdError::Usage(
+                "name the policy store: --store file:DIR|postgres://… or --config FILE".into(),
+            ))
+        }
+    };
+    crate::policy::open_store(&storage).map_err(PolicyCmdError::from)
+}
+
+/// Runs one command against the store in `args`, printing to `out`.
+pub fn run(
+    args: &StoreArgs,
+    cmd: PolicyCommand,
+    out: &mut dyn Write,
+) -> Result<(), PolicyCmdError> {
+    let w = |out: &mut dyn Write, s: &str| {
+        out.write_all(s.as_bytes())
+            .map_err(|e| PolicyCmdError::Other(format!("stdout: {e}")))
+    };
+    // `test DIR` and `explain --from DIR` need no store.
+    match &cmd {
+        PolicyCommand::Test { dir: Some(dir) } => {
+            let set = read_dir(dir)?;
+            return test_set(&set, &dir.display().to_string(), out);
+        }
+        PolicyCommand::Explain {
+            from: Some(dir), ..
+        } => {
+            let set = read_dir(dir)?;
+            let p = CompiledPolicy::compile(&set, 0)?;
+            return explain(&p, &cmd, out);
+        }
+        _ => {}
+    }
+    let store = store_from_args(args)?;
+    let wf = Workflow::new(store.clone());
+    match cmd {
+        PolicyCommand::Init {
+            officers,
+            from,
+            author,
+        } => {
+            let names: Vec<&str> = officers
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if names.len() < 2 {
+                return Err(PolicyCmdError::Usage(
+                    "--officers: four eyes need at least two officers".into(),
+                ));
+            }
+            let set = match from {
+                Some(d) => read_dir(&d)?,
+                None => PolicySet::embedded_default(),
+            }
+            .with_officers(&names);
+            let changed = wf.bootstrap(set, &author)?;
+            w(
+                out,
+                &format!(
+                    "policy version {} installed (bootstrap by {author}); officers: {}\n",
+                    changed.version.unwrap_or(0),
+                    names.join(", ")
+                ),
+            )
+        }
+        PolicyCommand::Test { dir: _ } => {
+            let p = wf.active_policy()?;
+            test_set(p.set(), &format!("version {}", p.version()), out)
+        }
+        PolicyCommand::Explain { .. } => {
+            let p = wf.active_policy()?;
+            explain(&p, &cmd, out)
+        }
+        PolicyCommand::Diff { a, b } => {
+            let (sa, sb) = (side(&*store, &a)?, side(&*store, &b)?);
+            w(out, &PolicyDiff::between(&sa, &sb).to_string())
+        }
+        PolicyCommand::History => {
+            let mut s = String::new();
+            for h in wf.history()? {
+                let m = &h.meta;
+                s.push_str(&format!(
+                    "{}{:>4}  {}  {:?}  by {}{}{}{}  +{} -{}  {}\n",
+                    if h.active { "*" } else { " " },
+                    m.version,
+                    rfc3339(m.created_unix_ms),
+                    m.kind,
+                    m.author,
+                    m.approver
+                        .as_ref()
+                        .map(|a| format!(", approved by {a}"))
+                        .unwrap_or_default(),
+                    if m.emergency { ", EMERGENCY" } else { "" },
+                    if h.awaiting_approval {
+                        " (awaiting approval)"
+                    } else {
+                        ""
+                    },
+                    m.diff.added,
+                    m.diff.removed,
+                    m.comment
+                ));
+            }
+            for p in wf.pending()? {
+                s.push_str(&format!(
+                    "   pending proposal {} by {} on version {}: +{} -{}  {}\n",
+                    p.id,
+                    p.author,
+                    p.base_version.map_or("-".into(), |v| v.to_string()),
+                    p.diff.added,
+                    p.diff.removed,
+                    p.comment
+                ));
+            }
+            w(out, &s)
+        }
+        PolicyCommand::Pending => {
+            let active = wf.active_policy()?;
+            let mut s = String::new();
+            for p in wf.pending()?.into_iter().chain(wf.awaiting_approval()?) {
+                let report = CompiledPolicy::compile(&p.set, 0)
+                    .map(|c| c.run_tests().to_string())
+                    .unwrap_or_else(|e| e.to_string());
+                s.push_str(&format!(
+                    "proposal {} by {} on version {}{}: {}\ntests: {report}\n{}\n",
+                    p.id,
+                    p.author,
+                    p.base_version.map_or("-".into(), |v| v.to_string()),
+                    if p.emergency {
+                        " (EMERGENCY, active, awaiting approval)"
+                    } else {
+                        ""
+                    },
+                    p.comment,
+                    PolicyDiff::between(active.set(), &p.set)
+                ));
+            }
+            if s.is_empty() {
+                s.push_str("no open proposals\n");
+            }
+            w(out, &s)
+        }
+        PolicyCommand::Export { version, to } => {
+            let v = match version {
+                Some(v) => v,
+                None => store.active_version()?.ok_or_else(|| {
+                    PolicyCmdError::Refused("the policy store has no active policy".into())
+                })?,
+            };
+            write_dir(&store.load(v)?.set, &to)?;
+            w(out, &format!("version {v} written to {}\n", to.display()))
+        }
+        PolicyCommand::Propose {
+            author,
+            from,
+            emergency,
+            comment,
+        } => {
+            let set = read_dir(&from)?;
+            let base = store.active_version()?;
+            let p = wf.propose(&author, set, base, emergency, &comment)?;
+            let mut s = format!(
+                "proposal {} by {author} on version {}: tests {} passed\n{}",
+                p.proposal.id,
+                base.map_or("-".into(), |v| v.to_string()),
+                p.tests.passed,
+                p.diff
+            );
+            if let stadttor_policies::ProposalStatus::Activated { version } = p.proposal.status {
+                s.push_str(&format!(
+                    "EMERGENCY change: version {version} is active now; a second officer must approve it\n"
+                ));
+            } else {
+                s.push_str(
+                    "waiting for a second officer: stadttor policy approve ID --officer NAME\n",
+                );
+            }
+            w(out, &s)
+        }
+        PolicyCommand::Approve { id, officer } => {
+            let c = wf.approve(&id, &officer)?;
+            match c.version {
+                Some(v) => w(
+                    out,
+                    &format!("proposal {id} approved by {officer}: version {v} is active\n"),
+                ),
+                None => w(
+                    out,
+                    &format!("emergency change {id} approved afterwards by {officer}\n"),
+                ),
+            }
+        }
+        PolicyCommand::Reject {
+            id,
+            officer,
+            reason,
+        } => {
+            let c = wf.reject(&id, &officer, &reason)?;
+            let mut s = format!("proposal {id} rejected by {officer}\n");
+            if let Some(v) = c.version {
+                s.push_str(&format!(
+                    "emergency change reverted: version {v} is active\n"
+                ));
+            }
+            w(out, &s)
+        }
+        PolicyCommand::Rollback {
+            version,
+            author,
+            emergency,
+            comment,
+        } => {
+            let p = wf.rollback(version, &author, emergency, &comment)?;
+            w(
+                out,
+                &format!(
+                    "proposal {} restores version {version}: tests {} passed\n{}",
+                    p.proposal.id, p.tests.passed, p.diff
+                ),
+            )
+        }
+    }
+}
+
+fn test_set(set: &PolicySet, what: &str, out: &mut dyn Write) -> Result<(), PolicyCmdError> {
+    let p = CompiledPolicy::compile(set, 0)?;
+    let r = p.run_tests();
+    let mut s = String::new();
+    for f in &r.failures {
+        s.push_str(&format!(
+            "FAIL tests.csv:{}: {}: expected {:?}, got {:?} ({})\n",
+            f.line,
+            f.request,
+            f.expected,
+            f.got,
+            f.rule.as_deref().unwrap_or("no rule matched")
+        ));
+    }
+    s.push_str(&format!(
+        "{what}: {} passed, {} failed\n",
+        r.passed,
+        r.failures.len()
+    ));
+    out.write_all(s.as_bytes())
+        .map_err(|e| PolicyCmdError::Other(format!("stdout: {e}")))?;
+    if r.ok() {
+        Ok(())
+    } else {
+        Err(PolicyCmdError::Refused(format!(
+            "{} of {} tests failed",
+            r.failures.len(),
+            r.passed + r.failures.len()
+        )))
+    }
+}
+
+fn explain(
+    p: &CompiledPolicy,
+    cmd: &PolicyCommand,
+    out: &mut dyn Write,
+) -> Result<(), PolicyCmdError> {
+    let PolicyCommand::Explain {
+        subject,
+        domain,
+        path,
+        method,
+        level,
+        provider,
+        cert,
+        ..
+    } = cmd
+    else {
+        return Err(PolicyCmdError::Other("not an explain command".into()));
+    };
+    let level = level
+        .as_deref()
+        .map(str::parse::<stadttor_policies::Level>)
+        .transpose()
+        .map_err(|e| PolicyCmdError::Usage(format!("--level: {e}")))?;
+    let method = method.to_ascii_uppercase();
+    let req = AccessRequest {
+        subject,
+        domain,
+        path,
+        method: &method,
+        level,
+        provider: provider.as_deref(),
+        client_cert: cert.as_deref(),
+    };
+    out.write_all(p.explain(&req).to_string().as_bytes())
+        .map_err(|e| PolicyCmdError::Other(format!("stdout: {e}")))
+}
+
+/// One side of a diff: version number, directory or proposal id.
+fn side(store: &dyn PolicyStore, s: &str) -> Result<PolicySet, PolicyCmdError> {
+    if let Ok(v) = s.parse::<u64>() {
+        return Ok(store.load(v)?.set);
+    }
+    let p = Path::new(s);
+    if p.is_dir() {
+        return read_dir(p);
+    }
+    Ok(store.proposal(s)?.set)
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    }
+}
