@@ -1374,3 +1374,45 @@ min_level = "high"
     );
     assert_eq!(backend.requests(), 1);
 }
+
+/// The pages citizens see from the gateway itself pass axe-core's WCAG 2.1
+/// A/AA rules in a real headless browser, in German and English.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn citizen_pages_pass_automated_wcag_2_1_aa_checks_in_chromium() {
+    let chromium = testkit::require_tool("chromium", "chromium");
+    let node = testkit::require_tool("node", "nodejs");
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    assert!(
+        browser_dir.join("node_modules/axe-core").is_dir(),
+        "run `npm ci --prefix tests/browser` (tests/run.sh does)"
+    );
+    let mut t = Login::start(&["buerger", "personal"]).await;
+    let mut urls = vec![
+        t.url("/.stadttor/login?route=both&return_to=/both/x"),
+        t.url("/.stadttor/callback/buerger?code=forged&state=forged"),
+        t.url("/.stadttor/logout"),
+        t.url("/.stadttor/logged-out"),
+    ];
+    t.idps[0].op.stop();
+    assert!(t
+        .gw
+        .wait_for_log("identity provider unavailable", Duration::from_secs(10)));
+    urls.push(t.url("/.stadttor/login?route=portal"));
+    let out = std::process::Command::new(node)
+        .arg(browser_dir.join("a11y.mjs"))
+        .args(&urls)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "accessibility violations:\n{log}");
+    assert_eq!(log.matches("0 violated").count(), 10, "{log}");
+    assert!(
+        log.contains(" 503 ") && log.contains(" 400 "),
+        "error pages were checked: {log}"
+    );
+}
