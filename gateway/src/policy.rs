@@ -117,6 +117,7 @@ impl PolicyRuntime {
     }
 
     fn attach(&self, store: Arc<dyn PolicyStore>, poll: Duration, audit: Option<Arc<AuditLog>>) {
+        let audit_for_proposals = audit.clone();
         let last_error = self.last_error.clone();
         let meta_store = store.clone();
         let on_event = move |ev: WatchEvent| match ev {
@@ -159,6 +160,9 @@ impl PolicyRuntime {
                 }
             }
         };
+        if let Some(log) = audit_for_proposals {
+            spawn_proposal_observer(Arc::downgrade(&store), log, poll);
+        }
         match stadttor_policies::watch(store.clone(), self.authz.clone(), poll, on_event) {
             Ok(h) => {
                 if let Ok(mut w) = self.watch.lock() {
@@ -263,4 +267,88 @@ pub fn audit_attrs(ev: Event, route: &RouteAuthz, d: &DecisionRecord) -> Event {
         )
         .attr("authz_line", d.line.unwrap_or(0))
         .attr("policy_version", d.version)
+}
+
+/// What an observer last saw of a proposal: status and approval.
+fn proposal_state(p: &stadttor_policies::Proposal) -> (String, Option<String>) {
+    let status = match &p.status {
+        stadttor_policies::ProposalStatus::Pending => "pending".to_owned(),
+        stadttor_policies::ProposalStatus::Activated { version } => format!("activated:{version}"),
+        stadttor_policies::ProposalStatus::Rejected { .. } => "rejected".to_owned(),
+        #[allow(unreachable_patterns)]
+        _ => "other".to_owned(),
+    };
+    (status, p.approval.as_ref().map(|a| a.by.clone()))
+}
+
+/// Records every change of a proposal as an audit event, whichever
+/// interface made it (CLI, admin API, page, another gateway): proposals,
+/// approvals and rejections. Each gateway records what it observes, so a
+/// change seen by two gateways is in a shared log twice, once per observer;
+/// at start the open proposals are recorded as they stand.
+fn spawn_proposal_observer(
+    store: std::sync::Weak<dyn PolicyStore>,
+    log: Arc<AuditLog>,
+    poll: Duration,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("policy-proposals".into())
+        .spawn(move || {
+            let mut seen: std::collections::HashMap<String, (String, Option<String>)> =
+                std::collections::HashMap::new();
+            let mut first = true;
+            loop {
+                let Some(store) = store.upgrade() else { return };
+                if let Ok(list) = store.proposals() {
+                    for p in &list {
+                        let now = proposal_state(p);
+                        let before = seen.get(&p.id);
+                        if before == Some(&now) {
+                            continue;
+                        }
+                        let open = now.0 == "pending" || p.awaiting_approval();
+                        if first && !open {
+                            // History from before this process: the
+                            // activation events cover it.
+                            seen.insert(p.id.clone(), now);
+                            continue;
+                        }
+                        let what = match (before, now.0.as_str()) {
+                            (None, "pending") => "proposed",
+                            (_, "rejected") => "rejected",
+                            (_, s) if s.starts_with("activated") && now.1.is_some() => "approved",
+                            (None, s) if s.starts_with("activated") => "emergency_activated",
+                            _ => "changed",
+                        };
+                        let mut ev = Event::new("policy.proposal", Outcome::Success)
+                            .target("policy")
+                            .attr("proposal", p.id.as_str())
+                            .attr("change", what)
+                            .attr("status", now.0.as_str())
+                            .attr("emergency", p.emergency)
+                            .attr("author", log.pseudonym("officer", &p.author).as_str())
+                            .attr("added", p.diff.added)
+                            .attr("removed", p.diff.removed)
+                            .attr("tests_passed", p.tests_passed);
+                        if let Some(by) = &now.1 {
+                            ev = ev.attr("approver", log.pseudonym("officer", by).as_str());
+                        }
+                        if let stadttor_policies::ProposalStatus::Rejected { by, .. } = &p.status {
+                            ev = ev.attr("rejected_by", log.pseudonym("officer", by).as_str());
+                        }
+                        if let Err(e) = log.record(&ev) {
+                            tracing::error!(error = %e, "audit log cannot record a policy proposal change");
+                            continue; // retried next round
+                        }
+                        seen.insert(p.id.clone(), now);
+                    }
+                }
+                first = false;
+                drop(store);
+                std::thread::sleep(poll.min(Duration::from_secs(1)));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the policy proposal observer");
+    }
 }

@@ -652,6 +652,54 @@ async fn officers_four_eyes_on_the_command_line_and_hot_activation() {
     let o = t.cli(&["approve", &em, "--officer", ANNA]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&t.cli(&["history"])).contains("awaiting approval"));
+
+    // Every change made on the command line is in the signed audit log too
+    // (observed by the running gateway): proposals, the refused stale one
+    // stays pending, approvals, the emergency change and its approval.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let key = crate::audit::verifier_key_from_logs(&t.gw.logs());
+    let mut gw = t.gw;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).unwrap().success());
+    let log_dir = t.dir.path().join("audit");
+    stadttor_audit::verify::verify_dir(&log_dir, &key).unwrap();
+    let mut out = Vec::new();
+    stadttor_audit::verify::LogReader::open(&log_dir, &key)
+        .unwrap()
+        .export(&mut out)
+        .unwrap();
+    let log = String::from_utf8(out).unwrap();
+    let changes: Vec<(String, String)> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+        .filter(|e| e["kind"] == "policy.proposal")
+        .map(|e| {
+            (
+                e["attrs"]["proposal"].as_str().unwrap().to_owned(),
+                e["attrs"]["change"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        changes.contains(&(stale.clone(), "proposed".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&(em.clone(), "emergency_activated".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&(em.clone(), "approved".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.iter().filter(|(_, c)| c == "approved").count() >= 2,
+        "{changes:?}"
+    );
+    assert!(
+        !log.contains(ANNA) && !log.contains(BERND),
+        "officers are pseudonymised"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
