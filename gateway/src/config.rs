@@ -24,7 +24,7 @@ pub use identity::{
     url_origin, AuthMethod, Identity, Level, Provider, ProviderAuth, RouteAuth, SessionStorage,
 };
 pub use policies::{Officers, Policies, PolicyStorage, RouteAuthz, DEFAULT_SCHEMA};
-pub use signing::{SignFormat, SignRule, Signing};
+pub use signing::{DelegationAlgorithm, SignFormat, SignRule, Signing};
 
 /// A configuration problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

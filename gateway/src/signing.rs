@@ -67,7 +67,8 @@ pub struct Signer {
     max_body: u64,
     store_dir: PathBuf,
     delegation_lifetime: Duration,
-    delegated: Mutex<HashMap<String, httpsig::DelegatedKey>>,
+    delegation_algorithm: stadttor_hsm::Algorithm,
+    delegated: Mutex<HashMap<String, Arc<httpsig::DelegatedKey>>>,
     audit: Option<Arc<crate::audit_event::AuditLog>>,
 }
 
@@ -129,6 +130,10 @@ impl Signer {
             max_body: cfg.max_body,
             store_dir: cfg.store_dir.clone(),
             delegation_lifetime: cfg.delegation_lifetime,
+            delegation_algorithm: match cfg.delegation_algorithm {
+                config::DelegationAlgorithm::Ed25519 => stadttor_hsm::Algorithm::Ed25519,
+                config::DelegationAlgorithm::EcdsaP256 => stadttor_hsm::Algorithm::EcdsaP256Sha256,
+            },
             delegated: Mutex::new(HashMap::new()),
             audit,
         })
@@ -182,17 +187,31 @@ impl Signer {
                 })
             }
         };
-        let doc_sha256 = hex(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
         let status = parts.status.as_u16();
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        // Signing may block on a TPM or a TSA: off the reactor.
-        let signed = tokio::task::block_in_place(|| {
+        // Signing may block on a TPM or a TSA: off the reactor. An RFC 9421
+        // signature with an in-memory delegated key, or a JWS with a
+        // software key, takes tens of microseconds: handing the worker
+        // thread over would cost more than it saves.
+        let inline = match rule.format {
+            SignFormat::HttpSignature => {
+                !self.delegation_lifetime.is_zero() || self.key.protection() == Protection::Software
+            }
+            SignFormat::Jws => self.key.protection() == Protection::Software,
+            SignFormat::Pades | SignFormat::Cades => false,
+        };
+        let signed = if inline {
             self.sign_blocking(route, rule, status, content_type.as_deref(), &body)
-        })?;
+        } else {
+            tokio::task::block_in_place(|| {
+                self.sign_blocking(route, rule, status, content_type.as_deref(), &body)
+            })
+        }?;
+        let original = body.clone();
         let mut body = body;
         let mut extra_attrs = Vec::new();
         match signed {
@@ -222,8 +241,35 @@ impl Signer {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::TRANSFER_ENCODING);
         parts.headers.remove(header::ETAG);
-        self.record(route, rule, &doc_sha256, request_id, &extra_attrs);
-        tracing::debug!(request_id, route, format = rule.format.name(), document_sha256 = %doc_sha256, "response signed");
+        if self.audit.is_some() {
+            // The document's hash for the log; an RFC 9421 response already
+            // carries it in Content-Digest (no second pass over the body).
+            let digest = parts
+                .headers
+                .get("content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("sha-256=:")?
+                        .strip_suffix(':')
+                        .map(str::to_owned)
+                })
+                .and_then(|b| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.decode(b).ok()
+                })
+                .filter(|_| rule.format == SignFormat::HttpSignature);
+            let doc_sha256 = match digest {
+                Some(d) => hex(&d),
+                None => hex(ring::digest::digest(&ring::digest::SHA256, &original).as_ref()),
+            };
+            self.record(route, rule, &doc_sha256, request_id, &extra_attrs);
+        }
+        tracing::debug!(
+            request_id,
+            route,
+            format = rule.format.name(),
+            "response signed"
+        );
         let body = Full::new(body)
             .map_err(|never| match never {})
             .boxed_unsync();
@@ -338,7 +384,11 @@ impl Signer {
 
     /// The route's delegated key, made (and audited) when missing or past
     /// half its lifetime.
-    fn delegated_key(&self, route: &str, now: u64) -> Result<httpsig::DelegatedKey, SignError> {
+    fn delegated_key(
+        &self,
+        route: &str,
+        now: u64,
+    ) -> Result<Arc<httpsig::DelegatedKey>, SignError> {
         let mut map = self
             .delegated
             .lock()
@@ -349,11 +399,13 @@ impl Signer {
                 return Ok(dk.clone());
             }
         }
+        // One signature by the seal key (a TPM takes milliseconds): rare,
+        // at most once per route and half lifetime.
         let dk = httpsig::delegate(
             self.key.as_ref(),
             &self.cert,
             route,
-            stadttor_hsm::Algorithm::EcdsaP256Sha256,
+            self.delegation_algorithm,
             now,
             self.delegation_lifetime,
         )
@@ -381,6 +433,7 @@ impl Signer {
             }
         }
         tracing::info!(route, keyid = %dk.delegation.keyid, "new delegated HTTP signature key");
+        let dk = Arc::new(dk);
         map.insert(route.to_owned(), dk.clone());
         Ok(dk)
     }

@@ -38,6 +38,17 @@ impl SignFormat {
     }
 }
 
+/// Algorithm of delegated RFC 9421 response keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DelegationAlgorithm {
+    /// Ed25519 (RFC 9421 `ed25519`): about twice as fast to sign.
+    #[default]
+    Ed25519,
+    /// ECDSA P-256 with SHA-256 (`ecdsa-p256-sha256`).
+    EcdsaP256,
+}
+
 /// Raw shapes, exactly as in the file.
 #[allow(missing_docs)]
 pub(super) mod raw {
@@ -55,6 +66,8 @@ pub(super) mod raw {
         pub store_dir: PathBuf,
         #[serde(default = "default_delegation", with = "duration")]
         pub delegation_lifetime: Duration,
+        #[serde(default)]
+        pub delegation_algorithm: DelegationAlgorithm,
     }
 
     /// `[[routes.sign]]`.
@@ -92,6 +105,8 @@ pub struct Signing {
     /// Lifetime of per-route delegated HTTP signature keys; zero signs
     /// every response with the seal key itself.
     pub delegation_lifetime: Duration,
+    /// Algorithm of the delegated keys.
+    pub delegation_algorithm: DelegationAlgorithm,
 }
 
 /// One signing rule of a route.
@@ -149,6 +164,7 @@ pub(super) fn validate_signing(
         max_body: raw.max_body.0,
         store_dir: abs(&raw.store_dir),
         delegation_lifetime: raw.delegation_lifetime,
+        delegation_algorithm: raw.delegation_algorithm,
     }
 }
 
