@@ -53,6 +53,7 @@ const SHUTDOWN_ROUNDS: u32 = 4;
 
 /// The outcome of [`Storage::publish`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "postgres"), allow(unreachable_pub, dead_code))]
 pub enum Publish {
     /// The checkpoint was made the newest and added to the history.
     Published,
@@ -98,6 +99,7 @@ impl Slot {
 
 /// Where an event went, as seen under the queue lock: enough for either
 /// kind of ticket.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) struct Queued<'a> {
     /// This writer's running count before the event (for a sole writer
     /// that starts at the log's size, so it is the event's index).
