@@ -49,7 +49,9 @@ pseudonym_key_file = "$W/pki/audit-pseudonym.key"
 CFG
 } > "$W/on.toml"
 declare -A total=([off]=0 [on]=0)
-printf '| round | off req/s | on req/s |\n|---|---|---|\n'
+ratios=()
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '| round | off req/s | on req/s | on/off |\n|---|---|---|---|\n'
 for r in $(seq 1 "$ROUNDS"); do
   declare -A rps=()
   for mode in off on; do
@@ -60,6 +62,12 @@ for r in $(seq 1 "$ROUNDS"); do
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     total[$mode]=$(( ${total[$mode]} + ${rps[$mode]} ))
   done
-  printf '| %s | %s | %s |\n' "$r" "${rps[off]}" "${rps[on]}"
+  ratio=$(awk -v on="${rps[on]}" -v off="${rps[off]}" 'BEGIN { printf "%.3f", on / off }')
+  ratios+=("$ratio")
+  printf '| %s | %s | %s | %s |\n' "$r" "${rps[off]}" "${rps[on]}" "$ratio"
 done
-awk -v on="${total[on]}" -v off="${total[off]}" 'BEGIN { printf "\non/off = %.2f\n", on / off }'
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+awk -v on="${total[on]}" -v off="${total[off]}" 'BEGIN { printf "\non/off (sums) = %.3f\n", on / off }'
+printf '%s\n' "${ratios[@]}" | sort -n | awk '{ r[NR] = $1 } END {
+  med = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+  printf "per-round on/off: median %.3f, min %.3f, max %.3f, quartiles %.3f-%.3f (%d rounds)\n", med, r[1], r[NR], r[int((NR + 3) / 4)], r[int((3 * NR + 3) / 4)], NR }'

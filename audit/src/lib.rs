@@ -4,7 +4,9 @@
 //! Merkle tree ([`merkle`]), stored as C2SP tlog-tiles that any static file
 //! server can publish ([`tiles`]), with C2SP checkpoints signed through
 //! `stadttor-hsm` ([`note`]). The gateway appends through [`Log`]
-//! ([`writer`], on top of the crash-safe file [`store`]); auditors check a
+//! ([`writer`], on top of the crash-safe file [`store`]); the queue, group
+//! commit, checkpoint rounds and fail-closed states are one appender
+//! (`appender`) shared with the PostgreSQL log [`pg::PgLog`]; auditors check a
 //! copy of the directory with [`verify`], which needs only the public
 //! verifier key: no key store, no network.
 //!
@@ -30,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+mod appender;
 pub mod event;
 pub mod merkle;
 pub mod note;
@@ -40,9 +43,10 @@ pub mod tiles;
 pub mod verify;
 pub mod writer;
 
+pub use appender::{Committed, Status};
 pub use note::VerifierKey;
 pub use store::RecoveryReport;
-pub use writer::{Committed, Log, LogConfig, Status, Ticket};
+pub use writer::{Log, LogConfig, Ticket};
 
 /// Errors of the writing side ([`Log`]).
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use std::path::Path;
 use postgres::{Client, IsolationLevel, NoTls};
 
 use super::{check_schema, pg_err, PgConfig, PgError};
+pub use crate::appender::Publish;
 use crate::merkle::{leaf_hash, Frontier, Hash};
 use crate::note::{self, Checkpoint, VerifierKey};
 use crate::store::{self as file_store, TileWriter};
@@ -45,15 +46,6 @@ impl fmt::Display for PgOpenReport {
             self.entries, self.checkpoint_size, self.checkpoints, self.unpublished
         )
     }
-}
-
-/// The outcome of [`PgStore::publish`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Publish {
-    /// The checkpoint was swapped in and added to the history.
-    Published,
-    /// Another writer swapped first; call [`PgStore::prepare`] again.
-    Conflict,
 }
 
 /// What [`export`] wrote.
