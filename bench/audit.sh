@@ -49,25 +49,33 @@ pseudonym_key_file = "$W/pki/audit-pseudonym.key"
 CFG
 } > "$W/on.toml"
 declare -A total=([off]=0 [on]=0)
+declare -A cpu=()
 ratios=()
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '| round | off req/s | on req/s | on/off |\n|---|---|---|---|\n'
+printf '| round | off req/s (CPU µs/req) | on req/s (CPU µs/req) | on/off |\n|---|---|---|---|\n'
 for r in $(seq 1 "$ROUNDS"); do
   declare -A rps=()
   for mode in off on; do
     rm -rf "$W/auditlog"
     taskset -c 0 "$BIN" serve --config "$W/$mode.toml" >/dev/null 2>"$W/$mode.err" & pid=$!; pids+=("$pid")
     sleep 1
-    rps[$mode]=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" https://127.0.0.1:18443/ | awk '/Requests\/sec/ {print int($2)}')
+    t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    out=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" https://127.0.0.1:18443/)
+    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    rps[$mode]=$(awk '/Requests\/sec/ {print int($2)}' <<<"$out")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    cpu[$mode]=$(awk -v t=$((t1 - t0)) -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
+    echo "$mode ${cpu[$mode]}" >> "$W/cpu.txt"
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     total[$mode]=$(( ${total[$mode]} + ${rps[$mode]} ))
   done
   ratio=$(awk -v on="${rps[on]}" -v off="${rps[off]}" 'BEGIN { printf "%.3f", on / off }')
   ratios+=("$ratio")
-  printf '| %s | %s | %s | %s |\n' "$r" "${rps[off]}" "${rps[on]}" "$ratio"
+  printf '| %s | %s (%s) | %s (%s) | %s |\n' "$r" "${rps[off]}" "${cpu[off]}" "${rps[on]}" "${cpu[on]}" "$ratio"
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -v on="${total[on]}" -v off="${total[off]}" 'BEGIN { printf "\non/off (sums) = %.3f\n", on / off }'
 printf '%s\n' "${ratios[@]}" | sort -n | awk '{ r[NR] = $1 } END {
   med = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
   printf "per-round on/off: median %.3f, min %.3f, max %.3f, quartiles %.3f-%.3f (%d rounds)\n", med, r[1], r[NR], r[int((NR + 3) / 4)], r[int((3 * NR + 3) / 4)], NR }'
+awk '{ s[$1] += $2; n[$1]++ } END { printf "gateway CPU per request (incl. the audit writer thread): off %.1f us, on %.1f us, off/on = %.3f\n", s["off"]/n["off"], s["on"]/n["on"], (s["off"]/n["off"]) / (s["on"]/n["on"]) }' "$W/cpu.txt"
