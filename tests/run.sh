@@ -22,6 +22,7 @@ APT_PACKAGES=(
   golang-go golang-golang-x-mod-dev                     # Go sumdb/tlog: independent audit-log verifier
   poppler-utils libnss3-tools                           # pdfsig + certutil: independent PAdES verifier
   redis-server                                          # session store tests (shared server + one per outage test)
+  lintian dpkg-dev binutils systemd slowhttptest        # appliance: .deb lint + shlibdeps/objcopy, systemd-analyze, slow clients
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -41,6 +42,16 @@ if [[ ! -d tests/oidc-op/node_modules || tests/oidc-op/package-lock.json -nt tes
   say "npm ci (tests/oidc-op)"
   npm ci --prefix tests/oidc-op --no-audit --no-fund
   touch tests/oidc-op/node_modules
+fi
+
+# --- cargo tools for the appliance checks ------------------------------------
+# Installed outside the clone and kept between runs (tests/fuzz.sh and
+# tests/audit.sh install cargo-fuzz and cargo-audit there the same way).
+export STADTTOR_TOOLS="${STADTTOR_TOOLS:-/var/tmp/stadttor-tools}"
+export PATH="$STADTTOR_TOOLS/bin:$PATH"
+if ! command -v cargo-deb >/dev/null; then
+  say "cargo install cargo-deb (into $STADTTOR_TOOLS)"
+  cargo install --locked --root "$STADTTOR_TOOLS" cargo-deb
 fi
 
 # --- services the tests talk to --------------------------------------------
@@ -65,6 +76,10 @@ if ((quick == 0)); then
     say "cargo deny (licences, bans, sources)"
     tests/deny.sh
   fi
+  say "cargo audit (RustSec advisories, where a database is available)"
+  tests/audit.sh
+  say "fuzzing (cargo-fuzz on stable, -s none; regressions replayed)"
+  tests/fuzz.sh
 fi
 
 say "cargo test (workspace, all features)"

@@ -256,6 +256,10 @@ fn debian_package_passes_lintian_and_ships_what_it_promises() {
         entry("./usr/share/doc/stadttor/changelog.Debian.gz").0,
         "-rw-r--r--"
     );
+    assert_eq!(
+        entry("./usr/share/doc/stadttor/OPERATIONS.md").0,
+        "-rw-r--r--"
+    );
     let (mode, owner) = entry("./etc/stadttor/stadttor.toml");
     assert_eq!(
         (mode.as_str(), owner.as_str()),
