@@ -36,6 +36,7 @@ declare -A extra=(
 run_fuzz=(cargo fuzz run -s none --target-dir "$cache/target")
 
 cd fuzz
+cargo fmt -- --check
 t0=$SECONDS
 build_one=()
 ((${#targets[@]} == 1)) && build_one=("${targets[0]}")

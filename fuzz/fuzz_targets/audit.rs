@@ -154,7 +154,9 @@ fuzz_target!(|data: &[u8]| {
             // Honest proofs from a tree of up to 64 leaves verify; a proof
             // with one changed byte does not.
             let n = u64::from(rest.first().copied().unwrap_or(1) % 64) + 1;
-            let leaves: Vec<Hash> = (0..n).map(|i| merkle::leaf_hash(&i.to_le_bytes())).collect();
+            let leaves: Vec<Hash> = (0..n)
+                .map(|i| merkle::leaf_hash(&i.to_le_bytes()))
+                .collect();
             let tree = MemTree(leaves.clone());
             let root = merkle::tree_hash(&tree, n).unwrap();
             let i = u64::from(rest.get(1).copied().unwrap_or(0)) % n;
@@ -169,7 +171,9 @@ fuzz_target!(|data: &[u8]| {
                 let at = pos % proof.len().max(1);
                 if let Some(h) = proof.get_mut(at) {
                     h[usize::from(flip) % 32] ^= 1;
-                    assert!(merkle::verify_inclusion(&leaves[i as usize], i, n, &proof, &root).is_err());
+                    assert!(
+                        merkle::verify_inclusion(&leaves[i as usize], i, n, &proof, &root).is_err()
+                    );
                 }
                 let at = pos % cproof.len().max(1);
                 if let Some(h) = cproof.get_mut(at) {

@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let path = std::path::Path::new("/etc/stadttor/stadttor.toml");
     if let Err(e) = stadttor_gateway::config::parse(path, text) {
-        assert!(!e.issues.is_empty(), "a refused configuration names no issue");
+        assert!(
+            !e.issues.is_empty(),
+            "a refused configuration names no issue"
+        );
         let _ = e.to_string();
     }
 });

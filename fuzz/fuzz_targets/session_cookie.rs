@@ -12,8 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use stadttor_gateway::auth::cookie::CookieKeys;
 use stadttor_gateway::auth::session::{SessionData, COOKIE};
 
-static KEYS: LazyLock<CookieKeys> =
-    LazyLock::new(|| CookieKeys::from_raw(&[[7u8; 32], [9u8; 32]]));
+static KEYS: LazyLock<CookieKeys> = LazyLock::new(|| CookieKeys::from_raw(&[[7u8; 32], [9u8; 32]]));
 
 const NOW: u64 = 1_790_000_000;
 

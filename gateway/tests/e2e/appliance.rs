@@ -410,7 +410,7 @@ async fn slow_clients(mode: &'static [&'static str], name: &str) {
     );
     if name == "slowloris" {
         // header_read_timeout (10 s by default) cuts unfinished heads.
-        assert!(closed >= 100, "slow heads were not cut off: {samples:?}");
+        assert!(closed >= 50, "slow heads were not cut off: {samples:?}");
     }
 }
 
