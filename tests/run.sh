@@ -23,6 +23,7 @@ APT_PACKAGES=(
   poppler-utils libnss3-tools                           # pdfsig + certutil: independent PAdES verifier
   redis-server                                          # session store tests (shared server + one per outage test)
   chromium                                              # headless browser: officer approval page
+  lintian dpkg-dev binutils systemd slowhttptest        # appliance: .deb lint + shlibdeps/objcopy, systemd-analyze, slow clients
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -51,6 +52,15 @@ if [[ ! -d tests/browser/node_modules || tests/browser/package-lock.json -nt tes
   npm ci --prefix tests/browser --no-audit --no-fund
   touch tests/browser/node_modules
 fi
+# --- cargo tools for the appliance checks ------------------------------------
+# Installed outside the clone and kept between runs (tests/fuzz.sh and
+# tests/audit.sh install cargo-fuzz and cargo-audit there the same way).
+export STADTTOR_TOOLS="${STADTTOR_TOOLS:-/var/tmp/stadttor-tools}"
+export PATH="$STADTTOR_TOOLS/bin:$PATH"
+if ! command -v cargo-deb >/dev/null; then
+  say "cargo install cargo-deb (into $STADTTOR_TOOLS)"
+  cargo install --locked --root "$STADTTOR_TOOLS" cargo-deb
+fi
 
 # --- services the tests talk to --------------------------------------------
 if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
@@ -74,6 +84,10 @@ if ((quick == 0)); then
     say "cargo deny (licences, bans, sources)"
     tests/deny.sh
   fi
+  say "cargo audit (RustSec advisories, where a database is available)"
+  tests/audit.sh
+  say "fuzzing (cargo-fuzz on stable, -s none; regressions replayed)"
+  tests/fuzz.sh
 fi
 
 say "cargo test (workspace, all features)"

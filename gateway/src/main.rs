@@ -16,7 +16,12 @@ use stadttor_gateway::state::State;
 
 /// stadttor: a hardened TLS gateway for municipal online services.
 #[derive(Debug, Parser)]
-#[command(name = "stadttor", version, about, long_about = None)]
+#[command(
+    name = "stadttor",
+    version,
+    about = "stadttor: a hardened TLS gateway for municipal online services",
+    long_about = None
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -709,6 +709,25 @@ fn model_defs(model: &str, problems: &mut Vec<Problem>) -> HashMap<String, (usiz
         if section == "matchers" {
             matchers.push((i + 1, v.to_string()));
         }
+        // casbin's effector panics on any other effect (found by
+        // fuzz/policy): refuse it here, with the line.
+        if section == "policy_effect" {
+            let effect = v.trim().replace("p.", "p_");
+            if !SUPPORTED_EFFECTS.contains(&effect.as_str()) {
+                problems.push(Problem::model(
+                    i + 1,
+                    format!(
+                        "unsupported policy effect {:?}; supported: {}",
+                        v.trim(),
+                        SUPPORTED_EFFECTS
+                            .iter()
+                            .map(|e| e.replace("p_", "p."))
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    ),
+                ));
+            }
+        }
     }
     // An unknown function only fails when evaluation reaches it, which a
     // probe cannot guarantee: check the names called by the matchers.
@@ -724,6 +743,15 @@ fn model_defs(model: &str, problems: &mut Vec<Problem>) -> HashMap<String, (usiz
     }
     defs
 }
+
+/// The policy effects casbin's default effector implements, exactly as it
+/// compares them (after `p.` became `p_`).
+const SUPPORTED_EFFECTS: &[&str] = &[
+    "some(where (p_eft == allow))",
+    "some(where (p_eft == allow)) && !some(where (p_eft == deny))",
+    "priority(p_eft) || deny",
+    "!some(where (p_eft == deny))",
+];
 
 /// Functions a matcher may call: casbin's built-ins (without optional
 /// features), the default model's and rhai's `eval`.

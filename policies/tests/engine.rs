@@ -246,6 +246,17 @@ fn broken_model_and_tests_are_named() {
         "{p:?}"
     );
 
+    // Found by fuzz/policy: an effect casbin does not implement made its
+    // effector panic instead of failing to compile.
+    let mut s = set(P, HDR);
+    s.model = s.model.replace("p.eft == allow", "p.eft =< allow");
+    let p = problems(CompiledPolicy::compile(&s, 1).unwrap_err());
+    assert!(
+        p.iter()
+            .any(|x| x.0 == PolicyFile::Model && x.2.contains("unsupported policy effect")),
+        "{p:?}"
+    );
+
     let s = set(
         P,
         "subject, domain, path, method, expect\nbob, muenster, /x, GET, perhaps\n",

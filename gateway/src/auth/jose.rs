@@ -193,26 +193,29 @@ impl<'a> Token<'a> {
         require_exp: bool,
         max_age: Option<u64>,
     ) -> Result<(), JoseError> {
+        // `as u64` saturates (1e30 becomes u64::MAX, negatives 0); the sums
+        // saturate too, so a far-future claim never wraps into the past.
         let num = |n: &str| self.claims.get(n).and_then(Value::as_f64).map(|f| f as u64);
+        let late = now.saturating_add(leeway);
         match num("exp") {
-            Some(exp) if exp + leeway <= now => {
+            Some(exp) if exp.saturating_add(leeway) <= now => {
                 return Err(JoseError::Claim("exp", "expired".into()))
             }
             None if require_exp => return Err(JoseError::Claim("exp", "missing".into())),
             _ => {}
         }
         if let Some(nbf) = num("nbf") {
-            if nbf > now + leeway {
+            if nbf > late {
                 return Err(JoseError::Claim("nbf", "not yet valid".into()));
             }
         }
         match num("iat") {
-            Some(iat) if iat > now + leeway => {
+            Some(iat) if iat > late => {
                 return Err(JoseError::Claim("iat", "issued in the future".into()))
             }
             Some(iat) => {
                 if let Some(max) = max_age {
-                    if now > iat + max + leeway {
+                    if now > iat.saturating_add(max).saturating_add(leeway) {
                         return Err(JoseError::Claim("iat", "too old".into()));
                     }
                 }
@@ -406,6 +409,16 @@ mod tests {
         assert!(tok.check_audience("x", None).is_err());
         assert!(tok.check_times(1_500, 60, true, None).is_ok());
         assert!(tok.check_times(2_000_000_100, 60, true, None).is_err());
+        // Found by fuzz/jwt: claims near u64::MAX overflowed `exp + leeway`
+        // (a panic in debug builds, a wrap to "expired" in release).
+        let huge = serde_json::json!({"exp": 1e30, "nbf": 1e30, "iat": 1.8e19});
+        let t = make(&kp, serde_json::json!({"alg":"ES256","kid":"k1"}), huge);
+        let tok = Token::parse(&t).unwrap();
+        assert!(tok.check_times(1_500, 60, true, Some(600)).is_err());
+        let far = serde_json::json!({"exp": 1e30, "iat": 1_000u64});
+        let t = make(&kp, serde_json::json!({"alg":"ES256","kid":"k1"}), far);
+        let tok = Token::parse(&t).unwrap();
+        assert!(tok.check_times(1_500, 60, true, Some(u64::MAX)).is_ok());
 
         // Unknown kid, alg none, HS256, embedded jwk/jku, crit.
         let t = make(

@@ -49,6 +49,13 @@ async fn expect_refused(s: &Setup, b: &Backend, case: &str, raw: String) {
 async fn framing_attacks_are_refused() {
     let b = Backend::start("app").await;
     let s = Setup::start(b.addr, "", "", "");
+    refuses_framing_attacks(&s, &b).await;
+}
+
+/// Every framing case of this file against a running gateway whose route
+/// for `/` goes to `b` (also run on the packaged configuration, see
+/// `appliance.rs`).
+pub(crate) async fn refuses_framing_attacks(s: &Setup, b: &Backend) {
     let cases: Vec<(&str, String)> = vec![
         (
             "duplicate Content-Length with different values",
@@ -100,9 +107,9 @@ async fn framing_attacks_are_refused() {
         ),
     ];
     for (case, raw) in cases {
-        expect_refused(&s, &b, case, raw).await;
+        expect_refused(s, b, case, raw).await;
     }
-    both_content_length_and_transfer_encoding(&s, &b).await;
+    both_content_length_and_transfer_encoding(s, b).await;
     // A well-formed pipelined pair is answered twice: the probe itself works.
     let (out, _) = client::raw_exchange(
         s.client(Proto::H1),

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod appliance;
 mod audit;
 mod framing;
 mod login;
@@ -36,6 +37,17 @@ impl Setup {
         let pki = TestPki::new(&dir, "main", &[]);
         let config = config_text(&pki, upstream, server, route, extra);
         let gw = Gateway::start(BIN, &dir, &config);
+        Self { dir, pki, gw }
+    }
+
+    /// The configuration the Debian package installs
+    /// (`packaging/examples/minimal.toml`), with this test's certificate and
+    /// `upstream` as its service; see [`testkit::packaged_example`].
+    pub fn packaged(upstream: SocketAddr) -> Self {
+        let dir = TempDir::new("appliance");
+        let pki = TestPki::new(&dir, "main", &[]);
+        let path = testkit::packaged_example(&dir, &pki, upstream);
+        let gw = Gateway::start_file(BIN, &path);
         Self { dir, pki, gw }
     }
 

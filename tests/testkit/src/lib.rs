@@ -116,6 +116,50 @@ impl TestPki {
     }
 }
 
+/// The configuration the Debian package installs as
+/// `/etc/stadttor/stadttor.toml` (`packaging/examples/minimal.toml`), made
+/// runnable here: written to `dir/stadttor.toml` with `pki`'s certificate
+/// and key at the relative paths it names (`tls/server.pem`,
+/// `tls/server.key`), the listener on `127.0.0.1:0` instead of `[::]:443`
+/// and `upstream` as the service. Everything else is the shipped text.
+pub fn packaged_example(dir: &TempDir, pki: &TestPki, upstream: SocketAddr) -> PathBuf {
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/examples/minimal.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let mut out = text.clone();
+    for (from, to) in [
+        (
+            "listen = \"[::]:443\"",
+            "listen = \"127.0.0.1:0\"".to_owned(),
+        ),
+        (
+            "addresses = [\"127.0.0.1:8080\"]",
+            format!("addresses = [\"{upstream}\"]"),
+        ),
+    ] {
+        assert!(
+            out.contains(from),
+            "{}: no `{from}` any more",
+            shipped.display()
+        );
+        out = out.replacen(from, &to, 1);
+    }
+    for want in [
+        "chain = \"tls/server.pem\"",
+        "key = \"file:tls/server.key\"",
+    ] {
+        assert!(
+            text.contains(want),
+            "{}: no `{want}` any more",
+            shipped.display()
+        );
+    }
+    std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+    std::fs::copy(&pki.server_chain, dir.path().join("tls/server.pem")).unwrap();
+    std::fs::copy(&pki.server_key, dir.path().join("tls/server.key")).unwrap();
+    dir.write("stadttor.toml", &out)
+}
+
 /// A running `stadttor serve` process.
 pub struct Gateway {
     child: Child,

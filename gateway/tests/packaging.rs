@@ -1,0 +1,315 @@
+//! The appliance as shipped: the systemd unit's sandbox, the man page, and
+//! the Debian package (cargo-deb + lintian).
+//!
+//! * `systemd-analyze security --offline=true` must rate
+//!   `packaging/systemd/stadttor.service` "OK" with an exposure of at most
+//!   1.5, and the settings the appliance promises must be there (so the
+//!   score is not bought by dropping one and adding another).
+//! * Every subcommand that `stadttor --help` lists has a section in
+//!   `packaging/stadttor.1`.
+//! * The `.deb` builds from `[package.metadata.deb]`, passes
+//!   `lintian --fail-on=error,warning`, and holds the binary, the unit, the
+//!   man page and a configuration that is not world-readable, with
+//!   maintainer scripts that create the `stadttor` user in group `tss`.
+//!
+//! To keep CI fast the package is built with `cargo deb --no-build` around
+//! the binary this test run already built (debug profile, every feature);
+//! a release package is `cargo deb -p stadttor-gateway` (docs/OPERATIONS.md).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use testkit::{require_tool, TempDir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stadttor");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn unit_path() -> PathBuf {
+    repo().join("packaging/systemd/stadttor.service")
+}
+
+/// A cargo subcommand installed by tests/run.sh into the tools directory
+/// (`STADTTOR_TOOLS`, default /var/tmp/stadttor-tools), or on PATH.
+fn cargo_tool(name: &str) -> PathBuf {
+    let tools = std::env::var_os("STADTTOR_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/stadttor-tools"));
+    let mut dirs = vec![tools.join("bin")];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is missing: tests/run.sh installs it, or run \
+                 `cargo install --locked --root /var/tmp/stadttor-tools {name}`"
+            )
+        })
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn systemd_unit_exposure_is_ok_and_the_promised_settings_are_there() {
+    let analyze = require_tool("systemd-analyze", "systemd");
+    let (ok, out) = run(Command::new(analyze)
+        .args(["security", "--offline=true", "--threshold=15", "--no-pager"])
+        .arg(unit_path()));
+    let line = out
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{out}"));
+    eprintln!("{line}");
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the score: {line}"));
+    assert!(ok, "systemd-analyze exceeded threshold 1.5:\n{out}");
+    assert!(score <= 1.5, "exposure {score} > 1.5:\n{out}");
+    assert!(line.contains(" OK"), "not rated OK: {line}");
+
+    let unit = std::fs::read_to_string(unit_path()).unwrap();
+    let settings: BTreeSet<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect();
+    for want in [
+        "ExecStartPre=/usr/bin/stadttor config check /etc/stadttor/stadttor.toml",
+        "ExecStart=/usr/bin/stadttor serve --config /etc/stadttor/stadttor.toml",
+        "User=stadttor",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "DevicePolicy=closed",
+        "DeviceAllow=/dev/tpmrm0 rw",
+        "SystemCallFilter=@system-service",
+        "SystemCallArchitectures=native",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "MemoryDenyWriteExecute=yes",
+        "StateDirectory=stadttor",
+    ] {
+        assert!(settings.contains(want), "unit lacks `{want}`");
+    }
+    assert!(
+        !unit.contains("ReadWritePaths=/etc"),
+        "the configuration must stay read-only to the service"
+    );
+}
+
+/// Every `stadttor ... <subcommand>` path, from the `Commands:` sections of
+/// the `--help` output, recursively.
+fn subcommands(prefix: &[String]) -> Vec<Vec<String>> {
+    let out = Command::new(BIN)
+        .args(prefix)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut found = Vec::new();
+    let mut in_commands = false;
+    for line in help.lines() {
+        if line.trim_end() == "Commands:" {
+            in_commands = true;
+            continue;
+        }
+        if in_commands {
+            if !line.starts_with("  ") {
+                in_commands = false;
+                continue;
+            }
+            let Some(name) = line.split_whitespace().next() else {
+                continue;
+            };
+            let mut path = prefix.to_vec();
+            path.push(name.to_owned());
+            if name == "help" {
+                // clap's own `help` at every level: one section covers it.
+                if prefix.is_empty() {
+                    found.push(path);
+                }
+                continue;
+            }
+            found.extend(subcommands(&path));
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn man_page_has_a_section_for_every_subcommand() {
+    let page = std::fs::read_to_string(repo().join("packaging/stadttor.1")).unwrap();
+    // `.SS "stadttor keys session\-key \fIFILE\fP"` → `stadttor keys session-key`.
+    let sections: Vec<String> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix(".SS "))
+        .map(|l| l.trim_matches('"').replace("\\-", "-"))
+        .collect();
+    let all = subcommands(&[]);
+    assert!(all.len() >= 18, "too few subcommands found: {all:?}");
+    let mut missing = Vec::new();
+    for path in &all {
+        let want = format!("stadttor {}", path.join(" "));
+        let covered = sections
+            .iter()
+            .any(|s| s == &want || s.starts_with(&format!("{want} ")));
+        if !covered {
+            missing.push(want);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "packaging/stadttor.1 lacks a section for: {missing:?}"
+    );
+}
+
+#[test]
+fn debian_package_passes_lintian_and_ships_what_it_promises() {
+    let cargo_deb = cargo_tool("cargo-deb");
+    let lintian = require_tool("lintian", "lintian");
+    let dpkg_deb = require_tool("dpkg-deb", "dpkg");
+    let dir = TempDir::new("deb");
+    // cargo-deb takes `target/release/stadttor` from CARGO_TARGET_DIR; give
+    // it this run's binary there instead of a second (release) build.
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    std::fs::copy(BIN, target.join("release/stadttor")).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let started = std::time::Instant::now();
+    let (ok, out) = run(Command::new(cargo_deb)
+        .current_dir(repo())
+        .env("CARGO", &cargo)
+        .env("CARGO_TARGET_DIR", &target)
+        .args([
+            "deb",
+            "-p",
+            "stadttor-gateway",
+            "--no-build",
+            "--fast",
+            "--offline",
+            "--output",
+        ])
+        .arg(dir.path()));
+    assert!(ok, "cargo deb failed:\n{out}");
+    eprintln!("cargo deb: {:.1?}", started.elapsed());
+    let deb = dir.path().join("stadttor_0.1.0-1_amd64.deb");
+    assert!(deb.is_file(), "no {}:\n{out}", deb.display());
+
+    let started = std::time::Instant::now();
+    let (ok, out) = run(Command::new(lintian)
+        .args(["--fail-on=error,warning", "--info", "--pedantic"])
+        .arg(&deb));
+    eprintln!("lintian ({:.1?}):\n{out}", started.elapsed());
+    assert!(ok, "lintian found errors or warnings:\n{out}");
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("E:") || l.starts_with("W:")),
+        "{out}"
+    );
+
+    // Contents, with modes.
+    let (ok, listing) = run(Command::new(&dpkg_deb).arg("--contents").arg(&deb));
+    assert!(ok, "{listing}");
+    let entry = |path: &str| -> (String, String) {
+        listing
+            .lines()
+            .find(|l| l.ends_with(path))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_owned(), f[1].to_owned())
+            })
+            .unwrap_or_else(|| panic!("package lacks {path}:\n{listing}"))
+    };
+    assert_eq!(entry("./usr/bin/stadttor").0, "-rwxr-xr-x");
+    assert_eq!(
+        entry("./usr/lib/systemd/system/stadttor.service").0,
+        "-rw-r--r--"
+    );
+    assert_eq!(entry("./usr/share/man/man1/stadttor.1.gz").0, "-rw-r--r--");
+    assert_eq!(entry("./usr/share/doc/stadttor/copyright").0, "-rw-r--r--");
+    assert_eq!(
+        entry("./usr/share/doc/stadttor/changelog.Debian.gz").0,
+        "-rw-r--r--"
+    );
+    assert_eq!(
+        entry("./usr/share/doc/stadttor/OPERATIONS.md").0,
+        "-rw-r--r--"
+    );
+    let (mode, owner) = entry("./etc/stadttor/stadttor.toml");
+    assert_eq!(
+        (mode.as_str(), owner.as_str()),
+        ("-rw-r-----", "0/0"),
+        "the configuration must never be world-readable"
+    );
+    assert!(
+        !listing.contains("./usr/lib/debug/"),
+        "debug info belongs in the -dbgsym package"
+    );
+
+    // The unit in the package is the one systemd-analyze rated.
+    let ctl = dir.path().join("control");
+    let (ok, out) = run(Command::new(&dpkg_deb).arg("--control").arg(&deb).arg(&ctl));
+    assert!(ok, "{out}");
+    let conffiles = std::fs::read_to_string(ctl.join("conffiles")).unwrap();
+    assert!(
+        conffiles.contains("/etc/stadttor/stadttor.toml"),
+        "{conffiles}"
+    );
+    let postinst = std::fs::read_to_string(ctl.join("postinst")).unwrap();
+    for want in [
+        "adduser --system",
+        "adduser --quiet stadttor tss",
+        "dpkg-statoverride --update --add root stadttor \"$mode\" \"$path\"",
+        "\"0750 /etc/stadttor\"",
+        "\"0640 /etc/stadttor/stadttor.toml\"",
+        "install -d -o stadttor -g stadttor -m 0750 /var/lib/stadttor",
+        "deb-systemd-helper",
+    ] {
+        assert!(
+            postinst.contains(want),
+            "postinst lacks `{want}`:\n{postinst}"
+        );
+    }
+    let (ok, out) = run(Command::new("sh").arg("-n").arg(ctl.join("postinst")));
+    assert!(ok, "postinst: {out}");
+    let (ok, out) = run(Command::new("sh").arg("-n").arg(ctl.join("postrm")));
+    assert!(ok, "postrm: {out}");
+    let control = std::fs::read_to_string(ctl.join("control")).unwrap();
+    for want in ["Package: stadttor", "adduser", "libtss2-esys"] {
+        assert!(control.contains(want), "control lacks `{want}`:\n{control}");
+    }
+
+    // The packaged unit is byte-identical to the one rated above.
+    let x = dir.path().join("x");
+    let (ok, out) = run(Command::new(&dpkg_deb).arg("--extract").arg(&deb).arg(&x));
+    assert!(ok, "{out}");
+    assert_eq!(
+        std::fs::read(x.join("usr/lib/systemd/system/stadttor.service")).unwrap(),
+        std::fs::read(unit_path()).unwrap()
+    );
+}
