@@ -313,31 +313,45 @@ fn spawn_proposal_observer(
                             seen.insert(p.id.clone(), now);
                             continue;
                         }
-                        let what = match (before, now.0.as_str()) {
-                            (None, "pending") => "proposed",
-                            (_, "rejected") => "rejected",
-                            (_, s) if s.starts_with("activated") && now.1.is_some() => "approved",
-                            (None, s) if s.starts_with("activated") => "emergency_activated",
-                            _ => "changed",
-                        };
-                        let mut ev = Event::new("policy.proposal", Outcome::Success)
-                            .target("policy")
-                            .attr("proposal", p.id.as_str())
-                            .attr("change", what)
-                            .attr("status", now.0.as_str())
-                            .attr("emergency", p.emergency)
-                            .attr("author", log.pseudonym("officer", &p.author).as_str())
-                            .attr("added", p.diff.added)
-                            .attr("removed", p.diff.removed)
-                            .attr("tests_passed", p.tests_passed);
-                        if let Some(by) = &now.1 {
-                            ev = ev.attr("approver", log.pseudonym("officer", by).as_str());
+                        // A poll may miss an intermediate state (an emergency
+                        // change approved within a second): record every step
+                        // the new state implies that was not seen yet.
+                        let mut steps: Vec<&str> = Vec::new();
+                        if before.is_none() {
+                            steps.push(if p.emergency { "emergency_activated" } else { "proposed" });
                         }
-                        if let stadttor_policies::ProposalStatus::Rejected { by, .. } = &p.status {
-                            ev = ev.attr("rejected_by", log.pseudonym("officer", by).as_str());
+                        if now.0 == "rejected" {
+                            steps.push("rejected");
+                        } else if now.1.is_some() && before.is_none_or(|b| b.1.is_none()) {
+                            steps.push("approved");
+                        } else if before.is_some() && steps.is_empty() {
+                            steps.push("changed");
                         }
-                        if let Err(e) = log.record(&ev) {
-                            tracing::error!(error = %e, "audit log cannot record a policy proposal change");
+                        let mut ok = true;
+                        for what in steps {
+                            let mut ev = Event::new("policy.proposal", Outcome::Success)
+                                .target("policy")
+                                .attr("proposal", p.id.as_str())
+                                .attr("change", what)
+                                .attr("status", now.0.as_str())
+                                .attr("emergency", p.emergency)
+                                .attr("author", log.pseudonym("officer", &p.author).as_str())
+                                .attr("added", p.diff.added)
+                                .attr("removed", p.diff.removed)
+                                .attr("tests_passed", p.tests_passed);
+                            if let (Some(by), "approved") = (&now.1, what) {
+                                ev = ev.attr("approver", log.pseudonym("officer", by).as_str());
+                            }
+                            if let stadttor_policies::ProposalStatus::Rejected { by, .. } = &p.status {
+                                ev = ev.attr("rejected_by", log.pseudonym("officer", by).as_str());
+                            }
+                            if let Err(e) = log.record(&ev) {
+                                tracing::error!(error = %e, "audit log cannot record a policy proposal change");
+                                ok = false;
+                                break;
+                            }
+                        }
+                        if !ok {
                             continue; // retried next round
                         }
                         seen.insert(p.id.clone(), now);
