@@ -66,6 +66,18 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// An error and its sources, `a: b: c`, for logs (never for clients).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Whose fault an error is, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {

@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use crate::body::{Guarded, ProxyBody, Tripwire};
 use crate::config::AuditMode;
-use crate::errors::{GatewayError, Source};
+use crate::errors::{error_chain, GatewayError, Source};
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::state::{Route, State};
@@ -520,17 +520,6 @@ async fn send(
 
 fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The host a request is for: as written (for `Host` upstream) and

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
@@ -33,6 +33,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use stadttor_hsm::{Protection, SigningKey};
 use stadttor_pki::sign::{cms, httpsig, jws, pades, tsa::HttpTsa, SealCertificate};
 
+use crate::auth::hex;
+use crate::auth::provider::unix_now;
 use crate::body::ProxyBody;
 use crate::config::{self, SignFormat, SignRule};
 
@@ -79,17 +81,6 @@ impl std::fmt::Debug for Signer {
             .field("certificate", &self.cert.subject())
             .finish_non_exhaustive()
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Signer {

@@ -606,7 +606,8 @@ fn header_safe(s: &str) -> String {
     o
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -37,6 +37,7 @@ use tokio::sync::{Mutex, RwLock};
 
 use super::jose::{self, JoseError, Token};
 use crate::config::{self, Level, ProviderAuth};
+use crate::errors::error_chain;
 
 /// Clock skew allowed on token times, in seconds.
 pub const LEEWAY: u64 = 60;
@@ -222,17 +223,6 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for Http {
     fn call(&'c self, request: http::Request<Vec<u8>>) -> Self::Future {
         Box::pin(self.send(request))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// A provider at run time.
