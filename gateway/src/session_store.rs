@@ -550,6 +550,74 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A shared backend's connection life, driven by [`follow_forever`]: open a
+/// connection (subscribe, load everything into the replica), then follow
+/// it (apply messages, poll) until it fails or the store shuts down.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+trait Follow: Send + Sync + 'static {
+    /// What one connected session holds.
+    type Live: Send;
+    /// For log lines.
+    const NAME: &'static str;
+    /// The retry interval after repeated failures.
+    fn retry_interval(&self) -> Duration;
+    /// Connects, subscribes and loads the replica.
+    fn connect(
+        &self,
+        replica: &Replica,
+    ) -> impl std::future::Future<Output = Result<Self::Live, StoreError>> + Send;
+    /// Follows one session; `Ok` only on shutdown.
+    fn follow(
+        &self,
+        live: Self::Live,
+        replica: &Replica,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The background task of a shared backend: sessions of (connect, load,
+/// follow) until shutdown, reconnecting after errors (quickly at first,
+/// then at the retry interval); every failure marks the replica stale.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+async fn follow_forever<B: Follow>(
+    backend: Arc<B>,
+    first: B::Live,
+    replica: Arc<Replica>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut live = Some(first);
+    let mut failures: u32 = 0;
+    loop {
+        let session = match live.take() {
+            Some(l) => Ok(l),
+            None => backend.connect(&replica).await,
+        };
+        let result = match session {
+            Ok(l) => {
+                failures = 0;
+                backend.follow(l, &replica, &mut shutdown).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, backend = B::NAME, "session store: session ended, reconnecting");
+                replica.set_error(e.to_string());
+            }
+        }
+        let wait = if failures <= 1 {
+            Duration::from_millis(50)
+        } else {
+            backend.retry_interval()
+        };
+        if sleep_or_shutdown(wait, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
 /// Waits for `d` or until shutdown is signalled; true if shutting down.
 async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     if *shutdown.borrow() {

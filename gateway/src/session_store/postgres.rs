@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 use super::replica::{Replica, Wire};
-use super::{from_ms, redact, sleep_or_shutdown, StoreError, StoreOptions};
+use super::{from_ms, redact, StoreError, StoreOptions};
 
 /// The PostgreSQL side of a store.
 pub(crate) struct PgBackend {
@@ -106,7 +106,7 @@ impl PgBackend {
         }
         let live = backend.connect_and_load(&replica).await?;
         let b = Arc::clone(&backend);
-        let task = tokio::spawn(async move { b.run(live, replica, shutdown).await });
+        let task = tokio::spawn(super::follow_forever(b, live, replica, shutdown));
         Ok((backend, task))
     }
 
@@ -364,47 +364,6 @@ impl PgBackend {
         .await
     }
 
-    /// The background task: sessions of (LISTEN, load, follow) until
-    /// shutdown, reconnecting after errors.
-    async fn run(
-        self: Arc<Self>,
-        first: Live,
-        replica: Arc<Replica>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut live = Some(first);
-        let mut failures: u32 = 0;
-        loop {
-            let session = match live.take() {
-                Some(l) => Ok(l),
-                None => self.connect_and_load(&replica).await,
-            };
-            let result = match session {
-                Ok(l) => {
-                    failures = 0;
-                    self.follow(l, &replica, &mut shutdown).await
-                }
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => return,
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error = %e, "session store: postgres session ended, reconnecting");
-                    replica.set_error(e.to_string());
-                }
-            }
-            let wait = if failures <= 1 {
-                Duration::from_millis(50)
-            } else {
-                self.opts.poll_interval
-            };
-            if sleep_or_shutdown(wait, &mut shutdown).await {
-                return;
-            }
-        }
-    }
-
     async fn follow(
         &self,
         mut live: Live,
@@ -443,7 +402,7 @@ impl PgBackend {
 }
 
 /// A connected session of the background task.
-struct Live {
+pub(super) struct Live {
     client: Client,
     notes: mpsc::UnboundedReceiver<String>,
     _driver: AbortOnDrop,
@@ -456,5 +415,30 @@ struct AbortOnDrop(JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+impl super::Follow for PgBackend {
+    type Live = Live;
+    const NAME: &'static str = "postgres";
+
+    fn retry_interval(&self) -> Duration {
+        self.opts.poll_interval
+    }
+
+    fn connect(
+        &self,
+        replica: &Replica,
+    ) -> impl std::future::Future<Output = Result<Live, StoreError>> + Send {
+        self.connect_and_load(replica)
+    }
+
+    fn follow(
+        &self,
+        live: Live,
+        replica: &Replica,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        PgBackend::follow(self, live, replica, shutdown)
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use super::replica::{Replica, Wire};
-use super::{now_ms, redact, sleep_or_shutdown, StoreError, StoreOptions};
+use super::{now_ms, redact, StoreError, StoreOptions};
 
 /// Appends a revocation: KEYS = seq, by_id, by_until; ARGV = json, until, channel.
 const REVOKE_SCRIPT: &str = r"
@@ -111,7 +111,7 @@ impl RedisBackend {
         });
         let live = backend.connect_and_load(&replica).await?;
         let b = Arc::clone(&backend);
-        let task = tokio::spawn(async move { b.run(live, replica, shutdown).await });
+        let task = tokio::spawn(super::follow_forever(b, live, replica, shutdown));
         Ok((backend, task))
     }
 
@@ -314,48 +314,6 @@ impl RedisBackend {
         }
     }
 
-    /// The background task: sessions of (subscribe, load, follow) until
-    /// shutdown, reconnecting after errors.
-    async fn run(
-        self: Arc<Self>,
-        first: Live,
-        replica: Arc<Replica>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut live = Some(first);
-        let mut failures: u32 = 0;
-        loop {
-            let session = match live.take() {
-                Some(l) => Ok(l),
-                None => self.connect_and_load(&replica).await,
-            };
-            let result = match session {
-                Ok(l) => {
-                    failures = 0;
-                    self.follow(l, &replica, &mut shutdown).await
-                }
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => return,
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error = %e, "session store: redis session ended, reconnecting");
-                    replica.set_error(e.to_string());
-                }
-            }
-            // Retry quickly at first, then at the poll interval.
-            let wait = if failures <= 1 {
-                Duration::from_millis(50)
-            } else {
-                self.opts.poll_interval
-            };
-            if sleep_or_shutdown(wait, &mut shutdown).await {
-                return;
-            }
-        }
-    }
-
     /// Applies messages and polls until an error or shutdown.
     async fn follow(
         &self,
@@ -410,7 +368,7 @@ impl RedisBackend {
 }
 
 /// A connected session of the background task.
-struct Live {
+pub(super) struct Live {
     data: MultiplexedConnection,
     messages: redis::aio::PubSubStream,
     last: u64,
@@ -422,4 +380,29 @@ fn parse_member(m: &str) -> Result<Wire, StoreError> {
         .split_once(' ')
         .ok_or_else(|| StoreError::BadEntry(format!("redis member without sequence: {m:.200}")))?;
     Wire::from_json(json)
+}
+
+impl super::Follow for RedisBackend {
+    type Live = Live;
+    const NAME: &'static str = "redis";
+
+    fn retry_interval(&self) -> Duration {
+        self.opts.poll_interval
+    }
+
+    fn connect(
+        &self,
+        replica: &Replica,
+    ) -> impl std::future::Future<Output = Result<Live, StoreError>> + Send {
+        self.connect_and_load(replica)
+    }
+
+    fn follow(
+        &self,
+        live: Live,
+        replica: &Replica,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        RedisBackend::follow(self, live, replica, shutdown)
+    }
 }

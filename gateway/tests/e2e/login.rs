@@ -1212,6 +1212,7 @@ async fn logins_step_ups_and_logouts_are_audit_events_without_personal_data() {
 /// Two gateways share sessions through Redis or PostgreSQL: a cookie from
 /// one works on the other, and a logout on one ends the session on both
 /// within a second.
+#[cfg(any(feature = "redis", feature = "postgres"))]
 async fn cluster_logout(store: &'static str) {
     let t = Login::start_full(
         &["buerger"],
