@@ -210,11 +210,18 @@ impl CompiledPolicy {
                 let (decision, reason, rule) = ix.decide(req);
                 self.record(decision, reason, rule.map(|i| &ix.rules[i as usize]))
             }
-            Engine::Casbin(e) => match e.enforce(casbin_args(req)) {
-                Ok(true) => self.record(Decision::Allow, Reason::AllowedByRule, None),
-                Ok(false) => self.record(Decision::Deny, Reason::NoMatchingRule, None),
-                Err(_) => self.record(Decision::Deny, Reason::EngineError, None),
-            },
+            // casbin evaluates officer-written matchers in rhai; a panic
+            // in there (a built-in we did not replace) denies this
+            // request instead of taking the worker down.
+            Engine::Casbin(e) => {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    e.enforce(casbin_args(req))
+                })) {
+                    Ok(Ok(true)) => self.record(Decision::Allow, Reason::AllowedByRule, None),
+                    Ok(Ok(false)) => self.record(Decision::Deny, Reason::NoMatchingRule, None),
+                    Ok(Err(_)) | Err(_) => self.record(Decision::Deny, Reason::EngineError, None),
+                }
+            }
         }
     }
 
@@ -844,6 +851,17 @@ fn casbin_engine(
             OperatorFunction::Arg2(casbin_fns::level_at_least),
         );
         e.add_function("attrMatch", OperatorFunction::Arg2(casbin_fns::attr_match));
+        // casbin's built-ins that panic on a bad pattern, replaced.
+        for (name, f) in [
+            ("regexMatch", casbin_fns::regex_match as fn(_, _) -> _),
+            ("keyMatch2", casbin_fns::key_match2),
+            ("keyMatch3", casbin_fns::key_match3),
+            ("keyMatch4", casbin_fns::key_match4),
+            ("keyMatch5", casbin_fns::key_match5),
+        ] {
+            e.add_function(name, OperatorFunction::Arg2(f));
+        }
+        e.add_function("keyGet3", OperatorFunction::Arg3(casbin_fns::key_get3));
         Ok::<_, casbin::Error>(e)
     });
     match built {

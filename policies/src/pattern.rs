@@ -193,6 +193,182 @@ pub(crate) mod casbin_fns {
         let (r, p) = (dynamic_to_str(&req), dynamic_to_str(&pat));
         Attr::parse(&p).matches(Some(&r)).into()
     }
+
+    // casbin's own keyMatch2..5, keyGet3 and regexMatch `unwrap()` the
+    // regex they build from a policy field and keyMatch4 `panic!`s on a
+    // repeated token: an officer's typo would take the gateway down at
+    // decision time. These replacements keep casbin's semantics and
+    // answer "no match" (deny) where casbin would panic. Registered over
+    // casbin's names on every custom-model enforcer.
+
+    /// `regexMatch(key1, key2)`: key1 matches the regular expression
+    /// key2; an invalid expression matches nothing.
+    pub(crate) fn regex_match(a: Dynamic, b: Dynamic) -> Dynamic {
+        regex_is_match(&dynamic_to_str(&a), &dynamic_to_str(&b)).into()
+    }
+
+    /// casbin's token syntaxes, as the regular expressions casbin uses.
+    struct Tokens {
+        colon: regex::Regex,
+        brace_greedy: regex::Regex,
+        brace: regex::Regex,
+    }
+
+    #[allow(clippy::expect_used)] // constant, valid expressions
+    static TOKENS: std::sync::LazyLock<Tokens> = std::sync::LazyLock::new(|| Tokens {
+        colon: regex::Regex::new(r":[^/]*").expect("valid"),
+        brace_greedy: regex::Regex::new(r"\{[^/]*\}").expect("valid"),
+        brace: regex::Regex::new(r"\{[^/]+?\}").expect("valid"),
+    });
+
+    /// `keyMatch2`: `/*` is anything, `:name` one segment.
+    pub(crate) fn key_match2(a: Dynamic, b: Dynamic) -> Dynamic {
+        let pat = dynamic_to_str(&b).replace("/*", "/.*");
+        let pat = TOKENS.colon.replace_all(&pat, "[^/]+");
+        regex_is_match(&dynamic_to_str(&a), &format!("^{pat}$")).into()
+    }
+
+    /// `keyMatch3`: `/*` is anything, `{name}` one segment.
+    pub(crate) fn key_match3(a: Dynamic, b: Dynamic) -> Dynamic {
+        let pat = dynamic_to_str(&b).replace("/*", "/.*");
+        let pat = TOKENS.brace_greedy.replace_all(&pat, "[^/]+");
+        regex_is_match(&dynamic_to_str(&a), &format!("^{pat}$")).into()
+    }
+
+    /// `keyMatch4`: like keyMatch3, and a token repeated in the pattern
+    /// must match the same text each time.
+    pub(crate) fn key_match4(a: Dynamic, b: Dynamic) -> Dynamic {
+        let (key, pat) = (dynamic_to_str(&a), dynamic_to_str(&b));
+        let pat = pat.replace("/*", "/.*");
+        let tokens: Vec<&str> = TOKENS
+            .brace
+            .find_iter(&pat)
+            .map(|m| &m.as_str()[1..m.as_str().len() - 1])
+            .collect();
+        let re = TOKENS.brace.replace_all(&pat, "([^/]+)");
+        let Ok(re) = regex::Regex::new(&format!("^{re}$")) else {
+            return false.into();
+        };
+        let Some(caps) = re.captures(&key) else {
+            return false.into();
+        };
+        // A pattern with its own groups cannot be told apart from the
+        // tokens (casbin panics); no match instead.
+        if caps.len() != tokens.len() + 1 {
+            return false.into();
+        }
+        let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        for (token, m) in tokens.iter().zip(caps.iter().skip(1)) {
+            let value = m.map_or("", |m| m.as_str());
+            if *seen.entry(token).or_insert(value) != value {
+                return false.into();
+            }
+        }
+        true.into()
+    }
+
+    /// `keyMatch5`: keyMatch3 on the path without its query.
+    pub(crate) fn key_match5(a: Dynamic, b: Dynamic) -> Dynamic {
+        let key = dynamic_to_str(&a);
+        let key = key.split_once('?').map_or(&*key, |(p, _)| p);
+        let pat = dynamic_to_str(&b).replace("/*", "/.*");
+        let pat = TOKENS.brace.replace_all(&pat, "[^/]+");
+        regex_is_match(key, &format!("^{pat}$")).into()
+    }
+
+    /// `keyGet3(key, pattern, name)`: the text `{name}` matched, or "".
+    pub(crate) fn key_get3(a: Dynamic, b: Dynamic, c: Dynamic) -> Dynamic {
+        let (key, pat, var) = (dynamic_to_str(&a), dynamic_to_str(&b), dynamic_to_str(&c));
+        let pat = pat.replace("/*", "/.*");
+        let tokens: Vec<&str> = TOKENS
+            .brace
+            .find_iter(&pat)
+            .map(|m| &m.as_str()[1..m.as_str().len() - 1])
+            .collect();
+        let re = TOKENS
+            .brace
+            .replace_all(&pat, "([^/]+?)")
+            .replace('{', "\\{");
+        let found = regex::Regex::new(&format!("^{re}$"))
+            .ok()
+            .and_then(|re| {
+                let caps = re.captures(&key)?;
+                let i = tokens.iter().position(|t| **t == *var)?;
+                Some(caps.get(i + 1)?.as_str().to_owned())
+            })
+            .unwrap_or_default();
+        Dynamic::from(found)
+    }
+
+    fn regex_is_match(key: &str, pattern: &str) -> bool {
+        regex::Regex::new(pattern).is_ok_and(|re| re.is_match(key))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn m2(f: fn(Dynamic, Dynamic) -> Dynamic, a: &str, b: &str) -> bool {
+            f(a.into(), b.into()).as_bool().unwrap()
+        }
+
+        #[test]
+        fn same_answers_as_casbin_on_valid_patterns() {
+            use casbin::function_map as c;
+            let cases = [
+                ("/foo/bar", "/foo/*"),
+                ("/resource1", "/:resource"),
+                ("/resource1", "/{resource}"),
+                ("/parent/123/child/123", "/parent/{id}/child/{id}"),
+                ("/parent/123/child/456", "/parent/{id}/child/{id}"),
+                ("/parent/child1?status=1", "/parent/*"),
+                ("/foo/bar?x=1", "/foo/bar"),
+                ("/a/b/c", "/a/:x/c"),
+                ("/a/b/c", "/a/{x}/d"),
+                ("/", "/:"),
+                ("abc", "a.c"),
+            ];
+            // Where casbin panics (e.g. `{` is not a regex for keyMatch2)
+            // ours must say "no match".
+            let same =
+                |name: &str, ours: bool, theirs: fn(&str, &str) -> bool, k: &str, p: &str| {
+                    let theirs = std::panic::catch_unwind(|| theirs(k, p)).unwrap_or(false);
+                    assert_eq!(ours, theirs, "{name} {k} {p}");
+                };
+            let mut compared = 0;
+            for (k, p) in cases {
+                same("keyMatch2", m2(key_match2, k, p), c::key_match2, k, p);
+                same("keyMatch3", m2(key_match3, k, p), c::key_match3, k, p);
+                same("keyMatch4", m2(key_match4, k, p), c::key_match4, k, p);
+                same("keyMatch5", m2(key_match5, k, p), c::key_match5, k, p);
+                same("regexMatch", m2(regex_match, k, p), c::regex_match, k, p);
+                compared += usize::from(m2(key_match4, k, p)) + usize::from(m2(key_match2, k, p));
+            }
+            assert!(
+                compared >= 6,
+                "the cases exercise matches, not only refusals"
+            );
+            let got = key_get3(
+                "/proj_p1_admin/".into(),
+                "/proj_{project}_admin/".into(),
+                "project".into(),
+            );
+            assert_eq!(
+                got.into_string().unwrap(),
+                c::key_get3("/proj_p1_admin/", "/proj_{project}_admin/", "project")
+            );
+        }
+
+        #[test]
+        fn invalid_patterns_do_not_match_instead_of_panicking() {
+            for p in ["(", "/a/[", "/{id}/(x)/{id}", "/a/{x}(/{y}"] {
+                for f in [regex_match, key_match2, key_match3, key_match4, key_match5] {
+                    assert!(!m2(f, "/a/b", p), "{p}");
+                }
+                let _ = key_get3("/a".into(), p.into(), "x".into());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -339,6 +339,40 @@ fn custom_model_runs_on_casbin() {
     );
 }
 
+#[test]
+fn casbin_builtins_with_bad_patterns_deny_instead_of_panicking() {
+    // casbin's own regexMatch/keyMatch2..5 unwrap the regex built from a
+    // policy field; a typo in an officer's rule used to panic at decision
+    // time (found by the policy fuzz target). Ours deny that rule.
+    for (func, good, bad) in [
+        ("regexMatch", "^/e/[0-9]+$", "/e/(*"),
+        ("keyMatch2", "/e/:n", "/e/{n}"),
+        ("keyMatch3", "/e/{n}", "/e/{n}/["),
+        ("keyMatch4", "/e/{n}", "/e/{n}/(x)/{m}"),
+        ("keyMatch5", "/e/{n}", "/e/[/{n}"),
+    ] {
+        let mut s = set(
+            &format!("p, *, m, {good}, GET, *, *, *, allow\np, *, m, {bad}, GET, *, *, *, allow\n"),
+            HDR,
+        );
+        s.model = s
+            .model
+            .replace("pathMatch(r.obj, p.obj)", &format!("{func}(r.obj, p.obj)"));
+        let p = CompiledPolicy::compile(&s, 1).unwrap();
+        assert!(!p.is_indexed());
+        let allowed = p.decide(&AccessRequest::new("x", "m", "/e/12", "GET"));
+        assert_eq!(
+            allowed.decision,
+            Decision::Allow,
+            "{func}: the good rule still works"
+        );
+        for path in ["/e/1/x/2", "/e/1/2", "/e/(x/", "/f"] {
+            let r = p.decide(&AccessRequest::new("x", "m", path, "GET"));
+            assert_eq!(r.decision, Decision::Deny, "{func} {path}");
+        }
+    }
+}
+
 /// Deterministic pseudo-random numbers for the differential test.
 struct Rng(u64);
 impl Rng {
