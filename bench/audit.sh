@@ -59,6 +59,15 @@ for r in $(seq 1 "$ROUNDS"); do
     rm -rf "$W/auditlog"
     taskset -c 0 "$BIN" serve --config "$W/$mode.toml" >/dev/null 2>"$W/$mode.err" & pid=$!; pids+=("$pid")
     sleep 1
+    if [[ -n ${PERF:-} && $r == 1 ]]; then  # profile both modes once: PERF=prefix -> prefix-off.txt, prefix-on.txt
+      perf record -q -g -o "$W/perf-$mode.data" -p "$pid" -- sleep 4 >/dev/null 2>&1 &
+      perfpid=$!
+      taskset -c 1 wrk -t1 -c50 -d4s https://127.0.0.1:18443/ >/dev/null
+      wait "$perfpid" || true
+      { perf report -q -i "$W/perf-$mode.data" --no-children -g none --sort comm --stdio 2>/dev/null | grep "%" || true
+        perf report -q -i "$W/perf-$mode.data" --no-children -g none --sort comm,symbol --stdio 2>/dev/null | grep "%" | head -80 || true
+      } | sed 's/ *$//' > "$PERF-$mode.txt"
+    fi
     t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     out=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" https://127.0.0.1:18443/)
     t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")

@@ -69,7 +69,7 @@ pub(crate) trait Storage: Send + 'static {
 
     /// Makes `entries` durable, in order, as one batch, and returns the
     /// index of the first. Called with non-empty batches only.
-    fn commit(&mut self, entries: &[Vec<u8>]) -> Result<u64, Self::Error>;
+    fn commit(&mut self, entries: Vec<Vec<u8>>) -> Result<u64, Self::Error>;
 
     /// The checkpoint to sign next, or `None` if the newest published
     /// checkpoint already covers the first `need` entries (or the log did
@@ -479,10 +479,11 @@ fn run<S: Storage>(mut storage: S, key: Arc<dyn SigningKey>, opts: Options, shar
         let now = Instant::now();
         next_commit = now + commit_every;
         if !batch.is_empty() {
-            match storage.commit(&batch) {
+            let n = batch.len() as u64;
+            match storage.commit(batch) {
                 Ok(first) => {
                     let _ = slot.first.set(first);
-                    need = first + batch.len() as u64;
+                    need = first + n;
                 }
                 Err(e) => {
                     fail(&shared, format!("audit log storage failed: {e}"));
@@ -490,7 +491,6 @@ fn run<S: Storage>(mut storage: S, key: Arc<dyn SigningKey>, opts: Options, shar
                 }
             }
         }
-        drop(batch);
         if !sign {
             continue;
         }

@@ -29,24 +29,31 @@
 //! and an operator has to look. What was done is returned as a
 //! [`RecoveryReport`].
 //!
-//! The WAL record format (big-endian): `"STW1"`, first index `u64`, count
+//! The WAL record format (big-endian): `"STW2"`, first index `u64`, count
 //! `u32`, payload length `u32`, payload (`count` times `u16` length +
 //! entry, the same bytes as in entry bundles), then the first 16 bytes of
-//! SHA-256 over everything before it.
+//! SHA-256 over the 20 header bytes followed by the entries' RFC 6962 leaf
+//! hashes. The writer computes those hashes for the tree anyway, so the
+//! checksum costs one short hash per batch instead of a second pass over
+//! every entry; a changed entry changes its leaf hash and so the sum.
+//! Records of the first format (`"STW1"`, the sum over header and
+//! payload) are still read.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use ring::digest::{digest, SHA256};
+use ring::digest::SHA256;
 use serde::{Deserialize, Serialize};
 
 use crate::merkle::{leaf_hash, Frontier, Hash};
 use crate::note::{self, Checkpoint, NoteError, VerifierKey};
 use crate::tiles::{self, TILE_HEIGHT, TILE_WIDTH};
 
-const WAL_MAGIC: &[u8; 4] = b"STW1";
+const WAL_MAGIC: &[u8; 4] = b"STW2";
+/// The first WAL format: the checksum covers header and payload.
+const WAL_MAGIC_V1: &[u8; 4] = b"STW1";
 const WAL_HEADER: usize = 4 + 8 + 4 + 4;
 const WAL_SUM: usize = 16;
 /// File names inside the log directory.
@@ -195,6 +202,8 @@ pub(crate) struct TileWriter {
     tree: TreeState,
     /// Counts tile files rewritten (used during recovery).
     rewritten: u64,
+    /// Scratch for [`TileWriter::push_leaf`].
+    done: Vec<(u8, u64, Hash)>,
 }
 
 /// The log's files, owned by one writer.
@@ -309,8 +318,8 @@ impl Store {
             while let Some((len, entries)) =
                 read_wal_record(&mut r, store.tiles.size()).map_err(io_err(&wal_path))?
             {
-                for e in entries {
-                    store.tiles.push(e)?;
+                for (e, leaf) in entries {
+                    store.tiles.push_leaf(e, leaf)?;
                     check_roots(&mut store)?;
                 }
                 good += len;
@@ -382,7 +391,7 @@ impl Store {
 
     /// Makes `entries` durable as one WAL record (one `fdatasync`) and adds
     /// them to the tree and the tiles. On error the store is poisoned.
-    pub fn append_batch(&mut self, entries: &[Vec<u8>]) -> Result<(), StoreError> {
+    pub fn append_batch(&mut self, entries: Vec<Vec<u8>>) -> Result<(), StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
@@ -393,12 +402,13 @@ impl Store {
             return Err(StoreError::EntryTooLarge(e.len()));
         }
         self.poisoned = true;
-        let record = encode_wal_record(self.size(), entries);
+        let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(e)).collect();
+        let record = encode_wal_record(self.size(), &entries, &leaves);
         let wal_path = self.dir.join(WAL);
         self.wal.write_all(&record).map_err(io_err(&wal_path))?;
         self.wal.sync_data().map_err(io_err(&wal_path))?;
-        for e in entries {
-            self.tiles.push(e.clone())?;
+        for (e, leaf) in entries.into_iter().zip(leaves) {
+            self.tiles.push_leaf(e, leaf)?;
         }
         self.poisoned = false;
         Ok(())
@@ -463,6 +473,7 @@ impl TileWriter {
             dir: dir.to_owned(),
             tree: TreeState::default(),
             rewritten: 0,
+            done: Vec::new(),
         }
     }
 
@@ -477,8 +488,14 @@ impl TileWriter {
     }
 
     /// Adds one entry to the tree, writing full tiles as they fill.
+    #[cfg(feature = "postgres")]
     pub(crate) fn push(&mut self, entry: Vec<u8>) -> Result<(), StoreError> {
         let leaf = leaf_hash(&entry);
+        self.push_leaf(entry, leaf)
+    }
+
+    /// [`TileWriter::push`] with the entry's leaf hash already computed.
+    pub(crate) fn push_leaf(&mut self, entry: Vec<u8>, leaf: Hash) -> Result<(), StoreError> {
         let index = self.size();
         self.tree.bundle.push(entry);
         if self.tree.bundle.len() as u64 == TILE_WIDTH {
@@ -488,13 +505,16 @@ impl TileWriter {
             self.write_full(&tiles::entries_path(n, 0), &bytes)?;
             self.tree.bundle.clear();
         }
-        let mut done: Vec<(u8, u64, Hash)> = Vec::new();
+        // Completed subtrees at tile boundaries: at most one per tile
+        // level; a reused buffer, as this runs once per entry.
+        let mut done = std::mem::take(&mut self.done);
+        done.clear();
         self.tree.frontier.push_with(leaf, |level, idx, h| {
             if level % TILE_HEIGHT == 0 {
                 done.push((level / TILE_HEIGHT, idx, *h));
             }
         });
-        for (tl, idx, h) in done {
+        for &(tl, idx, h) in &done {
             let tl_us = usize::from(tl);
             if self.tree.tiles.len() <= tl_us {
                 self.tree.tiles.resize_with(tl_us + 1, Vec::new);
@@ -506,6 +526,7 @@ impl TileWriter {
                 self.tree.tiles[tl_us].clear();
             }
         }
+        self.done = done;
         Ok(())
     }
 
@@ -616,7 +637,7 @@ fn take_lock(dir: &Path) -> Result<(), StoreError> {
     fs::write(&path, format!("{}\n", std::process::id())).map_err(io_err(&path))
 }
 
-fn encode_wal_record(first: u64, entries: &[Vec<u8>]) -> Vec<u8> {
+fn encode_wal_record(first: u64, entries: &[Vec<u8>], leaves: &[Hash]) -> Vec<u8> {
     let payload_len: usize = entries.iter().map(|e| 2 + e.len()).sum();
     let mut rec = Vec::with_capacity(WAL_HEADER + payload_len + WAL_SUM);
     rec.extend_from_slice(WAL_MAGIC);
@@ -628,22 +649,38 @@ fn encode_wal_record(first: u64, entries: &[Vec<u8>]) -> Vec<u8> {
         rec.extend_from_slice(&(e.len() as u16).to_be_bytes());
         rec.extend_from_slice(e);
     }
-    let sum = digest(&SHA256, &rec);
-    rec.extend_from_slice(&sum.as_ref()[..WAL_SUM]);
+    let sum = wal_sum(&rec[..WAL_HEADER], leaves);
+    rec.extend_from_slice(&sum[..WAL_SUM]);
     rec
+}
+
+/// The record checksum of the current format: SHA-256 over the header and
+/// the entries' leaf hashes.
+fn wal_sum(header: &[u8], leaves: &[Hash]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&SHA256);
+    ctx.update(header);
+    for l in leaves {
+        ctx.update(l);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// Reads one WAL record that must start at entry `expect_first`. Returns
 /// `None` at the end or at the first record that is torn or invalid.
-fn read_wal_record(
-    r: &mut impl Read,
-    expect_first: u64,
-) -> io::Result<Option<(u64, Vec<Vec<u8>>)>> {
+type WalRecord = (u64, Vec<(Vec<u8>, Hash)>);
+
+/// Reads one WAL record that must start at entry `expect_first`: its
+/// length in bytes and the entries with their leaf hashes. Returns `None`
+/// at the end or at the first record that is torn or invalid.
+fn read_wal_record(r: &mut impl Read, expect_first: u64) -> io::Result<Option<WalRecord>> {
     let mut header = [0u8; WAL_HEADER];
     if !read_full(r, &mut header)? {
         return Ok(None);
     }
-    if &header[..4] != WAL_MAGIC {
+    let v1 = &header[..4] == WAL_MAGIC_V1;
+    if !v1 && &header[..4] != WAL_MAGIC {
         return Ok(None);
     }
     let first = u64::from_be_bytes(header[4..12].try_into().unwrap_or_default());
@@ -656,17 +693,28 @@ fn read_wal_record(
     if !read_full(r, &mut body)? {
         return Ok(None);
     }
-    let mut ctx = ring::digest::Context::new(&SHA256);
-    ctx.update(&header);
-    ctx.update(&body[..len]);
-    if ctx.finish().as_ref()[..WAL_SUM] != body[len..] {
-        return Ok(None);
+    if v1 {
+        let mut ctx = ring::digest::Context::new(&SHA256);
+        ctx.update(&header);
+        ctx.update(&body[..len]);
+        if ctx.finish().as_ref()[..WAL_SUM] != body[len..] {
+            return Ok(None);
+        }
     }
     let (entries, clean) = tiles::decode_bundle(&body[..len]);
     if !clean || entries.len() != count as usize {
         return Ok(None);
     }
-    let entries = entries.into_iter().map(<[u8]>::to_vec).collect();
+    let entries: Vec<(Vec<u8>, Hash)> = entries
+        .into_iter()
+        .map(|e| (e.to_vec(), leaf_hash(e)))
+        .collect();
+    if !v1 {
+        let leaves: Vec<Hash> = entries.iter().map(|(_, h)| *h).collect();
+        if wal_sum(&header, &leaves)[..WAL_SUM] != body[len..] {
+            return Ok(None);
+        }
+    }
     Ok(Some(((WAL_HEADER + len + WAL_SUM) as u64, entries)))
 }
 
@@ -802,4 +850,60 @@ pub(crate) fn write_checkpoints(
     }
     write_atomic_durable(dir, HISTORY, &lines)?;
     write_atomic_durable(dir, CHECKPOINT, latest.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entries() -> Vec<Vec<u8>> {
+        vec![b"one".to_vec(), b"two entries".to_vec(), Vec::new()]
+    }
+
+    #[test]
+    fn wal_record_round_trip_and_every_flipped_bit_is_caught() {
+        let e = entries();
+        let leaves: Vec<Hash> = e.iter().map(|x| leaf_hash(x)).collect();
+        let rec = encode_wal_record(7, &e, &leaves);
+        let (len, got) = read_wal_record(&mut &rec[..], 7).unwrap().unwrap();
+        assert_eq!(len, rec.len() as u64);
+        assert_eq!(got.iter().map(|(x, _)| x.clone()).collect::<Vec<_>>(), e);
+        assert_eq!(got.iter().map(|(_, h)| *h).collect::<Vec<_>>(), leaves);
+        assert!(
+            read_wal_record(&mut &rec[..], 8).unwrap().is_none(),
+            "wrong first index"
+        );
+        for bit in 0..rec.len() * 8 {
+            let mut bad = rec.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                read_wal_record(&mut &bad[..], 7).unwrap().is_none(),
+                "flipped bit {bit} not caught"
+            );
+        }
+    }
+
+    #[test]
+    fn first_format_records_are_still_read() {
+        let e = entries();
+        let mut rec = Vec::new();
+        rec.extend_from_slice(WAL_MAGIC_V1);
+        rec.extend_from_slice(&3u64.to_be_bytes());
+        rec.extend_from_slice(&(e.len() as u32).to_be_bytes());
+        let payload: usize = e.iter().map(|x| 2 + x.len()).sum();
+        rec.extend_from_slice(&(payload as u32).to_be_bytes());
+        for x in &e {
+            rec.extend_from_slice(&(x.len() as u16).to_be_bytes());
+            rec.extend_from_slice(x);
+        }
+        let sum = ring::digest::digest(&SHA256, &rec);
+        rec.extend_from_slice(&sum.as_ref()[..WAL_SUM]);
+        let (_, got) = read_wal_record(&mut &rec[..], 3).unwrap().unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].1, leaf_hash(b"two entries"));
+        let last = rec.len() - 1;
+        rec[last] ^= 1;
+        assert!(read_wal_record(&mut &rec[..], 3).unwrap().is_none());
+    }
 }

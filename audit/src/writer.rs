@@ -140,7 +140,7 @@ impl Log {
 impl Storage for Store {
     type Error = StoreError;
 
-    fn commit(&mut self, entries: &[Vec<u8>]) -> Result<u64, StoreError> {
+    fn commit(&mut self, entries: Vec<Vec<u8>>) -> Result<u64, StoreError> {
         let first = self.size();
         self.append_batch(entries)?;
         Ok(first)

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stadttor_audit::event::{Event, Outcome, Pseudonymiser};
+use stadttor_audit::event::{EntryBuilder, Event, Outcome, Pseudonymiser};
 use stadttor_audit::{Log, LogConfig};
 use zeroize::Zeroizing;
 
@@ -53,11 +53,11 @@ enum Backend {
 }
 
 impl Backend {
-    fn append(&self, event: &Event) -> Result<(), stadttor_audit::Error> {
+    fn append_entry(&self, entry: Vec<u8>) -> Result<(), stadttor_audit::Error> {
         match self {
-            Self::Dir(l) => l.append(event).map(|_| ()),
+            Self::Dir(l) => l.append_entry(entry).map(|_| ()),
             #[cfg(feature = "postgres")]
-            Self::Postgres(l) => l.append(event).map(|_| ()),
+            Self::Postgres(l) => l.append_entry(entry).map(|_| ()),
         }
     }
 
@@ -144,7 +144,12 @@ impl AuditLog {
     /// refuse the request); the first failure after a healthy period and
     /// the recovery are logged.
     pub fn record(&self, event: &Event) -> Result<(), stadttor_audit::Error> {
-        match self.log.append(event) {
+        self.record_entry(event.to_entry().map_err(stadttor_audit::Error::Event)?)
+    }
+
+    /// [`AuditLog::record`] of an encoded event (see [`EntryBuilder`]).
+    pub fn record_entry(&self, entry: Vec<u8>) -> Result<(), stadttor_audit::Error> {
+        match self.log.append_entry(entry) {
             Ok(_) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::warn!("audit log records again");
@@ -205,33 +210,19 @@ impl AuditLog {
     }
 }
 
-/// The access event for one request.
-pub fn access_event(
-    audit: &AuditLog,
-    route: &str,
-    method: &http::Method,
-    request_id: &str,
-    listener: &str,
-    client_subject: Option<&str>,
-    identity: Option<&crate::auth::Identity>,
-) -> Event {
-    request_event(
-        audit,
-        "http.access",
-        Outcome::Success,
-        route,
-        method,
-        request_id,
-        listener,
-        client_subject,
-        identity,
-    )
-}
+/// What the policy decided about a request, for its audit event.
+pub type AuditedDecision<'a> = (
+    &'a crate::config::RouteAuthz,
+    &'a stadttor_policies::DecisionRecord,
+);
 
-/// An event about one request (`http.access`, or `authz.decision` for a
-/// request the policy refused), with the pseudonymised subject.
+/// Records the event about one request (`http.access`, or
+/// `authz.decision` for a request the policy refused) with the
+/// pseudonymised subject and the policy's decision. Encoded straight into
+/// the entry (no intermediate [`Event`]): this runs on every audited
+/// request.
 #[allow(clippy::too_many_arguments)]
-pub fn request_event(
+pub fn record_request(
     audit: &AuditLog,
     kind: &str,
     outcome: Outcome,
@@ -241,22 +232,31 @@ pub fn request_event(
     listener: &str,
     client_subject: Option<&str>,
     identity: Option<&crate::auth::Identity>,
-) -> Event {
-    let mut ev = Event::new(kind, outcome)
+    decision: Option<AuditedDecision<'_>>,
+) -> Result<(), stadttor_audit::Error> {
+    let subject = match (identity, client_subject) {
+        (Some(id), _) => Some(audit.pseudonym(&id.issuer, &id.sub)),
+        (None, Some(s)) => Some(audit.pseudonym("x509-subject", s)),
+        (None, None) => None,
+    };
+    let mut ev = EntryBuilder::new(kind, outcome)
         .target(route)
         .request_id(request_id)
         .attr("method", method.as_str())
         .attr("listener", listener);
+    if let Some(p) = &subject {
+        ev = ev.subject(p);
+    }
     if let Some(id) = identity {
         ev = ev
-            .subject(audit.pseudonym(&id.issuer, &id.sub))
             .attr("auth", id.method.name())
             .attr("idp", id.provider.as_str());
         if let Some(l) = id.level {
             ev = ev.attr("level", l.name());
         }
-    } else if let Some(s) = client_subject {
-        ev = ev.subject(audit.pseudonym("x509-subject", s));
     }
-    ev
+    if let Some((z, d)) = decision {
+        ev = crate::policy::audit_attrs(ev, z, d);
+    }
+    audit.record_entry(ev.to_entry().map_err(stadttor_audit::Error::Event)?)
 }

@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stadttor_audit::event::{Event, Outcome};
+use stadttor_audit::event::{EntryBuilder, Event, Outcome};
 use stadttor_policies::{
     AccessRequest, Authorizer, DecisionRecord, PolicyStore, StoreError, WatchEvent, WatchHandle,
     Workflow,
@@ -254,17 +254,15 @@ pub fn decide(
 }
 
 /// Adds a decision's attributes to an audit event.
-pub fn audit_attrs(ev: Event, route: &RouteAuthz, d: &DecisionRecord) -> Event {
+pub fn audit_attrs<'a>(
+    ev: EntryBuilder<'a>,
+    route: &'a RouteAuthz,
+    d: &DecisionRecord,
+) -> EntryBuilder<'a> {
     ev.tenant(route.domain.as_str())
         .attr("authz_domain", route.domain.as_str())
-        .attr(
-            "authz_decision",
-            serde_json::to_value(d.decision).unwrap_or_default(),
-        )
-        .attr(
-            "authz_reason",
-            serde_json::to_value(d.reason).unwrap_or_default(),
-        )
+        .attr("authz_decision", d.decision.as_str())
+        .attr("authz_reason", d.reason.as_str())
         .attr("authz_line", d.line.unwrap_or(0))
         .attr("policy_version", d.version)
 }

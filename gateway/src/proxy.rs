@@ -268,7 +268,7 @@ async fn handle<'s>(
         } else {
             ("http.access", stadttor_audit::event::Outcome::Success)
         };
-        let mut event = crate::audit_event::request_event(
+        if let Err(e) = crate::audit_event::record_request(
             log,
             kind,
             outcome,
@@ -278,11 +278,8 @@ async fn handle<'s>(
             listener,
             conn.client_cert.as_ref().map(|c| c.subject.as_str()),
             verified.identity.as_ref(),
-        );
-        if let Some((z, d)) = &decision {
-            event = crate::policy::audit_attrs(event, z, d);
-        }
-        if let Err(e) = log.record(&event) {
+            decision.as_ref().map(|(z, d)| (&**z, d)),
+        ) {
             if cfg.audit == AuditMode::Required {
                 return Err(fail(GatewayError::AuditUnavailable(e.to_string())));
             }

@@ -54,6 +54,16 @@ pub enum Decision {
     Deny,
 }
 
+impl Decision {
+    /// The name used in JSON and audit events (`allow`, `deny`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
 impl Default for Decision {
     /// Fail closed: no policy means deny.
     fn default() -> Self {

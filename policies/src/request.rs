@@ -126,6 +126,20 @@ pub enum Reason {
     EngineError,
 }
 
+impl Reason {
+    /// The name used in JSON and audit events (`allowed_by_rule`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AllowedByRule => "allowed_by_rule",
+            Self::DeniedByRule => "denied_by_rule",
+            Self::NoMatchingRule => "no_matching_rule",
+            Self::NoIdentity => "no_identity",
+            Self::NoPolicy => "no_policy",
+            Self::EngineError => "engine_error",
+        }
+    }
+}
+
 /// The answer to one [`AccessRequest`], as data for the audit event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionRecord {

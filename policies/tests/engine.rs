@@ -340,6 +340,24 @@ fn custom_model_runs_on_casbin() {
 }
 
 #[test]
+fn names_match_their_json() {
+    use stadttor_policies::Reason as R;
+    for d in [Decision::Allow, Decision::Deny] {
+        assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+    }
+    for r in [
+        R::AllowedByRule,
+        R::DeniedByRule,
+        R::NoMatchingRule,
+        R::NoIdentity,
+        R::NoPolicy,
+        R::EngineError,
+    ] {
+        assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+    }
+}
+
+#[test]
 fn casbin_builtins_with_bad_patterns_deny_instead_of_panicking() {
     // casbin's own regexMatch/keyMatch2..5 unwrap the regex built from a
     // policy field; a typo in an officer's rule used to panic at decision

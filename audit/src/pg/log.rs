@@ -118,8 +118,8 @@ impl PgLog {
 impl Storage for PgStore {
     type Error = PgError;
 
-    fn commit(&mut self, entries: &[Vec<u8>]) -> Result<u64, PgError> {
-        self.append_batch(entries)
+    fn commit(&mut self, entries: Vec<Vec<u8>>) -> Result<u64, PgError> {
+        self.append_batch(&entries)
     }
 
     fn prepare(&mut self, need: u64) -> Result<Option<Checkpoint>, PgError> {
