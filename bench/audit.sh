@@ -12,8 +12,27 @@ cargo build --release -q -p stadttor-gateway
 BIN=$CARGO_TARGET_DIR/release/stadttor
 W=$(mktemp -d /tmp/stadttor-audit-bench.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; [[ -f $W/nginx.pid ]] && nginx -c "$W/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$W"; }
+cleanup() {
+  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  [[ -f $W/nginx.pid ]] && nginx -c "$W/nginx.conf" -s stop 2>/dev/null || true
+  mountpoint -q "$W/fs" && umount "$W/fs"
+  rm -rf "$W"
+}
 trap cleanup EXIT
+# The log goes to a fresh ext4 file system with a journal (mkfs.ext4
+# defaults, as on an installed appliance's /var/lib), loop-mounted. This
+# VM's root file system is ext4 *without* a journal, where every file
+# creation scans the recently deleted inodes (the kernel's
+# find_inode_bit/recently_deleted, only done without a journal): after a
+# few bench runs had deleted their logs, creating one tile file cost
+# milliseconds and tripled the writer's CPU. AUDIT_FS=plain keeps the log
+# under $W instead.
+LOG_ROOT=$W
+if [[ ${AUDIT_FS:-ext4} == ext4 ]]; then
+  truncate -s 2G "$W/fs.img"; mkfs.ext4 -q -F "$W/fs.img"; mkdir "$W/fs"
+  if mount -o loop "$W/fs.img" "$W/fs" 2>/dev/null; then LOG_ROOT=$W/fs
+  else echo "WARNING: cannot loop-mount an ext4 image; the log stays on $(df --output=fstype "$W" | tail -n1) under $W" >&2; fi
+fi
 cat > "$W/nginx.conf" <<NGX
 worker_processes 1; pid $W/nginx.pid; error_log $W/error.log;
 events { worker_connections 1024; }
@@ -42,7 +61,7 @@ CFG
 base > "$W/off.toml"
 { base; cat <<CFG
 [audit]
-dir = "$W/auditlog"
+dir = "$LOG_ROOT/auditlog"
 origin = "bench/audit"
 key = "file:$W/pki/audit-ed25519.key"
 pseudonym_key_file = "$W/pki/audit-pseudonym.key"
@@ -56,7 +75,7 @@ printf '| round | off req/s (CPU µs/req) | on req/s (CPU µs/req) | on/off |\n|
 for r in $(seq 1 "$ROUNDS"); do
   declare -A rps=()
   for mode in off on; do
-    rm -rf "$W/auditlog"
+    rm -rf "$LOG_ROOT/auditlog"
     taskset -c 0 "$BIN" serve --config "$W/$mode.toml" >/dev/null 2>"$W/$mode.err" & pid=$!; pids+=("$pid")
     sleep 1
     if [[ -n ${PERF:-} && $r == 1 ]]; then  # profile both modes once: PERF=prefix -> prefix-off.txt, prefix-on.txt
@@ -65,7 +84,7 @@ for r in $(seq 1 "$ROUNDS"); do
       taskset -c 1 wrk -t1 -c50 -d4s https://127.0.0.1:18443/ >/dev/null
       wait "$perfpid" || true
       { perf report -q -i "$W/perf-$mode.data" --no-children -g none --sort comm --stdio 2>/dev/null | grep "%" || true
-        perf report -q -i "$W/perf-$mode.data" --no-children -g none --sort comm,symbol --stdio 2>/dev/null | grep "%" | head -80 || true
+        perf report -q -i "$W/perf-$mode.data" --no-children -g none --sort comm,symbol --stdio 2>/dev/null | grep "%" | head -300 || true
       } | sed 's/ *$//' > "$PERF-$mode.txt"
     fi
     t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")

@@ -412,11 +412,9 @@ impl<'a> EntryBuilder<'a> {
         push_uint(&mut out, u64::from(SCHEMA_VERSION));
         out.extend_from_slice(b",\"time\":\"");
         let (secs, millis) = self.time.unwrap_or_else(now);
-        let mut time = String::with_capacity(24);
-        push_rfc3339(&mut time, secs, millis);
-        out.extend_from_slice(time.as_bytes());
+        push_time(&mut out, secs, millis);
         out.extend_from_slice(b"\",\"kind\":");
-        serde_json::to_writer(&mut out, self.kind)?;
+        push_json_str(&mut out, self.kind)?;
         out.extend_from_slice(b",\"outcome\":");
         serde_json::to_writer(&mut out, &self.outcome)?;
         for (name, value) in [
@@ -430,7 +428,7 @@ impl<'a> EntryBuilder<'a> {
                 out.push(b'"');
                 out.extend_from_slice(name.as_bytes());
                 out.extend_from_slice(b"\":");
-                serde_json::to_writer(&mut out, v)?;
+                push_json_str(&mut out, v)?;
             }
         }
         let mut first = true;
@@ -440,10 +438,10 @@ impl<'a> EntryBuilder<'a> {
             }
             out.extend_from_slice(if first { b",\"attrs\":{" } else { b"," });
             first = false;
-            serde_json::to_writer(&mut out, key)?;
+            push_json_str(&mut out, key)?;
             out.push(b':');
             match value {
-                AttrValue::Str(s) => serde_json::to_writer(&mut out, s)?,
+                AttrValue::Str(s) => push_json_str(&mut out, s)?,
                 AttrValue::Uint(n) => push_uint(&mut out, *n),
             }
         }
@@ -456,6 +454,48 @@ impl<'a> EntryBuilder<'a> {
         }
         Ok(out)
     }
+}
+
+/// Appends `s` as a JSON string: as is when nothing needs escaping (the
+/// usual route names, methods and ids), else through serde_json.
+fn push_json_str(out: &mut Vec<u8>, s: &str) -> Result<(), EventError> {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        Ok(serde_json::to_writer(out, s)?)
+    }
+}
+
+/// Appends the RFC 3339 time; the date and time up to the second are
+/// formatted once per second and thread.
+fn push_time(out: &mut Vec<u8>, secs: u64, millis: u32) {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            let mut t = String::with_capacity(24);
+            push_rfc3339(&mut t, secs, 0);
+            t.truncate(19); // YYYY-MM-DDTHH:MM:SS
+            *last = (secs, t);
+        }
+        out.extend_from_slice(last.1.as_bytes());
+    });
+    let m = millis.min(999);
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (m / 100) as u8,
+        b'0' + (m / 10 % 10) as u8,
+        b'0' + (m % 10) as u8,
+        b'Z',
+    ]);
 }
 
 fn push_uint(out: &mut Vec<u8>, mut n: u64) {
@@ -483,6 +523,12 @@ mod tests {
         assert_eq!(rfc3339(1_795_666_440, 123), "2026-11-26T04:14:00.123Z");
         assert_eq!(rfc3339(253_402_300_799, 999), "9999-12-31T23:59:59.999Z");
         assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        // The per-second cache of push_time follows the seconds.
+        for (secs, millis) in [(5, 1), (5, 999), (6, 0), (1_795_666_440, 123), (5, 42)] {
+            let mut out = Vec::new();
+            push_time(&mut out, secs, millis);
+            assert_eq!(String::from_utf8(out).unwrap(), rfc3339(secs, millis));
+        }
     }
 
     #[test]

@@ -204,6 +204,15 @@ pub(crate) struct TileWriter {
     rewritten: u64,
     /// Scratch for [`TileWriter::push_leaf`].
     done: Vec<(u8, u64, Hash)>,
+    /// The directory holds only what this writer wrote (set after
+    /// recovery): full tiles are written without first reading what is
+    /// there, and only partial tiles this writer made are removed. Until
+    /// then every write checks the file system.
+    trusted: bool,
+    /// Full tiles (relative paths) whose partial versions this writer wrote.
+    partials: std::collections::HashSet<String>,
+    /// The directory the last full tile went to (it exists).
+    last_dir: Option<PathBuf>,
 }
 
 /// The log's files, owned by one writer.
@@ -366,6 +375,9 @@ impl Store {
         report.checkpoint_size = store.published.as_ref().map_or(0, |p| p.0);
         report.unpublished = report.entries - report.checkpoint_size;
         report.tiles_rewritten = store.tiles.rewritten;
+        // Recovery has made every tile right; from here on this writer
+        // knows what it wrote.
+        store.tiles.trusted = true;
         Ok((store, report))
     }
 
@@ -474,6 +486,9 @@ impl TileWriter {
             tree: TreeState::default(),
             rewritten: 0,
             done: Vec::new(),
+            trusted: false,
+            partials: std::collections::HashSet::new(),
+            last_dir: None,
         }
     }
 
@@ -532,7 +547,26 @@ impl TileWriter {
 
     /// Writes a full tile and removes its partial versions.
     fn write_full(&mut self, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.ensure(rel, bytes)?;
+        if self.trusted {
+            // The hot path: about one bundle per 256 entries. A full tile
+            // is new (only recovery can meet an existing one), its
+            // directory usually made already, its partials known.
+            let path = self.dir.join(rel);
+            if let Some(parent) = path.parent() {
+                if self.last_dir.as_deref() != Some(parent) {
+                    fs::create_dir_all(parent).map_err(io_err(parent))?;
+                    self.last_dir = Some(parent.to_owned());
+                }
+            }
+            let tmp = tmp_path(&path);
+            fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            if !self.partials.remove(rel) {
+                return Ok(());
+            }
+        } else {
+            self.ensure(rel, bytes)?;
+        }
         let partial_dir = self.dir.join(format!("{rel}.p"));
         match fs::remove_dir_all(&partial_dir) {
             Ok(()) => Ok(()),
@@ -549,6 +583,8 @@ impl TileWriter {
             let bytes = tiles::encode_bundle(self.tree.bundle.iter().map(Vec::as_slice))
                 .ok_or(StoreError::EntryTooLarge(tiles::MAX_ENTRY_LEN + 1))?;
             self.ensure(&tiles::entries_path(size / TILE_WIDTH, w), &bytes)?;
+            self.partials
+                .insert(tiles::entries_path(size / TILE_WIDTH, 0));
         }
         for tl in 0..self.tree.tiles.len() {
             let hashes = &self.tree.tiles[tl];
@@ -560,6 +596,7 @@ impl TileWriter {
             let bytes: Vec<u8> = hashes.concat();
             let w = hashes.len() as u64;
             self.ensure(&tiles::tile_path(level, n, w), &bytes)?;
+            self.partials.insert(tiles::tile_path(level, n, 0));
         }
         Ok(())
     }
