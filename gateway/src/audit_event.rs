@@ -199,6 +199,27 @@ impl AuditLog {
         let _ = self.record(&ev);
     }
 
+    /// Records one `key.use` event per key used since the last report
+    /// (outcome `failure` when the key had failed requests), best effort.
+    pub fn key_use(&self, uses: &[crate::keys::KeyUse]) {
+        for u in uses {
+            let outcome = if u.failures > 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            let ev = EntryBuilder::new("key.use", outcome)
+                .target(&u.reference)
+                .attr("backend", u.backend)
+                .attr("signatures", u.signatures)
+                .attr("failures", u.failures)
+                .attr("rejected", u.rejected);
+            if let Ok(entry) = ev.to_entry() {
+                let _ = self.record_entry(entry);
+            }
+        }
+    }
+
     /// Signs a final checkpoint and stops the writer.
     pub fn close(&self, timeout: Duration) {
         if let Err(e) = self.log.flush(timeout) {

@@ -154,6 +154,12 @@ pub mod raw {
         pub checkpoint_period: Duration,
         #[serde(default = "default_audit_queue")]
         pub queue_capacity: usize,
+        #[serde(default = "default_key_use_interval", with = "duration")]
+        pub key_use_interval: Duration,
+    }
+
+    fn default_key_use_interval() -> Duration {
+        Duration::from_secs(60)
     }
 
     fn default_checkpoint_period() -> Duration {
@@ -393,6 +399,8 @@ pub struct Audit {
     pub checkpoint_period: Duration,
     /// Events that may wait for the writer before appends are refused.
     pub queue_capacity: usize,
+    /// How often `key.use` events summarise each key's signatures.
+    pub key_use_interval: Duration,
 }
 
 /// How a certificate's key signs TLS handshakes.
@@ -1251,6 +1259,14 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         if a.queue_capacity == 0 {
             issue("audit.queue_capacity".into(), "must be at least 1".into());
         }
+        if a.key_use_interval < Duration::from_secs(1)
+            || a.key_use_interval > Duration::from_secs(86_400)
+        {
+            issue(
+                "audit.key_use_interval".into(),
+                "must be between 1s and 24h".into(),
+            );
+        }
         let storage = match (&a.dir, &a.postgres_url) {
             (Some(d), None) => AuditStorage::Dir(abs(d)),
             (None, Some(url)) => {
@@ -1297,6 +1313,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             pseudonym_key_file: abs(&a.pseudonym_key_file),
             checkpoint_period: a.checkpoint_period,
             queue_capacity: a.queue_capacity,
+            key_use_interval: a.key_use_interval,
         }
     });
     if raw.audit.is_none() {

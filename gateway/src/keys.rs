@@ -6,15 +6,21 @@
 //! again: hardware keys are cached by reference for the life of the process.
 //! Software keys are re-read on every resolve, so a reload picks up a
 //! renewed key file.
+//!
+//! Key use reaches the audit log as periodic `key.use` events (signatures
+//! and failures per key since the last report, see
+//! [`Keys::usage_since_last_report`]) rather than one event per TLS
+//! handshake, which would double the log's volume for nothing an auditor
+//! can act on; document seals and delegations are audited one by one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use stadttor_hsm::{KeyRef, KeyStore, KeyStoreConfig, Protection, SigningKey};
+use stadttor_hsm::{KeyRef, KeyStatsSnapshot, KeyStore, KeyStoreConfig, Protection, SigningKey};
 
 /// Keys of the process.
 #[derive(Debug)]
@@ -22,6 +28,32 @@ pub struct Keys {
     store: KeyStore,
     hardware: Mutex<HashMap<String, Arc<dyn SigningKey>>>,
     seen: Mutex<Vec<Weak<dyn SigningKey>>>,
+    /// Each live key's counters at the last usage report.
+    reported: Mutex<Vec<(Weak<dyn SigningKey>, KeyStatsSnapshot)>>,
+}
+
+/// How much one key was used since the last report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    /// The key reference (`tpm:handle=…`, `pkcs11:…`, `file:…`).
+    pub reference: String,
+    /// `file`, `tpm`, `pkcs11` or `other`.
+    pub backend: &'static str,
+    /// Signatures made.
+    pub signatures: u64,
+    /// Failed signing requests (refusals included).
+    pub failures: u64,
+    /// Of those, refused at once because the device queue was full.
+    pub rejected: u64,
+}
+
+fn backend_name(k: &dyn SigningKey) -> &'static str {
+    match k.protection() {
+        Protection::Software => "file",
+        Protection::Tpm => "tpm",
+        Protection::Pkcs11 => "pkcs11",
+        _ => "other",
+    }
 }
 
 impl Keys {
@@ -31,7 +63,52 @@ impl Keys {
             store: KeyStore::new(config),
             hardware: Mutex::new(HashMap::new()),
             seen: Mutex::new(Vec::new()),
+            reported: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Use of every live key since the previous call (the first call:
+    /// since the key was opened), summed per key reference, keys without
+    /// use left out. A key replaced by a reload counts from zero; what an
+    /// old key did between the last report and its replacement is lost.
+    pub fn usage_since_last_report(&self) -> Vec<KeyUse> {
+        let live = self.live();
+        let Ok(mut reported) = self.reported.lock() else {
+            return Vec::new();
+        };
+        reported.retain(|(w, _)| w.strong_count() > 0);
+        let mut sums: BTreeMap<(String, &'static str), (u64, u64, u64)> = BTreeMap::new();
+        for k in &live {
+            let Some(now) = k.stats().map(stadttor_hsm::KeyStats::snapshot) else {
+                continue;
+            };
+            let weak = Arc::downgrade(k);
+            let last = match reported.iter_mut().find(|(w, _)| Weak::ptr_eq(w, &weak)) {
+                Some((_, last)) => std::mem::replace(last, now),
+                None => {
+                    reported.push((weak, now));
+                    KeyStatsSnapshot::default()
+                }
+            };
+            let e = sums
+                .entry((k.reference().to_owned(), backend_name(k.as_ref())))
+                .or_default();
+            e.0 += now.signatures.saturating_sub(last.signatures);
+            e.1 += now.failures.saturating_sub(last.failures);
+            e.2 += now.rejected.saturating_sub(last.rejected);
+        }
+        sums.into_iter()
+            .filter(|(_, (s, f, _))| *s + *f > 0)
+            .map(
+                |((reference, backend), (signatures, failures, rejected))| KeyUse {
+                    reference,
+                    backend,
+                    signatures,
+                    failures,
+                    rejected,
+                },
+            )
+            .collect()
     }
 
     /// The backend settings this store was opened with.
@@ -101,12 +178,7 @@ impl Collector for KeyCollector {
             .into_iter()
             .filter_map(|k| {
                 let s = k.stats()?.snapshot();
-                let backend = match k.protection() {
-                    Protection::Software => "file",
-                    Protection::Tpm => "tpm",
-                    Protection::Pkcs11 => "pkcs11",
-                    _ => "other",
-                };
+                let backend = backend_name(k.as_ref());
                 Some((
                     KeyLabels {
                         key: k.reference().to_owned(),

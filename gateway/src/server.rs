@@ -110,6 +110,18 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             stadttor_audit::event::Outcome::Success,
             None,
         );
+        if let Some(every) = state.config.audit.as_ref().map(|c| c.key_use_interval) {
+            let (a, keys) = (a.clone(), keys.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await; // the first tick is immediate
+                loop {
+                    tick.tick().await;
+                    a.key_use(&keys.usage_since_last_report());
+                }
+            });
+        }
     }
     let officers = crate::officer::Officers::new(&state.config)
         .map_err(|e| ConfigError {
@@ -285,6 +297,7 @@ impl Prepared {
             Err(_) => tracing::warn!("drain deadline passed; remaining connections are cut"),
         }
         if let Some(a) = &self.shared.audit {
+            a.key_use(&self.shared.keys.usage_since_last_report());
             a.lifecycle(
                 "gateway.stop",
                 stadttor_audit::event::Outcome::Success,

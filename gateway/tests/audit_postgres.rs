@@ -81,11 +81,23 @@ async fn two_gateways_share_one_unforked_log_in_postgresql() {
         .await
         .unwrap();
     let report = verify_dir(&out, &vkey).unwrap();
-    assert_eq!(report.entries, 2 + 20 + 2, "2 starts, 20 requests, 2 stops");
     let reader = LogReader::open(&out, &vkey).unwrap();
     let mut text = Vec::new();
     reader.export(&mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
+    let key_use = text
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"key.use\""))
+        .count() as u64;
+    assert!(
+        key_use >= 2,
+        "each gateway reports its keys' use on shutdown"
+    );
+    assert_eq!(
+        report.entries - key_use,
+        2 + 20 + 2,
+        "2 starts, 20 requests, 2 stops, besides key use"
+    );
     for id in &ids {
         assert!(
             text.contains(id.as_str()),

@@ -85,7 +85,6 @@ async fn audited_requests_are_in_the_signed_log_with_pseudonymous_subjects() {
 
     let log_dir = dir.path().join("audit");
     let report = verify_dir(&log_dir, &key).unwrap();
-    assert_eq!(report.entries, 8, "start + 6 requests + stop");
     let reader = LogReader::open(&log_dir, &key).unwrap();
     let mut out = Vec::new();
     reader.export(&mut out).unwrap();
@@ -94,8 +93,34 @@ async fn audited_requests_are_in_the_signed_log_with_pseudonymous_subjects() {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
         .collect();
+    assert_eq!(events.len() as u64, report.entries);
     assert_eq!(events.first().unwrap()["kind"], "gateway.start");
     assert_eq!(events.last().unwrap()["kind"], "gateway.stop");
+    // Key use is summarised per key on shutdown (and every
+    // `key_use_interval`): the TLS key signed the full handshakes, the
+    // audit key the checkpoints.
+    let key_use: Vec<_> = events.iter().filter(|e| e["kind"] == "key.use").collect();
+    let tls = key_use
+        .iter()
+        .find(|e| e["target"].as_str().unwrap().ends_with("server.key"))
+        .unwrap_or_else(|| panic!("no key.use for the TLS key: {key_use:?}"));
+    assert_eq!(tls["attrs"]["backend"], "file");
+    let tls_sigs = tls["attrs"]["signatures"].as_u64().unwrap();
+    assert!(
+        (2..=6).contains(&tls_sigs),
+        "one signature per full handshake: {tls}"
+    );
+    assert_eq!(tls["outcome"], "success");
+    let audit_key = key_use
+        .iter()
+        .find(|e| e["target"].as_str().unwrap().ends_with("audit-ed25519.der"))
+        .unwrap_or_else(|| panic!("no key.use for the audit key: {key_use:?}"));
+    assert!(audit_key["attrs"]["signatures"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        events.len() - key_use.len(),
+        8,
+        "start + 6 requests + stop, besides key use"
+    );
     let access: Vec<_> = events
         .iter()
         .filter(|e| e["kind"] == "http.access")
@@ -145,6 +170,60 @@ async fn audited_requests_are_in_the_signed_log_with_pseudonymous_subjects() {
     )
     .unwrap();
     assert!(verify_dir(&log_dir, &foreign).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_use_is_summarised_every_interval() {
+    let b = Backend::start("app").await;
+    let dir = TempDir::new("audit-key-use");
+    let pki = TestPki::new(&dir, "main", &[]);
+    let audit = format!("{}key_use_interval = \"1s\"\n", audit_toml(&dir));
+    let cfg = crate::config_text(&pki, b.addr, "", "", &audit);
+    let mut gw = Gateway::start(BIN, &dir, &cfg);
+    // Three full handshakes, one before and two after the first report.
+    let get = || async {
+        let c = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H1));
+        let r = client::get(c, gw.addr(), "localhost", Proto::H1, "/")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    };
+    get().await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    get().await;
+    get().await;
+    let key = verifier_key_from_logs(&gw.logs());
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).unwrap().success());
+    let reader = LogReader::open(&dir.path().join("audit"), &key).unwrap();
+    let mut out = Vec::new();
+    reader.export(&mut out).unwrap();
+    let events: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let tls: Vec<(usize, u64)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            e["kind"] == "key.use" && e["target"].as_str().unwrap().ends_with("server.key")
+        })
+        .map(|(i, e)| (i, e["attrs"]["signatures"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        tls.len() >= 2,
+        "a periodic report and the final one: {kinds:?}"
+    );
+    assert!(tls.iter().all(|(_, n)| *n > 0), "no empty reports: {tls:?}");
+    assert_eq!(tls.iter().map(|(_, n)| n).sum::<u64>(), 3, "{tls:?}");
+    let first_access = kinds.iter().position(|k| *k == "http.access").unwrap();
+    let second_access = kinds.iter().rposition(|k| *k == "http.access").unwrap();
+    assert!(
+        tls[0].0 > first_access && tls[0].0 < second_access,
+        "the periodic report lies between the requests: {kinds:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
