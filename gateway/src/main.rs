@@ -329,6 +329,9 @@ fn check(file: &std::path::Path) -> ExitCode {
     let result = config::load(file).and_then(|cfg| {
         let (l, r) = (cfg.listeners.len(), cfg.routes.len());
         let keys = stadttor_gateway::keys::Keys::new(cfg.keys.clone());
+        // The admin listener's certificates and keys too, not only the
+        // public listeners'.
+        stadttor_gateway::server::admin_tls_config(&cfg, &keys)?;
         State::build(cfg, &stadttor_gateway::metrics::Metrics::new(), &keys).map(|_| (l, r))
     });
     match result {

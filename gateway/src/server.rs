@@ -132,33 +132,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             }],
         })?
         .map(Arc::new);
-    let admin_tls = match &state.config.admin_tls {
-        None => None,
-        Some(t) => {
-            let l = config::Listener {
-                name: "admin".into(),
-                listen: state
-                    .config
-                    .admin
-                    .unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
-                tls: t.clone(),
-            };
-            let built = crate::tls::server_config(&l, 0, &keys).map_err(|issues| ConfigError {
-                file: state.config.path.clone(),
-                issues: issues
-                    .into_iter()
-                    .map(|i| config::Issue {
-                        key: i.key.replace("listeners[0]", "admin"),
-                        reason: i.reason,
-                    })
-                    .collect(),
-            })?;
-            // The admin listener speaks HTTP/1.1 only.
-            let mut c = (*built.config).clone();
-            c.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Some(Arc::new(c))
-        }
-    };
+    let admin_tls = admin_tls_config(&state.config, &keys)?;
     let mut sockets = Vec::new();
     let mut bound = Bound {
         listeners: Vec::new(),
@@ -222,6 +196,36 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
         bound,
         limits,
     })
+}
+
+/// The admin listener's TLS configuration (`[admin.tls]`), HTTP/1.1 only;
+/// errors name `admin.…` keys. Also used by `stadttor config check`.
+pub fn admin_tls_config(
+    config: &config::Config,
+    keys: &Arc<Keys>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+    let Some(t) = &config.admin_tls else {
+        return Ok(None);
+    };
+    let l = config::Listener {
+        name: "admin".into(),
+        listen: config.admin.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+        tls: t.clone(),
+    };
+    let built = crate::tls::server_config(&l, 0, keys).map_err(|issues| ConfigError {
+        file: config.path.clone(),
+        issues: issues
+            .into_iter()
+            .map(|i| config::Issue {
+                key: i.key.replace("listeners[0]", "admin"),
+                reason: i.reason,
+            })
+            .collect(),
+    })?;
+    // The admin listener speaks HTTP/1.1 only.
+    let mut c = (*built.config).clone();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(c)))
 }
 
 #[derive(Debug)]

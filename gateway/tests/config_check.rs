@@ -229,6 +229,45 @@ fn files_named_in_the_config_must_exist() {
 }
 
 #[test]
+fn the_admin_listeners_certificates_are_checked_too() {
+    let pki = Pki::new("check-admin-tls");
+    let admin_tls = "[[admin.tls.certificates]]\nchain = \"tls/server.pem\"\nkey = \"file:tls/server.key\"\n\n[[listeners]]";
+    let good = good_config(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .replacen("[[listeners]]", admin_tls, 1);
+    let file = pki.write_config(&good);
+    let run = config_check(&file);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    for (from, to, what) in [
+        (
+            "key = \"file:tls/server.key\"\n\n[[listeners]]",
+            "key = \"file:tls/other.key\"\n\n[[listeners]]",
+            "does not match",
+        ),
+        (
+            "chain = \"tls/server.pem\"\nkey = \"file:tls/server.key\"\n\n[[listeners]]",
+            "chain = \"tls/nope.pem\"\nkey = \"file:tls/server.key\"\n\n[[listeners]]",
+            "tls/nope.pem",
+        ),
+    ] {
+        assert!(good.contains(from));
+        let file = pki.write_config(&good.replacen(from, to, 1));
+        let run = config_check(&file);
+        assert_eq!(run.code, Some(EX_CONFIG), "{run:?}");
+        let lines = issue_lines(&run.stderr, &file);
+        assert_eq!(lines.len(), 1, "{}", run.stderr);
+        assert!(
+            lines[0].contains("key `admin.tls.certificates[0]`"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains(what), "{}", lines[0]);
+    }
+}
+
+#[test]
 fn a_missing_config_file_is_a_config_error() {
     let dir = TempDir::new("check-missing");
     let file = dir.path().join("nope.toml");
