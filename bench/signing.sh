@@ -156,7 +156,7 @@ for b in $BACKENDS; do
     perfpid=$!
     taskset -c 1 wrk -t1 -c50 -d4s "https://127.0.0.1:18543/httpsig/doc.json" >/dev/null
     wait "$perfpid" || true
-    perf report -q -i "$W/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^$' | head -60 > "$PERF" || true
+    perf report -q -i "$W/perf.data" --no-children -g none --sort symbol --stdio 2>/dev/null | grep '%' | sed 's/  *-  *-$//; s/ *$//' | head -120 > "$PERF" || true
   fi
   rows=()
   for r in $(seq 1 "$ROUNDS"); do
