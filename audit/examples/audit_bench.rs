@@ -85,7 +85,7 @@ fn main() {
                 let now = Instant::now();
                 match log.append(&ev) {
                     Ok(ticket) => {
-                        if n % 16 == 0 {
+                        if n.is_multiple_of(16) {
                             let _ = tx.send((ticket, now));
                         }
                         n += 1;

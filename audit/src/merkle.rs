@@ -98,7 +98,7 @@ fn range_hash<S: HashSource + ?Sized>(src: &S, lo: u64, hi: u64) -> Result<Hash,
     if n == 0 {
         return Ok(empty_root());
     }
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         return src.subtree(n.trailing_zeros() as u8, lo / n);
     }
     let k = largest_pow2_below(n);

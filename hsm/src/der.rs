@@ -119,7 +119,7 @@ pub(crate) fn ecdsa_sig(r: &[u8], s: &[u8]) -> Vec<u8> {
 /// DER `ECDSA-Sig-Value` from PKCS#11's fixed-width `r || s`.
 #[cfg(feature = "pkcs11")]
 pub(crate) fn ecdsa_sig_from_raw(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return None;
     }
     let (r, s) = raw.split_at(raw.len() / 2);

@@ -75,8 +75,12 @@ pub fn verifier(key: &Arc<dyn SigningKey>) -> VerifierKey {
 pub fn event(i: u64) -> Event {
     let p = Pseudonymiser::new(&[42; 32]).unwrap();
     Event::new(
-        if i % 3 == 0 { "authn.login" } else { "request" },
-        if i % 7 == 0 {
+        if i.is_multiple_of(3) {
+            "authn.login"
+        } else {
+            "request"
+        },
+        if i.is_multiple_of(7) {
             Outcome::Denied
         } else {
             Outcome::Success

@@ -92,7 +92,7 @@ fn spawn_normal_client(
         let mut out = Vec::new();
         let mut n = 0u32;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let (cfg, proto) = if n % 2 == 0 {
+            let (cfg, proto) = if n.is_multiple_of(2) {
                 (h1.clone(), Proto::H1)
             } else {
                 (h2.clone(), Proto::H2)
