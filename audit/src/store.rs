@@ -558,9 +558,7 @@ impl TileWriter {
                     self.last_dir = Some(parent.to_owned());
                 }
             }
-            let tmp = tmp_path(&path);
-            fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            replace_file(&path, bytes)?;
             if !self.partials.remove(rel) {
                 return Ok(());
             }
@@ -614,9 +612,7 @@ impl TileWriter {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        let tmp = tmp_path(&path);
-        fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        replace_file(&path, bytes)?;
         self.rewritten += 1;
         Ok(())
     }
@@ -640,6 +636,15 @@ fn open_append(path: &Path) -> Result<File, StoreError> {
         .append(true)
         .open(path)
         .map_err(io_err(path))
+}
+
+/// Replaces `path` with `bytes` via a temp file and a rename (readers see
+/// the old or the new file, never a partial one; not fsynced: tiles are
+/// rebuilt from the WAL on recovery).
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = tmp_path(path);
+    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 /// Writes `dir/name` via a temp file, fsyncs it, renames it into place and
