@@ -469,18 +469,15 @@ pub fn check_pades(pki: &Pki, dir: &TempDir, name: &str, signed: &[u8], with_ts:
         .unwrap()
         + 11;
     let end = pos + signed[pos..].iter().position(|c| *c == b'>').unwrap();
-    let hex = std::str::from_utf8(&signed[pos..end])
-        .unwrap()
-        .trim_end_matches('0');
-    let hex = if hex.len() % 2 == 1 {
-        format!("{hex}0")
-    } else {
-        hex.to_owned()
-    };
-    let der: Vec<u8> = (0..hex.len())
+    // The /Contents placeholder is zero-padded; the CMS ends where its
+    // outer DER length says (trimming trailing zeros would also cut a
+    // real final 0x00 byte).
+    let hex = std::str::from_utf8(&signed[pos..end]).unwrap();
+    let padded: Vec<u8> = (0..hex.len() - hex.len() % 2)
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
+    let der = padded[..der_len(&padded)].to_vec();
     std::fs::write(&cms_file, &der).unwrap();
     let (ok, printed) = run(Command::new("openssl")
         .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])
@@ -509,4 +506,19 @@ pub fn check_pades(pki: &Pki, dir: &TempDir, name: &str, signed: &[u8], with_ts:
     let (ok, out) = verify_py(&["pades", tfile.to_str().unwrap(), ca.to_str().unwrap()]);
     assert!(!ok, "pyHanko accepted tampered {name}: {out}");
     assert!(pades::verify_pdf(&tampered).is_err());
+}
+
+/// Total length (header + content) of the DER value at the start of `b`.
+fn der_len(b: &[u8]) -> usize {
+    assert_eq!(b[0], 0x30, "CMS starts with a SEQUENCE");
+    match b[1] {
+        n if n < 0x80 => 2 + n as usize,
+        n => {
+            let k = (n & 0x7f) as usize;
+            let len = b[2..2 + k]
+                .iter()
+                .fold(0usize, |a, x| (a << 8) | *x as usize);
+            2 + k + len
+        }
+    }
 }
