@@ -246,17 +246,21 @@ impl<T> HeadWatch<T> {
     /// Index just past the blank line ending the head (`\n\r\n` or `\n\n`)
     /// in `bytes`, carrying what it saw over to the next call.
     fn blank_line(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            i += 1;
             match b {
-                b'\n' if self.line_start => return Some(i + 1),
+                b'\n' if self.line_start => return Some(i),
+                b'\r' if self.line_start && !self.line_cr => self.line_cr = true,
                 b'\n' => {
                     self.line_start = true;
                     self.line_cr = false;
                 }
-                b'\r' if self.line_start && !self.line_cr => self.line_cr = true,
                 _ => {
+                    // Inside a line only its LF matters: jump there.
                     self.line_start = false;
                     self.line_cr = false;
+                    i += bytes[i..].iter().position(|&c| c == b'\n')?;
                 }
             }
         }

@@ -173,15 +173,107 @@ async fn both_content_length_and_transfer_encoding(s: &Setup, b: &Backend) {
             Duration::from_secs(3),
         )
         .await;
-        let statuses: Vec<&str> = out
-            .match_indices("HTTP/1.1 ")
-            .map(|(i, _)| &out[i + 9..i + 12])
-            .collect();
         let mut expected = vec!["200"; answered_before];
         expected.push("400");
-        assert_eq!(statuses, expected, "{case}: {out}");
+        assert_eq!(statuses(&out), expected, "{case}: {out}");
         assert!(!out.contains("/smuggled"), "{case}: {out}");
         assert!(closed, "{case}: connection must be closed");
         assert_eq!(b.requests(), before + answered_before, "{case}: upstream reached");
     }
+}
+
+/// The status codes of the responses in `out`, in order.
+fn statuses(out: &str) -> Vec<&str> {
+    out.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| out.get(i + 9..i + 12))
+        .collect()
+}
+
+/// Both `Content-Length` and `Transfer-Encoding` on a request that follows,
+/// on the same keep-alive connection, a request WITH a body: the head
+/// watcher must find the second head behind the first body. `first` is a
+/// request to `/upload` with an 11-byte body; it is answered normally, the
+/// smuggling attempt gets 400 and the connection is closed.
+async fn expect_refused_after(case: &str, first: &str) {
+    let b = Backend::start("app").await;
+    let s = Setup::start(b.addr, "", "", "");
+    let raw = format!(
+        "{first}POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"
+    );
+    let (out, closed) = client::raw_exchange(
+        s.client(Proto::H1),
+        s.gw.addr(),
+        "localhost",
+        raw.as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(statuses(&out), ["200", "400"], "{case}: {out}");
+    assert!(
+        out.contains("\r\n\r\n11HTTP/1.1 400"),
+        "{case}: the upload's answer: {out}"
+    );
+    assert!(!out.contains("/smuggled"), "{case}: {out}");
+    assert!(closed, "{case}: connection must be closed");
+    assert_eq!(
+        b.requests(),
+        1,
+        "{case}: only the upload reaches the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cl_te_after_a_request_with_a_content_length_body_is_refused() {
+    expect_refused_after(
+        "after a Content-Length body",
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\n\r\nhello world",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cl_te_after_a_chunked_request_is_refused() {
+    expect_refused_after(
+        "after a chunked body",
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n",
+    )
+    .await;
+}
+
+/// No false positives: a keep-alive sequence of requests with a
+/// `Content-Length` body, a chunked body (extensions, trailers), no body
+/// and an empty body is answered request by request, even when the bodies
+/// contain what looks like a head with both framing headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_requests_with_bodies_are_answered_normally() {
+    let b = Backend::start("app").await;
+    let s = Setup::start(b.addr, "", "", "");
+    let fake = "GET /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let raw = format!(
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {cl}\r\n\r\n\r\n{fake}\
+         POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+         3;a=b\r\nabc\r\n{size:x}\r\n{fake}\r\n0\r\nX-Trailer: t\r\n\r\n\
+         GET /plain HTTP/1.1\r\nHost: localhost\r\n\r\n\
+         POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n\
+         POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        cl = fake.len() + 2,
+        size = fake.len(),
+    );
+    let (out, closed) = client::raw_exchange(
+        s.client(Proto::H1),
+        s.gw.addr(),
+        "localhost",
+        raw.as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(statuses(&out), ["200"; 5], "{out}");
+    let upload = |n: usize| format!("\r\n\r\n{n}HTTP/1.1 200");
+    for n in [fake.len() + 2, fake.len() + 3, 0] {
+        assert!(out.contains(&upload(n)), "upload of {n} bytes: {out}");
+    }
+    assert!(out.ends_with("\r\n\r\n5"), "{out}");
+    assert!(closed, "Connection: close is honoured");
+    assert_eq!(b.requests(), 5);
 }
