@@ -3,7 +3,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `init --officers A,B [--from DIR]` | first version of an empty store (the embedded default, or DIR, plus the officers), recorded as bootstrap |
+//! | `init --officers A,B [--officer DN]… [--from DIR]` | first version of an empty store (the embedded default, or DIR, plus the officers), recorded as bootstrap |
 //! | `test [DIR]` | runs the tests table of DIR (or of the active version); every failing row is printed |
 //! | `explain --subject … --domain … --path … --method …` | which rule allowed or denied a request |
 //! | `diff A B` | what changed between two versions, proposals or directories |
@@ -68,8 +68,12 @@ pub enum PolicyCommand {
     Init {
         /// At least two officers (names as the policy knows them, e.g. the
         /// e-mail claim), comma separated.
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required_unless_present = "officer")]
         officers: Vec<String>,
+        /// One officer whose name contains a comma (a certificate DN);
+        /// repeatable, adds to `--officers`.
+        #[arg(long)]
+        officer: Vec<String>,
         /// A directory with model.conf, policy.csv, tests.csv instead of the default.
         #[arg(long)]
         from: Option<PathBuf>,
@@ -336,11 +340,13 @@ pub fn run(
     match cmd {
         PolicyCommand::Init {
             officers,
+            officer,
             from,
             author,
         } => {
             let names: Vec<&str> = officers
                 .iter()
+                .chain(&officer)
                 .map(|s| s.trim())
                 .filter(|s| !s.is_empty())
                 .collect();

@@ -162,3 +162,55 @@ fn init_test_explain_export_diff_and_history() {
         "{text}"
     );
 }
+
+#[test]
+fn officers_named_by_certificate_dn() {
+    // A DN has commas: `--officer` takes one name whole, the policy
+    // quotes it, and four eyes work between the two DNs.
+    const A: &str = "CN=Anna Beispiel,OU=Amt 10,O=Stadt Musterstadt,C=DE";
+    const B: &str = "CN=Bernd Muster,OU=Amt 10,O=Stadt Musterstadt,C=DE";
+    let t = TempDir::new("policy-cli");
+    let store = format!("file:{}", t.path().join("store").display());
+    let o = run(&["--store", &store, "init", "--officer", A, "--officer", B]);
+    assert!(o.status.success(), "{}", out(&o));
+    let work = t.path().join("work");
+    let o = run(&["--store", &store, "export", "--to", work.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", out(&o));
+    let mut policy = std::fs::read_to_string(work.join("policy.csv")).unwrap();
+    assert!(
+        policy.contains(&format!("g, \"{A}\", officer, stadttor-admin\n")),
+        "{policy}"
+    );
+    policy.push_str("p, *, musterstadt, /bibliothek/*, GET, low, *, *, allow\n");
+    std::fs::write(work.join("policy.csv"), policy).unwrap();
+    let o = run(&[
+        "--store",
+        &store,
+        "propose",
+        "--author",
+        A,
+        "--from",
+        work.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let id = out(&o)
+        .split_whitespace()
+        .nth(1)
+        .expect("proposal id")
+        .to_owned();
+    // Self-approval by the same DN is refused; the first RDN alone is no officer.
+    let o = run(&["--store", &store, "approve", &id, "--officer", A]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    let o = run(&[
+        "--store",
+        &store,
+        "approve",
+        &id,
+        "--officer",
+        "CN=Bernd Muster",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    let o = run(&["--store", &store, "approve", &id, "--officer", B]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("version 2 is active"), "{}", out(&o));
+}

@@ -49,7 +49,10 @@ fn norm_lines(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.split(',').map(str::trim).collect::<Vec<_>>().join(", "))
+        .map(|l| match crate::csv::split_fields(l) {
+            Ok(f) => crate::csv::join_fields(f),
+            Err(_) => l.to_owned(),
+        })
         .collect()
 }
 

@@ -355,14 +355,13 @@ fn policy_lines<'a>(policy: &'a str, problems: &mut Vec<Problem>) -> Vec<Line<'a
         if text.is_empty() || text.starts_with('#') {
             continue;
         }
-        if text.contains('"') {
-            problems.push(Problem::policy(
-                i + 1,
-                "quoted fields are not supported".into(),
-            ));
-            continue;
-        }
-        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+        let fields = match crate::csv::split_fields(text) {
+            Ok(f) => f,
+            Err(e) => {
+                problems.push(Problem::policy(i + 1, e));
+                continue;
+            }
+        };
         if let Some(pos) = fields.iter().position(|f| f.is_empty()) {
             problems.push(Problem::policy(
                 i + 1,
@@ -838,9 +837,16 @@ fn casbin_engine(
     if problems.len() > before {
         return None;
     }
+    // casbin gets the lines as this module split them, written back in
+    // the one form its reader takes the same way (quotes only where
+    // needed, none followed by spaces).
+    let text: String = lines
+        .iter()
+        .map(|l| crate::csv::join_fields(l.fields.iter().copied()) + "\n")
+        .collect();
     let built = block_on(async {
         let m = DefaultModel::from_str(&set.model).await?;
-        let mut e = Enforcer::new(m, StringAdapter::new(set.policy.clone())).await?;
+        let mut e = Enforcer::new(m, StringAdapter::new(text)).await?;
         e.add_function("pathMatch", OperatorFunction::Arg2(casbin_fns::path_match));
         e.add_function(
             "methodMatch",

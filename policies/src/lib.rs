@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authorizer;
+mod csv;
 pub mod diff;
 pub mod engine;
 pub mod error;

@@ -54,8 +54,8 @@ impl PolicySet {
             self.policy.push('\n');
         }
         for n in names {
-            self.policy
-                .push_str(&format!("g, {n}, {OFFICER_ROLE}, {ADMIN_DOMAIN}\n"));
+            let line = crate::csv::join_fields([*n, OFFICER_ROLE, ADMIN_DOMAIN]);
+            self.policy.push_str(&format!("g, {line}\n"));
         }
         self
     }
@@ -123,7 +123,13 @@ pub fn parse_tests(text: &str) -> Result<Vec<PolicyTest>, PolicyError> {
         if l.is_empty() || l.starts_with('#') {
             continue;
         }
-        let cells: Vec<&str> = l.split(',').map(str::trim).collect();
+        let cells = match crate::csv::split_fields(l) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(Problem::tests(line, e));
+                continue;
+            }
+        };
         let Some(cols) = &header else {
             let mut cols = Vec::new();
             for c in &cells {
