@@ -14,7 +14,8 @@
 //! can act on; document seals and delegations are audited one by one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -27,9 +28,35 @@ use stadttor_hsm::{KeyRef, KeyStatsSnapshot, KeyStore, KeyStoreConfig, Protectio
 pub struct Keys {
     store: KeyStore,
     hardware: Mutex<HashMap<String, Arc<dyn SigningKey>>>,
-    seen: Mutex<Vec<Weak<dyn SigningKey>>>,
-    /// Each live key's counters at the last usage report.
-    reported: Mutex<Vec<(Weak<dyn SigningKey>, KeyStatsSnapshot)>>,
+    /// Every key in use, and each one's counters at the last usage report.
+    /// Held strongly: a key nobody else holds any more (replaced by a
+    /// reload, a rotated leaf) stays here until a report has counted its
+    /// last signatures, then goes.
+    tracked: Mutex<Vec<Tracked>>,
+    /// Whether usage reports are being made (else nothing waits for a
+    /// dropped key's last counters).
+    reporting: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    key: Arc<dyn SigningKey>,
+    reported: KeyStatsSnapshot,
+}
+
+impl Tracked {
+    /// Whether anyone but this list still holds the key.
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.key) > 1
+    }
+
+    /// Whether the key was used since the last report.
+    fn unreported(&self) -> bool {
+        self.key.stats().is_some_and(|s| {
+            let now = s.snapshot();
+            now.signatures != self.reported.signatures || now.failures != self.reported.failures
+        })
+    }
 }
 
 /// How much one key was used since the last report.
@@ -62,41 +89,35 @@ impl Keys {
         Arc::new(Self {
             store: KeyStore::new(config),
             hardware: Mutex::new(HashMap::new()),
-            seen: Mutex::new(Vec::new()),
-            reported: Mutex::new(Vec::new()),
+            tracked: Mutex::new(Vec::new()),
+            reporting: AtomicBool::new(false),
         })
     }
 
-    /// Use of every live key since the previous call (the first call:
-    /// since the key was opened), summed per key reference, keys without
-    /// use left out. A key replaced by a reload counts from zero; what an
-    /// old key did between the last report and its replacement is lost.
+    /// Use of every key since the previous call (the first call: since
+    /// the key was opened), summed per key reference, keys without use
+    /// left out. A key that a reload replaced is counted up to its last
+    /// signature: it is kept until this report, then let go.
     pub fn usage_since_last_report(&self) -> Vec<KeyUse> {
-        let live = self.live();
-        let Ok(mut reported) = self.reported.lock() else {
+        self.reporting.store(true, Ordering::Relaxed);
+        let Ok(mut tracked) = self.tracked.lock() else {
             return Vec::new();
         };
-        reported.retain(|(w, _)| w.strong_count() > 0);
         let mut sums: BTreeMap<(String, &'static str), (u64, u64, u64)> = BTreeMap::new();
-        for k in &live {
-            let Some(now) = k.stats().map(stadttor_hsm::KeyStats::snapshot) else {
+        for t in tracked.iter_mut() {
+            let Some(now) = t.key.stats().map(stadttor_hsm::KeyStats::snapshot) else {
                 continue;
             };
-            let weak = Arc::downgrade(k);
-            let last = match reported.iter_mut().find(|(w, _)| Weak::ptr_eq(w, &weak)) {
-                Some((_, last)) => std::mem::replace(last, now),
-                None => {
-                    reported.push((weak, now));
-                    KeyStatsSnapshot::default()
-                }
-            };
+            let last = std::mem::replace(&mut t.reported, now);
             let e = sums
-                .entry((k.reference().to_owned(), backend_name(k.as_ref())))
+                .entry((t.key.reference().to_owned(), backend_name(t.key.as_ref())))
                 .or_default();
             e.0 += now.signatures.saturating_sub(last.signatures);
             e.1 += now.failures.saturating_sub(last.failures);
             e.2 += now.rejected.saturating_sub(last.rejected);
         }
+        // Counted to the end: nobody else can sign with these any more.
+        tracked.retain(Tracked::in_use);
         sums.into_iter()
             .filter(|(_, (s, f, _))| *s + *f > 0)
             .map(
@@ -144,18 +165,25 @@ impl Keys {
         Ok(k)
     }
 
-    /// Registers a key (e.g. a short-lived leaf) for the metrics.
+    /// Registers a key (e.g. a short-lived leaf) for the metrics and the
+    /// usage reports.
     pub fn track(&self, key: &Arc<dyn SigningKey>) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.retain(|w| w.strong_count() > 0);
-            seen.push(Arc::downgrade(key));
+        let reporting = self.reporting.load(Ordering::Relaxed);
+        if let Ok(mut tracked) = self.tracked.lock() {
+            // Keys nobody holds go now unless a report still has to count
+            // their last signatures.
+            tracked.retain(|t| t.in_use() || (reporting && t.unreported()));
+            tracked.push(Tracked {
+                key: key.clone(),
+                reported: KeyStatsSnapshot::default(),
+            });
         }
     }
 
     fn live(&self) -> Vec<Arc<dyn SigningKey>> {
-        self.seen
+        self.tracked
             .lock()
-            .map(|s| s.iter().filter_map(Weak::upgrade).collect())
+            .map(|t| t.iter().map(|t| t.key.clone()).collect())
             .unwrap_or_default()
     }
 }
@@ -172,22 +200,28 @@ pub struct KeyCollector(pub Arc<Keys>);
 
 impl Collector for KeyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let keys: Vec<_> = self
-            .0
-            .live()
-            .into_iter()
-            .filter_map(|k| {
-                let s = k.stats()?.snapshot();
-                let backend = backend_name(k.as_ref());
-                Some((
-                    KeyLabels {
-                        key: k.reference().to_owned(),
-                        backend: backend.to_owned(),
-                    },
-                    s,
-                ))
-            })
-            .collect();
+        // One series per key reference: a file key re-read by a reload (or
+        // named twice in the config) is one key to the operator.
+        let mut keys: Vec<(KeyLabels, KeyStatsSnapshot)> = Vec::new();
+        for k in self.0.live() {
+            let Some(s) = k.stats().map(stadttor_hsm::KeyStats::snapshot) else {
+                continue;
+            };
+            let labels = KeyLabels {
+                key: k.reference().to_owned(),
+                backend: backend_name(k.as_ref()).to_owned(),
+            };
+            match keys.iter_mut().find(|(l, _)| *l == labels) {
+                Some((_, sum)) => {
+                    sum.signatures += s.signatures;
+                    sum.failures += s.failures;
+                    sum.rejected += s.rejected;
+                    sum.queue_depth += s.queue_depth;
+                    sum.total_latency += s.total_latency;
+                }
+                None => keys.push((labels, s)),
+            }
+        }
         type Get = fn(&stadttor_hsm::KeyStatsSnapshot) -> u64;
         let counters: [(&str, &str, Get); 3] = [
             ("key_signatures", "Signatures made, by key", |s| {
@@ -231,5 +265,76 @@ impl Collector for KeyCollector {
                 .encode(family.encode_family(labels)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stadttor_hsm::Algorithm;
+
+    fn key_file(name: &str) -> KeyRef {
+        let path = std::env::temp_dir().join(format!(
+            "stadttor-keys-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let key = KeyRef::File(path);
+        KeyStore::new(KeyStoreConfig::default())
+            .generate(&key, Algorithm::EcdsaP256Sha256)
+            .unwrap();
+        key
+    }
+
+    fn signatures(uses: &[KeyUse]) -> Vec<(String, u64)> {
+        uses.iter()
+            .map(|u| (u.reference.clone(), u.signatures))
+            .collect()
+    }
+
+    #[test]
+    fn a_key_replaced_by_a_reload_is_counted_to_its_last_signature() {
+        let keys = Keys::new(KeyStoreConfig::default());
+        let r = key_file("reload");
+        let name = r.to_string();
+        let old = keys.resolve(&r).unwrap();
+        for _ in 0..3 {
+            old.sign(b"x").unwrap();
+        }
+        assert_eq!(
+            signatures(&keys.usage_since_last_report()),
+            [(name.clone(), 3)]
+        );
+
+        // A reload re-reads the file: a new key object; the old one signs
+        // a little longer (a handshake in flight) and is then dropped.
+        let new = keys.resolve(&r).unwrap();
+        old.sign(b"x").unwrap();
+        old.sign(b"x").unwrap();
+        drop(old);
+        new.sign(b"x").unwrap();
+        assert_eq!(
+            signatures(&keys.usage_since_last_report()),
+            [(name.clone(), 3)],
+            "2 by the replaced key + 1 by the new one"
+        );
+        // Counted to the end, the old key is let go.
+        assert_eq!(keys.live().len(), 1);
+        assert!(keys.usage_since_last_report().is_empty());
+        std::fs::remove_file(r.to_string().trim_start_matches("file:")).unwrap();
+    }
+
+    #[test]
+    fn without_usage_reports_dropped_keys_are_not_kept() {
+        let keys = Keys::new(KeyStoreConfig::default());
+        let r = key_file("noreport");
+        for _ in 0..5 {
+            let k = keys.resolve(&r).unwrap();
+            k.sign(b"x").unwrap();
+        }
+        // Only the last one resolved may linger until the next resolve.
+        assert_eq!(keys.live().len(), 1);
+        std::fs::remove_file(r.to_string().trim_start_matches("file:")).unwrap();
     }
 }
