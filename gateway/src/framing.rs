@@ -449,6 +449,33 @@ fn digits(v: &[u8]) -> Option<u64> {
     })
 }
 
+/// What the watcher makes of `stream` when it arrives in reads of the
+/// lengths in `reads` (then the rest in one read): the position of the
+/// request it flagged, the number of heads it saw, and whether it is still
+/// watching. For the fuzz target (the answer must not depend on how the
+/// stream was split); the gateway uses [`HeadWatch`] itself.
+#[doc(hidden)]
+pub fn watch_reads(stream: &[u8], reads: &[usize], limit: usize) -> (Option<u32>, u32, bool) {
+    let (mut w, found) = HeadWatch::new((), limit, true);
+    let mut rest = stream;
+    for &n in reads {
+        let (now, later) = rest.split_at(n.min(rest.len()));
+        if w.watching() && !now.is_empty() {
+            w.feed(now);
+        }
+        rest = later;
+    }
+    if w.watching() && !rest.is_empty() {
+        w.feed(rest);
+    }
+    let flagged = found.0.load(Ordering::Relaxed);
+    (
+        (flagged != u32::MAX).then_some(flagged),
+        w.heads,
+        w.watching(),
+    )
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for HeadWatch<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
