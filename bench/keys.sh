@@ -34,6 +34,8 @@
 #   KEYS_PARTS         subset of: sign handshakes slow (default: all three)
 #   BENCH_SCHED        rr (default: SCHED_RR 10 via chrt; swtpm and the relay
 #                      at 15, the latency probe at 20), nice or none
+#   KEYS_LOADER        native (bench/hsload, Rust + rustls; default) or
+#                      python (bench/hsload.py, the first runs' client)
 #   BENCH_SKIP_BUILD   set to 1 to use existing release binaries
 #   BENCH_KEEP         set to 1 to keep the scratch directory
 #   CARGO_TARGET_DIR   (default /work/target-bench)
@@ -62,6 +64,8 @@ SLOW_MS=${KEYS_SLOW_MS:-200}
 HS_PROCS=${KEYS_HS_PROCS:-4}
 CONFIGS=${KEYS_CONFIGS:-"file-direct p11-direct tpm-direct tpm-leaf file-leaf file-chain2"}
 PARTS=" ${KEYS_PARTS:-sign handshakes slow} "
+LOADER=${KEYS_LOADER:-native}
+[[ $LOADER == native || $LOADER == python ]] || { echo "KEYS_LOADER must be native or python" >&2; exit 2; }
 SCHED=${BENCH_SCHED:-rr}
 case $SCHED in
 rr) PRIO=(chrt -r 10); PRIO_DEV=(chrt -r 15); PRIO_PROBE=(chrt -r 20) ;;
@@ -409,13 +413,13 @@ EOF
 measure_hs() { # run config mode
     local run=$1 cfg=$2 mode=$3 port=${LPORT[$2]} out="$WORK/r$1-$2-$3.json"
     # Warm-up (discarded), then the measured run with counters around it.
-    loader python3 "$BENCH/hsload.py" --port "$port" --mode "$mode" --procs "$HS_PROCS" \
+    loader "${HSLOAD[@]}" --port "$port" --mode "$mode" --procs "$HS_PROCS" \
         --duration "$WARM" --warmup 0 >/dev/null
     metrics >"$out.m0"
     local g0 t0 load
     g0=$(ns_of "$GW_PID"); t0=$(ns_of "$SWTPM_PID")
     load=$(cut -d' ' -f1 /proc/loadavg)
-    loader python3 "$BENCH/hsload.py" --port "$port" --mode "$mode" --procs "$HS_PROCS" \
+    loader "${HSLOAD[@]}" --port "$port" --mode "$mode" --procs "$HS_PROCS" \
         --duration "$DUR" --warmup 0 >"$out"
     local g1 t1
     g1=$(ns_of "$GW_PID"); t1=$(ns_of "$SWTPM_PID")
@@ -480,7 +484,7 @@ probe() { # run condition
     c0=$(ns_of "$GW_PID"); w0=$(date +%s%N)
     local hs_pid=""
     if [[ $cond != idle ]]; then
-        loader python3 "$BENCH/hsload.py" --port "$hs_port" --mode full --procs "$HS_PROCS" \
+        loader "${HSLOAD[@]}" --port "$hs_port" --mode full --procs "$HS_PROCS" \
             --duration $((DUR + 1)) --warmup 0 >"$out.hs" &
         hs_pid=$!
         PIDS+=($hs_pid)
@@ -544,6 +548,7 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     log "building stadttor (release, --features tpm,pkcs11) and keybench into $CARGO_TARGET_DIR"
     (cd "$ROOT" && cargo build --release -p stadttor-gateway --bin stadttor --features tpm,pkcs11 >&2)
     (cd "$BENCH/keybench" && cargo build --release >&2)
+    if [[ $LOADER == native ]]; then (cd "$BENCH/hsload" && cargo build --release >&2); fi
 fi
 [[ -x "$CARGO_TARGET_DIR/release/stadttor" ]] || die "no stadttor binary in $CARGO_TARGET_DIR/release"
 [[ -x "$CARGO_TARGET_DIR/release/stadttor-keybench" ]] || die "no keybench binary in $CARGO_TARGET_DIR/release"
@@ -554,6 +559,13 @@ cp "$CARGO_TARGET_DIR/release/stadttor" "$WORK/stadttor"
 cp "$CARGO_TARGET_DIR/release/stadttor-keybench" "$WORK/keybench"
 BIN="$WORK/stadttor"
 KEYBENCH="$WORK/keybench"
+if [[ $LOADER == native ]]; then
+    [[ -x "$CARGO_TARGET_DIR/release/stadttor-hsload" ]] || die "no hsload binary in $CARGO_TARGET_DIR/release"
+    cp "$CARGO_TARGET_DIR/release/stadttor-hsload" "$WORK/hsload"
+    HSLOAD=("$WORK/hsload")
+else
+    HSLOAD=(python3 "$BENCH/hsload.py")
+fi
 
 start_backend
 start_swtpm
@@ -580,7 +592,7 @@ done
     echo "kernel: $(uname -r); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); cores: $(nproc)"
     echo "swtpm: $(swtpm --version 2>&1 | head -1); softhsm: $(softhsm2-util --version 2>&1 | head -1)"
     echo "stadttor: $("$BIN" --version) ($(rustc --version))"
-    echo "duration: ${DUR}s measured after ${WARM}s warm-up; keybench ${SIGN_SECS}s per backend; runs: $RUNS; scheduling: $SCHED; hsload processes: $HS_PROCS; slow TPM: ${SLOW_MS} ms per command"
+    echo "duration: ${DUR}s measured after ${WARM}s warm-up; keybench ${SIGN_SECS}s per backend; runs: $RUNS; scheduling: $SCHED; handshake client: $LOADER, $HS_PROCS workers; slow TPM: ${SLOW_MS} ms per command"
 } >"$WORK/versions.txt"
 
 cp "$HSRAW" "$RESULTS/keys-latest.tsv"
