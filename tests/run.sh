@@ -72,6 +72,23 @@ if command -v redis-server >/dev/null && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true
 fi
 
+# A build cache outside the clone (CARGO_TARGET_DIR, as .ci/run sets) that
+# a checkout at another path used last may hold this workspace's own crates
+# built from that checkout's files, and cargo would call them fresh: its
+# hashes leave the path out and it checks the other checkout's file times.
+# Forget their fingerprints so they are rebuilt from this checkout; the
+# dependencies stay cached. (The fuzz cache lives below the same directory.)
+if [[ -n ${CARGO_TARGET_DIR:-} ]]; then
+  marker="$CARGO_TARGET_DIR/.stadttor-checkout"
+  if [[ -f $marker && "$(cat "$marker")" != "$PWD" ]]; then
+    say "build cache last used by $(cat "$marker"): rebuilding stadttor's own crates"
+    find "$CARGO_TARGET_DIR" -type d -path '*/.fingerprint/*' \
+      \( -name 'stadttor*' -o -name 'testkit-*' \) -prune -exec rm -rf {} +
+  fi
+  mkdir -p "$CARGO_TARGET_DIR"
+  echo "$PWD" >"$marker"
+fi
+
 export CARGO_TERM_COLOR=never
 export RUST_BACKTRACE=1
 
