@@ -175,7 +175,18 @@ fn two_watching_gateways_see_an_activation_within_one_second() {
         assert_eq!(authz.decide(&library_req()).decision, Decision::Allow);
     }
     for (i, (_, seen, _)) in gateways.iter().enumerate() {
-        let at = seen.lock().unwrap().expect("activation event");
+        // The watcher swaps the policy first and reports it after: the
+        // event may lag the swap seen above by a moment.
+        let at = loop {
+            if let Some(at) = *seen.lock().unwrap() {
+                break at;
+            }
+            assert!(
+                committed.elapsed() < Duration::from_secs(1),
+                "no activation event within 1 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
         let lag = at.duration_since(committed);
         eprintln!("gateway {i}: new policy active {lag:?} after approve() started (approve took {committed_at:?})");
         assert!(lag < Duration::from_secs(1));
