@@ -80,10 +80,21 @@ async fn audited_requests_are_in_the_signed_log_with_pseudonymous_subjects() {
         ids.push(r.headers["x-request-id"].to_str().unwrap().to_owned());
     }
     let key = verifier_key_from_logs(&gw.logs());
+    // The first checkpoint is signed one period (1 s) after start; wait for
+    // it, so the audit key has a signature to report on shutdown (the final
+    // checkpoint is signed after that report, which it covers).
+    let log_dir = dir.path().join("audit");
+    let t0 = std::time::Instant::now();
+    while !log_dir.join("checkpoint").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no checkpoint signed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).unwrap().success());
 
-    let log_dir = dir.path().join("audit");
     let report = verify_dir(&log_dir, &key).unwrap();
     let reader = LogReader::open(&log_dir, &key).unwrap();
     let mut out = Vec::new();
