@@ -231,6 +231,29 @@ impl AuditLog {
     }
 }
 
+/// Records `http.rejected`: a request refused before it reached a service
+/// because its target could not be made unambiguous (`reason` is the
+/// refusal's code; the path itself is never recorded). Best effort: the
+/// request is refused either way.
+pub fn record_rejected(
+    audit: &AuditLog,
+    reason: &str,
+    route: &str,
+    method: &http::Method,
+    request_id: &str,
+    listener: &str,
+) {
+    let ev = EntryBuilder::new("http.rejected", Outcome::Denied)
+        .target(route)
+        .request_id(request_id)
+        .attr("method", method.as_str())
+        .attr("listener", listener)
+        .attr("reason", reason);
+    if let Ok(entry) = ev.to_entry() {
+        let _ = audit.record_entry(entry);
+    }
+}
+
 /// What the policy decided about a request, for its audit event.
 pub type AuditedDecision<'a> = (
     &'a crate::config::RouteAuthz,

@@ -18,11 +18,13 @@ use std::time::Duration;
 use stadttor_hsm::KeyRef;
 
 mod identity;
+mod paths;
 mod policies;
 mod signing;
 pub use identity::{
     url_origin, AuthMethod, Identity, Level, Provider, ProviderAuth, RouteAuth, SessionStorage,
 };
+pub use paths::PathRules;
 pub use policies::{Officers, Policies, PolicyStorage, RouteAuthz, DEFAULT_SCHEMA};
 pub use signing::{DelegationAlgorithm, SignFormat, SignRule, Signing};
 
@@ -283,6 +285,7 @@ pub mod raw {
         #[serde(default)]
         pub sign: Vec<super::signing::raw::SignRule>,
         pub authz: Option<super::policies::raw::RouteAuthz>,
+        pub paths: Option<super::paths::raw::Paths>,
     }
 
     /// `[routes.timeouts]`.
@@ -693,6 +696,8 @@ pub struct Route {
     pub sign: Vec<SignRule>,
     /// Policy enforcement, `None` when the route is not enforced.
     pub authz: Option<RouteAuthz>,
+    /// What the route does with non-canonical paths.
+    pub paths: PathRules,
 }
 
 /// Reads and validates a configuration file.
@@ -1182,6 +1187,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             upstream,
             listeners: r.listeners.clone(),
             host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            paths: paths::validate(&k, &r.path_prefix, r.paths.as_ref(), &mut issue),
             path_prefix: r.path_prefix.clone(),
             strip_prefix: r.strip_prefix,
             max_request_body: r.max_request_body.0,

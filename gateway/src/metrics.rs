@@ -51,6 +51,7 @@ pub struct Metrics {
     upstream_failures: Family<NameLabel, Counter>,
     upstream_ejections: Family<NameLabel, Counter>,
     reloads: Family<NameLabel, Counter>,
+    rejected_targets: Family<NameLabel, Counter>,
 }
 
 /// Pre-resolved metric handles for one route.
@@ -129,8 +130,15 @@ impl Metrics {
             "Configuration reloads, by result (ok, rejected)",
             reloads.clone(),
         );
+        let rejected_targets = Family::<NameLabel, Counter>::default();
+        registry.register(
+            "requests_rejected_target",
+            "Requests refused because their target could not be made canonical, by reason",
+            rejected_targets.clone(),
+        );
         Self {
             registry,
+            rejected_targets,
             requests,
             durations,
             connections_open,
@@ -176,6 +184,11 @@ impl Metrics {
                 name: name.to_owned(),
             })
             .clone()
+    }
+
+    /// Counts a request refused for its target (see [`crate::target`]).
+    pub fn rejected_target(&self, reason: &str) {
+        Self::named(&self.rejected_targets, reason).inc();
     }
 
     /// Counts a refused connection.

@@ -585,10 +585,32 @@ fn explain(
         .transpose()
         .map_err(|e| PolicyCmdError::Usage(format!("--level: {e}")))?;
     let method = method.to_ascii_uppercase();
+    // As the gateway decides: on the canonical path, or not at all.
+    let write = |out: &mut dyn Write, s: &str| {
+        out.write_all(s.as_bytes())
+            .map_err(|e| PolicyCmdError::Other(format!("stdout: {e}")))
+    };
+    let decided = match stadttor_policies::path::decision_form(path) {
+        Ok(p) => p,
+        Err(refusal) => {
+            return write(
+                out,
+                &format!(
+                    "DENY  the gateway refuses this path with 400 before any policy decision: {refusal}\n"
+                ),
+            )
+        }
+    };
+    if decided != path.as_str() {
+        write(
+            out,
+            &format!("path: decided as `{decided}` (the canonical form the gateway forwards)\n"),
+        )?;
+    }
     let req = AccessRequest {
         subject,
         domain,
-        path,
+        path: &decided,
         method: &method,
         level,
         provider: provider.as_deref(),

@@ -90,22 +90,40 @@ pub async fn serve(
     let span = tracing::debug_span!("request", id = %request_id, peer = %conn.peer);
     let state = shared.state.load_full();
     let access_log = state.config.server.access_log;
+    let mut req = req;
+    // The one canonical request target: from here on nothing sees the
+    // client's raw path (routing, policy, signing, audit, upstream).
+    let target = crate::target::canonicalise_uri(req.uri_mut());
     // Captured for the access log only when it is on: the hot path without
     // it allocates nothing here.
     let logged = access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
     let client_request_id = req.headers().get(headers::REQUEST_ID).cloned();
 
-    let (mut resp, route_name) = match handle(
-        &state,
-        &conn,
-        req,
-        request_id,
-        &request_id_value,
-        &shared,
-    )
-    .instrument(span)
-    .await
-    {
+    let outcome = match target {
+        Ok(facts) => {
+            handle(
+                &state,
+                &conn,
+                req,
+                facts,
+                request_id,
+                &request_id_value,
+                &shared,
+            )
+            .instrument(span)
+            .await
+        }
+        Err(refusal) => Err(refuse_target(
+            &shared,
+            &state,
+            &conn,
+            req.method(),
+            refusal,
+            None,
+            request_id,
+        )),
+    };
+    let (mut resp, route_name) = match outcome {
         Ok((resp, route)) => (resp, Some(route)),
         Err((GatewayError::Answered(resp), route)) => {
             let mut resp = *resp;
@@ -171,11 +189,80 @@ pub async fn serve(
 
 type Failure<'s> = (GatewayError, Option<&'s Route>);
 
+/// A request target that cannot be made unambiguous: 400, counted, and
+/// recorded as `http.rejected` with the reason when there is an audit log.
+fn refuse_target<'s>(
+    shared: &Shared,
+    state: &State,
+    conn: &ConnInfo,
+    method: &Method,
+    refusal: crate::target::Refusal,
+    route: Option<&'s Route>,
+    request_id: &str,
+) -> Failure<'s> {
+    shared.metrics.rejected_target(refusal.code());
+    if let Some(log) = shared.audit.as_deref() {
+        let listener = state
+            .config
+            .listeners
+            .get(conn.listener)
+            .map_or("", |l| l.name.as_str());
+        let route_name = route.map_or("", |r| r.cfg.name.as_str());
+        crate::audit_event::record_rejected(
+            log,
+            refusal.code(),
+            route_name,
+            method,
+            request_id,
+            listener,
+        );
+    }
+    (GatewayError::BadRequest(refusal.reason()), route)
+}
+
+/// The route's own rules for a target that was not canonical as sent:
+/// refuse `;` parameters or `//` it does not accept, or redirect to the
+/// canonical form.
+fn route_target_rules(
+    route: &Route,
+    facts: crate::target::TargetFacts,
+    req: &Request<Incoming>,
+) -> Result<(), Result<crate::target::Refusal, GatewayError>> {
+    use crate::target::Refusal;
+    let rules = route.cfg.paths;
+    if facts.parameters && !rules.parameters {
+        return Err(Ok(Refusal::Parameters));
+    }
+    if facts.empty_segments && !rules.merge_slashes {
+        return Err(Ok(Refusal::EmptySegment));
+    }
+    if facts.changed
+        && rules.redirect_to_canonical
+        && (req.method() == Method::GET || req.method() == Method::HEAD)
+    {
+        // The canonical path never starts with `//` (slashes are merged
+        // before routing), so the Location stays on this origin.
+        let location = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return Err(Err(GatewayError::Answered(Box::new(resp))));
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn handle<'s>(
     state: &'s State,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
+    facts: crate::target::TargetFacts,
     request_id: &str,
     request_id_value: &HeaderValue,
     shared: &Shared,
@@ -208,11 +295,34 @@ async fn handle<'s>(
             Err(req) => req,
         };
     }
+    // Decisions are made on the canonical path; on a route that accepts
+    // `;` parameters, on the path without them (the servlet view).
+    let uri = req.uri().clone();
+    let decision_path = if facts.parameters {
+        crate::target::decision_path(uri.path())
+    } else {
+        std::borrow::Cow::Borrowed(uri.path())
+    };
     let route = state
-        .route(conn.listener, &host.name, req.uri().path())
+        .route(conn.listener, &host.name, &decision_path)
         .ok_or((GatewayError::NoRoute, None))?;
     let fail = |e| (e, Some(route));
     let cfg = &route.cfg;
+    match route_target_rules(route, facts, &req) {
+        Ok(()) => {}
+        Err(Ok(refusal)) => {
+            return Err(refuse_target(
+                shared,
+                state,
+                conn,
+                req.method(),
+                refusal,
+                Some(route),
+                request_id,
+            ))
+        }
+        Err(Err(e)) => return Err(fail(e)),
+    }
 
     // Authentication: a refusal is a complete response (login redirect,
     // 401, 403), sent with the route's security headers.
@@ -237,14 +347,15 @@ async fn handle<'s>(
     };
 
     // Authorization: the policy decides on the verified identity (never a
-    // request header) and the path as the client sent it. No policy: deny.
+    // request header) and the canonical path the upstream receives. No
+    // policy: deny.
     let decision = cfg.authz.as_ref().map(|z| {
         let d = match policy {
             Some(p) => crate::policy::decide(
                 &p.authz,
                 z,
                 verified.identity.as_ref(),
-                req.uri().path(),
+                &decision_path,
                 req.method().as_str(),
                 conn.client_cert.as_ref().map(|c| c.subject.as_str()),
             ),
@@ -317,7 +428,7 @@ async fn handle<'s>(
         return Err(fail(GatewayError::Answered(Box::new(resp))));
     }
 
-    let sign_path = (!cfg.sign.is_empty()).then(|| req.uri().path().to_owned());
+    let sign_path = (!cfg.sign.is_empty()).then(|| decision_path.clone().into_owned());
     let websocket = cfg.websocket
         && req.version() == Version::HTTP_11
         && req.method() == Method::GET
@@ -519,8 +630,8 @@ fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
-/// The host a request is for: as written (for `Host` upstream) and
-/// normalised for routing (lowercase, no port).
+/// The host a request is for: canonical with the port as sent (for `Host`
+/// upstream and `Forwarded`) and the bare name for routing.
 #[derive(Debug)]
 struct Host {
     original: HeaderValue,
@@ -564,15 +675,30 @@ fn check_framing(req: &Request<Incoming>) -> Result<Host, GatewayError> {
             }
         }
     };
-    let name = if original.is_empty() {
-        String::new()
+    if original.is_empty() {
+        return Ok(Host {
+            original,
+            name: String::new(),
+        });
+    }
+    let authority = http::uri::Authority::try_from(original.as_bytes())
+        .map_err(|_| GatewayError::BadRequest("Host is not a valid authority"))?;
+    if authority.as_str().contains('@') {
+        return Err(GatewayError::BadRequest("Host carries user info"));
+    }
+    let name = crate::target::canonical_host(authority.host())
+        .ok_or(GatewayError::BadRequest("Host is not a valid host name"))?;
+    // The service gets the canonical host (lowercase, no trailing dot),
+    // with the port as sent; most requests already are canonical.
+    let canonical = match authority.port() {
+        Some(p) => format!("{name}:{}", p.as_str()),
+        None => name.clone(),
+    };
+    let original = if canonical.as_bytes() == original.as_bytes() {
+        original
     } else {
-        let authority = http::uri::Authority::try_from(original.as_bytes())
-            .map_err(|_| GatewayError::BadRequest("Host is not a valid authority"))?;
-        if authority.as_str().contains('@') {
-            return Err(GatewayError::BadRequest("Host carries user info"));
-        }
-        authority.host().trim_end_matches('.').to_ascii_lowercase()
+        HeaderValue::from_str(&canonical)
+            .map_err(|_| GatewayError::BadRequest("Host is not a valid host name"))?
     };
     Ok(Host { original, name })
 }
@@ -593,13 +719,47 @@ fn upstream_path(cfg: &crate::config::Route, uri: &Uri) -> Result<PathAndQuery, 
     if !cfg.strip_prefix || cfg.path_prefix == "/" {
         return Ok(pq);
     }
-    let prefix = cfg.path_prefix.trim_end_matches('/');
-    let rest = pq.path().strip_prefix(prefix).unwrap_or(pq.path());
-    let rest = if rest.starts_with('/') { rest } else { "/" };
+    let rest = strip_segments(pq.path(), &cfg.path_prefix);
     let s = match pq.query() {
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_owned(),
     };
     s.parse()
         .map_err(|_| GatewayError::BadRequest("path cannot be rewritten"))
+}
+
+/// Removes as many leading segments of the canonical `path` as `prefix`
+/// has (`;` parameters on those segments go with them); what is left
+/// starts with `/`.
+fn strip_segments<'p>(path: &'p str, prefix: &str) -> &'p str {
+    let n = prefix.trim_end_matches('/').matches('/').count();
+    let mut rest = path;
+    for _ in 0..n {
+        rest = match rest[1..].find('/') {
+            Some(i) => &rest[i + 1..],
+            None => "",
+        };
+        if rest.is_empty() {
+            break;
+        }
+    }
+    if rest.starts_with('/') {
+        rest
+    } else {
+        "/"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_segments;
+
+    #[test]
+    fn prefixes_are_stripped_by_segments() {
+        assert_eq!(strip_segments("/app/x/y", "/app"), "/x/y");
+        assert_eq!(strip_segments("/app", "/app"), "/");
+        assert_eq!(strip_segments("/app/", "/app/"), "/");
+        assert_eq!(strip_segments("/a/b/c", "/a/b"), "/c");
+        assert_eq!(strip_segments("/app;jsessionid=1/x", "/app"), "/x");
+    }
 }

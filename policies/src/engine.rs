@@ -205,6 +205,11 @@ impl CompiledPolicy {
         if req.subject.is_empty() {
             return self.record(Decision::Deny, Reason::NoIdentity, None);
         }
+        // Patterns are matched on canonical paths only; any other form
+        // (`..`, `%2e`, `//`, `;`) could walk around a deny rule.
+        if !crate::path::is_decision_form(req.path) {
+            return self.record(Decision::Deny, Reason::NonCanonicalPath, None);
+        }
         match &self.engine {
             Engine::Indexed(ix) => {
                 let (decision, reason, rule) = ix.decide(req);
@@ -255,7 +260,13 @@ impl CompiledPolicy {
     pub fn run_tests(&self) -> TestReport {
         let mut report = TestReport::default();
         for t in &self.tests {
-            let got = self.decide(&t.request());
+            // As the gateway decides: on the canonical path; a path it
+            // refuses is a deny.
+            let req = t.request();
+            let got = match crate::path::decision_form(req.path) {
+                Ok(path) => self.decide(&AccessRequest { path: &path, ..req }),
+                Err(_) => self.record(Decision::Deny, Reason::NonCanonicalPath, None),
+            };
             if got.decision == t.expect {
                 report.passed += 1;
             } else {

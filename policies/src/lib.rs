@@ -24,6 +24,7 @@ mod csv;
 pub mod diff;
 pub mod engine;
 pub mod error;
+pub mod path;
 mod pattern;
 pub mod request;
 pub mod set;

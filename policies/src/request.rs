@@ -124,6 +124,8 @@ pub enum Reason {
     NoPolicy,
     /// The policy engine failed on this request (custom models only): deny.
     EngineError,
+    /// The path is not in canonical form ([`crate::path`]): deny.
+    NonCanonicalPath,
 }
 
 impl Reason {
@@ -136,6 +138,7 @@ impl Reason {
             Self::NoIdentity => "no_identity",
             Self::NoPolicy => "no_policy",
             Self::EngineError => "engine_error",
+            Self::NonCanonicalPath => "non_canonical_path",
         }
     }
 }
