@@ -51,6 +51,7 @@ pub struct Metrics {
     upstream_failures: Family<NameLabel, Counter>,
     upstream_ejections: Family<NameLabel, Counter>,
     reloads: Family<NameLabel, Counter>,
+    set_cookie_refused: Family<RouteLabel, Counter>,
 }
 
 /// Pre-resolved metric handles for one route.
@@ -58,6 +59,9 @@ pub struct Metrics {
 pub struct RouteMetrics {
     by_class: [Counter; 5],
     duration: Histogram,
+    /// Upstream `Set-Cookie` headers refused because they named one of the
+    /// gateway's cookies.
+    pub set_cookie_refused: Counter,
 }
 
 impl RouteMetrics {
@@ -129,6 +133,12 @@ impl Metrics {
             "Configuration reloads, by result (ok, rejected)",
             reloads.clone(),
         );
+        let set_cookie_refused = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "upstream_set_cookie_refused",
+            "Upstream Set-Cookie headers dropped because they named a gateway cookie, by route",
+            set_cookie_refused.clone(),
+        );
         Self {
             registry,
             requests,
@@ -140,6 +150,7 @@ impl Metrics {
             upstream_failures,
             upstream_ejections,
             reloads,
+            set_cookie_refused,
         }
     }
 
@@ -163,6 +174,12 @@ impl Metrics {
             ],
             duration: self
                 .durations
+                .get_or_create(&RouteLabel {
+                    route: route.to_owned(),
+                })
+                .clone(),
+            set_cookie_refused: self
+                .set_cookie_refused
                 .get_or_create(&RouteLabel {
                     route: route.to_owned(),
                 })
