@@ -121,13 +121,14 @@ pub fn withhold(headers: &mut HeaderMap, auth: &RouteAuth) -> Withheld {
     if withholds_authorization(auth) {
         out.authorization = headers.remove(header::AUTHORIZATION).is_some();
     }
-    if !headers.contains_key(header::COOKIE) {
+    // The common cases (no Cookie, or one without the gateway's cookies)
+    // allocate nothing.
+    let several = headers.get_all(header::COOKIE).iter().nth(1).is_some();
+    if !several && !cookie_pairs(headers).any(|(n, _)| is_gateway_cookie(n)) {
         return out;
     }
     let mut kept: Vec<u8> = Vec::new();
-    let mut several = false;
-    for (i, v) in headers.get_all(header::COOKIE).iter().enumerate() {
-        several |= i > 0;
+    for v in headers.get_all(header::COOKIE) {
         for pair in v.as_bytes().split(|b| *b == b';').map(<[u8]>::trim_ascii) {
             if pair.is_empty() {
                 continue;
@@ -142,9 +143,6 @@ pub fn withhold(headers: &mut HeaderMap, auth: &RouteAuth) -> Withheld {
             }
             kept.extend_from_slice(pair);
         }
-    }
-    if out.cookies == 0 && !several {
-        return out;
     }
     headers.remove(header::COOKIE);
     // The kept bytes are pieces of valid header values joined by "; ".
@@ -208,15 +206,19 @@ fn sets_gateway_cookie(v: &HeaderValue) -> bool {
 /// Drops every upstream `Set-Cookie` for one of the gateway's cookie names;
 /// returns how many were dropped.
 pub fn refuse_set_cookies(headers: &mut HeaderMap) -> usize {
+    if !headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(sets_gateway_cookie)
+    {
+        return 0;
+    }
     let all: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
         .cloned()
         .collect();
     let refused = all.iter().filter(|v| sets_gateway_cookie(v)).count();
-    if refused == 0 {
-        return 0;
-    }
     headers.remove(header::SET_COOKIE);
     for v in all.into_iter().filter(|v| !sets_gateway_cookie(v)) {
         headers.append(header::SET_COOKIE, v);
