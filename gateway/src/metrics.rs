@@ -41,6 +41,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RouteLabels, Counter>,
     durations: Family<RouteLabel, Histogram>,
+    set_cookie_refused: Family<RouteLabel, Counter>,
     /// Connections currently open.
     pub connections_open: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Connections accepted.
@@ -51,7 +52,6 @@ pub struct Metrics {
     upstream_failures: Family<NameLabel, Counter>,
     upstream_ejections: Family<NameLabel, Counter>,
     reloads: Family<NameLabel, Counter>,
-    set_cookie_refused: Family<RouteLabel, Counter>,
 }
 
 /// Pre-resolved metric handles for one route.
@@ -90,6 +90,12 @@ impl Metrics {
             "http_request_duration_seconds",
             "Time from request head to response head, by route",
             durations.clone(),
+        );
+        let set_cookie_refused = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "upstream_set_cookie_refused",
+            "Upstream Set-Cookie headers dropped because they named a gateway cookie, by route",
+            set_cookie_refused.clone(),
         );
         let connections_open = Gauge::default();
         registry.register(
@@ -133,16 +139,11 @@ impl Metrics {
             "Configuration reloads, by result (ok, rejected)",
             reloads.clone(),
         );
-        let set_cookie_refused = Family::<RouteLabel, Counter>::default();
-        registry.register(
-            "upstream_set_cookie_refused",
-            "Upstream Set-Cookie headers dropped because they named a gateway cookie, by route",
-            set_cookie_refused.clone(),
-        );
         Self {
             registry,
             requests,
             durations,
+            set_cookie_refused,
             connections_open,
             connections_total,
             refused,
@@ -150,7 +151,6 @@ impl Metrics {
             upstream_failures,
             upstream_ejections,
             reloads,
-            set_cookie_refused,
         }
     }
 
