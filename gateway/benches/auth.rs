@@ -114,9 +114,10 @@ path_prefix = "/"
         seen: now,
         claims: serde_json::from_str(r#"{"given_name":"Erika"}"#).unwrap(),
     };
+    // Sealed for the host of the request below: it names none.
     let sealed = CookieKeys::load(&keys_file)
         .unwrap()
-        .seal(COOKIE, &serde_json::to_vec(&session).unwrap())
+        .seal_for(COOKIE, "", &serde_json::to_vec(&session).unwrap())
         .unwrap();
     let with_cookie = http::Request::get("/portal/antrag")
         .header(http::header::COOKIE, format!("{COOKIE}={sealed}"))

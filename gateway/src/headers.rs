@@ -2,7 +2,9 @@
 //!
 //! Requests: hop-by-hop headers are dropped (RFC 9110 §7.6.1, including any
 //! header named in `Connection`), every client header under the identity
-//! prefix is removed, a client-sent request id is replaced by the gateway's,
+//! prefix is removed (also spelt with `_` for `-`: CGI, PHP, WSGI and nginx
+//! variables turn both into the same name), a client-sent request id is
+//! replaced by the gateway's,
 //! and `Forwarded` / `X-Forwarded-*` are set by the gateway from what it saw
 //! itself (it is the edge: client-sent values are not trusted).
 //!
@@ -80,12 +82,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Removes every header whose name starts with `prefix` (lowercase).
+/// Whether `name` starts with `prefix` once `_` counts as `-` and case is
+/// ignored: `x_stadttor_sub` and `X_Stadttor_Sub` are `x-stadttor-sub` to a
+/// service that reads headers through CGI-style variables.
+pub fn has_prefix_folded(name: &str, prefix: &str) -> bool {
+    let fold = |b: &u8| match b {
+        b'_' => b'-',
+        b => b.to_ascii_lowercase(),
+    };
+    name.len() >= prefix.len()
+        && name
+            .as_bytes()
+            .iter()
+            .map(fold)
+            .zip(prefix.as_bytes().iter().map(fold))
+            .all(|(a, b)| a == b)
+}
+
+/// Removes every header whose name starts with `prefix`, with `_` folded
+/// to `-` and case ignored (see [`has_prefix_folded`]).
 /// Returns how many were removed.
 pub fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) -> usize {
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with(prefix))
+        .filter(|k| has_prefix_folded(k.as_str(), prefix))
         .cloned()
         .collect();
     let mut n = 0;
@@ -121,8 +141,30 @@ impl ForwardedFor {
 }
 
 /// Sets `Forwarded`, `X-Forwarded-For/Proto/Host` and `X-Real-IP` from what
-/// the gateway observed, replacing any client-sent values.
+/// the gateway observed, replacing any client-sent values (also those spelt
+/// with `_`, such as `x_forwarded_for`, and a client's `x_request_id`).
 pub fn set_forwarded(headers: &mut HeaderMap, peer: &ForwardedFor, host: &HeaderValue) {
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            [
+                &X_FORWARDED_FOR,
+                &X_FORWARDED_PROTO,
+                &X_FORWARDED_HOST,
+                &X_REAL_IP,
+                &REQUEST_ID,
+            ]
+            .iter()
+            .any(|n| {
+                n.as_str().len() == k.as_str().len() && has_prefix_folded(k.as_str(), n.as_str())
+            })
+        })
+        .cloned()
+        .collect();
+    for k in underscored {
+        headers.remove(k);
+    }
     // Only a plain host[:port] goes into the quoted-string; odd input is
     // left out rather than escaped.
     let host_ok = !host.is_empty()
@@ -253,12 +295,30 @@ mod tests {
     }
 
     #[test]
+    fn identity_headers_spelt_with_underscores_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("x_stadttor_sub", HeaderValue::from_static("admin"));
+        h.insert("x-stadttor_level", HeaderValue::from_static("high"));
+        h.insert("x_stadttor-assertion", HeaderValue::from_static("forged"));
+        h.insert("x_stadttorsub", HeaderValue::from_static("kept"));
+        h.insert("x-other_thing", HeaderValue::from_static("kept"));
+        assert_eq!(strip_prefixed(&mut h, "x-stadttor-"), 3);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(has_prefix_folded("X_Stadttor_Sub", "x-stadttor-"));
+        assert!(!has_prefix_folded("x-stadt", "x-stadttor-"));
+    }
+
+    #[test]
     fn forwarded_replaces_client_values() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
         let peer = ForwardedFor::new("192.0.2.7:5555".parse().unwrap());
+        h.insert("x_forwarded_for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x_real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x_request_id", HeaderValue::from_static("mine"));
         set_forwarded(&mut h, &peer, &HeaderValue::from_static("portal.example"));
+        assert!(!h.keys().any(|k| k.as_str().contains('_')), "{h:?}");
         assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
         assert_eq!(
             h[header::FORWARDED],

@@ -17,6 +17,7 @@ pub mod auditcmd;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod errors;
 pub mod framing;

@@ -41,6 +41,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RouteLabels, Counter>,
     durations: Family<RouteLabel, Histogram>,
+    set_cookie_refused: Family<RouteLabel, Counter>,
     /// Connections currently open.
     pub connections_open: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Connections accepted.
@@ -59,6 +60,9 @@ pub struct Metrics {
 pub struct RouteMetrics {
     by_class: [Counter; 5],
     duration: Histogram,
+    /// Upstream `Set-Cookie` headers refused because they named one of the
+    /// gateway's cookies.
+    pub set_cookie_refused: Counter,
 }
 
 impl RouteMetrics {
@@ -87,6 +91,12 @@ impl Metrics {
             "http_request_duration_seconds",
             "Time from request head to response head, by route",
             durations.clone(),
+        );
+        let set_cookie_refused = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "upstream_set_cookie_refused",
+            "Upstream Set-Cookie headers dropped because they named a gateway cookie, by route",
+            set_cookie_refused.clone(),
         );
         let connections_open = Gauge::default();
         registry.register(
@@ -141,6 +151,7 @@ impl Metrics {
             rejected_targets,
             requests,
             durations,
+            set_cookie_refused,
             connections_open,
             connections_total,
             refused,
@@ -171,6 +182,12 @@ impl Metrics {
             ],
             duration: self
                 .durations
+                .get_or_create(&RouteLabel {
+                    route: route.to_owned(),
+                })
+                .clone(),
+            set_cookie_refused: self
+                .set_cookie_refused
                 .get_or_create(&RouteLabel {
                     route: route.to_owned(),
                 })

@@ -283,6 +283,8 @@ async fn handle<'s>(
         }
     }
     let host = check_framing(&req).map_err(|e| (e, None))?;
+    let ambiguous = crate::credentials::check_unique(req.headers());
+    ambiguous.map_err(|e| (GatewayError::BadRequest(e), None))?;
     // The gateway's own endpoints come before any route.
     if let Some(signer) = signer {
         if let Some(resp) = signer.endpoint(req.uri().path()) {
@@ -454,6 +456,7 @@ async fn handle<'s>(
             "removed client-sent identity headers"
         );
     }
+    crate::credentials::withhold_for_route(&mut parts.headers, &cfg.auth, request_id);
     for (name, value) in verified.upstream_headers {
         parts.headers.insert(name, value);
     }
@@ -517,11 +520,13 @@ async fn handle<'s>(
                 cfg.timeouts.total,
             ));
             headers::strip_hop_by_hop(resp.headers_mut(), true);
+            crate::credentials::refuse_set_cookies_for_route(resp.headers_mut(), route, request_id);
             return Ok((resp.map(|_| empty()), route));
         }
     }
 
     headers::strip_hop_by_hop(resp.headers_mut(), false);
+    crate::credentials::refuse_set_cookies_for_route(resp.headers_mut(), route, request_id);
     if let (Some(signer), Some(path)) = (signer, &sign_path) {
         if let Some(rule) =
             crate::signing::Signer::rule_for(&cfg.sign, resp.status(), resp.headers(), path)

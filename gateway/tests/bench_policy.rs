@@ -185,8 +185,9 @@ fn policy_on_vs_off_throughput() {
         seen: now,
         claims: Default::default(),
     };
+    // Sealed for the host wrk sends (`https://127.0.0.1:PORT`).
     let cookie = keys
-        .seal(COOKIE, &serde_json::to_vec(&session).unwrap())
+        .seal_for(COOKIE, "127.0.0.1", &serde_json::to_vec(&session).unwrap())
         .unwrap();
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(

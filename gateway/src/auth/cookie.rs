@@ -2,8 +2,12 @@
 //!
 //! A sealed value is `base64url(key_id || nonce || ciphertext+tag)`, with the
 //! cookie's name as associated data, so a value cannot be moved from one
-//! cookie to another. The key file holds one or more keys, one per line as
-//! base64 of 32 random bytes; the **first** line seals, every line opens.
+//! cookie to another. Cookies of citizens' logins ([`CookieKeys::seal_for`])
+//! also bind the host that issued them: a value sealed on one host does not
+//! open on another, even when both are served by the same gateway with the
+//! same key (it fails like a changed value). The key file holds one or more
+//! keys, one per line as base64 of 32 random bytes; the **first** line
+//! seals, every line opens.
 //! Rotation: put a new key on the first line, keep the old ones below until
 //! every session sealed with them has expired, then remove them.
 
@@ -139,6 +143,21 @@ impl CookieKeys {
 
     /// Seals `plain` for the cookie `name`.
     pub fn seal(&self, name: &str, plain: &[u8]) -> Option<String> {
+        self.seal_aad(name.as_bytes(), plain)
+    }
+
+    /// Seals `plain` for the cookie `name` on `host` (see
+    /// [`crate::credentials::request_host`]).
+    pub fn seal_for(&self, name: &str, host: &str, plain: &[u8]) -> Option<String> {
+        self.seal_aad(&host_aad(name, host), plain)
+    }
+
+    /// Opens a value sealed by [`Self::seal_for`] for `name` on `host`.
+    pub fn open_for(&self, name: &str, host: &str, sealed: &str) -> Option<Vec<u8>> {
+        self.open_aad(&host_aad(name, host), sealed)
+    }
+
+    fn seal_aad(&self, aad: &[u8], plain: &[u8]) -> Option<String> {
         let (id, key) = self.keys.first()?;
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).ok()?;
@@ -148,7 +167,7 @@ impl CookieKeys {
         let mut body = plain.to_vec();
         key.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(name.as_bytes()),
+            Aad::from(aad),
             &mut body,
         )
         .ok()?;
@@ -159,6 +178,10 @@ impl CookieKeys {
     /// Opens a value sealed for the cookie `name`; `None` if it was not
     /// sealed by one of our keys for that name, or was changed.
     pub fn open(&self, name: &str, sealed: &str) -> Option<Vec<u8>> {
+        self.open_aad(name.as_bytes(), sealed)
+    }
+
+    fn open_aad(&self, aad: &[u8], sealed: &str) -> Option<Vec<u8>> {
         if sealed.len() > 8192 {
             return None;
         }
@@ -174,7 +197,7 @@ impl CookieKeys {
             let mut attempt = body.to_vec();
             if let Ok(plain) = key.open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(name.as_bytes()),
+                Aad::from(aad),
                 &mut attempt,
             ) {
                 return Some(plain.to_vec());
@@ -184,21 +207,29 @@ impl CookieKeys {
     }
 }
 
+/// Associated data binding a value to its cookie name and host. A label
+/// keeps it apart from name-only values (sealed before hosts were bound:
+/// those no longer open, and the citizen logs in again); lengths keep name
+/// and host apart from each other.
+fn host_aad(name: &str, host: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(32 + name.len() + host.len());
+    aad.extend_from_slice(b"stadttor-cookie-host/1\0");
+    for part in [name, host] {
+        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        aad.extend_from_slice(part.as_bytes());
+    }
+    aad
+}
+
 /// One byte naming a key, so opening tries the right key first.
 fn key_id(k: &[u8]) -> u8 {
     ring::digest::digest(&ring::digest::SHA256, k).as_ref()[0]
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
+/// The value of cookie `name` in the request's `Cookie` headers; `None`
+/// when it is sent more than once (see [`crate::credentials::cookie`]).
 pub fn get<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
+    crate::credentials::cookie(headers, name)
 }
 
 /// Names of cookies in the request starting with `prefix`.
@@ -249,6 +280,22 @@ mod tests {
         raw[last] ^= 1;
         assert!(old.open("__Host-a", &URL_SAFE_NO_PAD.encode(raw)).is_none());
         assert!(old.open("__Host-a", "not base64 !").is_none());
+    }
+
+    #[test]
+    fn host_bound_values_open_only_on_their_host_and_name() {
+        let k = CookieKeys::from_raw(&[[1u8; 32]]);
+        let v = k.seal_for("__Host-a", "a.example", b"s").unwrap();
+        assert_eq!(k.open_for("__Host-a", "a.example", &v).unwrap(), b"s");
+        assert!(k.open_for("__Host-a", "b.example", &v).is_none());
+        assert!(k.open_for("__Host-b", "a.example", &v).is_none());
+        assert!(k.open("__Host-a", &v).is_none());
+        // Name-only values (older cookies) fail closed.
+        let old = k.seal("__Host-a", b"s").unwrap();
+        assert!(k.open_for("__Host-a", "", &old).is_none());
+        // Moving bytes between name and host changes the data.
+        let v = k.seal_for("__Host-ab", "c", b"s").unwrap();
+        assert!(k.open_for("__Host-a", "bc", &v).is_none());
     }
 
     #[test]

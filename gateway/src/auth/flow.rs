@@ -9,8 +9,10 @@
 //!
 //! The login transaction (state, nonce, PKCE verifier, provider, expected
 //! issuer, return path, level) travels in a sealed `__Host-` cookie named
-//! after the state, which binds it to this browser; the state is also
-//! marked used in the session store, so a callback works exactly once.
+//! after the state, which binds it to this browser, and sealed for the
+//! host the login started on, as is the session cookie the callback sets
+//! ([`super::cookie::CookieKeys::seal_for`]); the state is also marked used
+//! in the session store, so a callback works exactly once.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -64,9 +66,12 @@ pub fn safe_return_to(auth: &Auth, r: &str) -> bool {
 }
 
 /// Starts a login at `provider_name`: a 303 to the provider with the
-/// transaction cookie set.
+/// transaction cookie set, sealed for `host` (the callback must come back
+/// to the same host).
+#[allow(clippy::too_many_arguments)]
 pub async fn start_login(
     auth: &Auth,
+    host: &str,
     provider_name: &str,
     level: Option<Level>,
     force_login: bool,
@@ -105,7 +110,7 @@ pub async fn start_login(
             let name = tx_cookie_name(&state);
             let sealed = serde_json::to_vec(&tx)
                 .ok()
-                .and_then(|j| auth.cookies.seal(&name, &j));
+                .and_then(|j| auth.cookies.seal_for(&name, host, &j));
             let Some(sealed) = sealed else {
                 return plain(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -145,6 +150,7 @@ pub async fn handle(
         return Err(req);
     };
     let lang = Lang::from_headers(req.headers());
+    let host = crate::credentials::request_host(req.uri(), req.headers());
     let query: Vec<(String, String)> = req
         .uri()
         .query()
@@ -160,6 +166,7 @@ pub async fn handle(
         (Method::GET, "login") => {
             login(
                 auth,
+                &host,
                 state,
                 q("route"),
                 q("provider"),
@@ -173,6 +180,7 @@ pub async fn handle(
         (Method::GET, r) if r.starts_with("callback/") => {
             callback(
                 auth,
+                &host,
                 &r["callback/".len()..],
                 &query,
                 req.headers(),
@@ -182,7 +190,7 @@ pub async fn handle(
             .await
         }
         (Method::GET, "logout") => html(StatusCode::OK, pages::logout_confirm(lang)),
-        (Method::POST, "logout") => logout(auth, req.headers(), lang, request_id).await,
+        (Method::POST, "logout") => logout(auth, &host, req.headers(), lang, request_id).await,
         (Method::GET, "logged-out") => html(StatusCode::OK, pages::logged_out(lang)),
         (Method::POST, r) if r.starts_with("backchannel-logout/") => {
             let name = r["backchannel-logout/".len()..].to_owned();
@@ -208,6 +216,7 @@ pub async fn handle(
 #[allow(clippy::too_many_arguments)]
 async fn login(
     auth: &Auth,
+    host: &str,
     state: &State,
     route: Option<&str>,
     provider: Option<&str>,
@@ -235,14 +244,14 @@ async fn login(
                 pages::error(lang, Problem::LoginFailed, request_id, None),
             );
         }
-        return start_login(auth, p, level, step_up, return_to, lang, request_id).await;
+        return start_login(auth, host, p, level, step_up, return_to, lang, request_id).await;
     }
     match providers.as_slice() {
         [] => html(
             StatusCode::NOT_FOUND,
             pages::error(lang, Problem::LoginFailed, request_id, None),
         ),
-        [one] => start_login(auth, one, level, step_up, return_to, lang, request_id).await,
+        [one] => start_login(auth, host, one, level, step_up, return_to, lang, request_id).await,
         many => {
             let choices: Vec<pages::Choice> = many
                 .iter()
@@ -277,6 +286,7 @@ async fn login(
 
 async fn callback(
     auth: &Auth,
+    host: &str,
     provider_name: &str,
     query: &[(String, String)],
     headers: &http::HeaderMap,
@@ -323,7 +333,7 @@ async fn callback(
     };
     let Some(tx) = auth
         .cookies
-        .open(&name, sealed)
+        .open_for(&name, host, sealed)
         .and_then(|p| serde_json::from_slice::<LoginTx>(&p).ok())
     else {
         return fail(
@@ -492,7 +502,7 @@ async fn callback(
         }
     }
     let now = unix_now();
-    let previous = auth.session(headers).ok().flatten();
+    let previous = auth.session(headers, host).ok().flatten();
     let same_user = previous
         .as_ref()
         .filter(|s| s.iss == tx.issuer && s.sub == login.sub);
@@ -558,7 +568,7 @@ async fn callback(
             Some(&name),
         );
     }
-    let Some(set) = auth.seal_session(&s) else {
+    let Some(set) = auth.seal_session(&s, host) else {
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot create the session",
@@ -573,11 +583,12 @@ async fn callback(
 
 async fn logout(
     auth: &Auth,
+    host: &str,
     headers: &http::HeaderMap,
     lang: Lang,
     request_id: &str,
 ) -> Response<ProxyBody> {
-    let session = auth.session(headers).ok().flatten();
+    let session = auth.session(headers, host).ok().flatten();
     let mut location = "/.stadttor/logged-out".to_owned();
     if let Some(s) = &session {
         if let Err(e) = auth

@@ -247,14 +247,19 @@ impl Auth {
         self.assertions.jwks()
     }
 
-    /// Opens and checks the session cookie, if there is one.
-    fn session(&self, headers: &HeaderMap) -> Result<Option<SessionData>, session::Invalid> {
+    /// Opens and checks the session cookie, if there is one; it opens only
+    /// on the `host` it was issued for.
+    fn session(
+        &self,
+        headers: &HeaderMap,
+        host: &str,
+    ) -> Result<Option<SessionData>, session::Invalid> {
         let Some(raw) = cookie::get(headers, session::COOKIE) else {
             return Ok(None);
         };
         let plain = self
             .cookies
-            .open(session::COOKIE, raw)
+            .open_for(session::COOKIE, host, raw)
             .ok_or(session::Invalid::Tampered)?;
         let s: SessionData =
             serde_json::from_slice(&plain).map_err(|_| session::Invalid::Tampered)?;
@@ -262,9 +267,9 @@ impl Auth {
         Ok(Some(s))
     }
 
-    fn seal_session(&self, s: &SessionData) -> Option<HeaderValue> {
+    fn seal_session(&self, s: &SessionData, host: &str) -> Option<HeaderValue> {
         let json = serde_json::to_vec(s).ok()?;
-        let sealed = self.cookies.seal(session::COOKIE, &json)?;
+        let sealed = self.cookies.seal_for(session::COOKIE, host, &json)?;
         let max_age = s.exp.saturating_sub(unix_now());
         HeaderValue::from_str(&cookie::set(session::COOKIE, &sealed, Some(max_age))).ok()
     }
@@ -283,12 +288,13 @@ impl Auth {
             return Ok(Verified::default());
         }
         let lang = pages::Lang::from_headers(&parts.headers);
+        let host = crate::credentials::request_host(&parts.uri, &parts.headers);
         let now = unix_now();
         let mut identity = None;
         let mut set_cookie = None;
         for m in &a.methods {
             match m {
-                AuthMethod::Session => match self.session(&parts.headers) {
+                AuthMethod::Session => match self.session(&parts.headers, &host) {
                     Ok(Some(mut s)) => {
                         if !a.providers.contains(&s.p) {
                             continue;
@@ -322,7 +328,7 @@ impl Auth {
                         }
                         if now.saturating_sub(s.seen) >= 60 {
                             s.seen = now;
-                            set_cookie = self.seal_session(&s);
+                            set_cookie = self.seal_session(&s, &host);
                         }
                         identity = Some(Identity {
                             method: Method::Session,
@@ -536,6 +542,7 @@ impl Auth {
             if a.providers.len() == 1 {
                 flow::start_login(
                     self,
+                    &crate::credentials::request_host(&parts.uri, &parts.headers),
                     &a.providers[0],
                     level,
                     step_up.is_some(),
@@ -587,8 +594,10 @@ enum BearerFailure {
     Unavailable(String),
 }
 
+/// The bearer token of the one `Authorization` header (two are refused
+/// before authentication, see [`crate::credentials::check_unique`]).
 fn bearer(h: &HeaderMap) -> Option<&str> {
-    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let v = crate::credentials::authorization(h)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -695,5 +704,8 @@ mod tests {
         assert_eq!(bearer(&h), Some("abc"));
         h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
         assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer good".parse().unwrap());
+        h.append(header::AUTHORIZATION, "Bearer forged".parse().unwrap());
+        assert_eq!(bearer(&h), None, "never one of two");
     }
 }

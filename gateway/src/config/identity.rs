@@ -144,6 +144,8 @@ pub(super) mod raw {
         #[serde(default)]
         pub claims: BTreeMap<String, String>,
         pub client_cert_level: Option<Level>,
+        #[serde(default)]
+        pub forward_authorization: bool,
     }
 
     fn default_namespace() -> String {
@@ -293,6 +295,9 @@ pub struct RouteAuth {
     pub claims: BTreeMap<String, String>,
     /// Level given to a verified client certificate.
     pub client_cert_level: Option<Level>,
+    /// Pass the client's `Authorization` header to the service (it is
+    /// withheld on session and bearer routes otherwise).
+    pub forward_authorization: bool,
 }
 
 const ALLOWED_ALGS: [&str; 5] = ["ES256", "ES384", "PS256", "RS256", "EdDSA"];
@@ -562,6 +567,14 @@ pub(super) fn validate_route_auth(
             "an API route cannot use browser sessions; use \"bearer\" or \"client_cert\"".into(),
         );
     }
+    if raw.forward_authorization && !needs_provider {
+        issue(
+            format!("{k}.forward_authorization"),
+            "only routes with \"session\" or \"bearer\" withhold `Authorization`; this route \
+             forwards it anyway, so remove the key"
+                .into(),
+        );
+    }
     let mut claims = BTreeMap::new();
     for (claim, header) in &raw.claims {
         let ok = !header.is_empty()
@@ -590,6 +603,7 @@ pub(super) fn validate_route_auth(
         bearer_audience: raw.bearer_audience.clone(),
         claims,
         client_cert_level: raw.client_cert_level,
+        forward_authorization: raw.forward_authorization,
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod appliance;
 mod audit;
+mod credentials;
 mod framing;
 mod login;
 mod ops;

@@ -6,6 +6,8 @@
 //! - `/big/N`: streams N bytes;
 //! - `/slow/MS`: answers after MS milliseconds;
 //! - `/status/N`: answers with status N;
+//! - `/set-cookies`: answers with the `Set-Cookie` headers in
+//!   [`SET_COOKIES`] (a service trying to set the gateway's cookies);
 //! - `/ws`: a WebSocket echo.
 
 use std::convert::Infallible;
@@ -25,6 +27,16 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 type Body = BoxBody<Bytes, std::io::Error>;
+
+/// What `/set-cookies` sends: three for the gateway's cookie names (any
+/// case), then two of the service's own.
+pub const SET_COOKIES: [&str; 5] = [
+    "__Host-stadttor-session=from-upstream; Path=/; Secure; HttpOnly",
+    "app=1; Path=/",
+    "__HOST-STADTTOR-SESSION=x; Path=/; Secure",
+    "__Host-stadttor-login-abc=; Path=/; Secure; Max-Age=0",
+    "theme=dark; Path=/",
+];
 
 /// A running backend.
 #[derive(Clone, Debug)]
@@ -145,6 +157,12 @@ async fn handle(
     } else if let Some(code) = path.strip_prefix("/status/") {
         let mut r = Response::new(full("status"));
         *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+        r
+    } else if path == "/set-cookies" {
+        let mut r = Response::new(full("cookies"));
+        for c in SET_COOKIES {
+            r.headers_mut().append("set-cookie", c.parse().unwrap());
+        }
         r
     } else if path == "/ws" {
         return Ok(websocket(&mut req));
