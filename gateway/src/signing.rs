@@ -21,6 +21,12 @@
 //! failure, is a 502 and a log line: never an unsigned body where a
 //! signature is required. Every signature is an audit event with the
 //! document's SHA-256, the route, the format and the certificate.
+//!
+//! Fail closed on the evidence: when an audit log is configured, a sealed
+//! response leaves only after its `document.sign` event was accepted. If
+//! the log refuses it, the client gets the same 503 as an audited route
+//! whose access event cannot be recorded, never the sealed body, and a
+//! stored CAdES signature of that response is deleted again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -253,7 +259,21 @@ impl Signer {
                 Some(d) => hex(&d),
                 None => hex(ring::digest::digest(&ring::digest::SHA256, &original).as_ref()),
             };
-            self.record(route, rule, &doc_sha256, request_id, &extra_attrs);
+            if let Err(e) = self.record(route, rule, &doc_sha256, request_id, &extra_attrs) {
+                tracing::error!(
+                    request_id,
+                    route,
+                    error = %e,
+                    "audit log cannot record a document signature: the sealed response is withheld"
+                );
+                if let Some((_, id)) = extra_attrs.iter().find(|(k, _)| *k == "signature_id") {
+                    let _ = std::fs::remove_file(self.store_dir.join(format!("{id}.p7s")));
+                }
+                // The response an audited route gives when its access event
+                // cannot be recorded (built by errors.rs, like every error).
+                return Ok(crate::errors::GatewayError::AuditUnavailable(e.to_string())
+                    .to_response(request_id));
+            }
         }
         tracing::debug!(
             request_id,
@@ -274,9 +294,9 @@ impl Signer {
         doc: &str,
         request_id: &str,
         extra: &[(&str, String)],
-    ) {
+    ) -> Result<(), stadttor_audit::Error> {
         let Some(log) = &self.audit else {
-            return;
+            return Ok(());
         };
         let mut ev = stadttor_audit::event::Event::new(
             "document.sign",
@@ -291,9 +311,7 @@ impl Signer {
         for (k, v) in extra {
             ev = ev.attr(*k, v.as_str());
         }
-        if let Err(e) = log.record(&ev) {
-            tracing::error!(request_id, error = %e, "audit log cannot record a document signature");
-        }
+        log.record(&ev)
     }
 
     fn sign_blocking(
