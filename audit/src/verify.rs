@@ -129,6 +129,16 @@ pub struct VerifyReport {
     pub unreadable: Vec<(u64, String)>,
 }
 
+impl VerifyReport {
+    /// `N (and M superseded partial tiles)`, for summaries.
+    pub fn tiles_compared(&self) -> String {
+        format!(
+            "{} (and {} superseded partial tiles)",
+            self.tiles, self.partial_tiles
+        )
+    }
+}
+
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
