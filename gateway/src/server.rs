@@ -89,14 +89,17 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let signer = match &state.config.signing {
         None => None,
         Some(s) => Some(Arc::new(
-            tokio::task::block_in_place(|| crate::signing::Signer::new(s, &keys, audit.clone()))
-                .map_err(|reason| ConfigError {
-                    file: state.config.path.clone(),
-                    issues: vec![config::Issue {
-                        key: "signing".into(),
-                        reason,
-                    }],
-                })?,
+            tokio::task::block_in_place(|| {
+                let store_metrics = metrics.register_signature_store();
+                crate::signing::Signer::new(s, &keys, audit.clone(), store_metrics)
+            })
+            .map_err(|reason| ConfigError {
+                file: state.config.path.clone(),
+                issues: vec![config::Issue {
+                    key: "signing".into(),
+                    reason,
+                }],
+            })?,
         )),
     };
     let policy = state

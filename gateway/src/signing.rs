@@ -9,7 +9,8 @@
 //! - `pades`: the PDF comes back with an embedded PAdES signature (B-B, or
 //!   B-T with a timestamp);
 //! - `cades`: a detached CAdES signature is stored and named in the
-//!   `stadttor-signature` header (`/.stadttor/signatures/ID.p7s`);
+//!   `stadttor-signature` header (`/.stadttor/signatures/ID.p7s`); the
+//!   store has a size and an age limit ([`SignatureStore`]);
 //! - `jws`: a detached JWS (RFC 7797) in the `stadttor-jws` header;
 //! - `http-signature`: RFC 9421 `Signature-Input`/`Signature` with an
 //!   RFC 9530 `Content-Digest`, signed by a short-lived per-route key that
@@ -36,6 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use stadttor_hsm::{Protection, SigningKey};
 use stadttor_pki::sign::{cms, httpsig, jws, pades, tsa::HttpTsa, SealCertificate};
 
@@ -43,6 +45,10 @@ use crate::auth::hex;
 use crate::auth::provider::unix_now;
 use crate::body::ProxyBody;
 use crate::config::{self, SignFormat, SignRule};
+use crate::metrics::NameLabel;
+
+mod store;
+pub use store::SignatureStore;
 
 /// Why a response could not be signed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +80,7 @@ pub struct Signer {
     tsa: Option<HttpTsa>,
     max_body: u64,
     store_dir: PathBuf,
+    store: SignatureStore,
     delegation_lifetime: Duration,
     delegation_algorithm: stadttor_hsm::Algorithm,
     delegated: Mutex<HashMap<String, Arc<httpsig::DelegatedKey>>>,
@@ -92,10 +99,13 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Loads key and certificate (checked: key usage, validity, key match)
     /// and prepares the signature store.
+    /// `store_metrics` are the handles from
+    /// [`crate::metrics::Metrics::register_signature_store`].
     pub fn new(
         cfg: &config::Signing,
         keys: &crate::keys::Keys,
         audit: Option<Arc<crate::audit_event::AuditLog>>,
+        store_metrics: (Family<NameLabel, Counter>, Gauge),
     ) -> Result<Self, String> {
         let key = keys
             .resolve(&cfg.key)
@@ -115,8 +125,12 @@ impl Signer {
             ),
             None => None,
         };
-        std::fs::create_dir_all(&cfg.store_dir)
-            .map_err(|e| format!("signing.store_dir {}: {e}", cfg.store_dir.display()))?;
+        let store = SignatureStore::open(
+            &cfg.store_dir,
+            cfg.store_max_bytes,
+            cfg.store_max_age,
+            store_metrics,
+        )?;
         let cert_sha256 = hex(ring::digest::digest(&ring::digest::SHA256, cert.leaf()).as_ref());
         tracing::info!(subject = cert.subject(), "document signing ready");
         Ok(Self {
@@ -126,6 +140,7 @@ impl Signer {
             tsa,
             max_body: cfg.max_body,
             store_dir: cfg.store_dir.clone(),
+            store,
             delegation_lifetime: cfg.delegation_lifetime,
             delegation_algorithm: match cfg.delegation_algorithm {
                 config::DelegationAlgorithm::Ed25519 => stadttor_hsm::Algorithm::Ed25519,
@@ -267,7 +282,7 @@ impl Signer {
                     "audit log cannot record a document signature: the sealed response is withheld"
                 );
                 if let Some((_, id)) = extra_attrs.iter().find(|(k, _)| *k == "signature_id") {
-                    let _ = std::fs::remove_file(self.store_dir.join(format!("{id}.p7s")));
+                    self.store.remove(id);
                 }
                 // The response an audited route gives when its access event
                 // cannot be recorded (built by errors.rs, like every error).
@@ -351,8 +366,7 @@ impl Signer {
                 let sig =
                     cms::sign_detached(self.key.as_ref(), &self.cert, body, &opts).map_err(err)?;
                 let id = crate::auth::random_token(18);
-                let path = self.store_dir.join(format!("{id}.p7s"));
-                std::fs::write(&path, &sig).map_err(|e| SignError::Store(e.to_string()))?;
+                self.store.put(&id, &sig).map_err(SignError::Store)?;
                 Ok(Signed::Stored(
                     id.clone(),
                     vec![(CMS_HEADER.into(), format!("/.stadttor/signatures/{id}.p7s"))],
@@ -461,9 +475,14 @@ impl Signer {
         } else {
             return None;
         };
-        let (status, body, ctype) = match std::fs::read(self.store_dir.join(file)) {
-            Ok(b) => (StatusCode::OK, b, ctype),
-            Err(_) => (StatusCode::NOT_FOUND, b"not found\n".to_vec(), "text/plain"),
+        let found = if file.ends_with(".p7s") {
+            self.store.get(&file)
+        } else {
+            std::fs::read(self.store_dir.join(file)).ok()
+        };
+        let (status, body, ctype) = match found {
+            Some(b) => (StatusCode::OK, b, ctype),
+            None => (StatusCode::NOT_FOUND, b"not found\n".to_vec(), "text/plain"),
         };
         let mut r = Response::new(
             Full::new(Bytes::from(body))

@@ -545,6 +545,50 @@ async fn a_seal_whose_audit_event_is_refused_is_withheld_never_sent_without_evid
     );
 }
 
+/// Threat: anyone who can fetch a sealed document from a public route
+/// makes the gateway store a detached signature; repeated anonymous
+/// requests must not fill the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_requests_cannot_fill_the_disk_with_stored_signatures() {
+    let s = Setup::start("store_max_bytes = \"64KiB\"").await;
+    let store = s.dir.path().join("signatures");
+    let stored_bytes = || -> u64 {
+        std::fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "p7s"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let mut urls = Vec::new();
+    for _ in 0..60 {
+        let r = s.get("/akten/liste.csv").await;
+        assert_eq!(r.status, 200);
+        urls.push(r.headers["stadttor-signature"].to_str().unwrap().to_owned());
+        let bytes = stored_bytes();
+        assert!(bytes <= 64 * 1024, "store grew to {bytes} bytes");
+    }
+    // The newest signatures are served, the oldest went first.
+    assert_eq!(s.get(urls.last().unwrap()).await.status, 200);
+    assert_eq!(s.get(&urls[0]).await.status, 404);
+    assert!(s
+        .gw
+        .wait_for_log("signature store full", std::time::Duration::from_secs(2)));
+    let (_, m) = s.gw.admin_get("/metrics").await;
+    let evicted: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("stadttor_signature_store_evicted_total{name=\"size\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no eviction metric: {m}"));
+    assert!(evicted > 0 && evicted < 60, "{evicted}");
+    let gauge: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("stadttor_signature_store_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert_eq!(gauge, stored_bytes());
+}
+
 #[test]
 fn sign_and_verify_from_the_command_line() {
     let seal = Pki::new();
