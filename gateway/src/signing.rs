@@ -37,7 +37,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use stadttor_hsm::{Protection, SigningKey};
 use stadttor_pki::sign::{cms, httpsig, jws, pades, tsa::HttpTsa, SealCertificate};
 
@@ -45,7 +44,6 @@ use crate::auth::hex;
 use crate::auth::provider::unix_now;
 use crate::body::ProxyBody;
 use crate::config::{self, SignFormat, SignRule};
-use crate::metrics::NameLabel;
 
 mod store;
 pub use store::SignatureStore;
@@ -99,13 +97,12 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Loads key and certificate (checked: key usage, validity, key match)
     /// and prepares the signature store.
-    /// `store_metrics` are the handles from
-    /// [`crate::metrics::Metrics::register_signature_store`].
+    /// The signature store's metrics are registered in `metrics`.
     pub fn new(
         cfg: &config::Signing,
         keys: &crate::keys::Keys,
         audit: Option<Arc<crate::audit_event::AuditLog>>,
-        store_metrics: (Family<NameLabel, Counter>, Gauge),
+        metrics: &mut crate::metrics::Metrics,
     ) -> Result<Self, String> {
         let key = keys
             .resolve(&cfg.key)
@@ -129,7 +126,7 @@ impl Signer {
             &cfg.store_dir,
             cfg.store_max_bytes,
             cfg.store_max_age,
-            store_metrics,
+            metrics.register_signature_store(),
         )?;
         let cert_sha256 = hex(ring::digest::digest(&ring::digest::SHA256, cert.leaf()).as_ref());
         tracing::info!(subject = cert.subject(), "document signing ready");
@@ -253,42 +250,10 @@ impl Signer {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::TRANSFER_ENCODING);
         parts.headers.remove(header::ETAG);
-        if self.audit.is_some() {
-            // The document's hash for the log; an RFC 9421 response already
-            // carries it in Content-Digest (no second pass over the body).
-            let digest = parts
-                .headers
-                .get("content-digest")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("sha-256=:")?
-                        .strip_suffix(':')
-                        .map(str::to_owned)
-                })
-                .and_then(|b| {
-                    use base64::Engine as _;
-                    base64::engine::general_purpose::STANDARD.decode(b).ok()
-                })
-                .filter(|_| rule.format == SignFormat::HttpSignature);
-            let doc_sha256 = match digest {
-                Some(d) => hex(&d),
-                None => hex(ring::digest::digest(&ring::digest::SHA256, &original).as_ref()),
-            };
-            if let Err(e) = self.record(route, rule, &doc_sha256, request_id, &extra_attrs) {
-                tracing::error!(
-                    request_id,
-                    route,
-                    error = %e,
-                    "audit log cannot record a document signature: the sealed response is withheld"
-                );
-                if let Some((_, id)) = extra_attrs.iter().find(|(k, _)| *k == "signature_id") {
-                    self.store.remove(id);
-                }
-                // The response an audited route gives when its access event
-                // cannot be recorded (built by errors.rs, like every error).
-                return Ok(crate::errors::GatewayError::AuditUnavailable(e.to_string())
-                    .to_response(request_id));
-            }
+        if let Some(withheld) =
+            self.evidence(route, rule, &parts, &original, request_id, &extra_attrs)
+        {
+            return Ok(withheld);
         }
         tracing::debug!(
             request_id,
@@ -300,6 +265,55 @@ impl Signer {
             .map_err(|never| match never {})
             .boxed_unsync();
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// Records the `document.sign` event. `Some(503 response)` when the
+    /// log refuses it: the sealed response must not leave.
+    fn evidence(
+        &self,
+        route: &str,
+        rule: &SignRule,
+        parts: &http::response::Parts,
+        original: &[u8],
+        request_id: &str,
+        extra_attrs: &[(&str, String)],
+    ) -> Option<Response<ProxyBody>> {
+        self.audit.as_ref()?;
+        // The document's hash for the log; an RFC 9421 response already
+        // carries it in Content-Digest (no second pass over the body).
+        let digest = parts
+            .headers
+            .get("content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("sha-256=:")?
+                    .strip_suffix(':')
+                    .map(str::to_owned)
+            })
+            .and_then(|b| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(b).ok()
+            })
+            .filter(|_| rule.format == SignFormat::HttpSignature);
+        let doc_sha256 = match digest {
+            Some(d) => hex(&d),
+            None => hex(ring::digest::digest(&ring::digest::SHA256, original).as_ref()),
+        };
+        let e = self
+            .record(route, rule, &doc_sha256, request_id, extra_attrs)
+            .err()?;
+        tracing::error!(
+            request_id,
+            route,
+            error = %e,
+            "audit log cannot record a document signature: the sealed response is withheld"
+        );
+        if let Some((_, id)) = extra_attrs.iter().find(|(k, _)| *k == "signature_id") {
+            self.store.remove(id);
+        }
+        // The response an audited route gives when its access event cannot
+        // be recorded (built by errors.rs, like every error).
+        Some(crate::errors::GatewayError::AuditUnavailable(e.to_string()).to_response(request_id))
     }
 
     fn record(
