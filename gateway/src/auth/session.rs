@@ -88,7 +88,7 @@ impl SessionData {
     /// lower of the session's base and the new login's level. A login
     /// without a mapped level (`None`) counts as the lowest of all, so an
     /// elevation from it expires like any other.
-    pub fn base_after_login(previous: Option<Level>, login: Option<Level>) -> Option<Level> {
+    pub fn base_after(previous: Option<Level>, login: Option<Level>) -> Option<Level> {
         // `Option`'s order already puts `None` first; the rule is written
         // down here so that nobody "fixes" a `None` into the new level.
         previous.min(login)
@@ -141,12 +141,12 @@ mod tests {
         let mut s = s();
         s.base = None;
         s.lvl = Some(Level::High);
-        s.base = SessionData::base_after_login(s.base, s.lvl);
+        s.base = SessionData::base_after(s.base, s.lvl);
         assert_eq!(s.base, None, "the step-up must not become the base level");
         assert_eq!(s.level(1100, 300), Some(Level::High));
         assert_eq!(s.level(1301, 300), None, "the elevation expires");
         // Lower of the two in the other cases.
-        let b = SessionData::base_after_login;
+        let b = SessionData::base_after;
         assert_eq!(
             b(Some(Level::Substantial), Some(Level::High)),
             Some(Level::Substantial)
