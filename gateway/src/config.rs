@@ -940,10 +940,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
     }
 
     if let Some(a) = &raw.admin {
-        if let Some(problem) = socket_conflict(&sockets, a.listen) {
-            issue("admin.listen".into(), problem);
-        }
-        admin::check(a, &mut issue);
+        admin::check(a, &sockets, &mut issue);
     }
 
     let mut upstream_names = BTreeMap::new();
@@ -1358,10 +1355,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         },
         keys: key_store_config(&raw.keys, &base),
         admin: raw.admin.as_ref().map(|a| a.listen),
-        admin_max_connections: raw
-            .admin
-            .as_ref()
-            .map_or(admin::default_max_connections(), |a| a.max_connections),
+        admin_max_connections: admin::max_connections(raw.admin.as_ref()),
         admin_tls,
         officers,
         policies,

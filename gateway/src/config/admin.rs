@@ -1,10 +1,11 @@
 //! `[admin]`: the admin listener's own TLS settings and its connection
 //! cap, validated apart from the public listeners.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::identity::KeyRefParser;
-use super::{host_problem, raw, CertMode, Certificate, ClientAuth, Tls};
+use super::{host_problem, raw, socket_conflict, CertMode, Certificate, ClientAuth, Tls};
 
 /// `admin.max_connections` when it is not set: plenty for scrapers, health
 /// checks and the officers' pages, and far below the file-descriptor limit.
@@ -12,8 +13,21 @@ pub(super) fn default_max_connections() -> usize {
     256
 }
 
-/// Checks the `[admin]` keys that need no files.
-pub(super) fn check(a: &raw::Admin, issue: &mut dyn FnMut(String, String)) {
+/// The admin listener's connection cap (the default without `[admin]`).
+pub(super) fn max_connections(a: Option<&raw::Admin>) -> usize {
+    a.map_or(default_max_connections(), |a| a.max_connections)
+}
+
+/// Checks the `[admin]` keys that need no files: the address against the
+/// public listeners' `sockets`, and the connection cap.
+pub(super) fn check(
+    a: &raw::Admin,
+    sockets: &[(String, SocketAddr)],
+    issue: &mut dyn FnMut(String, String),
+) {
+    if let Some(problem) = socket_conflict(sockets, a.listen) {
+        issue("admin.listen".into(), problem);
+    }
     if a.max_connections == 0 {
         issue("admin.max_connections".into(), "must be at least 1".into());
     }
