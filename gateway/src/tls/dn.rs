@@ -103,11 +103,14 @@ fn text(v: &Any<'_>) -> Option<String> {
                 .chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
                 .collect();
-            (d.len() % 2 == 0)
+            d.len()
+                .is_multiple_of(2)
                 .then(|| String::from_utf16(&units).ok())
                 .flatten()
         }
-        Tag::UniversalString => (d.len() % 4 == 0)
+        Tag::UniversalString => d
+            .len()
+            .is_multiple_of(4)
             .then(|| {
                 d.chunks_exact(4)
                     .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
