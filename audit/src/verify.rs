@@ -10,7 +10,10 @@
 //!    tiles, and the first entry that fails is reported;
 //! 3. every stored hash tile must equal the recomputed one (a flipped bit in
 //!    a tile is caught even when the entries are intact);
-//! 4. every checkpoint in `checkpoints.jsonl` must verify with the same key,
+//! 4. every superseded partial tile and entry bundle that stays published
+//!    (`tile/…/N.p/W` of an older checkpoint) must hold the first `W`
+//!    hashes or entries of its verified tile (see `partials`);
+//! 5. every checkpoint in `checkpoints.jsonl` must verify with the same key,
 //!    grow monotonically, and have the root of the recomputed tree at its
 //!    size. That is stronger than checking consistency proofs between them:
 //!    all of them are proven to be heads of one append-only tree.
@@ -33,6 +36,8 @@ use crate::merkle::{self, Frontier, Hash, HashSource, ProofError};
 use crate::note::{self, Checkpoint, NoteError, VerifierKey};
 use crate::store;
 use crate::tiles::{self, TileHashes, TILE_HEIGHT, TILE_WIDTH};
+
+mod partials;
 
 /// Why verification failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,15 @@ pub enum VerifyError {
         /// Relative path of the tile.
         path: String,
     },
+    /// A superseded partial tile (still published for an older checkpoint)
+    /// differs from the verified tree.
+    #[error("{path}: superseded partial tile {reason}")]
+    BadPartialTile {
+        /// Relative path of the partial tile or entry bundle.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A historical checkpoint is not a head of the verified tree.
     #[error("checkpoint history line {line}: {reason}")]
     History {
@@ -106,6 +120,8 @@ pub struct VerifyReport {
     pub entries: u64,
     /// Hash tiles compared.
     pub tiles: u64,
+    /// Superseded partial tiles and entry bundles compared.
+    pub partial_tiles: u64,
     /// Historical checkpoints verified.
     pub history: u64,
     /// Entries that are in the tree but do not parse as a known event
@@ -113,16 +129,27 @@ pub struct VerifyReport {
     pub unreadable: Vec<(u64, String)>,
 }
 
+impl VerifyReport {
+    /// `N (and M superseded partial tiles)`, for summaries.
+    pub fn tiles_compared(&self) -> String {
+        format!(
+            "{} (and {} superseded partial tiles)",
+            self.tiles, self.partial_tiles
+        )
+    }
+}
+
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "OK: {} size {} root {}: {} entries re-hashed, {} hash tiles match, {} historical checkpoints are heads of this tree",
+            "OK: {} size {} root {}: {} entries re-hashed, {} hash tiles match, {} superseded partial tiles match, {} historical checkpoints are heads of this tree",
             self.checkpoint.origin,
             self.checkpoint.size,
             B64.encode(self.checkpoint.root),
             self.entries,
             self.tiles,
+            self.partial_tiles,
             self.history
         )?;
         if !self.unreadable.is_empty() {
@@ -317,11 +344,13 @@ impl LogReader {
             tiles_checked += 1;
         }
 
+        let partial_tiles = partials::verify(&self.dir, size)?;
         let history = self.verify_history()?;
         Ok(VerifyReport {
             checkpoint: self.checkpoint.clone(),
             entries: frontier.size(),
             tiles: tiles_checked,
+            partial_tiles,
             history,
             unreadable,
         })

@@ -149,6 +149,32 @@ fn flipped_hash_tile_bit_is_caught() {
     }
 }
 
+/// Threat: a byte of a partial tile published for an older checkpoint (and
+/// still served to clients that verified that checkpoint) is changed.
+#[test]
+fn flipped_byte_in_a_superseded_partial_tile_is_named() {
+    let (dir, _, vk) = copy();
+    // The checkpoints at 400 and 800 published these partials of tiles
+    // that are still partial (the current tree has 1000 entries), so they
+    // stay next to the current ones (`003.p/232`, `1/000.p/3`).
+    let r = verify::verify_dir(dir.path(), &vk).unwrap();
+    assert_eq!(r.partial_tiles, 3, "{r}");
+    for rel in ["tile/0/003.p/32", "tile/entries/003.p/32", "tile/1/000.p/1"] {
+        let (dir, _, vk) = copy();
+        let path = dir.path().join(rel);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        match verify::verify_dir(dir.path(), &vk) {
+            Err(e @ VerifyError::BadPartialTile { .. }) => {
+                assert!(e.to_string().starts_with(&format!("{rel}: ")), "{e}")
+            }
+            other => panic!("{rel}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn flipped_entry_bundle_bit_is_caught() {
     let (dir, _, vk) = copy();

@@ -5,6 +5,11 @@
 //! Without `[admin.tls]` it is plain HTTP and meant for loopback or a
 //! management network only; none of these paths exist on the public
 //! listeners. The officers' pages are only served over HTTPS.
+//!
+//! At most `admin.max_connections` connections are open at once (the
+//! public listeners' limiter, `listener::ConnLimits`); more are closed at
+//! accept, counted as `stadttor_connections_refused_total{reason=
+//! "admin_max_connections"}` and logged.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -31,17 +36,40 @@ pub async fn run(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    // The same limiter as the public listeners, with its own cap: a flood
+    // of admin connections cannot take the process's file descriptors.
+    let cap = shared.state.load().config.admin_max_connections;
+    let limits = crate::listener::ConnLimits::with_caps(cap, cap);
+    let mut refusing = false;
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
             Err(_) => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admission = match limits.admit(peer.ip()) {
+            Ok(a) => {
+                if std::mem::take(&mut refusing) {
+                    tracing::info!("admin connections are accepted again");
+                }
+                a
+            }
+            Err(_) => {
+                shared.metrics.refused("admin_max_connections");
+                if !std::mem::replace(&mut refusing, true) {
+                    // Once per episode: a flood must not flood the log too.
+                    tracing::warn!(%peer, max = cap, "admin connections refused: admin.max_connections reached");
+                }
+                drop(stream);
                 continue;
             }
         };
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _admission = admission;
             let svc = service_fn(move |req| answer(shared.clone(), req));
             let http = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -506,7 +506,7 @@ fn write_summary(out: &mut dyn Write, source: &str, r: &VerifyReport) -> io::Res
     writeln!(out, "size: {}", cp.size)?;
     writeln!(out, "root: {}", B64.encode(cp.root))?;
     writeln!(out, "entries re-hashed: {}", r.entries)?;
-    writeln!(out, "hash tiles compared: {}", r.tiles)?;
+    writeln!(out, "hash tiles compared: {}", r.tiles_compared())?;
     writeln!(
         out,
         "checkpoints checked: {} in checkpoints.jsonl (signature, order, root), plus the current one",

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use stadttor_hsm::KeyRef;
 
+mod admin;
 mod identity;
 mod paths;
 mod policies;
@@ -180,6 +181,8 @@ pub mod raw {
         pub officer_provider: Option<String>,
         pub officer_subject_claim: Option<String>,
         pub officer_redirect_uri: Option<String>,
+        #[serde(default = "super::admin::default_max_connections")]
+        pub max_connections: usize,
     }
 
     /// `[[listeners]]`.
@@ -541,6 +544,8 @@ pub struct Config {
     pub keys: stadttor_hsm::KeyStoreConfig,
     /// The admin listener, if any.
     pub admin: Option<SocketAddr>,
+    /// Connections the admin listener holds open at once (`admin.max_connections`).
+    pub admin_max_connections: usize,
     /// HTTPS on the admin listener (`[admin.tls]`), if configured.
     pub admin_tls: Option<Tls>,
     /// Officers' policy pages and API on the admin listener, if configured.
@@ -940,9 +945,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
     }
 
     if let Some(a) = &raw.admin {
-        if let Some(problem) = socket_conflict(&sockets, a.listen) {
-            issue("admin.listen".into(), problem);
-        }
+        admin::check(a, &sockets, &mut issue);
     }
 
     let mut upstream_names = BTreeMap::new();
@@ -1034,7 +1037,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
     let mut officers = None;
     if let Some(a) = &raw.admin {
         if let Some(t) = &a.tls {
-            admin_tls = Some(admin_tls_config(t, &abs, &key_ref, &mut issue));
+            admin_tls = Some(admin::tls_config(t, &abs, &key_ref, &mut issue));
         }
         officers = policies::validate_officers(
             a.officer_provider.as_deref(),
@@ -1358,6 +1361,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         },
         keys: key_store_config(&raw.keys, &base),
         admin: raw.admin.as_ref().map(|a| a.listen),
+        admin_max_connections: admin::max_connections(raw.admin.as_ref()),
         admin_tls,
         officers,
         policies,
@@ -1368,60 +1372,6 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         upstreams,
         routes,
     })
-}
-
-/// The admin listener's `[admin.tls]`: certificates signed directly by
-/// their keys (no short-lived leaves), optional client certificates.
-fn admin_tls_config(
-    t: &raw::Tls,
-    abs: &dyn Fn(&Path) -> PathBuf,
-    key_ref: &identity::KeyRefParser<'_>,
-    issue: &mut dyn FnMut(String, String),
-) -> Tls {
-    if t.certificates.is_empty() {
-        issue(
-            "admin.tls.certificates".into(),
-            "at least one certificate is needed".into(),
-        );
-    }
-    let mut certificates = Vec::new();
-    for (j, c) in t.certificates.iter().enumerate() {
-        let ck = format!("admin.tls.certificates[{j}]");
-        if c.mode != CertMode::Direct {
-            issue(
-                format!("{ck}.mode"),
-                "the admin listener signs handshakes directly; remove `mode`".into(),
-            );
-        }
-        let mut names = Vec::new();
-        for n in &c.server_names {
-            let n = n.to_ascii_lowercase();
-            if let Some(problem) = host_problem(&n) {
-                issue(
-                    format!("{ck}.server_names"),
-                    format!("`{n}` is not a DNS name or `*.` wildcard: {problem}"),
-                );
-            }
-            names.push(n);
-        }
-        certificates.push(Certificate {
-            chain: abs(&c.chain),
-            key: key_ref(&c.key, issue, format!("{ck}.key")),
-            server_names: names,
-            origin: ck,
-            mode: CertMode::Direct,
-            leaf_lifetime: c.leaf_lifetime,
-        });
-    }
-    Tls {
-        certificates,
-        client_auth: t.client_auth.as_ref().map(|c| ClientAuth {
-            ca: abs(&c.ca),
-            mode: c.mode,
-        }),
-        allow_x25519: t.allow_x25519,
-        session_tickets: t.session_tickets,
-    }
 }
 
 /// Why `name` (lowercase) can never equal a request's host or SNI name.

@@ -34,14 +34,22 @@ pub struct ConnLimits {
 impl ConnLimits {
     /// Limits from the server config.
     pub fn new(server: &Server) -> Arc<Self> {
+        Self::with_caps(server.max_connections, server.max_connections_per_ip)
+    }
+
+    /// Limits of `total` open connections, `per_ip` of them from one
+    /// address (the admin listener uses its own).
+    pub fn with_caps(total: usize, per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
-            total: Arc::new(Semaphore::new(server.max_connections)),
+            total: Arc::new(Semaphore::new(total)),
             per_ip: Mutex::new(HashMap::new()),
-            max_per_ip: server.max_connections_per_ip,
+            max_per_ip: per_ip,
         })
     }
 
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, &'static str> {
+    /// Takes a slot for a connection from `ip`, or names the limit that
+    /// refuses it. The slot is given back when the admission is dropped.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, &'static str> {
         let permit = self
             .total
             .clone()
@@ -62,7 +70,7 @@ impl ConnLimits {
 }
 
 /// Held while a connection is open; gives its slots back on drop.
-struct Admission {
+pub(crate) struct Admission {
     limits: Arc<ConnLimits>,
     ip: IpAddr,
     _permit: OwnedSemaphorePermit,

@@ -219,6 +219,24 @@ impl Metrics {
             .register_collector(Box::new(crate::keys::KeyCollector(keys)));
     }
 
+    /// Registers the CAdES signature store's metrics and returns their
+    /// handles: evictions by reason (`size`, `age`) and the bytes stored.
+    pub fn register_signature_store(&mut self) -> (Family<NameLabel, Counter>, Gauge) {
+        let evicted = Family::<NameLabel, Counter>::default();
+        self.registry.register(
+            "signature_store_evicted",
+            "Stored detached signatures removed to keep [signing] store limits, by reason",
+            evicted.clone(),
+        );
+        let bytes = Gauge::default();
+        self.registry.register(
+            "signature_store_bytes",
+            "Bytes of detached signatures in [signing] store_dir",
+            bytes.clone(),
+        );
+        (evicted, bytes)
+    }
+
     /// Counter of failures for an upstream.
     pub fn upstream_failures(&self, upstream: &str) -> Counter {
         Self::named(&self.upstream_failures, upstream)

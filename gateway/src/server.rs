@@ -19,6 +19,7 @@ use crate::keys::Keys;
 use crate::listener::ConnLimits;
 use crate::metrics::Metrics;
 use crate::proxy::Shared;
+use crate::signing::Signer;
 use crate::state::State;
 
 /// Why the gateway could not start.
@@ -89,7 +90,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let signer = match &state.config.signing {
         None => None,
         Some(s) => Some(Arc::new(
-            tokio::task::block_in_place(|| crate::signing::Signer::new(s, &keys, audit.clone()))
+            tokio::task::block_in_place(|| Signer::new(s, &keys, audit.clone(), &mut metrics))
                 .map_err(|reason| ConfigError {
                     file: state.config.path.clone(),
                     issues: vec![config::Issue {

@@ -9,7 +9,8 @@
 //! - `pades`: the PDF comes back with an embedded PAdES signature (B-B, or
 //!   B-T with a timestamp);
 //! - `cades`: a detached CAdES signature is stored and named in the
-//!   `stadttor-signature` header (`/.stadttor/signatures/ID.p7s`);
+//!   `stadttor-signature` header (`/.stadttor/signatures/ID.p7s`); the
+//!   store has a size and an age limit ([`SignatureStore`]);
 //! - `jws`: a detached JWS (RFC 7797) in the `stadttor-jws` header;
 //! - `http-signature`: RFC 9421 `Signature-Input`/`Signature` with an
 //!   RFC 9530 `Content-Digest`, signed by a short-lived per-route key that
@@ -21,6 +22,12 @@
 //! failure, is a 502 and a log line: never an unsigned body where a
 //! signature is required. Every signature is an audit event with the
 //! document's SHA-256, the route, the format and the certificate.
+//!
+//! Fail closed on the evidence: when an audit log is configured, a sealed
+//! response leaves only after its `document.sign` event was accepted. If
+//! the log refuses it, the client gets the same 503 as an audited route
+//! whose access event cannot be recorded, never the sealed body, and a
+//! stored CAdES signature of that response is deleted again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,6 +44,9 @@ use crate::auth::hex;
 use crate::auth::provider::unix_now;
 use crate::body::ProxyBody;
 use crate::config::{self, SignFormat, SignRule};
+
+mod store;
+pub use store::SignatureStore;
 
 /// Why a response could not be signed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +78,7 @@ pub struct Signer {
     tsa: Option<HttpTsa>,
     max_body: u64,
     store_dir: PathBuf,
+    store: SignatureStore,
     delegation_lifetime: Duration,
     delegation_algorithm: stadttor_hsm::Algorithm,
     delegated: Mutex<HashMap<String, Arc<httpsig::DelegatedKey>>>,
@@ -86,10 +97,12 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Loads key and certificate (checked: key usage, validity, key match)
     /// and prepares the signature store.
+    /// The signature store's metrics are registered in `metrics`.
     pub fn new(
         cfg: &config::Signing,
         keys: &crate::keys::Keys,
         audit: Option<Arc<crate::audit_event::AuditLog>>,
+        metrics: &mut crate::metrics::Metrics,
     ) -> Result<Self, String> {
         let key = keys
             .resolve(&cfg.key)
@@ -109,8 +122,12 @@ impl Signer {
             ),
             None => None,
         };
-        std::fs::create_dir_all(&cfg.store_dir)
-            .map_err(|e| format!("signing.store_dir {}: {e}", cfg.store_dir.display()))?;
+        let store = SignatureStore::open(
+            &cfg.store_dir,
+            cfg.store_max_bytes,
+            cfg.store_max_age,
+            metrics.register_signature_store(),
+        )?;
         let cert_sha256 = hex(ring::digest::digest(&ring::digest::SHA256, cert.leaf()).as_ref());
         tracing::info!(subject = cert.subject(), "document signing ready");
         Ok(Self {
@@ -120,6 +137,7 @@ impl Signer {
             tsa,
             max_body: cfg.max_body,
             store_dir: cfg.store_dir.clone(),
+            store,
             delegation_lifetime: cfg.delegation_lifetime,
             delegation_algorithm: match cfg.delegation_algorithm {
                 config::DelegationAlgorithm::Ed25519 => stadttor_hsm::Algorithm::Ed25519,
@@ -232,28 +250,10 @@ impl Signer {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::TRANSFER_ENCODING);
         parts.headers.remove(header::ETAG);
-        if self.audit.is_some() {
-            // The document's hash for the log; an RFC 9421 response already
-            // carries it in Content-Digest (no second pass over the body).
-            let digest = parts
-                .headers
-                .get("content-digest")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("sha-256=:")?
-                        .strip_suffix(':')
-                        .map(str::to_owned)
-                })
-                .and_then(|b| {
-                    use base64::Engine as _;
-                    base64::engine::general_purpose::STANDARD.decode(b).ok()
-                })
-                .filter(|_| rule.format == SignFormat::HttpSignature);
-            let doc_sha256 = match digest {
-                Some(d) => hex(&d),
-                None => hex(ring::digest::digest(&ring::digest::SHA256, &original).as_ref()),
-            };
-            self.record(route, rule, &doc_sha256, request_id, &extra_attrs);
+        if let Some(withheld) =
+            self.evidence(route, rule, &parts, &original, request_id, &extra_attrs)
+        {
+            return Ok(withheld);
         }
         tracing::debug!(
             request_id,
@@ -267,6 +267,55 @@ impl Signer {
         Ok(Response::from_parts(parts, body))
     }
 
+    /// Records the `document.sign` event. `Some(503 response)` when the
+    /// log refuses it: the sealed response must not leave.
+    fn evidence(
+        &self,
+        route: &str,
+        rule: &SignRule,
+        parts: &http::response::Parts,
+        original: &[u8],
+        request_id: &str,
+        extra_attrs: &[(&str, String)],
+    ) -> Option<Response<ProxyBody>> {
+        self.audit.as_ref()?;
+        // The document's hash for the log; an RFC 9421 response already
+        // carries it in Content-Digest (no second pass over the body).
+        let digest = parts
+            .headers
+            .get("content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("sha-256=:")?
+                    .strip_suffix(':')
+                    .map(str::to_owned)
+            })
+            .and_then(|b| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(b).ok()
+            })
+            .filter(|_| rule.format == SignFormat::HttpSignature);
+        let doc_sha256 = match digest {
+            Some(d) => hex(&d),
+            None => hex(ring::digest::digest(&ring::digest::SHA256, original).as_ref()),
+        };
+        let e = self
+            .record(route, rule, &doc_sha256, request_id, extra_attrs)
+            .err()?;
+        tracing::error!(
+            request_id,
+            route,
+            error = %e,
+            "audit log cannot record a document signature: the sealed response is withheld"
+        );
+        if let Some((_, id)) = extra_attrs.iter().find(|(k, _)| *k == "signature_id") {
+            self.store.remove(id);
+        }
+        // The response an audited route gives when its access event cannot
+        // be recorded (built by errors.rs, like every error).
+        Some(crate::errors::GatewayError::AuditUnavailable(e.to_string()).to_response(request_id))
+    }
+
     fn record(
         &self,
         route: &str,
@@ -274,9 +323,9 @@ impl Signer {
         doc: &str,
         request_id: &str,
         extra: &[(&str, String)],
-    ) {
+    ) -> Result<(), stadttor_audit::Error> {
         let Some(log) = &self.audit else {
-            return;
+            return Ok(());
         };
         let mut ev = stadttor_audit::event::Event::new(
             "document.sign",
@@ -291,9 +340,7 @@ impl Signer {
         for (k, v) in extra {
             ev = ev.attr(*k, v.as_str());
         }
-        if let Err(e) = log.record(&ev) {
-            tracing::error!(request_id, error = %e, "audit log cannot record a document signature");
-        }
+        log.record(&ev)
     }
 
     fn sign_blocking(
@@ -333,8 +380,7 @@ impl Signer {
                 let sig =
                     cms::sign_detached(self.key.as_ref(), &self.cert, body, &opts).map_err(err)?;
                 let id = crate::auth::random_token(18);
-                let path = self.store_dir.join(format!("{id}.p7s"));
-                std::fs::write(&path, &sig).map_err(|e| SignError::Store(e.to_string()))?;
+                self.store.put(&id, &sig).map_err(SignError::Store)?;
                 Ok(Signed::Stored(
                     id.clone(),
                     vec![(CMS_HEADER.into(), format!("/.stadttor/signatures/{id}.p7s"))],
@@ -443,9 +489,14 @@ impl Signer {
         } else {
             return None;
         };
-        let (status, body, ctype) = match std::fs::read(self.store_dir.join(file)) {
-            Ok(b) => (StatusCode::OK, b, ctype),
-            Err(_) => (StatusCode::NOT_FOUND, b"not found\n".to_vec(), "text/plain"),
+        let found = if file.ends_with(".p7s") {
+            self.store.get(&file)
+        } else {
+            std::fs::read(self.store_dir.join(file)).ok()
+        };
+        let (status, body, ctype) = match found {
+            Some(b) => (StatusCode::OK, b, ctype),
+            None => (StatusCode::NOT_FOUND, b"not found\n".to_vec(), "text/plain"),
         };
         let mut r = Response::new(
             Full::new(Bytes::from(body))

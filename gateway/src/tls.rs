@@ -25,6 +25,8 @@ use stadttor_hsm::{Protection, SigningKey};
 use stadttor_pki::tls_key::HsmTlsKey;
 
 use crate::config::{self, CertMode, ClientAuthMode, Issue};
+
+pub mod dn;
 use crate::keys::Keys;
 
 /// The crypto provider restricted to the BSI TR-02102-2 profile.
@@ -385,7 +387,8 @@ impl ResolvesServerCert for SniResolver {
 /// The verified client certificate of a connection, for later stages.
 #[derive(Debug, Clone)]
 pub struct ClientCert {
-    /// The subject distinguished name, RFC 4514 string.
+    /// The subject distinguished name as an RFC 4514 string, most specific
+    /// RDN first and escaped (see [`dn`]): `CN=Amt 32,O=Stadt Muenster,C=DE`.
     pub subject: String,
 }
 
@@ -394,7 +397,7 @@ impl ClientCert {
     pub fn from_der(der: &CertificateDer<'_>) -> Option<Self> {
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
         Some(Self {
-            subject: cert.subject().to_string(),
+            subject: dn::rfc4514(cert.subject()),
         })
     }
 }

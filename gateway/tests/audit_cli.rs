@@ -302,6 +302,18 @@ fn verify_names_a_flipped_entry_byte() {
     assert_failed(&f.verify(), &["entry 300", "changed"]);
 }
 
+/// Threat: a byte is changed in a partial hash tile that the checkpoint at
+/// 520 published and the log still serves next to the current `002.p/88`.
+#[test]
+fn verify_names_a_flipped_byte_in_a_superseded_partial_tile() {
+    let f = Fixture::new("audit-cli-partial");
+    let tile = f.dir.path().join("tile/0/002.p/8");
+    let mut bytes = std::fs::read(&tile).unwrap();
+    bytes[40] ^= 0x01;
+    std::fs::write(&tile, bytes).unwrap();
+    assert_failed(&f.verify(), &["tile/0/002.p/8", "superseded partial tile"]);
+}
+
 /// Threat: an entry is deleted from its bundle (the later ones move up).
 #[test]
 fn verify_names_a_removed_entry() {

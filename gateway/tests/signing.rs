@@ -93,6 +93,11 @@ struct Setup {
 
 impl Setup {
     async fn start(extra_signing: &str) -> Self {
+        Self::start_with(extra_signing, "").await
+    }
+
+    /// `extra_audit` is appended to the `[audit]` table.
+    async fn start_with(extra_signing: &str, extra_audit: &str) -> Self {
         let seal = Pki::new();
         let dir = TempDir::new("signing");
         let tls = TestPki::new(&dir, "main", &[]);
@@ -110,7 +115,7 @@ impl Setup {
         let (_, seal_pem) = seal.seal_for(&key);
         let tsa = seal.start_tsa();
         let upstream = service(common::minimal_pdf()).await;
-        let audit = audit_toml(&dir);
+        let audit = format!("{}{extra_audit}", audit_toml(&dir));
         let config = format!(
             r#"
 [admin]
@@ -439,6 +444,149 @@ async fn too_large_documents_are_withheld_never_sent_unsigned_and_signatures_are
         events.iter().any(|e| e["kind"] == "key.delegate"),
         "the delegation is audited"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_whose_audit_event_is_refused_is_withheld_never_sent_without_evidence() {
+    // A two-event audit queue (committed every 100 ms): one request at a
+    // time fits (access event + seal event); a burst fills the queue with
+    // access events, so the seal events of the admitted requests are
+    // refused as they would be by a broken or flooded log.
+    let mut s = Setup::start_with("", "queue_capacity = 2\n").await;
+    let cfg = Arc::new(client::tls_config(&s.tls.ca_pem, None, Proto::H1));
+    let addr = s.gw.addr();
+    let (mut sealed, mut cades_sealed, mut refused) = (0usize, 0usize, 0usize);
+    let mut withheld = false;
+    // The start-up events are committed first (every 100 ms).
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    for round in 0..40 {
+        let burst = if round < 2 { 1 } else { 12 };
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..burst {
+            let (cfg, path) = (cfg.clone(), if i % 2 == 0 { "/api/x" } else { "/akten/y" });
+            set.spawn(async move {
+                let r = client::get(cfg, addr, "localhost", Proto::H1, path).await;
+                (path, r.unwrap())
+            });
+        }
+        while let Some(j) = set.join_next().await {
+            let (path, r) = j.unwrap();
+            match r.status.as_u16() {
+                200 => {
+                    sealed += 1;
+                    if path.starts_with("/akten") {
+                        cades_sealed += 1;
+                        assert!(r.headers.contains_key("stadttor-signature"));
+                    } else {
+                        assert!(r.headers.contains_key("stadttor-jws"));
+                    }
+                }
+                503 => {
+                    refused += 1;
+                    assert!(r.text().contains("cannot be recorded"), "{}", r.text());
+                    assert!(!r.headers.contains_key("stadttor-jws"));
+                    assert!(!r.headers.contains_key("stadttor-signature"));
+                    assert!(!r.text().contains("aktenzeichen") && !r.text().contains("Akte"));
+                }
+                other => panic!("{path}: unexpected {other}: {}", r.text()),
+            }
+        }
+        if round < 2 {
+            assert_eq!(sealed, round + 1, "a single request fits the queue");
+        }
+        withheld = s.gw.logs().contains("the sealed response is withheld");
+        if withheld && round >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // Only the signatures of responses that left stay in the store.
+    let stored = std::fs::read_dir(s.dir.path().join("signatures"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "p7s")
+        })
+        .count();
+    assert_eq!(stored, cades_sealed);
+    // Every sealed response that left has its event in the signed log.
+    let logs = s.gw.logs();
+    let start = logs.find("verifier_key=").unwrap() + "verifier_key=".len();
+    let key: String = logs[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let key = stadttor_audit::VerifierKey::parse(&key).unwrap();
+    s.gw.signal("TERM");
+    assert!(s
+        .gw
+        .wait_exit(std::time::Duration::from_secs(10))
+        .unwrap()
+        .success());
+    let log_dir = s.dir.path().join("audit");
+    let mut out = Vec::new();
+    stadttor_audit::verify::LogReader::open(&log_dir, &key)
+        .unwrap()
+        .export(&mut out)
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let signs = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+        .filter(|e| e["kind"] == "document.sign")
+        .count();
+    assert_eq!(signs, sealed, "sealed responses and their events");
+    assert!(
+        withheld,
+        "no seal event was ever refused ({refused} refusals)"
+    );
+}
+
+/// Threat: anyone who can fetch a sealed document from a public route
+/// makes the gateway store a detached signature; repeated anonymous
+/// requests must not fill the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_requests_cannot_fill_the_disk_with_stored_signatures() {
+    let s = Setup::start("store_max_bytes = \"64KiB\"").await;
+    let store = s.dir.path().join("signatures");
+    let stored_bytes = || -> u64 {
+        std::fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "p7s"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let mut urls = Vec::new();
+    for _ in 0..60 {
+        let r = s.get("/akten/liste.csv").await;
+        assert_eq!(r.status, 200);
+        urls.push(r.headers["stadttor-signature"].to_str().unwrap().to_owned());
+        let bytes = stored_bytes();
+        assert!(bytes <= 64 * 1024, "store grew to {bytes} bytes");
+    }
+    // The newest signatures are served, the oldest went first.
+    assert_eq!(s.get(urls.last().unwrap()).await.status, 200);
+    assert_eq!(s.get(&urls[0]).await.status, 404);
+    assert!(s
+        .gw
+        .wait_for_log("signature store full", std::time::Duration::from_secs(2)));
+    let (_, m) = s.gw.admin_get("/metrics").await;
+    let evicted: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("stadttor_signature_store_evicted_total{name=\"size\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no eviction metric: {m}"));
+    assert!(evicted > 0 && evicted < 60, "{evicted}");
+    let gauge: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("stadttor_signature_store_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert_eq!(gauge, stored_bytes());
 }
 
 #[test]

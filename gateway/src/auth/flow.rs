@@ -507,7 +507,7 @@ async fn callback(
         .as_ref()
         .filter(|s| s.iss == tx.issuer && s.sub == login.sub);
     let (base, iat, exp) = match same_user {
-        Some(s) => (s.base.min(login.level).or(login.level), s.iat, s.exp),
+        Some(s) => (SessionData::base_after(s.base, login.level), s.iat, s.exp),
         None => (
             login.level,
             now,

@@ -83,6 +83,16 @@ impl SessionData {
             self.lvl
         }
     }
+
+    /// The base level after a new login of the same user (a step-up): the
+    /// lower of the session's base and the new login's level. A login
+    /// without a mapped level (`None`) counts as the lowest of all, so an
+    /// elevation from it expires like any other.
+    pub fn base_after(previous: Option<Level>, login: Option<Level>) -> Option<Level> {
+        // `Option`'s order already puts `None` first; the rule is written
+        // down here so that nobody "fixes" a `None` into the new level.
+        previous.min(login)
+    }
 }
 
 #[cfg(test)]
@@ -123,5 +133,25 @@ mod tests {
         let mut t = s.clone();
         t.base = Some(Level::High);
         assert_eq!(t.level(99_999, 300), Some(Level::High));
+    }
+
+    #[test]
+    fn step_up_from_a_login_without_a_mapped_level_expires() {
+        // The first login's `acr` maps to no level; the step-up reaches high.
+        let mut s = s();
+        s.base = None;
+        s.lvl = Some(Level::High);
+        s.base = SessionData::base_after(s.base, s.lvl);
+        assert_eq!(s.base, None, "the step-up must not become the base level");
+        assert_eq!(s.level(1100, 300), Some(Level::High));
+        assert_eq!(s.level(1301, 300), None, "the elevation expires");
+        // Lower of the two in the other cases.
+        let b = SessionData::base_after;
+        assert_eq!(
+            b(Some(Level::Substantial), Some(Level::High)),
+            Some(Level::Substantial)
+        );
+        assert_eq!(b(Some(Level::High), Some(Level::Low)), Some(Level::Low));
+        assert_eq!(b(Some(Level::High), None), None);
     }
 }

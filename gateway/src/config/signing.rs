@@ -64,6 +64,10 @@ pub(super) mod raw {
         #[serde(default = "default_max_body")]
         pub max_body: ByteSize,
         pub store_dir: PathBuf,
+        #[serde(default = "default_store_max_bytes")]
+        pub store_max_bytes: ByteSize,
+        #[serde(default = "default_store_max_age", with = "duration")]
+        pub store_max_age: Duration,
         #[serde(default = "default_delegation", with = "duration")]
         pub delegation_lifetime: Duration,
         #[serde(default)]
@@ -84,6 +88,12 @@ pub(super) mod raw {
     fn default_max_body() -> ByteSize {
         ByteSize(20 * 1024 * 1024)
     }
+    fn default_store_max_bytes() -> ByteSize {
+        ByteSize(1024 * 1024 * 1024)
+    }
+    fn default_store_max_age() -> Duration {
+        Duration::from_secs(90 * 24 * 3600)
+    }
     fn default_delegation() -> Duration {
         Duration::from_secs(3600)
     }
@@ -102,6 +112,10 @@ pub struct Signing {
     pub max_body: u64,
     /// Where detached CMS signatures are kept for retrieval.
     pub store_dir: PathBuf,
+    /// Most bytes of detached signatures kept; the oldest go first.
+    pub store_max_bytes: u64,
+    /// How long a detached signature stays retrievable.
+    pub store_max_age: Duration,
     /// Lifetime of per-route delegated HTTP signature keys; zero signs
     /// every response with the seal key itself.
     pub delegation_lifetime: Duration,
@@ -151,6 +165,18 @@ pub(super) fn validate_signing(
     if raw.max_body.0 == 0 {
         issue("signing.max_body".into(), "must be positive".into());
     }
+    if raw.store_max_bytes.0 < 64 * 1024 {
+        issue(
+            "signing.store_max_bytes".into(),
+            "must be at least 64KiB (a signature with its chain takes a few KiB)".into(),
+        );
+    }
+    if raw.store_max_age < Duration::from_secs(60) {
+        issue(
+            "signing.store_max_age".into(),
+            "must be at least 60s (clients fetch the signature after the document)".into(),
+        );
+    }
     if !raw.delegation_lifetime.is_zero() && raw.delegation_lifetime < Duration::from_secs(60) {
         issue(
             "signing.delegation_lifetime".into(),
@@ -163,6 +189,8 @@ pub(super) fn validate_signing(
         tsa_url: raw.tsa_url.clone(),
         max_body: raw.max_body.0,
         store_dir: abs(&raw.store_dir),
+        store_max_bytes: raw.store_max_bytes.0,
+        store_max_age: raw.store_max_age,
         delegation_lifetime: raw.delegation_lifetime,
         delegation_algorithm: raw.delegation_algorithm,
     }

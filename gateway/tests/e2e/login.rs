@@ -31,6 +31,8 @@ pub(crate) struct Opts {
     store: Option<(&'static str, &'static str)>,
     /// More `[[routes]]`, placed before the anonymous `/` route.
     pub(crate) routes: &'static str,
+    /// Appended to every `[[identity.providers]]` table.
+    provider_extra: &'static str,
 }
 
 /// One identity provider in a test.
@@ -144,7 +146,9 @@ scopes = ["openid", "profile"]
 id_token_algs = ["ES256"]
 allow_http = true
 request_timeout = "3s"
+{provider_extra}
 "#,
+                provider_extra = opts.provider_extra,
                 name = i.name,
                 issuer = i.op.issuer(),
                 client_auth = if opts.private_key_jwt {
@@ -479,6 +483,31 @@ async fn elevation_expires_after_the_step_up_lifetime() {
     assert_eq!(r.status, 303, "elevated level must have expired: {r:?}");
     let r = b.follow(&t.url("/portal/")).await;
     assert_eq!(header(&echoed(&r), "x-stadttor-level"), Some("substantial"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_up_from_a_login_without_a_mapped_level_does_not_stay_elevated() {
+    // The provider's `low` is not mapped: a login there has no level.
+    let t = Login::start_full(
+        &["buerger"],
+        "step_up_lifetime = \"10s\"",
+        Opts {
+            provider_extra: r#"acr = { "http://eidas.europa.eu/LoA/substantial" = "substantial", "http://eidas.europa.eu/LoA/high" = "high" }"#,
+            ..Opts::default()
+        },
+    )
+    .await;
+    let b = t.browser();
+    let chain = t.login(&b, "/both/", CITIZEN_HIGH, Level::Low).await;
+    assert_eq!(header(&echoed(&chain), "x-stadttor-level"), None);
+    let step = b.follow(&t.url("/bauamt/")).await;
+    let chain = b.login_at_op(&step, CITIZEN_HIGH, Level::High).await;
+    assert_eq!(header(&echoed(&chain), "x-stadttor-level"), Some("high"));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let r = b.get(&t.url("/bauamt/")).await;
+    assert_eq!(r.status, 303, "the elevation must have expired: {r:?}");
+    let r = b.follow(&t.url("/both/")).await;
+    assert_eq!(header(&echoed(&r), "x-stadttor-level"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -305,3 +305,55 @@ async fn json_logs_carry_the_request_id_and_no_secrets() {
         );
     }
 }
+
+/// Threat: a flood of connections to the admin listener (from a
+/// compromised host on the management network) exhausts the process's
+/// file descriptors. Its own cap closes the excess at accept; the public
+/// listener keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_connection_flood_is_capped_and_public_traffic_is_served() {
+    use tokio::io::AsyncReadExt;
+    let b = Backend::start("app").await;
+    let dir = testkit::TempDir::new("e2e-admin-cap");
+    let pki = testkit::TestPki::new(&dir, "main", &[]);
+    let cfg = crate::config_text(&pki, b.addr, "", "", "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\nmax_connections = 3\n",
+    );
+    assert!(cfg.contains("max_connections = 3"));
+    let gw = testkit::Gateway::start(crate::BIN, &dir, &cfg);
+    let admin = gw.admin.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The fourth is closed without an answer.
+    let mut extra = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), extra.read_to_end(&mut buf))
+        .await
+        .expect("the refused connection must be closed at once");
+    assert!(
+        read.is_err() || buf.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(gw.wait_for_log("admin.max_connections reached", Duration::from_secs(2)));
+    // The public listener has its own limits.
+    let c = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H1));
+    let r = client::get(c, gw.addr(), "localhost", Proto::H1, "/").await;
+    assert_eq!(r.unwrap().status, 200);
+    // Slots come back when connections close.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, m) = gw.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        m.contains("stadttor_connections_refused_total{name=\"admin_max_connections\"} 1"),
+        "{m}"
+    );
+}

@@ -221,7 +221,9 @@ async fn mtls_required_accepts_trusted_and_refuses_others() {
             .as_str()
             .unwrap()
             .to_owned();
-        assert!(subject.contains("CN=client-main"), "{subject}");
+        // RFC 4514: most specific RDN first, `,` between RDNs, as
+        // `openssl x509 -subject -nameopt RFC2253` prints it.
+        assert_eq!(subject, openssl_rfc2253_subject(&pki.client_cert_pem));
     }
     // No certificate: refused.
     let none = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H1));
@@ -257,4 +259,24 @@ async fn mtls_optional_admits_anonymous_clients_without_identity() {
     assert!(r.json()["headers"]
         .get("x-stadttor-client-cert-subject")
         .is_none());
+}
+
+/// What `openssl x509 -noout -subject -nameopt RFC2253` prints for `pem`.
+fn openssl_rfc2253_subject(pem: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pem.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let s = String::from_utf8(out.stdout).unwrap();
+    s.trim_end().strip_prefix("subject=").unwrap().to_owned()
 }
