@@ -143,7 +143,7 @@ impl Metrics {
         let rejected_targets = Family::<NameLabel, Counter>::default();
         registry.register(
             "requests_rejected_target",
-            "Requests refused because their target could not be made canonical, by reason",
+            "Requests refused before routing or at the route because their target or credentials were ambiguous, by reason",
             rejected_targets.clone(),
         );
         Self {
@@ -203,7 +203,8 @@ impl Metrics {
             .clone()
     }
 
-    /// Counts a request refused for its target (see [`crate::target`]).
+    /// Counts a request refused for an ambiguous target ([`crate::target`])
+    /// or ambiguous credentials ([`crate::credentials`]).
     pub fn rejected_target(&self, reason: &str) {
         Self::named(&self.rejected_targets, reason).inc();
     }

@@ -190,7 +190,7 @@ pub async fn serve(
 type Failure<'s> = (GatewayError, Option<&'s Route>);
 
 /// A request target that cannot be made unambiguous: 400, counted, and
-/// recorded as `http.rejected` with the reason when there is an audit log.
+/// recorded as `http.rejected` with the reason.
 fn refuse_target<'s>(
     shared: &Shared,
     state: &State,
@@ -200,7 +200,30 @@ fn refuse_target<'s>(
     route: Option<&'s Route>,
     request_id: &str,
 ) -> Failure<'s> {
-    shared.metrics.rejected_target(refusal.code());
+    record_rejection(
+        shared,
+        state,
+        conn,
+        method,
+        refusal.code(),
+        route,
+        request_id,
+    );
+    (GatewayError::BadRequest(refusal.reason()), route)
+}
+
+/// Counts a request refused before it reached a service and records it as
+/// `http.rejected` with the reason's code when there is an audit log.
+fn record_rejection(
+    shared: &Shared,
+    state: &State,
+    conn: &ConnInfo,
+    method: &Method,
+    code: &str,
+    route: Option<&Route>,
+    request_id: &str,
+) {
+    shared.metrics.rejected_target(code);
     if let Some(log) = shared.audit.as_deref() {
         let listener = state
             .config
@@ -208,16 +231,8 @@ fn refuse_target<'s>(
             .get(conn.listener)
             .map_or("", |l| l.name.as_str());
         let route_name = route.map_or("", |r| r.cfg.name.as_str());
-        crate::audit_event::record_rejected(
-            log,
-            refusal.code(),
-            route_name,
-            method,
-            request_id,
-            listener,
-        );
+        crate::audit_event::record_rejected(log, code, route_name, method, request_id, listener);
     }
-    (GatewayError::BadRequest(refusal.reason()), route)
 }
 
 /// The route's own rules for a target that was not canonical as sent:
@@ -283,8 +298,18 @@ async fn handle<'s>(
         }
     }
     let host = check_framing(&req).map_err(|e| (e, None))?;
-    let ambiguous = crate::credentials::check_unique(req.headers());
-    ambiguous.map_err(|e| (GatewayError::BadRequest(e), None))?;
+    if let Err(reason) = crate::credentials::check_unique(req.headers()) {
+        record_rejection(
+            shared,
+            state,
+            conn,
+            req.method(),
+            "ambiguous_credentials",
+            None,
+            request_id,
+        );
+        return Err((GatewayError::BadRequest(reason), None));
+    }
     // The gateway's own endpoints come before any route.
     if let Some(signer) = signer {
         if let Some(resp) = signer.endpoint(req.uri().path()) {
