@@ -17,13 +17,13 @@ use stadttor_policies::path::{canonical_path, is_decision_form};
 
 fn paths() -> [(&'static str, String); 3] {
     let canonical = "/fachverfahren/meldewesen/antraege/2026/12/07/".to_owned()
-        + &"abcdefghij/".repeat(14)
+        + "abcdefghij/".repeat(14).as_str()
         + "bescheid-4711.pdf";
     let messy = "/fachverfahren//meldewesen/./antraege/../antraege/%32%30%32%36/12/07/".to_owned()
-        + &"abc%64efghij/".repeat(11)
+        + "abc%64efghij/".repeat(11).as_str()
         + "x/%2e%2e/bescheid%2d4711%2Epdf";
     let refused =
-        "/fachverfahren/meldewesen/antraege/".to_owned() + &"abcdefghij/".repeat(15) + "..%2fadmin";
+        "/fachverfahren/meldewesen/antraege/".to_owned() + "abcdefghij/".repeat(15).as_str() + "..%2fadmin";
     [
         ("canonical-200B", canonical),
         ("rewritten-200B", messy),
