@@ -24,6 +24,7 @@ APT_PACKAGES=(
   redis-server                                          # session store tests (shared server + one per outage test)
   chromium                                              # headless browser: officer approval page
   lintian dpkg-dev binutils systemd slowhttptest        # appliance: .deb lint + shlibdeps/objcopy, systemd-analyze, slow clients
+  nginx python3                                         # path-confusion corpus: two upstreams that resolve paths on their own
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -10,8 +10,8 @@
 //!
 //! What cannot be made unambiguous is refused ([`Refusal`]): encoded `/` or
 //! `\` (`%2F`, `%5C`), a raw `\`, control characters (raw or encoded,
-//! `%00` included), encoded `?` or `#`, double-encoded dots, slashes and
-//! controls (`%252e`), percent-encodings that are not UTF-8 (overlong
+//! `%00` included), encoded `?`, `#` or `;`, double-encoded dots, slashes,
+//! delimiters and controls (`%252e`), percent-encodings that are not UTF-8 (overlong
 //! forms such as `%C0%AE`), malformed `%`, dot segments that climb above
 //! the root, and dot or empty segments hiding behind `;` parameters
 //! (`..;x`). `;` itself is kept; whether a route accepts path parameters is
@@ -40,8 +40,11 @@ pub enum Refusal {
     /// A control character, raw or percent-encoded (`%00` included).
     #[error("control character in the path")]
     ControlCharacter,
-    /// `%3F` or `%23`: a query or fragment delimiter hidden in the path.
-    #[error("encoded ? or # in the path")]
+    /// `%3F`, `%23` or `%3B`: a query, fragment or path-parameter
+    /// delimiter hidden in the path. A service that decodes before it
+    /// splits would see a delimiter the gateway did not (`/secret%3Bx/file`
+    /// is `/secret/file` to a decode-then-strip-parameters service).
+    #[error("encoded ?, # or ; in the path")]
     EncodedDelimiter,
     /// `%25` followed by the encoding of a dot, slash, delimiter or control.
     #[error("double-encoded character in the path")]
@@ -74,7 +77,7 @@ impl Refusal {
             Self::EncodedSlash => "encoded slash or backslash in the path",
             Self::Backslash => "backslash in the path",
             Self::ControlCharacter => "control character in the path",
-            Self::EncodedDelimiter => "encoded ? or # in the path",
+            Self::EncodedDelimiter => "encoded ?, # or ; in the path",
             Self::DoubleEncoding => "double-encoded character in the path",
             Self::BadPercentEncoding => "malformed percent-encoding in the path",
             Self::NotUtf8 => "percent-encoded bytes in the path are not UTF-8",
@@ -301,7 +304,7 @@ fn canonical_segment(raw: &str, out: &mut String) -> Result<(), Refusal> {
                     return Err(Refusal::EncodedSlash);
                 } else if v < 0x20 || v == 0x7f {
                     return Err(Refusal::ControlCharacter);
-                } else if v == b'?' || v == b'#' {
+                } else if matches!(v, b'?' | b'#' | b';') {
                     return Err(Refusal::EncodedDelimiter);
                 } else {
                     push_encoded(out, v);
@@ -360,7 +363,7 @@ fn double_encoded(b: &[u8], i: usize) -> bool {
         return false;
     };
     let v = h << 4 | l;
-    matches!(v, b'.' | b'/' | b'\\' | b'?' | b'#' | b'%') || v < 0x20 || v == 0x7f
+    matches!(v, b'.' | b'/' | b'\\' | b'?' | b'#' | b';' | b'%') || v < 0x20 || v == 0x7f
 }
 
 fn push_encoded(out: &mut String, v: u8) {

@@ -9,6 +9,7 @@ mod credentials;
 mod framing;
 mod login;
 mod ops;
+mod path_confusion;
 mod policy;
 mod proxy;
 mod streaming;

@@ -12,6 +12,9 @@
 //!   `tests/oidc-op`) with eIDAS test users; [`browser`] is a cookie-keeping
 //!   HTTP client that walks login redirects and submits HTML forms;
 //!   [`jwt`] forges and decodes tokens for negative tests.
+//! - [`nginx`] runs Debian's nginx serving files, and [`normalising`] a
+//!   Python service that resolves paths on its own: the two upstreams of
+//!   the path-confusion corpus, each logging the target it received.
 //!
 //! Nothing here uses fixed ports, `pkill` or global state.
 
@@ -22,6 +25,8 @@ pub mod backend;
 pub mod browser;
 pub mod client;
 pub mod jwt;
+pub mod nginx;
+pub mod normalising;
 pub mod oidc;
 
 pub use browser::Browser;
