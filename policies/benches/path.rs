@@ -22,8 +22,9 @@ fn paths() -> [(&'static str, String); 3] {
     let messy = "/fachverfahren//meldewesen/./antraege/../antraege/%32%30%32%36/12/07/".to_owned()
         + "abc%64efghij/".repeat(11).as_str()
         + "x/%2e%2e/bescheid%2d4711%2Epdf";
-    let refused =
-        "/fachverfahren/meldewesen/antraege/".to_owned() + "abcdefghij/".repeat(15).as_str() + "..%2fadmin";
+    let refused = "/fachverfahren/meldewesen/antraege/".to_owned()
+        + "abcdefghij/".repeat(15).as_str()
+        + "..%2fadmin";
     [
         ("canonical-200B", canonical),
         ("rewritten-200B", messy),

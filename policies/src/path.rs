@@ -10,8 +10,8 @@
 //!
 //! What cannot be made unambiguous is refused ([`Refusal`]): encoded `/` or
 //! `\` (`%2F`, `%5C`), a raw `\`, control characters (raw or encoded,
-//! `%00` included), encoded `?`, `#` or `;`, double-encoded dots, slashes,
-//! delimiters and controls (`%252e`), percent-encodings that are not UTF-8 (overlong
+//! `%00` included), encoded `?`, `#` or `;`, any double encoding
+//! (`%25` + two hex digits: `%252e`, `%2573`), percent-encodings that are not UTF-8 (overlong
 //! forms such as `%C0%AE`), malformed `%`, dot segments that climb above
 //! the root, and dot or empty segments hiding behind `;` parameters
 //! (`..;x`). `;` itself is kept; whether a route accepts path parameters is
@@ -46,7 +46,7 @@ pub enum Refusal {
     /// is `/secret/file` to a decode-then-strip-parameters service).
     #[error("encoded ?, # or ; in the path")]
     EncodedDelimiter,
-    /// `%25` followed by the encoding of a dot, slash, delimiter or control.
+    /// `%25` followed by two hex digits: a double encoding (`%252e`).
     #[error("double-encoded character in the path")]
     DoubleEncoding,
     /// `%` not followed by two hex digits.
@@ -353,17 +353,18 @@ fn percent_at(b: &[u8], i: usize) -> Result<u8, Refusal> {
     }
 }
 
-/// Whether `b[i..i + 2]` are two hex digits that, decoded once more, give a
-/// dot, a slash, a delimiter, `%` or a control character (`%252e`).
+/// Whether `b[i..i + 2]` are two hex digits, so that `%25` before them is
+/// a double encoding (`%252e`, `%2573`): a service that decodes twice would
+/// see another character than the one decided on, so every such form is
+/// refused, not only dots and slashes.
 fn double_encoded(b: &[u8], i: usize) -> bool {
-    let (Some(h), Some(l)) = (
-        b.get(i).copied().and_then(hex_value),
-        b.get(i + 1).copied().and_then(hex_value),
-    ) else {
-        return false;
-    };
-    let v = h << 4 | l;
-    matches!(v, b'.' | b'/' | b'\\' | b'?' | b'#' | b';' | b'%') || v < 0x20 || v == 0x7f
+    matches!(
+        (
+            b.get(i).copied().and_then(hex_value),
+            b.get(i + 1).copied().and_then(hex_value)
+        ),
+        (Some(_), Some(_))
+    )
 }
 
 fn push_encoded(out: &mut String, v: u8) {

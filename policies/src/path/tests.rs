@@ -127,7 +127,13 @@ fn ambiguous_targets_are_refused_with_their_reason() {
 #[test]
 fn an_encoded_percent_that_is_not_a_double_encoding_stays_encoded() {
     assert_eq!(canon("/100%25").as_deref(), Ok("/100%25"));
-    assert_eq!(canon("/a%2541").as_deref(), Ok("/a%2541"));
+    assert_eq!(canon("/a%25zz").as_deref(), Ok("/a%25zz"));
+    assert_eq!(
+        canon("/a%2541"),
+        Err(Refusal::DoubleEncoding),
+        "a double-decoding service would see /aA"
+    );
+    assert_eq!(canon("/%2573ecret/file"), Err(Refusal::DoubleEncoding));
 }
 
 #[test]
