@@ -34,6 +34,7 @@ pub mod session_store;
 pub mod signcmd;
 pub mod signing;
 pub mod state;
+pub mod store_tls;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
