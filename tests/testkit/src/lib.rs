@@ -12,6 +12,8 @@
 //!   `tests/oidc-op`) with eIDAS test users; [`browser`] is a cookie-keeping
 //!   HTTP client that walks login redirects and submits HTML forms;
 //!   [`jwt`] forges and decodes tokens for negative tests.
+//! - [`stores`] runs PostgreSQL and Redis servers that accept TLS only,
+//!   with certificates the test issued.
 //!
 //! Nothing here uses fixed ports, `pkill` or global state.
 
@@ -23,6 +25,7 @@ pub mod browser;
 pub mod client;
 pub mod jwt;
 pub mod oidc;
+pub mod stores;
 
 pub use browser::Browser;
 pub use oidc::TestOp;
