@@ -22,6 +22,7 @@ APT_PACKAGES=(
   golang-go golang-golang-x-mod-dev                     # Go sumdb/tlog: independent audit-log verifier
   poppler-utils libnss3-tools                           # pdfsig + certutil: independent PAdES verifier
   redis-server                                          # session store tests (shared server + one per outage test)
+  postgresql                                            # shared cluster; initdb/postgres for the TLS-only cluster of store_tls.rs
   chromium                                              # headless browser: officer approval page
   lintian dpkg-dev binutils systemd slowhttptest        # appliance: .deb lint + shlibdeps/objcopy, systemd-analyze, slow clients
   nginx python3                                         # path-confusion corpus: two upstreams that resolve paths on their own

@@ -39,6 +39,9 @@ pub enum AuditOpenError {
     /// The storage is not compiled in.
     #[error("audit: {0}")]
     Unsupported(&'static str),
+    /// TLS to PostgreSQL cannot be set up (the CA file).
+    #[error("audit.postgres_ca_file: {0}")]
+    StoreTls(String),
     /// The log itself refused to open (recovery failed, locked, …).
     #[error("audit.dir: {0}")]
     Log(#[from] stadttor_audit::Error),
@@ -118,8 +121,10 @@ impl AuditLog {
                 Backend::Dir(log)
             }
             #[cfg(feature = "postgres")]
-            AuditStorage::Postgres { url, schema } => {
+            AuditStorage::Postgres { url, schema, tls } => {
                 let mut pc = stadttor_audit::pg::PgConfig::new(url, schema, &cfg.origin);
+                pc.connector = crate::store_tls::sync_connector(tls.as_ref())
+                    .map_err(|e| AuditOpenError::StoreTls(e.to_string()))?;
                 pc.period = cfg.checkpoint_period;
                 pc.queue_capacity = cfg.queue_capacity;
                 let (log, report) = stadttor_audit::pg::PgLog::open(pc, key)?;

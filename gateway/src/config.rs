@@ -22,12 +22,14 @@ mod identity;
 mod paths;
 mod policies;
 mod signing;
+mod stores;
 pub use identity::{
     url_origin, AuthMethod, Identity, Level, Provider, ProviderAuth, RouteAuth, SessionStorage,
 };
 pub use paths::PathRules;
 pub use policies::{Officers, Policies, PolicyStorage, RouteAuthz, DEFAULT_SCHEMA};
 pub use signing::{DelegationAlgorithm, SignFormat, SignRule, Signing};
+pub use stores::{plaintext_warnings, Problem, StoreTls};
 
 /// A configuration problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +152,7 @@ pub mod raw {
         pub dir: Option<PathBuf>,
         pub postgres_url: Option<String>,
         pub postgres_schema: Option<String>,
+        pub postgres_ca_file: Option<PathBuf>,
         pub origin: String,
         pub key: String,
         pub pseudonym_key_file: PathBuf,
@@ -374,6 +377,8 @@ pub enum AuditStorage {
         url: String,
         /// Schema holding the log's tables.
         schema: String,
+        /// TLS to the server (`None`: plaintext).
+        tls: Option<StoreTls>,
     },
 }
 
@@ -381,10 +386,11 @@ impl fmt::Debug for AuditStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Dir(d) => f.debug_tuple("Dir").field(d).finish(),
-            Self::Postgres { schema, .. } => f
+            Self::Postgres { schema, tls, .. } => f
                 .debug_struct("Postgres")
                 .field("url", &"<redacted>")
                 .field("schema", schema)
+                .field("tls", tls)
                 .finish(),
         }
     }
@@ -1276,45 +1282,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
                 "must be between 1s and 24h".into(),
             );
         }
-        let storage = match (&a.dir, &a.postgres_url) {
-            (Some(d), None) => AuditStorage::Dir(abs(d)),
-            (None, Some(url)) => {
-                let schema = a
-                    .postgres_schema
-                    .clone()
-                    .unwrap_or_else(|| "stadttor_audit".into());
-                if schema.is_empty()
-                    || schema.len() > 63
-                    || !schema
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                {
-                    issue(
-                        "audit.postgres_schema".into(),
-                        "must be letters, digits and `_`, at most 63".into(),
-                    );
-                }
-                if !cfg!(feature = "postgres") {
-                    issue(
-                        "audit.postgres_url".into(),
-                        "PostgreSQL audit storage needs the cargo feature `postgres`, which \
-                         this stadttor was built without"
-                            .into(),
-                    );
-                }
-                AuditStorage::Postgres {
-                    url: url.clone(),
-                    schema,
-                }
-            }
-            _ => {
-                issue(
-                    "audit".into(),
-                    "give exactly one of `dir` (one gateway) or `postgres_url` (a cluster)".into(),
-                );
-                AuditStorage::Dir(PathBuf::new())
-            }
-        };
+        let storage = stores::audit_storage(a, &base, &mut issue);
         Audit {
             storage,
             origin: a.origin.clone(),

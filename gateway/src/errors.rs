@@ -66,13 +66,18 @@ pub enum GatewayError {
     Internal(String),
 }
 
-/// An error and its sources, `a: b: c`, for logs (never for clients).
+/// An error and its sources, `a: b: c`, for logs (never for clients). A
+/// source whose text its wrapper already ends with (`#[error("…: {0}")]`)
+/// is not repeated.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
         cur = c.source();
     }
     s

@@ -35,6 +35,7 @@ pub mod session_store;
 pub mod signcmd;
 pub mod signing;
 pub mod state;
+pub mod store_tls;
 pub mod target;
 pub mod tls;
 pub mod tunnel;

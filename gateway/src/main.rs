@@ -327,6 +327,11 @@ fn main() -> ExitCode {
 
 fn check(file: &std::path::Path) -> ExitCode {
     let result = config::load(file).and_then(|cfg| {
+        // Warnings do not change the exit code: a trusted network may be a
+        // deliberate choice, but it should be a visible one.
+        for (key, why) in config::plaintext_warnings(&cfg) {
+            eprintln!("{}: key `{key}`: warning: {why}", file.display());
+        }
         let (l, r) = (cfg.listeners.len(), cfg.routes.len());
         let keys = stadttor_gateway::keys::Keys::new(cfg.keys.clone());
         // The admin listener's certificates and keys too, not only the
@@ -572,6 +577,9 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(cfg: config::Config) -> anyhow::Result<()> {
+    for (key, why) in config::plaintext_warnings(&cfg) {
+        tracing::warn!(key = %key, "{why}");
+    }
     let prepared = server::prepare(cfg).await?;
     announce(&prepared.bound);
     prepared.run().await?;

@@ -28,8 +28,12 @@ pub fn open_store(storage: &PolicyStorage) -> Result<Arc<dyn PolicyStore>, Store
     match storage {
         PolicyStorage::Dir(d) => Ok(Arc::new(stadttor_policies::FileStore::open(d)?)),
         #[cfg(feature = "postgres")]
-        PolicyStorage::Postgres { url, schema } => {
-            Ok(Arc::new(stadttor_policies::PgStore::connect(url, schema)?))
+        PolicyStorage::Postgres { url, schema, tls } => {
+            let connector = crate::store_tls::sync_connector(tls.as_ref())
+                .map_err(|e| StoreError::Config(e.to_string()))?;
+            Ok(Arc::new(stadttor_policies::PgStore::connect_with(
+                url, schema, connector,
+            )?))
         }
         #[cfg(not(feature = "postgres"))]
         PolicyStorage::Postgres { .. } => Err(StoreError::Config(

@@ -55,6 +55,9 @@ pub struct StoreArgs {
     /// PostgreSQL schema of the store (default `stadttor_policies`).
     #[arg(long, global = true)]
     pub schema: Option<String>,
+    /// CA file for a `postgres://…?sslmode=verify-full` store.
+    #[arg(long, global = true)]
+    pub store_ca_file: Option<PathBuf>,
     /// Read the store from the `[policies]` table of this configuration.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
@@ -286,8 +289,13 @@ pub fn store_from_args(a: &StoreArgs) -> Result<Arc<dyn PolicyStore>, PolicyCmdE
     let storage = match (&a.store, &a.config) {
         (Some(s), _) => {
             let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-            PolicyStorage::parse(s, a.schema.as_deref(), &base)
-                .map_err(|e| PolicyCmdError::Usage(format!("--store: {e}")))?
+            PolicyStorage::parse(s, a.schema.as_deref(), a.store_ca_file.as_deref(), &base)
+                .map_err(|e| {
+                    PolicyCmdError::Usage(match e {
+                        crate::config::Problem::Url(r) => format!("--store: {r}"),
+                        crate::config::Problem::CaFile(r) => format!("--store-ca-file: {r}"),
+                    })
+                })?
         }
         (None, Some(path)) => {
             let cfg =

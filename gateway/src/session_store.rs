@@ -83,6 +83,9 @@ pub enum StoreConfig {
         url: String,
         /// Prefix of every key and of the pub/sub channel, e.g. `stadttor:sess:`.
         prefix: String,
+        /// TLS for a `rediss://` URL (`None`: plaintext `redis://`).
+        #[serde(skip)]
+        tls: Option<crate::store_tls::StoreTls>,
     },
     /// A PostgreSQL database shared by several gateways (feature `postgres`).
     Postgres {
@@ -91,6 +94,10 @@ pub enum StoreConfig {
         /// Schema holding the tables (created if missing): 1–48 of
         /// `[A-Za-z0-9_]`, not starting with a digit.
         schema: String,
+        /// TLS (`sslmode=require|verify-ca|verify-full`, taken out of the
+        /// URL by the configuration); `None`: plaintext.
+        #[serde(skip)]
+        tls: Option<crate::store_tls::StoreTls>,
     },
 }
 
@@ -98,15 +105,17 @@ impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreConfig::File { dir } => f.debug_struct("File").field("dir", dir).finish(),
-            StoreConfig::Redis { url, prefix } => f
+            StoreConfig::Redis { url, prefix, tls } => f
                 .debug_struct("Redis")
                 .field("url", &redact(url))
                 .field("prefix", prefix)
+                .field("tls", tls)
                 .finish(),
-            StoreConfig::Postgres { url, schema } => f
+            StoreConfig::Postgres { url, schema, tls } => f
                 .debug_struct("Postgres")
                 .field("url", &redact(url))
                 .field("schema", schema)
+                .field("tls", tls)
                 .finish(),
         }
     }
@@ -367,22 +376,34 @@ impl SessionStore {
                 (Backend::File(fb), replica)
             }
             #[cfg(feature = "redis")]
-            StoreConfig::Redis { url, prefix } => {
+            StoreConfig::Redis { url, prefix, tls } => {
                 let replica = Arc::new(Replica::new(opts.max_staleness, false));
-                let (rb, task) =
-                    redis::RedisBackend::open(url, prefix, opts, Arc::clone(&replica), shutdown_rx)
-                        .await?;
+                let (rb, task) = redis::RedisBackend::open(
+                    url,
+                    prefix,
+                    tls.as_ref(),
+                    opts,
+                    Arc::clone(&replica),
+                    shutdown_rx,
+                )
+                .await?;
                 tasks.push(task);
                 (Backend::Redis(rb), replica)
             }
             #[cfg(not(feature = "redis"))]
             StoreConfig::Redis { .. } => return Err(StoreError::Unsupported("redis")),
             #[cfg(feature = "postgres")]
-            StoreConfig::Postgres { url, schema } => {
+            StoreConfig::Postgres { url, schema, tls } => {
                 let replica = Arc::new(Replica::new(opts.max_staleness, false));
-                let (pb, task) =
-                    postgres::PgBackend::open(url, schema, opts, Arc::clone(&replica), shutdown_rx)
-                        .await?;
+                let (pb, task) = postgres::PgBackend::open(
+                    url,
+                    schema,
+                    tls.as_ref(),
+                    opts,
+                    Arc::clone(&replica),
+                    shutdown_rx,
+                )
+                .await?;
                 tasks.push(task);
                 (Backend::Postgres(pb), replica)
             }

@@ -157,19 +157,7 @@ fn client_verifier(
     ca: &config::ClientAuth,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let bytes =
-        std::fs::read(&ca.ca).map_err(|e| format!("cannot read {}: {e}", ca.ca.display()))?;
-    let mut roots = RootCertStore::empty();
-    use rustls_pki_types::pem::PemObject;
-    for c in CertificateDer::pem_slice_iter(&bytes) {
-        let c = c.map_err(|e| format!("{}: not a PEM certificate bundle: {e}", ca.ca.display()))?;
-        roots
-            .add(c)
-            .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no CA certificate found", ca.ca.display()));
-    }
+    let roots = ca_roots(&ca.ca)?;
     let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     let b = match ca.mode {
         ClientAuthMode::Required => b,
@@ -177,6 +165,25 @@ fn client_verifier(
     };
     let v = b.build().map_err(|e| format!("client CA: {e}"))?;
     Ok(Arc::new(CountingVerifier(v)))
+}
+
+/// The CA certificates of a PEM bundle, for verifying peers (client
+/// certificates, HTTPS upstreams, state stores). `Err` names the file and
+/// what is wrong with it.
+pub fn ca_roots(path: &std::path::Path) -> Result<RootCertStore, String> {
+    use rustls_pki_types::pem::PemObject;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&bytes) {
+        let c = c.map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate found", path.display()));
+    }
+    Ok(roots)
 }
 
 /// A short-lived leaf certificate, re-issued by a (hardware) issuing key at

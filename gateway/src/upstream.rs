@@ -18,8 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
 use rustls::ClientConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 
 use crate::body::ProxyBody;
 use crate::config::{self, Issue};
@@ -214,15 +213,7 @@ fn upstream_tls(
     t: &config::UpstreamTls,
     keys: &Keys,
 ) -> Result<(Arc<ClientConfig>, Option<ServerName<'static>>), String> {
-    let bytes =
-        std::fs::read(&t.ca).map_err(|e| format!("cannot read ca {}: {e}", t.ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&bytes) {
-        let c = c.map_err(|e| format!("{}: {e}", t.ca.display()))?;
-        roots
-            .add(c)
-            .map_err(|e| format!("{}: unusable CA: {e}", t.ca.display()))?;
-    }
+    let roots = crate::tls::ca_roots(&t.ca).map_err(|e| format!("ca: {e}"))?;
     let builder = ClientConfig::builder_with_provider(Arc::new(crate::tls::bsi_provider(true)))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

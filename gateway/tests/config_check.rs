@@ -292,3 +292,89 @@ fn a_syntax_error_is_a_config_error_with_its_line() {
     assert_eq!(lines.len(), 1, "{}", run.stderr);
     assert!(lines[0].contains("(line 2)"), "{}", lines[0]);
 }
+
+/// Threat: passwords, sessions, policies and audit events crossing the
+/// network in clear. A store configured without TLS on a host that is not
+/// loopback is a warning (naming the key, never the password) and the
+/// check still passes; loopback and TLS stores are quiet.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_store_reached_over_the_network_without_tls_is_a_warning() {
+    let pki = Pki::new("check-store-tls");
+    let base = good_config(
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    );
+    let stores = |policies: &str, audit: &str| {
+        format!(
+            "{base}\n[policies]\n{policies}\n\n[audit]\n{audit}\norigin = \"stadttor.test/a\"\n\
+             key = \"file:audit.der\"\npseudonym_key_file = \"pseudonym.key\"\n"
+        )
+    };
+    let warning = |run: &Run, key: &str| {
+        run.stderr
+            .lines()
+            .any(|l| l.contains(&format!("key `{key}`: warning:")) && l.contains("without TLS"))
+    };
+
+    let file = pki.write_config(&stores(
+        "store = \"postgres://stadttor:s3cret@db.example/stadttor\"",
+        "postgres_url = \"host=10.1.2.3 user=audit password=s3cret dbname=audit\"",
+    ));
+    let run = config_check(&file);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(warning(&run, "policies.store"), "{run:?}");
+    assert!(warning(&run, "audit.postgres_url"), "{run:?}");
+    assert!(!run.stderr.contains("s3cret"), "{run:?}");
+
+    let file = pki.write_config(&stores(
+        "store = \"postgres://stadttor@127.0.0.1/stadttor\"",
+        "postgres_url = \"host=/var/run/postgresql dbname=audit\"",
+    ));
+    let run = config_check(&file);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(!run.stderr.contains("warning"), "{run:?}");
+
+    let file = pki.write_config(&stores(
+        "store = \"postgres://stadttor@db.example/stadttor?sslmode=verify-full\"\nstore_ca_file = \"ca.pem\"",
+        "postgres_url = \"host=10.1.2.3 dbname=audit sslmode=require\"\npostgres_ca_file = \"ca.pem\"",
+    ));
+    let run = config_check(&file);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(!run.stderr.contains("warning"), "{run:?}");
+}
+
+/// TLS that cannot verify is refused outright, with the key and the
+/// reason: `sslmode=prefer` (downgradable), TLS without a CA file.
+#[cfg(feature = "postgres")]
+#[test]
+fn store_tls_that_cannot_verify_is_refused() {
+    let pki = Pki::new("check-store-tls-bad");
+    let base = good_config(
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    );
+    for (policies, key, reason) in [
+        (
+            "store = \"postgres://db.example/x?sslmode=prefer\"",
+            "policies.store",
+            "falls back to plaintext",
+        ),
+        (
+            "store = \"postgres://db.example/x?sslmode=verify-full\"",
+            "policies.store_ca_file",
+            "required with `sslmode=verify-full`",
+        ),
+    ] {
+        let file = pki.write_config(&format!("{base}\n[policies]\n{policies}\n"));
+        let run = config_check(&file);
+        assert_eq!(run.code, Some(EX_CONFIG), "{run:?}");
+        let lines = issue_lines(&run.stderr, &file);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("key `{key}`:")) && l.contains(reason)),
+            "{run:?}"
+        );
+    }
+}

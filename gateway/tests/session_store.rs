@@ -245,6 +245,7 @@ mod redis_backend {
             StoreConfig::Redis {
                 url: url.clone(),
                 prefix: prefix.clone(),
+                tls: None,
             },
             Cleanup { url, prefix },
         )
@@ -310,6 +311,7 @@ mod redis_backend {
         let cfg = StoreConfig::Redis {
             url: format!("redis://127.0.0.1:{}/", server.port),
             prefix: "stadttor-test:".into(),
+            tls: None,
         };
         let a = SessionStore::open(&cfg, opts()).await.unwrap();
         let b = SessionStore::open(&cfg, opts()).await.unwrap();
@@ -379,6 +381,7 @@ mod redis_backend {
         let cfg = StoreConfig::Redis {
             url: format!("redis://127.0.0.1:{port}/"),
             prefix: "p:".into(),
+            tls: None,
         };
         let e = SessionStore::open(&cfg, opts()).await.unwrap_err();
         assert!(
@@ -426,6 +429,7 @@ mod postgres_backend {
         StoreConfig::Postgres {
             url,
             schema: schema.to_owned(),
+            tls: None,
         }
     }
 

@@ -40,7 +40,7 @@ pub use error::{PolicyError, PolicyFile, Problem, StoreError, WorkflowError};
 pub use request::{AccessRequest, ConsideredRule, DecisionRecord, Explanation, Level, Reason};
 pub use set::{PolicySet, PolicyTest, ADMIN_DOMAIN, OFFICER_ROLE};
 #[cfg(feature = "postgres")]
-pub use store::pg::PgStore;
+pub use store::pg::{plain_connector, PgConnector, PgStore};
 pub use store::{
     file::FileStore, ChangeKind, PolicyStore, Proposal, ProposalStatus, StoredVersion, VersionMeta,
 };

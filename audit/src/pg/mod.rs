@@ -44,6 +44,7 @@ mod log;
 mod store;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use log::{PgLog, PgTicket};
@@ -55,8 +56,7 @@ pub use store::{export, ExportReport, PgOpenReport, PgStore, Publish};
 pub struct PgConfig {
     /// libpq-style connection string (`host=... user=... dbname=...`) or
     /// `postgresql://` URL. May hold a password, so it is redacted in
-    /// `Debug`. TLS is not supported yet: use a local socket or a trusted
-    /// network.
+    /// `Debug`. TLS is the [`connector`](Self::connector)'s business.
     pub url: String,
     /// The schema holding this log's tables (letters, digits, `_`; at most
     /// 63 bytes; not starting with a digit).
@@ -70,6 +70,20 @@ pub struct PgConfig {
     pub queue_capacity: usize,
     /// Timeout for establishing the connection.
     pub connect_timeout: Duration,
+    /// Opens a connection with the parsed settings. [`plain_connector`] by
+    /// default; the gateway passes one that speaks TLS
+    /// (`stadttor_gateway::store_tls::sync_connector`): this crate knows
+    /// nothing of TLS.
+    pub connector: PgConnector,
+}
+
+/// Opens one connection with the given settings.
+pub type PgConnector =
+    Arc<dyn Fn(&postgres::Config) -> Result<postgres::Client, postgres::Error> + Send + Sync>;
+
+/// Connects without TLS.
+pub fn plain_connector() -> PgConnector {
+    Arc::new(|c: &postgres::Config| c.connect(postgres::NoTls))
 }
 
 impl PgConfig {
@@ -86,6 +100,7 @@ impl PgConfig {
             period: Duration::from_secs(1),
             queue_capacity: 1 << 18,
             connect_timeout: Duration::from_secs(5),
+            connector: plain_connector(),
         }
     }
 }
@@ -99,7 +114,7 @@ impl fmt::Debug for PgConfig {
             .field("period", &self.period)
             .field("queue_capacity", &self.queue_capacity)
             .field("connect_timeout", &self.connect_timeout)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::Path;
 
-use postgres::{Client, IsolationLevel, NoTls};
+use postgres::{Client, IsolationLevel};
 
 use super::{check_schema, pg_err, PgConfig, PgError};
 pub use crate::appender::Publish;
@@ -119,7 +119,7 @@ fn connect(cfg: &PgConfig) -> Result<Client, PgError> {
     if pc.get_application_name().is_none() {
         pc.application_name(&format!("stadttor-audit {}", cfg.schema));
     }
-    pc.connect(NoTls).map_err(pg_err("connecting"))
+    (cfg.connector)(&pc).map_err(pg_err("connecting"))
 }
 
 /// The recovery mismatch a concurrent publish can cause.

@@ -144,13 +144,15 @@ impl Auth {
         }
         let store_cfg = match &cfg.store {
             config::SessionStorage::Dir(d) => StoreConfig::File { dir: d.clone() },
-            config::SessionStorage::Redis(url) => StoreConfig::Redis {
+            config::SessionStorage::Redis { url, tls } => StoreConfig::Redis {
                 url: url.clone(),
                 prefix: format!("{}:", cfg.store_namespace),
+                tls: tls.clone(),
             },
-            config::SessionStorage::Postgres(url) => StoreConfig::Postgres {
+            config::SessionStorage::Postgres { url, tls } => StoreConfig::Postgres {
                 url: url.clone(),
                 schema: format!("{}_sessions", cfg.store_namespace),
+                tls: tls.clone(),
             },
         };
         let store = SessionStore::open(&store_cfg, StoreOptions::default())

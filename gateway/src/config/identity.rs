@@ -13,6 +13,7 @@ use serde::Deserialize;
 use stadttor_hsm::KeyRef;
 
 use super::duration;
+use super::stores::{self, StoreTls};
 
 /// An eIDAS level of assurance, ordered `Low < Substantial < High`.
 #[derive(
@@ -84,6 +85,7 @@ pub(super) mod raw {
     pub struct Identity {
         pub session_key_file: PathBuf,
         pub store: String,
+        pub store_ca_file: Option<PathBuf>,
         #[serde(default = "default_namespace")]
         pub store_namespace: String,
         pub assertion_key: String,
@@ -183,9 +185,19 @@ pub enum SessionStorage {
     /// A directory on this node.
     Dir(PathBuf),
     /// Redis, shared by a cluster.
-    Redis(String),
+    Redis {
+        /// `redis://` or `rediss://` URL; may hold a password.
+        url: String,
+        /// TLS (`rediss://`), `None`: plaintext.
+        tls: Option<StoreTls>,
+    },
     /// PostgreSQL, shared by a cluster.
-    Postgres(String),
+    Postgres {
+        /// Connection string without `sslmode`; may hold a password.
+        url: String,
+        /// TLS (`sslmode=…`), `None`: plaintext.
+        tls: Option<StoreTls>,
+    },
 }
 
 /// The validated `[identity]` table.
@@ -300,6 +312,60 @@ pub struct RouteAuth {
     pub forward_authorization: bool,
 }
 
+/// `identity.store` and `identity.store_ca_file`.
+fn session_storage(
+    raw: &raw::Identity,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    issue: &mut dyn FnMut(String, String),
+) -> SessionStorage {
+    let base = abs(Path::new(""));
+    let ca = raw.store_ca_file.as_deref();
+    let (url_key, ca_key) = ("identity.store", "identity.store_ca_file");
+    let s = &raw.store;
+    let (storage, feature) = if let Some(dir) = s.strip_prefix("file:") {
+        if ca.is_some() {
+            issue(ca_key.into(), "applies only to Redis and PostgreSQL".into());
+        }
+        return SessionStorage::Dir(abs(Path::new(dir)));
+    } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+        let tls = stores::redis(s, ca, &base);
+        let tls = tls.map(|tls| SessionStorage::Redis {
+            url: s.clone(),
+            tls,
+        });
+        (tls, cfg!(feature = "redis").then_some(()).ok_or("redis"))
+    } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        let tls = stores::postgres(s, ca, &base);
+        let tls = tls.map(|(url, tls)| SessionStorage::Postgres { url, tls });
+        (
+            tls,
+            cfg!(feature = "postgres").then_some(()).ok_or("postgres"),
+        )
+    } else {
+        issue(
+            url_key.into(),
+            "must be `file:DIR` (one gateway), `redis://…`, `rediss://…` or `postgres://…` (a cluster)"
+                .into(),
+        );
+        return SessionStorage::Dir(PathBuf::new());
+    };
+    match (storage, feature) {
+        (Err(p), _) => {
+            p.report(url_key, ca_key, issue);
+            SessionStorage::Dir(PathBuf::new())
+        }
+        (Ok(st), Err(f)) => {
+            let name = if f == "redis" { "Redis" } else { "PostgreSQL" };
+            issue(
+                url_key.into(),
+                format!("{name} session storage needs the cargo feature `{f}`"),
+            );
+            st
+        }
+        (Ok(st), Ok(())) => st,
+    }
+}
+
 const ALLOWED_ALGS: [&str; 5] = ["ES256", "ES384", "PS256", "RS256", "EdDSA"];
 
 /// Parses a key reference at a config key, reporting problems to an issue sink.
@@ -312,31 +378,7 @@ pub(super) fn validate_identity(
     key_ref: &KeyRefParser<'_>,
     issue: &mut dyn FnMut(String, String),
 ) -> Identity {
-    let store = if let Some(dir) = raw.store.strip_prefix("file:") {
-        SessionStorage::Dir(abs(Path::new(dir)))
-    } else if raw.store.starts_with("redis://") {
-        if !cfg!(feature = "redis") {
-            issue(
-                "identity.store".into(),
-                "Redis session storage needs the cargo feature `redis`".into(),
-            );
-        }
-        SessionStorage::Redis(raw.store.clone())
-    } else if raw.store.starts_with("postgres://") || raw.store.starts_with("postgresql://") {
-        if !cfg!(feature = "postgres") {
-            issue(
-                "identity.store".into(),
-                "PostgreSQL session storage needs the cargo feature `postgres`".into(),
-            );
-        }
-        SessionStorage::Postgres(raw.store.clone())
-    } else {
-        issue(
-            "identity.store".into(),
-            "must be `file:DIR` (one gateway), `redis://…` or `postgres://…` (a cluster)".into(),
-        );
-        SessionStorage::Dir(PathBuf::new())
-    };
+    let store = session_storage(raw, abs, issue);
     let ns = &raw.store_namespace;
     if ns.is_empty()
         || ns.len() > 40

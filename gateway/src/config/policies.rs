@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration;
+use super::stores::{Problem, StoreTls};
 
 /// Raw shapes, exactly as in the file.
 #[allow(missing_docs)]
@@ -26,6 +27,7 @@ pub(super) mod raw {
     pub struct Policies {
         pub store: String,
         pub schema: Option<String>,
+        pub store_ca_file: Option<PathBuf>,
         #[serde(default = "default_poll", with = "duration")]
         pub poll_interval: Duration,
     }
@@ -56,6 +58,8 @@ pub enum PolicyStorage {
         url: String,
         /// Schema holding the store's tables.
         schema: String,
+        /// TLS to the server (`None`: plaintext).
+        tls: Option<StoreTls>,
     },
 }
 
@@ -63,10 +67,11 @@ impl std::fmt::Debug for PolicyStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Dir(d) => f.debug_tuple("Dir").field(d).finish(),
-            Self::Postgres { schema, .. } => f
+            Self::Postgres { schema, tls, .. } => f
                 .debug_struct("Postgres")
                 .field("url", &"<redacted>")
                 .field("schema", schema)
+                .field("tls", tls)
                 .finish(),
         }
     }
@@ -76,17 +81,28 @@ impl std::fmt::Debug for PolicyStorage {
 pub const DEFAULT_SCHEMA: &str = "stadttor_policies";
 
 impl PolicyStorage {
-    /// Parses `file:DIR` or `postgres://…` (relative directories against
-    /// `base`). `Err` says what is wrong.
-    pub fn parse(spec: &str, schema: Option<&str>, base: &Path) -> Result<Self, String> {
+    /// Parses `file:DIR` or `postgres://…` with its CA file for TLS
+    /// (relative paths against `base`). `Err` says what is wrong, in the
+    /// store or in the CA file.
+    pub fn parse(
+        spec: &str,
+        schema: Option<&str>,
+        ca_file: Option<&Path>,
+        base: &Path,
+    ) -> Result<Self, Problem> {
         if let Some(dir) = spec.strip_prefix("file:") {
             if dir.is_empty() {
-                return Err(
+                return Err(Problem::Url(
                     "`file:` needs a directory, e.g. `file:/var/lib/stadttor/policies`".into(),
-                );
+                ));
             }
             if schema.is_some() {
-                return Err("`schema` only applies to a PostgreSQL store".into());
+                return Err(Problem::Url(
+                    "`schema` only applies to a PostgreSQL store".into(),
+                ));
+            }
+            if ca_file.is_some() {
+                return Err(Problem::CaFile("applies only to a PostgreSQL store".into()));
             }
             let p = Path::new(dir);
             return Ok(Self::Dir(if p.is_absolute() {
@@ -98,19 +114,23 @@ impl PolicyStorage {
         if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
             let schema = schema.unwrap_or(DEFAULT_SCHEMA);
             if !schema_ok(schema) {
-                return Err(format!(
+                return Err(Problem::Url(format!(
                     "schema `{schema}`: must be lowercase letters, digits and `_`, starting with a letter, at most 40"
-                ));
+                )));
             }
+            let (url, tls) = super::stores::postgres(spec, ca_file, base)?;
             if !cfg!(feature = "postgres") {
-                return Err("a PostgreSQL policy store needs the cargo feature `postgres`, which this stadttor was built without".into());
+                return Err(Problem::Url("a PostgreSQL policy store needs the cargo feature `postgres`, which this stadttor was built without".into()));
             }
             return Ok(Self::Postgres {
-                url: spec.to_owned(),
+                url,
                 schema: schema.to_owned(),
+                tls,
             });
         }
-        Err("must be `file:DIR` (one gateway) or `postgres://…` (a cluster)".into())
+        Err(Problem::Url(
+            "must be `file:DIR` (one gateway) or `postgres://…` (a cluster)".into(),
+        ))
     }
 }
 
@@ -167,10 +187,15 @@ pub(super) fn validate_policies(
     base: &Path,
     issue: &mut dyn FnMut(String, String),
 ) -> Policies {
-    let storage = match PolicyStorage::parse(&raw.store, raw.schema.as_deref(), base) {
+    let storage = match PolicyStorage::parse(
+        &raw.store,
+        raw.schema.as_deref(),
+        raw.store_ca_file.as_deref(),
+        base,
+    ) {
         Ok(s) => s,
-        Err(e) => {
-            issue("policies.store".into(), e);
+        Err(p) => {
+            p.report("policies.store", "policies.store_ca_file", issue);
             PolicyStorage::Dir(PathBuf::new())
         }
     };

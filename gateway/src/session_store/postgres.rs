@@ -26,9 +26,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls};
+
+use crate::store_tls::MakeRustlsConnect;
 
 use super::replica::{Replica, Wire};
 use super::{from_ms, redact, StoreError, StoreOptions};
@@ -36,6 +40,8 @@ use super::{from_ms, redact, StoreError, StoreOptions};
 /// The PostgreSQL side of a store.
 pub(crate) struct PgBackend {
     config: Config,
+    /// TLS (`sslmode=require` is set in `config`), or plaintext.
+    tls: Option<MakeRustlsConnect>,
     schema: String,
     channel: String,
     opts: StoreOptions,
@@ -44,7 +50,12 @@ pub(crate) struct PgBackend {
 }
 
 fn db_err(what: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError + '_ {
-    move |e| StoreError::Unavailable(format!("postgres: {what}: {e}"))
+    move |e| {
+        StoreError::Unavailable(format!(
+            "postgres: {what}: {}",
+            crate::errors::error_chain(&e)
+        ))
+    }
 }
 
 async fn timed<T>(
@@ -80,6 +91,7 @@ impl PgBackend {
     pub(crate) async fn open(
         url: &str,
         schema: &str,
+        tls: Option<&crate::store_tls::StoreTls>,
         opts: StoreOptions,
         replica: Arc<Replica>,
         shutdown: watch::Receiver<bool>,
@@ -91,8 +103,21 @@ impl PgBackend {
         if config.get_application_name().is_none() {
             config.application_name("stadttor-session-store");
         }
+        let tls = match tls {
+            None => {
+                config.ssl_mode(SslMode::Disable);
+                None
+            }
+            Some(t) => {
+                config.ssl_mode(SslMode::Require);
+                let cc = crate::store_tls::client_config(t)
+                    .map_err(|e| StoreError::Config(e.to_string()))?;
+                Some(MakeRustlsConnect::new(cc))
+            }
+        };
         let backend = Arc::new(PgBackend {
             config,
+            tls,
             schema: schema.to_owned(),
             channel: format!("{schema}_revocations"),
             opts,
@@ -110,21 +135,35 @@ impl PgBackend {
         Ok((backend, task))
     }
 
-    /// A new connection whose driver runs in its own task.
-    async fn connect(&self) -> Result<Client, StoreError> {
-        let (client, conn) = timed(self.opts.op_timeout, async {
-            self.config
-                .connect(NoTls)
-                .await
-                .map_err(db_err("connecting"))
+    /// A new connection (TLS or plain, as configured) whose driver runs
+    /// in its own task; notifications go to `notes` if given.
+    async fn open_conn(
+        &self,
+        what: &'static str,
+        notes: Option<mpsc::UnboundedSender<String>>,
+    ) -> Result<(Client, JoinHandle<()>), StoreError> {
+        timed(self.opts.op_timeout, async {
+            Ok(match &self.tls {
+                None => {
+                    let (c, conn) = self.config.connect(NoTls).await.map_err(db_err(what))?;
+                    (c, tokio::spawn(drive(conn, notes)))
+                }
+                Some(tls) => {
+                    let (c, conn) = self
+                        .config
+                        .connect(tls.clone())
+                        .await
+                        .map_err(db_err(what))?;
+                    (c, tokio::spawn(drive(conn, notes)))
+                }
+            })
         })
-        .await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "session store: postgres connection ended");
-            }
-        });
-        Ok(client)
+        .await
+    }
+
+    /// A new request-path connection.
+    async fn connect(&self) -> Result<Client, StoreError> {
+        Ok(self.open_conn("connecting", None).await?.0)
     }
 
     async fn migrate(&self, client: &mut Client) -> Result<(), StoreError> {
@@ -276,32 +315,8 @@ impl PgBackend {
 
     /// Opens the background connection, `LISTEN`s, then loads everything.
     async fn connect_and_load(&self, replica: &Replica) -> Result<Live, StoreError> {
-        let (client, mut conn) = timed(self.opts.op_timeout, async {
-            self.config
-                .connect(NoTls)
-                .await
-                .map_err(db_err("connecting for LISTEN"))
-        })
-        .await?;
         let (tx, notes) = mpsc::unbounded_channel::<String>();
-        let driver = tokio::spawn(async move {
-            loop {
-                let msg = std::future::poll_fn(|cx| conn.poll_message(cx)).await;
-                match msg {
-                    Some(Ok(AsyncMessage::Notification(n))) => {
-                        if tx.send(n.payload().to_owned()).is_err() {
-                            return;
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "session store: postgres LISTEN connection failed");
-                        return;
-                    }
-                    None => return,
-                }
-            }
-        });
+        let (client, driver) = self.open_conn("connecting for LISTEN", Some(tx)).await?;
         let driver = AbortOnDrop(driver);
         timed(self.opts.op_timeout, async {
             client
@@ -397,6 +412,32 @@ impl PgBackend {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Drives one connection until it ends, passing notifications to `notes`
+/// (if any; the request-path connection has none).
+async fn drive<S, T>(mut conn: Connection<S, T>, notes: Option<mpsc::UnboundedSender<String>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(n))) => {
+                if let Some(tx) = &notes {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "session store: postgres connection ended");
+                return;
+            }
+            None => return,
         }
     }
 }

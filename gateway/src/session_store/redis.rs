@@ -67,7 +67,7 @@ pub(crate) struct RedisBackend {
 }
 
 fn unavailable(what: &str) -> impl FnOnce(RedisError) -> StoreError + '_ {
-    move |e| StoreError::Unavailable(format!("redis: {what}: {e}"))
+    move |e| StoreError::Unavailable(format!("redis: {what}: {}", crate::errors::error_chain(&e)))
 }
 
 async fn timed<T>(
@@ -85,6 +85,7 @@ impl RedisBackend {
     pub(crate) async fn open(
         url: &str,
         prefix: &str,
+        tls: Option<&crate::store_tls::StoreTls>,
         opts: StoreOptions,
         replica: Arc<Replica>,
         shutdown: watch::Receiver<bool>,
@@ -94,8 +95,31 @@ impl RedisBackend {
                 "redis prefix must be 1-200 bytes (e.g. \"stadttor:sess:\")".into(),
             ));
         }
-        let client = Client::open(url)
-            .map_err(|e| StoreError::Config(format!("redis url {}: {e}", redact(url))))?;
+        let bad_url = |e: RedisError| StoreError::Config(format!("redis url {}: {e}", redact(url)));
+        let client = match tls {
+            None if url.starts_with("rediss://") => {
+                return Err(StoreError::Config(
+                    "a rediss:// URL needs a CA file (identity.store_ca_file)".into(),
+                ))
+            }
+            None => Client::open(url).map_err(bad_url)?,
+            Some(_) if !url.starts_with("rediss://") => {
+                return Err(StoreError::Config(
+                    "a CA file applies only to a rediss:// URL".into(),
+                ))
+            }
+            // The redis crate builds its rustls configuration from these
+            // roots alone (not the system store) and checks the host name.
+            Some(tls) => {
+                let root_cert = crate::store_tls::redis_root_pem(tls)
+                    .map_err(|e| StoreError::Config(e.to_string()))?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                Client::build_with_tls(url, certs).map_err(bad_url)?
+            }
+        };
         let keys = Keys {
             prefix: prefix.to_owned(),
             seq: format!("{prefix}rev:seq"),

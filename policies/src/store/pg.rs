@@ -16,8 +16,11 @@
 //!
 //! Uses the blocking `postgres` client (it runs a small runtime of its own):
 //! call it from threads that may block, not from inside an async task.
+//!
+//! How a connection is opened (plain, or TLS as the gateway configures it)
+//! is the caller's [`PgConnector`]: this crate knows nothing of TLS.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
@@ -27,9 +30,22 @@ use super::{ChangeWaiter, PolicyStore, Proposal, ProposalStatus, StoredVersion, 
 use crate::error::StoreError;
 use crate::set::PolicySet;
 
+/// Opens one connection with the given settings. [`PgStore::connect`]
+/// uses [`plain_connector`]; the gateway passes one that speaks TLS
+/// (`stadttor_gateway::store_tls::sync_connector`).
+pub type PgConnector =
+    Arc<dyn Fn(&postgres::Config) -> Result<Client, postgres::Error> + Send + Sync>;
+
+/// Connects without TLS (a local socket, loopback, or the connection
+/// string's own `sslmode`, which `postgres` can only satisfy in plain).
+pub fn plain_connector() -> PgConnector {
+    Arc::new(|c: &postgres::Config| c.connect(NoTls))
+}
+
 /// A policy store in a PostgreSQL schema.
 pub struct PgStore {
-    conninfo: String,
+    config: postgres::Config,
+    connector: PgConnector,
     schema: String,
     client: Mutex<Client>,
 }
@@ -42,8 +58,17 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// The error with its sources: `postgres::Error` says only "error
+/// performing TLS handshake" or "db error"; the reason is in the source.
 fn pg(e: postgres::Error) -> StoreError {
-    StoreError::Postgres(e.to_string())
+    let mut s = e.to_string();
+    let mut cur = std::error::Error::source(&e);
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    StoreError::Postgres(s)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -68,6 +93,16 @@ impl PgStore {
     /// schema and tables if missing. `schema`: lower-case letters, digits
     /// and `_`, at most 40 characters, not starting with a digit.
     pub fn connect(conninfo: &str, schema: &str) -> Result<Self, StoreError> {
+        Self::connect_with(conninfo, schema, plain_connector())
+    }
+
+    /// Like [`PgStore::connect`], opening every connection (this one and
+    /// those of [`PolicyStore::subscribe`]) with `connector`.
+    pub fn connect_with(
+        conninfo: &str,
+        schema: &str,
+        connector: PgConnector,
+    ) -> Result<Self, StoreError> {
         let ok = !schema.is_empty()
             && schema.len() <= 40
             && schema
@@ -79,7 +114,10 @@ impl PgStore {
                 "schema name {schema:?}: use lower-case letters, digits and _ (at most 40, not starting with a digit)"
             )));
         }
-        let mut client = Client::connect(conninfo, NoTls).map_err(pg)?;
+        let config: postgres::Config = conninfo
+            .parse()
+            .map_err(|e| StoreError::Config(format!("connection string: {e}")))?;
+        let mut client = connector(&config).map_err(pg)?;
         let s = schema;
         let mut tx = client.transaction().map_err(pg)?;
         tx.execute(
@@ -115,7 +153,8 @@ impl PgStore {
         .map_err(pg)?;
         tx.commit().map_err(pg)?;
         Ok(Self {
-            conninfo: conninfo.to_string(),
+            config,
+            connector,
             schema: schema.to_string(),
             client: Mutex::new(client),
         })
@@ -348,7 +387,7 @@ impl PolicyStore for PgStore {
     }
 
     fn subscribe(&self) -> Result<Box<dyn ChangeWaiter>, StoreError> {
-        let mut client = Client::connect(&self.conninfo, NoTls).map_err(pg)?;
+        let mut client = (self.connector)(&self.config).map_err(pg)?;
         client
             .batch_execute(&format!("LISTEN \"{}\"", self.channel()))
             .map_err(pg)?;

@@ -15,6 +15,8 @@
 //! - [`nginx`] runs Debian's nginx serving files, and [`normalising`] a
 //!   Python service that resolves paths on its own: the two upstreams of
 //!   the path-confusion corpus, each logging the target it received.
+//! - [`stores`] runs PostgreSQL and Redis servers that accept TLS only,
+//!   with certificates the test issued.
 //!
 //! Nothing here uses fixed ports, `pkill` or global state.
 
@@ -28,6 +30,7 @@ pub mod jwt;
 pub mod nginx;
 pub mod normalising;
 pub mod oidc;
+pub mod stores;
 
 pub use browser::Browser;
 pub use oidc::TestOp;
