@@ -177,6 +177,7 @@ pub mod raw {
         pub tls: Option<Tls>,
         pub officer_provider: Option<String>,
         pub officer_subject_claim: Option<String>,
+        pub officer_subject_verified_claim: Option<String>,
         pub officer_redirect_uri: Option<String>,
     }
 
@@ -1031,15 +1032,8 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         if let Some(t) = &a.tls {
             admin_tls = Some(admin_tls_config(t, &abs, &key_ref, &mut issue));
         }
-        officers = policies::validate_officers(
-            a.officer_provider.as_deref(),
-            a.officer_subject_claim.as_deref(),
-            a.officer_redirect_uri.as_deref(),
-            a.tls.is_some(),
-            policies.is_some(),
-            identity.as_ref(),
-            &mut issue,
-        );
+        officers =
+            policies::validate_officers(a, policies.is_some(), identity.as_ref(), &mut issue);
     }
 
     let mut route_names = HashSet::new();

@@ -5,6 +5,7 @@
 
 mod appliance;
 mod audit;
+mod foureyes;
 mod framing;
 mod login;
 mod ops;
