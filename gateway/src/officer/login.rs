@@ -174,10 +174,12 @@ pub(super) async fn callback(
             return fail("tokens refused");
         }
     };
-    let name = match officer_name(shared, officers, &login, lang, request_id) {
+    let name = match officer_name(officers, &login) {
         Ok(n) => n,
-        Err(Some(refused)) => return refused,
-        Err(None) => return fail("the login carries no officer name claim"),
+        Err(e @ SubjectRefused::Unverified { .. }) => {
+            return refuse_unverified(shared, &login.sub, &e, lang, request_id)
+        }
+        Err(SubjectRefused::Missing(_)) => return fail("the login carries no officer name claim"),
     };
     let s = OfficerSession {
         name,
@@ -212,43 +214,41 @@ pub(super) async fn callback(
 }
 
 /// The officer's name from a verified login: `sub`, or the configured
-/// claim if the provider verified it. `Err(Some(page))` refuses an
-/// unverified claim (recorded as a denied `admin.login`); `Err(None)`:
-/// the claim is missing.
-fn officer_name(
-    shared: &Shared,
-    officers: &Officers,
-    login: &Login,
-    lang: Lang,
-    request_id: &str,
-) -> Result<String, Option<Response<ProxyBody>>> {
+/// claim if the provider verified it ([`crate::policy::verified_claim`]).
+fn officer_name(officers: &Officers, login: &Login) -> Result<String, SubjectRefused> {
     let claim = &officers.cfg.subject_claim;
     if claim == "sub" {
         return Ok(login.sub.clone());
     }
     let verified_by = officers.cfg.subject_verified_claim.as_deref();
-    match crate::policy::verified_claim(&login.claims, claim, verified_by) {
-        Ok(n) => Ok(n.to_owned()),
-        Err(e @ SubjectRefused::Unverified { .. }) => {
-            tracing::warn!(request_id, reason = %e, "officer login refused: claim not verified");
-            if let Some(log) = &shared.audit {
-                let _ = log.record(
-                    &Event::new("admin.login", Outcome::Denied)
-                        .target("policy")
-                        .request_id(request_id)
-                        .subject(log.pseudonym("officer", &login.sub))
-                        .attr("reason", e.to_string()),
-                );
-            }
-            let mut r = html(
-                StatusCode::FORBIDDEN,
-                super::page::unverified(lang, &e.to_string(), request_id),
-            );
-            if let Ok(v) = HeaderValue::from_str(&cookie::clear(LOGIN)) {
-                r.headers_mut().append(header::SET_COOKIE, v);
-            }
-            Err(Some(r))
-        }
-        Err(SubjectRefused::Missing(_)) => Err(None),
+    crate::policy::verified_claim(&login.claims, claim, verified_by).map(str::to_owned)
+}
+
+/// Refuses a login whose name claim is not verified: a page that says
+/// why, the login cookie cleared, a denied `admin.login` audit event.
+fn refuse_unverified(
+    shared: &Shared,
+    sub: &str,
+    e: &SubjectRefused,
+    lang: Lang,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    tracing::warn!(request_id, reason = %e, "officer login refused: claim not verified");
+    if let Some(log) = &shared.audit {
+        let _ = log.record(
+            &Event::new("admin.login", Outcome::Denied)
+                .target("policy")
+                .request_id(request_id)
+                .subject(log.pseudonym("officer", sub))
+                .attr("reason", e.to_string()),
+        );
     }
+    let mut r = html(
+        StatusCode::FORBIDDEN,
+        super::page::unverified(lang, &e.to_string(), request_id),
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie::clear(LOGIN)) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
 }
