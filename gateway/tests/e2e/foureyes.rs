@@ -349,3 +349,66 @@ async fn an_unverified_email_is_neither_an_officer_nor_a_policy_subject() {
     let r = b.get(&t.admin_url("/api/policy")).await;
     assert_eq!(r.status, 401, "{}", r.body);
 }
+
+/// The officers' page in a real headless browser (Debian's chromium driven
+/// by playwright-core, `tests/browser/reject.mjs`): Anna's takeover as an
+/// emergency change is refused on the command line; the emergency change
+/// she may make alone goes live; Bernd logs in through the real test OP,
+/// sees it flagged on the page, rejects it with a reason, and the replaced
+/// version is enforced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reject_on_the_officer_page_in_headless_chromium_restores_the_replaced_version() {
+    let chromium = testkit::require_tool("chromium", "chromium");
+    let node = testkit::require_tool("node", "nodejs");
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "run `npm ci --prefix tests/browser` (tests/run.sh does)"
+    );
+    let t = Enforced::start(OFFICER_ADMIN, None).await;
+    t.init();
+    wait_ready_https(&t).await;
+    let b = citizen(&t).await;
+    let probe = t.url(PROBE);
+    let takeover = takeover_dir(&t.dir);
+    let o = t.cli(&[
+        "propose",
+        "--author",
+        ANNA,
+        "--from",
+        takeover.to_str().unwrap(),
+        "--emergency",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let allow_all = allow_all_dir(&t.dir, "page-all", &[ANNA, BERND]);
+    let o = t.cli(&[
+        "propose",
+        "--author",
+        ANNA,
+        "--from",
+        allow_all.to_str().unwrap(),
+        "--emergency",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let id = proposal_id(&o);
+    enforced_within_a_second(&b, &probe, 200, "emergency change").await;
+
+    let out = std::process::Command::new(node)
+        .arg(browser_dir.join("reject.mjs"))
+        .env("CHROMIUM", &chromium)
+        .env("ADMIN_URL", t.admin_url(""))
+        .env("OFFICER", oidc::STAFF_BERND.name)
+        .env("PROPOSAL", &id)
+        .env("REASON", "erlaubt alles")
+        .output()
+        .unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "browser test failed:\n{log}");
+    assert!(log.contains("rejected: version 3"), "{log}");
+    enforced_within_a_second(&b, &probe, 403, "restored version").await;
+    let h = text(&t.cli(&["history"]));
+    assert!(
+        h.lines().last().unwrap().contains("Rollback { to: 1 }") && h.contains("erlaubt alles"),
+        "{h}"
+    );
+}
