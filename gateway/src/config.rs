@@ -183,6 +183,7 @@ pub mod raw {
         pub tls: Option<Tls>,
         pub officer_provider: Option<String>,
         pub officer_subject_claim: Option<String>,
+        pub officer_subject_verified_claim: Option<String>,
         pub officer_redirect_uri: Option<String>,
         #[serde(default = "super::admin::default_max_connections")]
         pub max_connections: usize,
@@ -1045,15 +1046,8 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         if let Some(t) = &a.tls {
             admin_tls = Some(admin::tls_config(t, &abs, &key_ref, &mut issue));
         }
-        officers = policies::validate_officers(
-            a.officer_provider.as_deref(),
-            a.officer_subject_claim.as_deref(),
-            a.officer_redirect_uri.as_deref(),
-            a.tls.is_some(),
-            policies.is_some(),
-            identity.as_ref(),
-            &mut issue,
-        );
+        officers =
+            policies::validate_officers(a, policies.is_some(), identity.as_ref(), &mut issue);
     }
 
     let mut route_names = HashSet::new();

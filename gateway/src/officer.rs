@@ -25,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -39,26 +38,22 @@ use stadttor_policies::{
 };
 
 use crate::auth::cookie::{self, CookieKeys};
-use crate::auth::pages::{esc, Lang};
+use crate::auth::pages::Lang;
 use crate::auth::provider::unix_now;
-use crate::auth::random_token;
 use crate::body::ProxyBody;
 use crate::config;
 use crate::proxy::Shared;
+
+mod login;
+mod page;
+
+use login::{callback, start_login};
+use page::{logged_out, policy_page};
 
 const SESSION: &str = "__Host-stadttor-officer";
 const LOGIN: &str = "__Host-stadttor-officer-login";
 const LOGIN_TIMEOUT: u64 = 600;
 const MAX_BODY: usize = 1024 * 1024;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct LoginTx {
-    state: String,
-    nonce: String,
-    pkce: String,
-    issuer: String,
-    created: u64,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct OfficerSession {
@@ -240,10 +235,24 @@ pub async fn handle(
     let Some(policy) = shared.policy.clone() else {
         return plain(StatusCode::NOT_FOUND, "no [policies] configured");
     };
-    let is_officer = policy
+    let Some(wf) = policy.workflow() else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "policy store unavailable");
+    };
+    let wf = Arc::new(wf);
+    // An officer of the active version, or of the version an open
+    // emergency change replaced (they judge it, see `Workflow`).
+    let mut is_officer = policy
         .authz
         .current()
         .is_some_and(|p| p.is_officer(&session.name));
+    if !is_officer {
+        let who = session.name.clone();
+        is_officer = blocking(wf.clone(), move |wf| {
+            wf.is_judge(&who).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or(false);
+    }
     if !is_officer {
         tracing::info!(
             request_id,
@@ -255,33 +264,8 @@ pub async fn handle(
                 &serde_json::json!({"error": format!("{:?} is not an officer (role officer in domain stadttor-admin of the active policy)", session.name)}),
             );
         }
-        return html(
-            StatusCode::FORBIDDEN,
-            page(
-                lang,
-                match lang {
-                    Lang::De => "Kein Zugang",
-                    Lang::En => "No access",
-                },
-                &format!(
-                    "<p>{}</p><p class=\"rid\">{}: <code>{}</code></p>",
-                    match lang {
-                        Lang::De => "Sie sind angemeldet, sind aber in der aktiven Richtlinie nicht als Sicherheitsbeauftragte oder Sicherheitsbeauftragter (Rolle <code>officer</code> in <code>stadttor-admin</code>) eingetragen.",
-                        Lang::En => "You are logged in, but the active policy does not name you as a security officer (role <code>officer</code> in <code>stadttor-admin</code>).",
-                    },
-                    match lang {
-                        Lang::De => "Vorgangsnummer",
-                        Lang::En => "Reference",
-                    },
-                    esc(&request_id)
-                ),
-            ),
-        );
-    };
-    let Some(wf) = policy.workflow() else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "policy store unavailable");
-    };
-    let wf = Arc::new(wf);
+        return html(StatusCode::FORBIDDEN, page::no_access(lang, &request_id));
+    }
     if method == Method::POST {
         let token = req
             .headers()
@@ -491,8 +475,13 @@ fn audit_refusal(shared: &Shared, who: &str, action: &str, why: &str, request_id
 /// HTTP status of a refused workflow step.
 fn status_of(e: &WorkflowError) -> StatusCode {
     match e {
-        WorkflowError::NotOfficer(_) | WorkflowError::SelfApproval(_) => StatusCode::FORBIDDEN,
-        WorkflowError::Stale { .. } | WorkflowError::WrongState { .. } => StatusCode::CONFLICT,
+        WorkflowError::NotOfficer(_)
+        | WorkflowError::NotReviewer { .. }
+        | WorkflowError::SelfApproval(_)
+        | WorkflowError::EmergencyForbidden(_) => StatusCode::FORBIDDEN,
+        WorkflowError::Stale { .. }
+        | WorkflowError::WrongState { .. }
+        | WorkflowError::EmergencyOpen { .. } => StatusCode::CONFLICT,
         WorkflowError::Policy(_) | WorkflowError::TooFewOfficers(_) => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
@@ -686,453 +675,4 @@ async fn error_page(
         Ok(v) => html(status, policy_page(lang, session, &v, None, Some(msg))),
         Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, &e),
     }
-}
-
-async fn start_login(
-    shared: &Shared,
-    officers: &Officers,
-    lang: Lang,
-    request_id: &str,
-) -> Response<ProxyBody> {
-    let Some(p) = shared
-        .auth
-        .as_ref()
-        .and_then(|a| a.provider(&officers.cfg.provider))
-    else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "officer provider not configured",
-        );
-    };
-    let state = random_token(24);
-    let nonce = random_token(24);
-    match p
-        .authorization_request_at(&officers.cfg.redirect_uri, &state, &nonce, None, false)
-        .await
-    {
-        Ok(req) => {
-            let tx = LoginTx {
-                state,
-                nonce,
-                pkce: req.pkce_verifier,
-                issuer: req.issuer,
-                created: unix_now(),
-            };
-            let Some(sealed) = serde_json::to_vec(&tx)
-                .ok()
-                .and_then(|j| officers.cookies.seal(LOGIN, &j))
-            else {
-                return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot start a login");
-            };
-            tracing::info!(request_id, provider = %officers.cfg.provider, "officer login started");
-            redirect(
-                &req.url,
-                &[cookie::set(LOGIN, &sealed, Some(LOGIN_TIMEOUT))],
-            )
-        }
-        Err(e) => {
-            tracing::warn!(request_id, error = %e, "officer login: provider unavailable");
-            html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                crate::auth::pages::error(
-                    lang,
-                    crate::auth::pages::Problem::ProviderDown,
-                    request_id,
-                    None,
-                ),
-            )
-        }
-    }
-}
-
-async fn callback(
-    shared: &Shared,
-    officers: &Officers,
-    req: &Request<Incoming>,
-    lang: Lang,
-    request_id: &str,
-) -> Response<ProxyBody> {
-    let q: HashMap<String, String> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let fail = |why: &str| {
-        tracing::warn!(request_id, reason = why, "officer login refused");
-        let mut r = html(
-            StatusCode::BAD_REQUEST,
-            crate::auth::pages::error(
-                lang,
-                crate::auth::pages::Problem::LoginFailed,
-                request_id,
-                Some("/policy"),
-            ),
-        );
-        if let Ok(v) = HeaderValue::from_str(&cookie::clear(LOGIN)) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
-        r
-    };
-    let tx = cookie::get(req.headers(), LOGIN)
-        .and_then(|raw| officers.cookies.open(LOGIN, raw))
-        .and_then(|p| serde_json::from_slice::<LoginTx>(&p).ok());
-    let Some(tx) = tx else {
-        return fail("no login transaction in this browser");
-    };
-    let state = q.get("state").map(String::as_str).unwrap_or("");
-    if !ct_eq(state, &tx.state) {
-        return fail("state does not match the transaction");
-    }
-    if unix_now() > tx.created + LOGIN_TIMEOUT {
-        return fail("login transaction expired");
-    }
-    if q.get("iss").is_some_and(|i| *i != tx.issuer) {
-        return fail("iss in the response is not the expected issuer (mix-up)");
-    }
-    if !officers.use_state(state) {
-        return fail("state replayed");
-    }
-    if q.contains_key("error") {
-        return fail("provider returned an error");
-    }
-    let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
-        return fail("no code");
-    };
-    let Some(p) = shared
-        .auth
-        .as_ref()
-        .and_then(|a| a.provider(&officers.cfg.provider))
-    else {
-        return fail("officer provider not configured");
-    };
-    let login = match p
-        .exchange_at(
-            &officers.cfg.redirect_uri,
-            code,
-            &tx.pkce,
-            &tx.nonce,
-            Duration::from_secs(LOGIN_TIMEOUT),
-        )
-        .await
-    {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(request_id, error = %e, "officer login: token exchange failed");
-            return fail("tokens refused");
-        }
-    };
-    let name = if officers.cfg.subject_claim == "sub" {
-        Some(login.sub.clone())
-    } else {
-        login
-            .claims
-            .get(&officers.cfg.subject_claim)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
-    let Some(name) = name.filter(|n| !n.is_empty()) else {
-        return fail("the login carries no officer name claim");
-    };
-    let s = OfficerSession {
-        name,
-        csrf: random_token(24),
-        exp: unix_now() + officers.lifetime,
-    };
-    let Some(sealed) = serde_json::to_vec(&s)
-        .ok()
-        .and_then(|j| officers.cookies.seal(SESSION, &j))
-    else {
-        return plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot create the session",
-        );
-    };
-    tracing::info!(request_id, provider = %officers.cfg.provider, "officer login completed");
-    if let Some(log) = &shared.audit {
-        let _ = log.record(
-            &Event::new("admin.login", Outcome::Success)
-                .target("policy")
-                .request_id(request_id)
-                .subject(log.pseudonym("officer", &s.name)),
-        );
-    }
-    redirect(
-        "/policy",
-        &[
-            cookie::clear(LOGIN),
-            cookie::set(SESSION, &sealed, Some(officers.lifetime)),
-        ],
-    )
-}
-
-// ------------------------------------------------------------------ page
-
-fn page(lang: Lang, title: &str, body: &str) -> String {
-    format!(
-        r#"<!DOCTYPE html>
-<html lang="{code}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} – stadttor</title>
-<style>
-body{{font-family:system-ui,sans-serif;font-size:1rem;line-height:1.5;color:#1a1a1a;background:#fff;max-width:60rem;margin:2rem auto;padding:0 1rem}}
-h1{{font-size:1.6rem}} h2{{font-size:1.3rem;margin-top:2rem}}
-a,button{{color:#0b3d91;font-size:1rem}}
-a:focus,button:focus,input:focus,textarea:focus{{outline:3px solid #b35900;outline-offset:2px}}
-button{{padding:.4rem 1rem;border:2px solid #0b3d91;background:#fff;border-radius:4px;cursor:pointer}}
-section.proposal{{border:2px solid #404040;border-radius:4px;padding:1rem;margin:1rem 0}}
-pre{{background:#f3f3f3;padding:.5rem;overflow-x:auto}}
-.msg{{border:3px solid #8a1f11;padding:.5rem 1rem}} .ok{{border:3px solid #1e5631;padding:.5rem 1rem}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #808080;padding:.2rem .5rem;text-align:left}}
-.rid{{color:#404040}}
-</style>
-</head>
-<body>
-<main>
-<h1>{title}</h1>
-{body}
-</main>
-</body>
-</html>
-"#,
-        code = match lang {
-            Lang::De => "de",
-            Lang::En => "en",
-        }
-    )
-}
-
-fn diff_html(d: &PolicyDiff) -> String {
-    if d.is_empty() {
-        return "<p>–</p>".into();
-    }
-    let mut s = String::from("<pre class=\"diff\">");
-    for (name, ld) in [
-        ("model.conf", &d.model),
-        ("policy.csv", &d.policy),
-        ("tests.csv", &d.tests),
-    ] {
-        if ld.is_empty() {
-            continue;
-        }
-        s.push_str(&format!("--- {name}\n"));
-        for l in &ld.removed {
-            s.push_str(&format!("- {}\n", esc(l)));
-        }
-        for l in &ld.added {
-            s.push_str(&format!("+ {}\n", esc(l)));
-        }
-    }
-    s.push_str("</pre>");
-    s
-}
-
-fn policy_page(
-    lang: Lang,
-    session: &OfficerSession,
-    v: &View,
-    done: Option<&str>,
-    error: Option<&str>,
-) -> String {
-    let de = lang == Lang::De;
-    let t = |de_text: &'static str, en_text: &'static str| if de { de_text } else { en_text };
-    let csrf = esc(&session.csrf);
-    let mut b = String::new();
-    b.push_str(&format!(
-        "<p>{} <strong>{}</strong></p>\n<form method=\"post\" action=\"/policy/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">{}</button></form>\n",
-        t("Angemeldet als", "Logged in as"),
-        esc(&session.name),
-        t("Abmelden", "Log out")
-    ));
-    if let Some(e) = error {
-        b.push_str(&format!(
-            "<p class=\"msg\" role=\"alert\"><strong>{}</strong> {}</p>\n",
-            t("Nicht ausgeführt:", "Not done:"),
-            esc(e)
-        ));
-    }
-    if let Some(d) = done {
-        let text = if let Some(ver) = d.strip_prefix("approved-") {
-            match ver.parse::<u64>() {
-                Ok(n) if de => format!("Freigegeben: Version {n} ist jetzt aktiv."),
-                Ok(n) => format!("Approved: version {n} is active now."),
-                Err(_) => String::new(),
-            }
-        } else if d == "approved" {
-            t("Nachträglich freigegeben.", "Approved afterwards.").to_owned()
-        } else if d == "rejected" {
-            t("Abgelehnt.", "Rejected.").to_owned()
-        } else {
-            String::new()
-        };
-        if !text.is_empty() {
-            b.push_str(&format!("<p class=\"ok\" role=\"status\">{text}</p>\n"));
-        }
-    }
-    b.push_str(&format!(
-        "<h2>{}</h2>\n",
-        t("Aktive Richtlinie", "Active policy")
-    ));
-    match (&v.active, &v.active_meta) {
-        (Some(p), Some(m)) => {
-            b.push_str(&format!(
-                "<p id=\"active-version\">{} <strong>{}</strong> · {} {}{}{}</p>\n<details><summary>policy.csv</summary><pre>{}</pre></details>\n",
-                t("Version", "Version"),
-                p.version(),
-                t("von", "by"),
-                esc(&m.author),
-                m.approver
-                    .as_ref()
-                    .map(|a| format!(", {} {}", t("freigegeben von", "approved by"), esc(a)))
-                    .unwrap_or_default(),
-                if m.emergency {
-                    t(" · NOTFALLÄNDERUNG", " · EMERGENCY CHANGE")
-                } else {
-                    ""
-                },
-                esc(&p.set().policy)
-            ));
-        }
-        _ => b.push_str(&format!(
-            "<p>{}</p>\n",
-            t(
-                "Keine aktive Richtlinie: alle geschützten Routen werden abgelehnt.",
-                "No active policy: every enforced route is denied."
-            )
-        )),
-    }
-    let active_version = v.active.as_ref().map(|p| p.version());
-    b.push_str(&format!(
-        "<h2>{}</h2>\n",
-        t("Offene Vorschläge", "Open proposals")
-    ));
-    if v.open.is_empty() {
-        b.push_str(&format!(
-            "<p>{}</p>\n",
-            t("Keine offenen Vorschläge.", "No open proposals.")
-        ));
-    }
-    for (p, tests, diff) in &v.open {
-        let id = esc(&p.id);
-        let awaiting = p.awaiting_approval();
-        let stale = matches!(p.status, ProposalStatus::Pending) && p.base_version != active_version;
-        b.push_str(&format!(
-            "<section class=\"proposal\" data-proposal=\"{id}\" aria-labelledby=\"h-{id}\">\n<h3 id=\"h-{id}\">{} {} {}</h3>\n",
-            t("Vorschlag von", "Proposal by"),
-            esc(&p.author),
-            if awaiting {
-                t("(NOTFALLÄNDERUNG, bereits aktiv, Freigabe ausstehend)", "(EMERGENCY CHANGE, already active, awaiting approval)")
-            } else {
-                ""
-            }
-        ));
-        b.push_str(&format!(
-            "<p>ID <code>{id}</code> · {} {} · {}</p>\n",
-            t("auf Version", "on version"),
-            p.base_version.map_or("–".into(), |v| v.to_string()),
-            esc(&p.comment)
-        ));
-        if stale {
-            b.push_str(&format!(
-                "<p class=\"msg\">{}</p>\n",
-                t(
-                    "Veraltet: seit dem Vorschlag wurde eine andere Version aktiv. Er kann nicht mehr freigegeben werden.",
-                    "Stale: another version became active since it was proposed. It can no longer be approved."
-                )
-            ));
-        }
-        match tests {
-            Ok(r) => b.push_str(&format!(
-                "<p class=\"tests\">{}: {} {}, {} {}</p>\n",
-                t("Tests der Richtlinie", "The policy's tests"),
-                r.passed,
-                t("bestanden", "passed"),
-                r.failures.len(),
-                t("fehlgeschlagen", "failed")
-            )),
-            Err(e) => b.push_str(&format!("<p class=\"msg\">{}</p>\n", esc(e))),
-        }
-        b.push_str(&format!(
-            "<h4>{}</h4>\n{}\n",
-            t("Änderungen", "Changes"),
-            diff_html(diff)
-        ));
-        if p.author == session.name {
-            b.push_str(&format!(
-                "<p>{}</p>\n",
-                t(
-                    "Ihr eigener Vorschlag: eine zweite Person muss ihn freigeben (Vier-Augen-Prinzip).",
-                    "Your own proposal: a second officer must approve it (four eyes)."
-                )
-            ));
-        } else {
-            b.push_str(&format!(
-                "<form method=\"post\" action=\"/policy/approve\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"id\" value=\"{id}\"><button type=\"submit\" name=\"approve\">{}</button></form>\n",
-                t("Freigeben", "Approve")
-            ));
-        }
-        b.push_str(&format!(
-            "<form method=\"post\" action=\"/policy/reject\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"id\" value=\"{id}\"><label for=\"r-{id}\">{}</label> <input id=\"r-{id}\" name=\"reason\" required> <button type=\"submit\" name=\"reject\">{}</button></form>\n</section>\n",
-            t("Grund", "Reason"),
-            t("Ablehnen", "Reject")
-        ));
-    }
-    b.push_str(&format!(
-        "<h2>{}</h2>\n<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>\n",
-        t("Verlauf", "History"),
-        t("Version", "Version"),
-        t("Art", "Kind"),
-        t("Vorgeschlagen von", "Proposed by"),
-        t("Freigegeben von", "Approved by"),
-        t("Kommentar", "Comment")
-    ));
-    for h in v.history.iter().rev().take(20) {
-        let m = &h.meta;
-        b.push_str(&format!(
-            "<tr><td>{}{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            m.version,
-            if h.active {
-                t(" (aktiv)", " (active)")
-            } else {
-                ""
-            },
-            match m.kind {
-                stadttor_policies::ChangeKind::Bootstrap =>
-                    t("Installation", "Bootstrap").to_owned(),
-                stadttor_policies::ChangeKind::Change => t("Änderung", "Change").to_owned(),
-                stadttor_policies::ChangeKind::Rollback { to } =>
-                    format!("{} {to}", t("Rückkehr zu", "Rollback to")),
-            },
-            if m.emergency {
-                t(", Notfall", ", emergency")
-            } else {
-                ""
-            },
-            esc(&m.author),
-            esc(h.approved_by.as_deref().unwrap_or("–")),
-            esc(&m.comment)
-        ));
-    }
-    b.push_str("</tbody></table>\n");
-    page(lang, t("Zugriffsrichtlinie", "Access policy"), &b)
-}
-
-/// The "logged out" page (no session needed).
-fn logged_out(lang: Lang) -> Response<ProxyBody> {
-    html(
-        StatusCode::OK,
-        page(
-            lang,
-            match lang {
-                Lang::De => "Abgemeldet",
-                Lang::En => "Logged out",
-            },
-            "<p><a href=\"/policy\">/policy</a></p>",
-        ),
-    )
 }

@@ -222,13 +222,71 @@ pub fn level(l: config::Level) -> stadttor_policies::Level {
 }
 
 /// The policy subject of a verified identity: its `sub`, or the string
-/// value of the configured claim (empty, which the policy denies, when the
-/// claim is missing or not a string).
-pub fn subject<'a>(claim: &str, id: &'a Identity) -> &'a str {
-    if claim == "sub" {
+/// value of the route's claim if [`verified_claim`] accepts it (empty,
+/// which the policy denies, when the claim is missing, not a string, or
+/// not verified by the provider).
+pub fn subject<'a>(route: &RouteAuthz, id: &'a Identity) -> &'a str {
+    if route.subject_claim == "sub" {
         return &id.sub;
     }
-    id.claims.get(claim).and_then(|v| v.as_str()).unwrap_or("")
+    verified_claim(
+        &id.claims,
+        &route.subject_claim,
+        route.subject_verified_claim.as_deref(),
+    )
+    .unwrap_or("")
+}
+
+/// The claim that must be `true` before `claim` may name a policy subject
+/// or an officer: the configured one, else for the OpenID Connect claims
+/// `email` and `phone_number` their `email_verified` and
+/// `phone_number_verified` (OIDC Core 5.1); none for other claims.
+pub fn verification_claim(claim: &str, configured: Option<&str>) -> Option<String> {
+    configured.map(str::to_owned).or_else(|| match claim {
+        "email" | "phone_number" => Some(format!("{claim}_verified")),
+        _ => None,
+    })
+}
+
+/// Why a claim cannot name a subject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectRefused {
+    /// The claim is missing, empty or not a string.
+    #[error("the login carries no `{0}` claim (a non-empty string)")]
+    Missing(String),
+    /// The provider does not vouch for it.
+    #[error("the provider has not verified `{claim}` (`{verified_by}` is not true)")]
+    Unverified {
+        /// The subject claim.
+        claim: String,
+        /// The claim that had to be `true`.
+        verified_by: String,
+    },
+}
+
+/// The string value of `claim` in `claims` if it may name a subject:
+/// non-empty, and when [`verification_claim`] names a claim for it, that
+/// claim is the JSON boolean `true` (a string `"true"`, a missing claim or
+/// anything else refuses).
+pub fn verified_claim<'a>(
+    claims: &'a serde_json::Map<String, serde_json::Value>,
+    claim: &str,
+    configured: Option<&str>,
+) -> Result<&'a str, SubjectRefused> {
+    let value = claims
+        .get(claim)
+        .and_then(|v| v.as_str())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| SubjectRefused::Missing(claim.to_owned()))?;
+    match verification_claim(claim, configured) {
+        Some(by) if claims.get(&by) != Some(&serde_json::Value::Bool(true)) => {
+            Err(SubjectRefused::Unverified {
+                claim: claim.to_owned(),
+                verified_by: by,
+            })
+        }
+        _ => Ok(value),
+    }
 }
 
 /// Decides one request on an enforced route. `path` is the request path
@@ -246,7 +304,7 @@ pub fn decide(
         return authz.decide(&AccessRequest::new("", &route.domain, path, method));
     };
     let req = AccessRequest {
-        subject: subject(&route.subject_claim, id),
+        subject: subject(route, id),
         domain: &route.domain,
         path,
         method,
@@ -366,5 +424,57 @@ fn spawn_proposal_observer(
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the policy proposal observer");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::{json, Map, Value};
+
+    use super::*;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn unverified_email_never_names_a_subject_or_officer() {
+        let anna = "anna@kommune.example";
+        let ok = claims(json!({"email": anna, "email_verified": true}));
+        assert_eq!(verified_claim(&ok, "email", None), Ok(anna));
+        for bad in [
+            json!({"email": anna, "email_verified": false}),
+            json!({"email": anna, "email_verified": "true"}),
+            json!({"email": anna, "email_verified": 1}),
+            json!({"email": anna}),
+        ] {
+            assert_eq!(
+                verified_claim(&claims(bad.clone()), "email", None),
+                Err(SubjectRefused::Unverified {
+                    claim: "email".into(),
+                    verified_by: "email_verified".into()
+                }),
+                "{bad}"
+            );
+        }
+        let phone = claims(json!({"phone_number": "+49", "phone_number_verified": false}));
+        assert!(verified_claim(&phone, "phone_number", None).is_err());
+        assert_eq!(
+            verified_claim(&claims(json!({"email": ""})), "email", None),
+            Err(SubjectRefused::Missing("email".into()))
+        );
+    }
+
+    #[test]
+    fn a_configured_verification_claim_replaces_the_default() {
+        let c = claims(json!({
+            "email": "anna@kommune.example", "email_verified": false, "xms_edov": true,
+            "upn": "anna@kommune.example",
+        }));
+        assert!(verified_claim(&c, "email", Some("xms_edov")).is_ok());
+        assert!(verified_claim(&c, "upn", Some("email_verified")).is_err());
+        // Claims without a standard verification claim pass as before.
+        assert_eq!(verified_claim(&c, "upn", None), Ok("anna@kommune.example"));
     }
 }

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::emergency::Forbidden;
 use crate::engine::TestReport;
 
 /// Which file of a [`crate::PolicySet`] a problem is in.
@@ -73,7 +74,7 @@ impl fmt::Display for Problem {
     }
 }
 
-fn join(problems: &[Problem]) -> String {
+fn join<T: fmt::Display>(problems: &[T]) -> String {
     problems
         .iter()
         .map(ToString::to_string)
@@ -142,6 +143,33 @@ pub enum WorkflowError {
         "{0:?} is not an officer (role officer in domain stadttor-admin of the active policy)"
     )]
     NotOfficer(String),
+    /// Judging an active emergency change: the person is not an officer of
+    /// the version it replaced.
+    #[error(
+        "{who:?} is not an officer of version {version}, the version this emergency change replaced; only its officers may approve or reject it"
+    )]
+    NotReviewer {
+        /// Who tried.
+        who: String,
+        /// The replaced version.
+        version: u64,
+    },
+    /// An emergency change that would alter the four-eyes process itself.
+    #[error(
+        "refused as an emergency change: {}; a change of the officers, the admin domain or the model always needs a second officer of the active version first, so propose it without emergency",
+        join(.0)
+    )]
+    EmergencyForbidden(Vec<Forbidden>),
+    /// Another emergency change is active and not yet judged.
+    #[error(
+        "emergency change {id} (version {version}) is active and waits for a second officer; approve or reject it first"
+    )]
+    EmergencyOpen {
+        /// The open emergency proposal.
+        id: String,
+        /// The version it activated.
+        version: u64,
+    },
     /// Four eyes: the proposer tried to approve their own change.
     #[error("{0:?} proposed this change and cannot approve it; a second officer must")]
     SelfApproval(String),

@@ -22,6 +22,7 @@
 pub mod authorizer;
 mod csv;
 pub mod diff;
+pub mod emergency;
 pub mod engine;
 pub mod error;
 pub mod path;

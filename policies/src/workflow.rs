@@ -10,9 +10,16 @@
 //!   and by compare-and-swap on the version it was based on: if another
 //!   change became active in between, the proposal is stale and refused.
 //! * Emergency proposals are active at once, flagged, and listed by
-//!   [`Workflow::awaiting_approval`] until a second officer approves them;
-//!   rejecting one reverts to the version it replaced while it is still
-//!   active.
+//!   [`Workflow::awaiting_approval`] until a second officer approves them.
+//!   One officer must not be able to break four eyes with them, so:
+//!   an emergency change may not alter the officers, the admin domain or
+//!   the model ([`crate::emergency`]; such a change always waits for a
+//!   second officer of the current version); only one emergency change is
+//!   open at a time, and no pending proposal is activated on top of it;
+//!   an open emergency change is approved or rejected by the officers of
+//!   the version it **replaced**, never of the version it installed; a
+//!   reject (by any of them, its author included) restores the replaced
+//!   version as a new activation.
 //! * [`Workflow::rollback`] proposes an earlier version's content as a new
 //!   version; it needs approval like any change (or is an emergency).
 //!
@@ -249,6 +256,13 @@ impl Workflow {
         if officers < 2 {
             return Err(WorkflowError::TooFewOfficers(officers));
         }
+        if emergency {
+            let forbidden = crate::emergency::forbidden_changes(&active_policy, &compiled);
+            if !forbidden.is_empty() {
+                return Err(WorkflowError::EmergencyForbidden(forbidden));
+            }
+            self.no_open_emergency()?;
+        }
         let diff = PolicyDiff::between(active_policy.set(), &set);
         let summary = diff.summary();
         let mut proposal = Proposal {
@@ -316,9 +330,7 @@ impl Workflow {
     pub fn approve(&self, id: &str, approver: &str) -> Result<Changed, WorkflowError> {
         let mut p = self.store.proposal(id)?;
         let active_policy = self.active_policy()?;
-        if !active_policy.is_officer(approver) {
-            return Err(WorkflowError::NotOfficer(approver.to_string()));
-        }
+        self.check_judge(&p, &active_policy, approver)?;
         if approver == p.author {
             return Err(WorkflowError::SelfApproval(approver.to_string()));
         }
@@ -335,6 +347,9 @@ impl Workflow {
                         active,
                     });
                 }
+                // Nothing goes live on top of an emergency change no second
+                // officer has judged (its reject must be able to restore).
+                self.no_open_emergency()?;
                 let (compiled, _) = CompiledPolicy::compile_checked(&p.set, 0)?;
                 p.approval = Some(approval);
                 let meta = new_meta(
@@ -396,96 +411,168 @@ impl Workflow {
     }
 
     /// An officer rejects a pending proposal (the author may withdraw their
-    /// own). A second officer may reject an unapproved emergency change:
-    /// if it is still active, the version it replaced is restored.
+    /// own). An open emergency change is rejected by any officer of the
+    /// version it replaced (its author included): that version is restored
+    /// as a new activation ([`ChangeAction::Reverted`]).
     pub fn reject(&self, id: &str, officer: &str, reason: &str) -> Result<Changed, WorkflowError> {
         let mut p = self.store.proposal(id)?;
         let active_policy = self.active_policy()?;
-        if !active_policy.is_officer(officer) {
-            return Err(WorkflowError::NotOfficer(officer.to_string()));
-        }
+        self.check_judge(&p, &active_policy, officer)?;
         let expected = p.status.clone();
-        let rejected = ProposalStatus::Rejected {
+        let open_emergency = match &expected {
+            ProposalStatus::Pending => false,
+            ProposalStatus::Activated { .. } if p.awaiting_approval() => true,
+            other => return Err(wrong_state(&p.id, other, p.approval.is_some())),
+        };
+        p.status = ProposalStatus::Rejected {
             by: officer.to_string(),
             reason: reason.to_string(),
             at_unix_ms: now_ms(),
         };
-        match expected.clone() {
-            ProposalStatus::Pending => {
-                p.status = rejected;
-                self.store.update_proposal(&p, &expected)?;
-                let events = vec![event(
-                    ChangeAction::Rejected,
-                    officer,
-                    Some(&p.id),
-                    None,
-                    p.base_version,
-                    p.emergency,
-                    p.diff,
-                    reason,
-                )];
-                Ok(Changed {
-                    version: None,
-                    events,
-                    proposal: Some(p),
-                })
+        // Compare-and-swap on the status: one judgement per proposal.
+        self.store.update_proposal(&p, &expected)?;
+        let mut events = vec![event(
+            ChangeAction::Rejected,
+            officer,
+            Some(&p.id),
+            None,
+            p.base_version,
+            p.emergency,
+            p.diff,
+            reason,
+        )];
+        let mut reverted = None;
+        if let (true, Some(base)) = (open_emergency, p.base_version) {
+            if let Some((v, ev)) = self.restore(base, &p.id, officer, reason)? {
+                reverted = Some(v);
+                events.push(ev);
             }
-            ProposalStatus::Activated { version } if p.awaiting_approval() => {
-                if officer == p.author {
-                    return Err(WorkflowError::SelfApproval(officer.to_string()));
-                }
-                p.status = rejected;
-                self.store.update_proposal(&p, &expected)?;
-                let mut events = vec![event(
-                    ChangeAction::Rejected,
-                    officer,
-                    Some(&p.id),
-                    None,
-                    p.base_version,
-                    true,
-                    p.diff,
-                    reason,
-                )];
-                let mut reverted = None;
-                if let (Some(base), true) = (p.base_version, active_policy.version() == version) {
-                    let old = self.store.load(base)?;
-                    let (compiled, _) = CompiledPolicy::compile_checked(&old.set, 0)?;
-                    let diff = PolicyDiff::between(active_policy.set(), &old.set).summary();
-                    let comment = format!("revert of rejected emergency change {}: {reason}", p.id);
-                    let meta = new_meta(
-                        officer,
-                        None,
-                        false,
-                        ChangeKind::Rollback { to: base },
-                        Some(&p.id),
-                        &comment,
-                        diff,
-                    );
-                    let v = self
-                        .store
-                        .activate(Some(version), &old.set, meta, None)
-                        .map_err(|e| stale(e, Some(version)))?;
+        }
+        Ok(Changed {
+            version: reverted,
+            events,
+            proposal: Some(p),
+        })
+    }
+
+    /// Restores version `base` after its emergency change `id` was
+    /// rejected: a new version with its content, unless the active version
+    /// has that content already. Retries when another activation races.
+    fn restore(
+        &self,
+        base: u64,
+        id: &str,
+        officer: &str,
+        reason: &str,
+    ) -> Result<Option<(u64, ChangeEvent)>, WorkflowError> {
+        let old = self.store.load(base)?;
+        let (compiled, _) = CompiledPolicy::compile_checked(&old.set, 0)?;
+        let comment = format!("revert of rejected emergency change {id}: {reason}");
+        let mut attempts = 0;
+        loop {
+            let current = self.active_policy()?;
+            if current.set() == &old.set {
+                return Ok(None);
+            }
+            let diff = PolicyDiff::between(current.set(), &old.set).summary();
+            let meta = new_meta(
+                officer,
+                None,
+                false,
+                ChangeKind::Rollback { to: base },
+                Some(id),
+                &comment,
+                diff,
+            );
+            match self
+                .store
+                .activate(Some(current.version()), &old.set, meta, None)
+            {
+                Ok(v) => {
                     self.install(compiled, v);
-                    reverted = Some(v);
-                    events.push(event(
+                    let ev = event(
                         ChangeAction::Reverted,
                         officer,
-                        Some(&p.id),
+                        Some(id),
                         Some(v),
-                        Some(version),
+                        Some(current.version()),
                         false,
                         diff,
                         &comment,
-                    ));
+                    );
+                    return Ok(Some((v, ev)));
                 }
-                Ok(Changed {
-                    version: reverted,
-                    events,
-                    proposal: Some(p),
-                })
+                Err(StoreError::Conflict { .. }) if attempts < 3 => attempts += 1,
+                Err(e) => return Err(stale(e, Some(current.version()))),
             }
-            other => Err(wrong_state(&p.id, &other, p.approval.is_some())),
         }
+    }
+
+    /// Whether `who` may approve or reject `p`: an officer of the active
+    /// version for a pending proposal; for an open emergency change, an
+    /// officer of the version it replaced (not of the one it installed).
+    fn check_judge(
+        &self,
+        p: &Proposal,
+        active: &CompiledPolicy,
+        who: &str,
+    ) -> Result<(), WorkflowError> {
+        match (p.awaiting_approval(), p.base_version) {
+            (true, Some(base)) => {
+                if self.replaced_policy(base)?.is_officer(who) {
+                    Ok(())
+                } else {
+                    Err(WorkflowError::NotReviewer {
+                        who: who.to_string(),
+                        version: base,
+                    })
+                }
+            }
+            _ if active.is_officer(who) => Ok(()),
+            _ => Err(WorkflowError::NotOfficer(who.to_string())),
+        }
+    }
+
+    /// The version an emergency change replaced, compiled (its tests
+    /// passed when it was activated; they are not run again).
+    fn replaced_policy(&self, base: u64) -> Result<Arc<CompiledPolicy>, WorkflowError> {
+        if let Some(p) = self.authz.as_ref().and_then(|a| a.current()) {
+            if p.version() == base {
+                return Ok(p);
+            }
+        }
+        let set = self.store.load(base)?.set;
+        Ok(Arc::new(CompiledPolicy::compile(&set, base)?))
+    }
+
+    /// Refuses while an emergency change is active and not yet judged.
+    fn no_open_emergency(&self) -> Result<(), WorkflowError> {
+        match self.awaiting_approval()?.into_iter().next() {
+            Some(p) => Err(WorkflowError::EmergencyOpen {
+                version: match p.status {
+                    ProposalStatus::Activated { version } => version,
+                    _ => 0,
+                },
+                id: p.id,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `who` may use the officers' tools now: an officer of the
+    /// active version, or of a version an open emergency change replaced.
+    pub fn is_judge(&self, who: &str) -> Result<bool, WorkflowError> {
+        if self.active_policy()?.is_officer(who) {
+            return Ok(true);
+        }
+        for p in self.awaiting_approval()? {
+            if let Some(base) = p.base_version {
+                if self.replaced_policy(base)?.is_officer(who) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Every version, oldest first, with approval state.

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{base, library, with_rule, TempDir};
+use stadttor_policies::emergency::Forbidden;
 use stadttor_policies::store::ProposalStatus;
 use stadttor_policies::{
     watch, AccessRequest, Authorizer, ChangeAction, ChangeKind, Decision, FileStore, Level,
@@ -286,10 +287,12 @@ fn rejecting_an_emergency_change_reverts_it() {
     let p =
         e.wf.propose("alice", library(&base()), Some(1), true, "")
             .unwrap();
+    // Not an officer of the replaced version: refused, still active.
     assert!(matches!(
-        e.wf.reject(&p.proposal.id, "alice", "no").unwrap_err(),
-        WorkflowError::SelfApproval(_)
+        e.wf.reject(&p.proposal.id, "mallory", "no").unwrap_err(),
+        WorkflowError::NotReviewer { version: 1, .. }
     ));
+    assert_eq!(e.authz.decide(&library_req()).decision, Decision::Allow);
     let c = e.wf.reject(&p.proposal.id, "bob", "not needed").unwrap();
     assert_eq!(c.version, Some(3));
     let actions: Vec<_> = c.events.iter().map(|e| e.action).collect();
@@ -463,4 +466,280 @@ fn file_watcher_swaps_the_policy_in_another_process() {
     assert_eq!(other.decide(&library_req()).decision, Decision::Allow);
     h.stop();
     assert_eq!(*events.lock().unwrap(), [1, 2]);
+}
+
+// ------------------------------------------- four eyes one officer cannot break
+
+/// The attack of issue 12: one officer's emergency change replaces the
+/// officer list (the author and an address nobody checks) and allows
+/// everything.
+fn officer_takeover(author: &str) -> stadttor_policies::PolicySet {
+    let mut s =
+        stadttor_policies::PolicySet::embedded_default().with_officers(&[author, "nobody@x"]);
+    s.policy
+        .push_str("p, *, musterstadt, /*, *, *, *, *, allow\n");
+    // Its own tests agree with it.
+    s.tests = "subject, domain, path, method, level, provider, cert, expect\nanyone, musterstadt, /fachverfahren/freigabe/7, POST, , , , allow\n".into();
+    s
+}
+
+fn everything_req() -> AccessRequest<'static> {
+    AccessRequest::new("anyone", "musterstadt", "/fachverfahren/freigabe/7", "POST")
+}
+
+#[test]
+fn emergency_change_that_edits_officers_is_refused() {
+    let e = env();
+    let err =
+        e.wf.propose(
+            "alice",
+            officer_takeover("alice"),
+            Some(1),
+            true,
+            "incident",
+        )
+        .unwrap_err();
+    let WorkflowError::EmergencyForbidden(ref why) = err else {
+        panic!("{err}");
+    };
+    assert!(
+        matches!(&why[..], [Forbidden::Officers { added, removed }]
+            if added == &["nobody@x"] && removed == &["bob", "carol"]),
+        "{why:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("changes the officers")
+            && msg.contains("nobody@x")
+            && msg.contains("without emergency"),
+        "{msg}"
+    );
+    // Nothing changed, nothing is waiting.
+    assert_eq!(e.store.active_version().unwrap(), Some(1));
+    assert_eq!(e.authz.decide(&everything_req()).decision, Decision::Deny);
+    assert!(e.wf.pending().unwrap().is_empty() && e.wf.awaiting_approval().unwrap().is_empty());
+
+    // Adding an officer, or a role of the admin domain that could later be
+    // made an officer, is just as refused.
+    let err =
+        e.wf.propose(
+            "alice",
+            base().with_officers(&["mallory"]),
+            Some(1),
+            true,
+            "",
+        )
+        .unwrap_err();
+    assert!(matches!(err, WorkflowError::EmergencyForbidden(_)), "{err}");
+    let helper = with_rule(&base(), "g, mallory, helper, stadttor-admin", "");
+    let err =
+        e.wf.propose("alice", helper, Some(1), true, "")
+            .unwrap_err();
+    assert!(
+        matches!(&err, WorkflowError::EmergencyForbidden(w) if matches!(w[..], [Forbidden::AdminDomain { .. }])),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("admin domain stadttor-admin"),
+        "{err}"
+    );
+
+    // As an ordinary proposal it waits for a second officer of version 1.
+    let p =
+        e.wf.propose("alice", officer_takeover("alice"), Some(1), false, "")
+            .unwrap();
+    assert!(matches!(
+        e.wf.approve(&p.proposal.id, "nobody@x").unwrap_err(),
+        WorkflowError::NotOfficer(_)
+    ));
+    assert_eq!(e.authz.decide(&everything_req()).decision, Decision::Deny);
+}
+
+#[test]
+fn model_change_or_admin_domain_change_as_emergency_is_refused() {
+    let e = env();
+    let mut model = base();
+    model.model = model
+        .model
+        .replace("r.dom == p.dom", "(r.dom == p.dom || p.dom == \"*\")");
+    let err =
+        e.wf.propose("alice", model.clone(), Some(1), true, "")
+            .unwrap_err();
+    assert!(
+        matches!(&err, WorkflowError::EmergencyForbidden(w) if w[..] == [Forbidden::Model]),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("changes the model (model.conf)"),
+        "{err}"
+    );
+    // A rule in the admin domain (not an officer grant) is refused too.
+    let admin_rule = with_rule(&base(), "p, *, stadttor-admin, /*, *, *, *, *, allow", "");
+    let err =
+        e.wf.propose("alice", admin_rule, Some(1), true, "")
+            .unwrap_err();
+    assert!(
+        matches!(&err, WorkflowError::EmergencyForbidden(w) if matches!(w[..], [Forbidden::AdminDomain { .. }])),
+        "{err}"
+    );
+    // A rollback to a version with other officers cannot be an emergency.
+    let p =
+        e.wf.propose("alice", base().with_officers(&["dora"]), Some(1), false, "")
+            .unwrap();
+    e.wf.approve(&p.proposal.id, "bob").unwrap();
+    let err = e.wf.rollback(1, "alice", true, "").unwrap_err();
+    assert!(matches!(err, WorkflowError::EmergencyForbidden(_)), "{err}");
+    // Both pass as ordinary proposals, approved by a second officer.
+    let p =
+        e.wf.propose("alice", model.with_officers(&["dora"]), Some(2), false, "")
+            .unwrap();
+    assert_eq!(
+        e.wf.approve(&p.proposal.id, "bob").unwrap().version,
+        Some(3)
+    );
+    assert_eq!(e.store.active_version().unwrap(), Some(3));
+}
+
+/// A store written before this fix: an emergency change that replaced the
+/// officer list went live on one officer's word (as `propose` used to).
+fn legacy_takeover(e: &Env) -> String {
+    let set = officer_takeover("alice");
+    let p = stadttor_policies::Proposal {
+        id: "legacy-takeover".into(),
+        author: "alice".into(),
+        created_unix_ms: 0,
+        base_version: Some(1),
+        emergency: true,
+        kind: ChangeKind::Change,
+        comment: "incident".into(),
+        set: set.clone(),
+        diff: Default::default(),
+        tests_passed: 0,
+        status: ProposalStatus::Pending,
+        approval: None,
+    };
+    e.store.insert_proposal(&p).unwrap();
+    let meta = stadttor_policies::VersionMeta {
+        version: 0,
+        parent: None,
+        author: "alice".into(),
+        approver: None,
+        emergency: true,
+        kind: ChangeKind::Change,
+        proposal: Some(p.id.clone()),
+        comment: "incident".into(),
+        created_unix_ms: 0,
+        diff: Default::default(),
+    };
+    assert_eq!(e.store.activate(Some(1), &set, meta, Some(&p)).unwrap(), 2);
+    e.authz.sync(&*e.store).unwrap();
+    let d = e.authz.decide(&everything_req());
+    assert_eq!(d.decision, Decision::Allow, "{d:?}");
+    p.id
+}
+
+#[test]
+fn emergency_change_is_judged_against_the_officers_of_the_replaced_version() {
+    let e = env();
+    let id = legacy_takeover(&e);
+    // The officers it installed cannot approve it: nobody@x is an officer
+    // of version 2 only.
+    let err = e.wf.approve(&id, "nobody@x").unwrap_err();
+    assert!(
+        matches!(&err, WorkflowError::NotReviewer { who, version: 1 } if who == "nobody@x"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("version 1, the version this emergency change replaced"),
+        "{err}"
+    );
+    assert!(e.wf.reject(&id, "nobody@x", "looks fine").is_err());
+    // bob is no officer of the active version 2, but of version 1: he may
+    // use the officers' tools and his reject restores version 1.
+    assert!(!e.wf.active_policy().unwrap().is_officer("bob"));
+    assert!(e.wf.is_judge("bob").unwrap() && !e.wf.is_judge("mallory").unwrap());
+    let c = e.wf.reject(&id, "bob", "takeover").unwrap();
+    assert_eq!(c.version, Some(3));
+    assert_eq!(e.store.load(3).unwrap().set, e.store.load(1).unwrap().set);
+    assert_eq!(e.authz.decide(&everything_req()).decision, Decision::Deny);
+    assert!(e.wf.active_policy().unwrap().is_officer("bob"));
+    assert!(!e.wf.is_judge("nobody@x").unwrap());
+}
+
+#[test]
+fn reject_by_an_officer_of_the_replaced_version_restores_it() {
+    let e = env();
+    let p =
+        e.wf.propose("alice", library(&base()), Some(1), true, "outage")
+            .unwrap();
+    assert_eq!(e.authz.decide(&library_req()).decision, Decision::Allow);
+    let c = e.wf.reject(&p.proposal.id, "carol", "not needed").unwrap();
+    assert_eq!(c.version, Some(3));
+    let actions: Vec<_> = c.events.iter().map(|e| e.action).collect();
+    assert_eq!(actions, [ChangeAction::Rejected, ChangeAction::Reverted]);
+    let reverted = &c.events[1];
+    assert_eq!(
+        (
+            reverted.actor.as_str(),
+            reverted.version,
+            reverted.base_version
+        ),
+        ("carol", Some(3), Some(2))
+    );
+    assert_eq!(e.authz.decide(&library_req()).decision, Decision::Deny);
+    // A new activation: no history lost, the emergency version is kept.
+    let h = e.wf.history().unwrap();
+    let versions: Vec<_> = h.iter().map(|h| (h.meta.version, h.active)).collect();
+    assert_eq!(versions, [(1, false), (2, false), (3, true)]);
+    assert_eq!(h[2].meta.kind, ChangeKind::Rollback { to: 1 });
+    assert_eq!(h[2].meta.proposal.as_deref(), Some(p.proposal.id.as_str()));
+    assert!(h[2].meta.comment.contains("not needed"));
+    assert_eq!(e.store.load(2).unwrap().set, library(&base()));
+    // Judged once: neither approve nor a second reject.
+    assert!(matches!(
+        e.wf.approve(&p.proposal.id, "bob").unwrap_err(),
+        WorkflowError::WrongState { .. }
+    ));
+
+    // Its author may withdraw an emergency change too: the same restore.
+    let p =
+        e.wf.propose("alice", library(&base()), Some(3), true, "again")
+            .unwrap();
+    let c = e.wf.reject(&p.proposal.id, "alice", "withdrawn").unwrap();
+    assert_eq!(c.version, Some(5));
+    assert_eq!(e.authz.decide(&library_req()).decision, Decision::Deny);
+}
+
+#[test]
+fn one_open_emergency_at_a_time_and_nothing_activated_on_top_of_it() {
+    let e = env();
+    let p =
+        e.wf.propose("alice", library(&base()), Some(1), true, "first")
+            .unwrap();
+    let id = p.proposal.id.clone();
+    // A second emergency would let a reject restore only the first one.
+    let second = with_rule(
+        &library(&base()),
+        "p, *, musterstadt, /zweite/*, GET, low, *, *, allow",
+        "",
+    );
+    let err =
+        e.wf.propose("alice", second.clone(), Some(2), true, "")
+            .unwrap_err();
+    assert!(
+        matches!(&err, WorkflowError::EmergencyOpen { id: i, version: 2 } if *i == id),
+        "{err}"
+    );
+    // An ordinary proposal may wait, but not go live before the emergency
+    // change is judged.
+    let q = e.wf.propose("alice", second, Some(2), false, "").unwrap();
+    let err = e.wf.approve(&q.proposal.id, "bob").unwrap_err();
+    assert!(matches!(err, WorkflowError::EmergencyOpen { .. }), "{err}");
+    assert_eq!(e.store.active_version().unwrap(), Some(2));
+    e.wf.approve(&id, "bob").unwrap();
+    assert_eq!(
+        e.wf.approve(&q.proposal.id, "carol").unwrap().version,
+        Some(3)
+    );
 }

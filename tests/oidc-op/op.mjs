@@ -123,6 +123,17 @@ const USERS = {
       email_verified: true,
     },
   },
+  // Someone who registered with an officer's address but never proved it
+  // (email_verified false): must never count as anna.
+  'staff-unverified': {
+    sub: 'staff-e07b4c19d2a6f835',
+    max: 'substantial',
+    claims: {
+      name: 'Unbestätigt',
+      email: 'anna@kommune.example',
+      email_verified: false,
+    },
+  },
 };
 const BY_SUB = new Map(Object.entries(USERS).map(([, u]) => [u.sub, u]));
 

@@ -168,11 +168,20 @@ impl Auth {
             .iter()
             .flat_map(|r| r.auth.claims.keys().cloned())
             // Policy subjects taken from a claim must survive in the session.
-            .chain(config.routes.iter().filter_map(|r| {
+            .chain(config.routes.iter().flat_map(|r| {
                 r.authz
                     .as_ref()
-                    .map(|z| z.subject_claim.clone())
-                    .filter(|c| c != "sub")
+                    .filter(|z| z.subject_claim != "sub")
+                    .map(|z| {
+                        // … and so must the claim that verifies it.
+                        let by = crate::policy::verification_claim(
+                            &z.subject_claim,
+                            z.subject_verified_claim.as_deref(),
+                        );
+                        std::iter::once(z.subject_claim.clone()).chain(by)
+                    })
+                    .into_iter()
+                    .flatten()
             }))
             .collect();
         for p in &providers {

@@ -38,6 +38,7 @@ pub(super) mod raw {
     pub struct RouteAuthz {
         pub domain: Option<String>,
         pub subject_claim: Option<String>,
+        pub subject_verified_claim: Option<String>,
         #[serde(default)]
         pub off: bool,
     }
@@ -160,6 +161,10 @@ pub struct RouteAuthz {
     /// Which claim of the verified identity is the policy subject (`sub`
     /// by default; a client certificate's subject is its `sub`).
     pub subject_claim: String,
+    /// The claim that must be `true` before the subject claim counts, if
+    /// configured (default: `email_verified` for `email`, see
+    /// [`crate::policy::verification_claim`]).
+    pub subject_verified_claim: Option<String>,
 }
 
 /// Officers' access to the policy pages and API on the admin listener.
@@ -169,6 +174,9 @@ pub struct Officers {
     pub provider: String,
     /// Claim of the officer's identity that names them in the policy.
     pub subject_claim: String,
+    /// The claim that must be `true` before the subject claim counts, if
+    /// configured (default: `email_verified` for `email`).
+    pub subject_verified_claim: Option<String>,
     /// Redirect URI of the admin listener, registered at the provider.
     pub redirect_uri: String,
 }
@@ -236,11 +244,14 @@ pub(super) fn validate_route_authz(
         return None;
     };
     if raw.off {
-        if raw.domain.is_some() || raw.subject_claim.is_some() {
+        if raw.domain.is_some()
+            || raw.subject_claim.is_some()
+            || raw.subject_verified_claim.is_some()
+        {
             issue(
                 key,
-                "`off = true` leaves the route unenforced; remove `domain` and `subject_claim`, \
-                 or remove `off`"
+                "`off = true` leaves the route unenforced; remove `domain`, `subject_claim` and \
+                 `subject_verified_claim`, or remove `off`"
                     .into(),
             );
         }
@@ -290,29 +301,61 @@ pub(super) fn validate_route_authz(
     }
     if !policies {
         issue(
-            key,
+            key.clone(),
             "needs the `[policies]` table (the policy store the decisions come from)".into(),
         );
     }
+    let subject_verified_claim = verified_claim_key(
+        &format!("{key}.subject_verified_claim"),
+        raw.subject_verified_claim.as_deref(),
+        &subject_claim,
+        issue,
+    );
     Some(RouteAuthz {
         domain: domain.clone(),
         subject_claim,
+        subject_verified_claim,
     })
+}
+
+/// Validates a `…subject_verified_claim` key: a claim name, and only with
+/// a subject claim other than `sub` (the provider's own identifier needs
+/// no verification).
+fn verified_claim_key(
+    key: &str,
+    value: Option<&str>,
+    subject_claim: &str,
+    issue: &mut dyn FnMut(String, String),
+) -> Option<String> {
+    let v = value?;
+    if !name_ok(v) {
+        issue(key.to_owned(), format!("`{v}` is not a claim name"));
+    } else if subject_claim == "sub" {
+        issue(
+            key.to_owned(),
+            "only applies with a subject claim other than `sub`".into(),
+        );
+    }
+    Some(v.to_owned())
 }
 
 /// Validates the officers' keys of `[admin]`.
 pub(super) fn validate_officers(
-    provider: Option<&str>,
-    subject_claim: Option<&str>,
-    redirect_uri: Option<&str>,
-    has_tls: bool,
+    admin: &super::raw::Admin,
     policies: bool,
     identity: Option<&super::Identity>,
     issue: &mut dyn FnMut(String, String),
 ) -> Option<Officers> {
-    let Some(provider) = provider else {
+    let subject_claim = admin.officer_subject_claim.as_deref();
+    let redirect_uri = admin.officer_redirect_uri.as_deref();
+    let has_tls = admin.tls.is_some();
+    let Some(provider) = admin.officer_provider.as_deref() else {
         for (name, v) in [
             ("officer_subject_claim", subject_claim),
+            (
+                "officer_subject_verified_claim",
+                admin.officer_subject_verified_claim.as_deref(),
+            ),
             ("officer_redirect_uri", redirect_uri),
         ] {
             if v.is_some() {
@@ -371,9 +414,16 @@ pub(super) fn validate_officers(
             ),
         );
     }
+    let subject_verified_claim = verified_claim_key(
+        "admin.officer_subject_verified_claim",
+        admin.officer_subject_verified_claim.as_deref(),
+        &subject_claim,
+        issue,
+    );
     Some(Officers {
         provider: provider.to_owned(),
         subject_claim,
+        subject_verified_claim,
         redirect_uri,
     })
 }

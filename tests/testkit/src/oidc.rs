@@ -120,6 +120,15 @@ pub const STAFF_BERND: TestUser = TestUser {
     max_level: Level::Substantial,
 };
 
+/// An account whose `email` is Anna's address, with `email_verified`
+/// false (registered without proving the address): the attacker of the
+/// e-mail verification tests.
+pub const STAFF_UNVERIFIED: TestUser = TestUser {
+    name: "staff-unverified",
+    sub: "staff-e07b4c19d2a6f835",
+    max_level: Level::Substantial,
+};
+
 /// Client metadata for a confidential client with `client_secret_basic`.
 /// Add `backchannel_logout_uri`, `post_logout_redirect_uris` etc. by
 /// indexing the returned value.
