@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!again.changed(), "{raw:?}");
         for seg in p.split('/') {
             let name = seg.split(';').next().unwrap_or("");
-            assert!(name != "." && name != "..", "dot segment in {p:?} from {raw:?}");
+            assert!(
+                name != "." && name != "..",
+                "dot segment in {p:?} from {raw:?}"
+            );
         }
         let upper = p.to_ascii_uppercase();
         assert!(!upper.contains("%2F") && !upper.contains("%5C"), "{p:?}");
