@@ -30,6 +30,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -84,16 +85,47 @@ pub(crate) trait Storage: Send + 'static {
 }
 
 /// The batch an event was queued in; its first index is set once the batch
-/// is committed.
+/// is committed, and the tasks waiting for it ([`crate::Durable`]) are woken
+/// then, or when it can never be committed.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     first: OnceLock<u64>,
+    /// Why this batch will never be committed.
+    lost: OnceLock<String>,
+    wakers: Mutex<Vec<Waker>>,
 }
 
 impl Slot {
     /// The index of the entry at `offset` in this batch, once committed.
     pub(crate) fn index(&self, offset: u64) -> Option<u64> {
         self.first.get().map(|f| f + offset)
+    }
+
+    /// Why the batch will never be committed, once that is known.
+    pub(crate) fn lost(&self) -> Option<&str> {
+        self.lost.get().map(String::as_str)
+    }
+
+    /// Wakes `waker` when the batch is committed or lost.
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut w = lock(&self.wakers);
+        if !w.iter().any(|old| old.will_wake(waker)) {
+            w.push(waker.clone());
+        }
+    }
+
+    fn settle(&self, outcome: Result<u64, String>) {
+        match outcome {
+            Ok(first) => {
+                let _ = self.first.set(first);
+            }
+            Err(why) => {
+                let _ = self.lost.set(why);
+            }
+        }
+        for w in std::mem::take(&mut *lock(&self.wakers)) {
+            w.wake();
+        }
     }
 }
 
@@ -134,6 +166,8 @@ struct Queue {
     last: Option<(Arc<Slot>, u64)>,
     seq: u64,
     flush: bool,
+    /// Someone waits for the queued events to be durable: commit now.
+    urgent: bool,
     /// Flush requests so far; a round serves those made before it started.
     flush_requests: u64,
     shutdown: bool,
@@ -185,7 +219,7 @@ pub struct Committed {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     state: Mutex<State>,
@@ -194,7 +228,19 @@ struct Shared {
     capacity: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+impl Shared {
+    /// Why nothing more will be committed (storage failed, or the writer
+    /// stopped), if that is so.
+    pub(crate) fn gone(&self) -> Option<Error> {
+        let st = lock(&self.state);
+        if let Some(f) = &st.failed {
+            return Some(Error::Unavailable(f.clone()));
+        }
+        st.stopped.then_some(Error::Closed)
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -246,6 +292,25 @@ impl Appender {
         entry: Vec<u8>,
         ticket: impl FnOnce(Queued<'_>) -> T,
     ) -> Result<T, Error> {
+        self.push(entry, false, ticket)
+    }
+
+    /// Queues `entry` and has the writer commit at once (together with
+    /// whatever else is queued by then). The returned [`crate::Durable`]
+    /// resolves when the entry is durable in the storage: in the WAL (a
+    /// directory) or committed (PostgreSQL); its checkpoint follows within
+    /// a period.
+    pub(crate) fn append_durable(&self, entry: Vec<u8>) -> Result<crate::Durable, Error> {
+        let (slot, offset) = self.push(entry, true, |q| (q.slot.clone(), q.offset))?;
+        Ok(crate::Durable::new(slot, offset, self.shared.clone()))
+    }
+
+    fn push<T>(
+        &self,
+        entry: Vec<u8>,
+        urgent: bool,
+        ticket: impl FnOnce(Queued<'_>) -> T,
+    ) -> Result<T, Error> {
         if entry.len() > MAX_ENTRY_LEN {
             return Err(Error::Event(EventError::TooLarge(entry.len())));
         }
@@ -269,8 +334,10 @@ impl Appender {
         });
         q.seq += 1;
         q.entries.push(entry);
+        // Only the first urgent entry of a batch needs to wake the writer.
+        let wake = (urgent && !std::mem::replace(&mut q.urgent, true)) || len + 1 == COMMIT_BATCH;
         drop(q);
-        if len + 1 == COMMIT_BATCH {
+        if wake {
             self.shared.wake.notify_one();
         }
         Ok(t)
@@ -448,6 +515,7 @@ fn run<S: Storage>(mut storage: S, key: Arc<dyn SigningKey>, opts: Options, shar
                 let now = Instant::now();
                 if q.shutdown
                     || q.flush
+                    || q.urgent
                     || now >= next_tick
                     || now >= next_commit
                     || q.entries.len() >= COMMIT_BATCH
@@ -464,6 +532,7 @@ fn run<S: Storage>(mut storage: S, key: Arc<dyn SigningKey>, opts: Options, shar
             let now = Instant::now();
             let sign = q.shutdown || q.flush || now >= next_tick;
             q.flush = false;
+            q.urgent = false;
             let slot = std::mem::take(&mut q.slot);
             if !q.entries.is_empty() {
                 q.last = Some((slot.clone(), q.entries.len() as u64 - 1));
@@ -482,11 +551,13 @@ fn run<S: Storage>(mut storage: S, key: Arc<dyn SigningKey>, opts: Options, shar
             let n = batch.len() as u64;
             match storage.commit(batch) {
                 Ok(first) => {
-                    let _ = slot.first.set(first);
+                    slot.settle(Ok(first));
                     need = first + n;
                 }
                 Err(e) => {
-                    fail(&shared, format!("audit log storage failed: {e}"));
+                    let why = format!("audit log storage failed: {e}");
+                    slot.settle(Err(why.clone()));
+                    fail(&shared, why);
                     break;
                 }
             }
@@ -537,6 +608,9 @@ fn run<S: Storage>(mut storage: S, key: Arc<dyn SigningKey>, opts: Options, shar
     }
     lock(&shared.state).stopped = true;
     shared.changed.notify_all();
+    // Events queued after the last batch will never be committed.
+    let pending = lock(&shared.queue).slot.clone();
+    pending.settle(Err("the audit log was closed".into()));
 }
 
 fn fail(shared: &Shared, why: String) {

@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 mod appender;
+mod durable;
 pub mod event;
 pub mod merkle;
 pub mod note;
@@ -44,6 +45,7 @@ pub mod verify;
 pub mod writer;
 
 pub use appender::{Committed, Status};
+pub use durable::Durable;
 pub use note::VerifierKey;
 pub use store::RecoveryReport;
 pub use writer::{Log, LogConfig, Ticket};

@@ -112,6 +112,13 @@ impl Log {
         self.appender.append(entry, |q| Ticket { index: q.seq })
     }
 
+    /// Queues an encoded entry and commits it (with whatever else is
+    /// queued) at once; the [`crate::Durable`] resolves when it is in the
+    /// WAL. For events whose response must not leave before them.
+    pub fn append_durable(&self, entry: Vec<u8>) -> Result<crate::Durable, Error> {
+        self.appender.append_durable(entry)
+    }
+
     /// Waits until `ticket` is covered by a signed checkpoint, at most
     /// `timeout`.
     pub fn wait(&self, ticket: Ticket, timeout: Duration) -> Result<Committed, Error> {

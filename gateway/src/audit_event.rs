@@ -10,7 +10,17 @@
 //! cannot be queued (queue full, storage or signing failing) is refused with
 //! 503, `/readyz` reports the log's failure, and the transition is logged.
 //! Audit events never go through `tracing`.
+//!
+//! No served request without its evidence: on required routes the event is
+//! appended with [`AuditLog::record_durable_entry`] before the request is
+//! forwarded, and the response head waits for its [`Evidence`] (the event in
+//! the WAL after `fdatasync`, or committed in PostgreSQL). The writer
+//! commits at once when someone waits, and requests arriving meanwhile share
+//! the next commit, so the wait overlaps the upstream's work and stays
+//! short. Logins, logouts, step-ups, policy changes and document seals use
+//! [`AuditLog::record_durable`] before their response.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +65,51 @@ enum Backend {
     Postgres(stadttor_audit::pg::PgLog),
 }
 
+/// How long a response waits for its event to become durable before it is
+/// refused with 503 (a disk or database that slow is a failing one).
+pub const DURABLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An event on its way to durable storage. The response it vouches for may
+/// leave only after [`Evidence::settled`] returned `Ok`.
+#[derive(Debug)]
+#[must_use = "the response must wait for its evidence"]
+pub struct Evidence(stadttor_audit::Durable);
+
+impl Evidence {
+    /// Waits until the event is durable, at most [`DURABLE_TIMEOUT`].
+    pub async fn settled(self) -> Result<(), stadttor_audit::Error> {
+        match tokio::time::timeout(DURABLE_TIMEOUT, self.0).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(stadttor_audit::Error::Timeout),
+        }
+    }
+
+    /// Runs `work` (e.g. the upstream exchange) while the event becomes
+    /// durable, and returns both outcomes; without evidence (an optional
+    /// or unaudited route) only `work` runs.
+    pub async fn along<F: Future>(
+        evidence: Option<Self>,
+        work: F,
+    ) -> (F::Output, Result<(), stadttor_audit::Error>) {
+        match evidence {
+            Some(e) => tokio::join!(work, e.settled()),
+            None => (work.await, Ok(())),
+        }
+    }
+}
+
 impl Backend {
+    fn append_durable(
+        &self,
+        entry: Vec<u8>,
+    ) -> Result<stadttor_audit::Durable, stadttor_audit::Error> {
+        match self {
+            Self::Dir(l) => l.append_durable(entry),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(l) => l.append_durable(entry),
+        }
+    }
+
     fn append_entry(&self, entry: Vec<u8>) -> Result<(), stadttor_audit::Error> {
         match self {
             Self::Dir(l) => l.append_entry(entry).map(|_| ()),
@@ -154,20 +208,38 @@ impl AuditLog {
 
     /// [`AuditLog::record`] of an encoded event (see [`EntryBuilder`]).
     pub fn record_entry(&self, entry: Vec<u8>) -> Result<(), stadttor_audit::Error> {
-        match self.log.append_entry(entry) {
+        self.noted(self.log.append_entry(entry))
+    }
+
+    /// Queues an encoded event for an immediate commit; the response it
+    /// vouches for waits for the returned [`Evidence`].
+    pub fn record_durable_entry(&self, entry: Vec<u8>) -> Result<Evidence, stadttor_audit::Error> {
+        self.noted(self.log.append_durable(entry)).map(Evidence)
+    }
+
+    /// Records `event` and waits until it is durable (logins, logouts,
+    /// step-ups, policy changes, document seals).
+    pub async fn record_durable(&self, event: &Event) -> Result<(), stadttor_audit::Error> {
+        let entry = event.to_entry().map_err(stadttor_audit::Error::Event)?;
+        let settled = self.record_durable_entry(entry)?.settled().await;
+        self.noted(settled)
+    }
+
+    /// Logs the first failure after a healthy period, and the recovery.
+    fn noted<T>(&self, r: Result<T, stadttor_audit::Error>) -> Result<T, stadttor_audit::Error> {
+        match &r {
             Ok(_) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::warn!("audit log records again");
                 }
-                Ok(())
             }
             Err(e) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::error!(error = %e, "audit log cannot record: audited routes are refused (fail closed)");
                 }
-                Err(e)
             }
         }
+        r
     }
 
     /// The C2SP verifier key auditors check checkpoints with.
@@ -265,13 +337,13 @@ pub type AuditedDecision<'a> = (
     &'a stadttor_policies::DecisionRecord,
 );
 
-/// Records the event about one request (`http.access`, or
+/// Encodes the event about one request (`http.access`, or
 /// `authz.decision` for a request the policy refused) with the
 /// pseudonymised subject and the policy's decision. Encoded straight into
 /// the entry (no intermediate [`Event`]): this runs on every audited
-/// request.
+/// request. The caller records it, durably on required routes.
 #[allow(clippy::too_many_arguments)]
-pub fn record_request(
+pub fn request_entry(
     audit: &AuditLog,
     kind: &str,
     outcome: Outcome,
@@ -282,7 +354,7 @@ pub fn record_request(
     client_subject: Option<&str>,
     identity: Option<&crate::auth::Identity>,
     decision: Option<AuditedDecision<'_>>,
-) -> Result<(), stadttor_audit::Error> {
+) -> Result<Vec<u8>, stadttor_audit::Error> {
     let subject = match (identity, client_subject) {
         (Some(id), _) => Some(audit.pseudonym(&id.issuer, &id.sub)),
         (None, Some(s)) => Some(audit.pseudonym("x509-subject", s)),
@@ -307,5 +379,5 @@ pub fn record_request(
     if let Some((z, d)) = decision {
         ev = crate::policy::audit_attrs(ev, z, d);
     }
-    audit.record_entry(ev.to_entry().map_err(stadttor_audit::Error::Event)?)
+    ev.to_entry().map_err(stadttor_audit::Error::Event)
 }

@@ -437,7 +437,14 @@ fn view_json(v: &View) -> serde_json::Value {
     })
 }
 
-fn audit_changes(shared: &Shared, events: &[ChangeEvent], request_id: &str) {
+/// Records the policy changes an officer made and waits until they are
+/// durable. `Err` when the log could not make them durable: the change is
+/// stored, but the officer is told that its evidence is missing (503).
+async fn audit_changes(
+    shared: &Shared,
+    events: &[ChangeEvent],
+    request_id: &str,
+) -> Result<(), Response<ProxyBody>> {
     for e in events {
         tracing::info!(request_id, action = ?e.action, proposal = e.proposal.as_deref(), version = e.version, "policy change");
         if let Some(log) = &shared.audit {
@@ -453,9 +460,16 @@ fn audit_changes(shared: &Shared, events: &[ChangeEvent], request_id: &str) {
                 .attr("added", e.diff.added)
                 .attr("removed", e.diff.removed)
                 .attr("via", "admin");
-            let _ = log.record(&ev);
+            if let Err(err) = log.record_durable(&ev).await {
+                tracing::error!(request_id, error = %err, "audit log cannot record a policy change");
+                return Err(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the change is stored, but the audit log could not record it: check the log (stadttor audit verify) and /readyz",
+                ));
+            }
         }
     }
+    Ok(())
 }
 
 fn audit_refusal(shared: &Shared, who: &str, action: &str, why: &str, request_id: &str) {
@@ -595,10 +609,10 @@ async fn api_post(
         return plain(StatusCode::NOT_FOUND, "not found");
     };
     match result {
-        Ok((v, events)) => {
-            audit_changes(shared, &events, request_id);
-            json(StatusCode::OK, &v)
-        }
+        Ok((v, events)) => match audit_changes(shared, &events, request_id).await {
+            Ok(()) => json(StatusCode::OK, &v),
+            Err(unrecorded) => unrecorded,
+        },
         Err((action, e)) => {
             audit_refusal(shared, &me, &action, &e.to_string(), request_id);
             json(
@@ -645,7 +659,9 @@ async fn form_post(
     .await;
     match r {
         Ok(Ok((c, _))) => {
-            audit_changes(shared, &c.events, request_id);
+            if let Err(unrecorded) = audit_changes(shared, &c.events, request_id).await {
+                return unrecorded;
+            }
             let done = match (action, c.version) {
                 ("approve", Some(v)) => format!("approved-{v}"),
                 ("approve", None) => "approved".to_owned(),

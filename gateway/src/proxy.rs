@@ -392,37 +392,21 @@ async fn handle<'s>(
     });
     let denied = decision.as_ref().is_some_and(|(_, d)| !d.is_allowed());
 
-    // Recorded before anything is forwarded; a required route fails closed.
+    // Recorded before anything is forwarded; a required route fails closed
+    // and its response waits until the event is durable (`evidence`).
     // The decision travels in the same event: `http.access` when allowed,
     // `authz.decision` (outcome denied) when refused.
-    if let (Some(log), false) = (audit, cfg.audit == AuditMode::Off) {
-        let listener = state
-            .config
-            .listeners
-            .get(conn.listener)
-            .map_or("", |l| l.name.as_str());
-        let (kind, outcome) = if denied {
-            ("authz.decision", stadttor_audit::event::Outcome::Denied)
-        } else {
-            ("http.access", stadttor_audit::event::Outcome::Success)
-        };
-        if let Err(e) = crate::audit_event::record_request(
-            log,
-            kind,
-            outcome,
-            &cfg.name,
-            req.method(),
-            request_id,
-            listener,
-            conn.client_cert.as_ref().map(|c| c.subject.as_str()),
-            verified.identity.as_ref(),
-            decision.as_ref().map(|(z, d)| (&**z, d)),
-        ) {
-            if cfg.audit == AuditMode::Required {
-                return Err(fail(GatewayError::AuditUnavailable(e.to_string())));
-            }
+    let evidence = match (audit, cfg.audit) {
+        (Some(log), AuditMode::Required | AuditMode::BestEffort) => {
+            let facts = AccessFacts {
+                verified: &verified,
+                decision: decision.as_ref().map(|(z, d)| (&**z, d)),
+                denied,
+            };
+            record_access(log, state, conn, cfg, &req, request_id, facts).map_err(fail)?
         }
-    }
+        _ => None,
+    };
     if let Some((z, d)) = decision.as_ref().filter(|_| denied) {
         tracing::info!(
             request_id,
@@ -452,6 +436,11 @@ async fn handle<'s>(
         } else {
             crate::auth::plain(StatusCode::FORBIDDEN, "access denied by policy", request_id)
         };
+        if let Some(e) = evidence {
+            e.settled()
+                .await
+                .map_err(|e| fail(GatewayError::AuditUnavailable(e.to_string())))?;
+        }
         return Err(fail(GatewayError::Answered(Box::new(resp))));
     }
 
@@ -521,7 +510,12 @@ async fn handle<'s>(
 
     let header_deadline = (Instant::now() + cfg.timeouts.response_header).min(deadline);
     let exchange = send(route, parts, path_and_query, body, has_body, &tripwire);
-    let mut resp = match tokio::time::timeout_at(header_deadline, exchange).await {
+    let exchange = tokio::time::timeout_at(header_deadline, exchange);
+    // The response head leaves only once the access event is durable; the
+    // commit runs while the upstream works.
+    let (exchanged, recorded) = crate::audit_event::Evidence::along(evidence, exchange).await;
+    recorded.map_err(|e| fail(GatewayError::AuditUnavailable(e.to_string())))?;
+    let mut resp = match exchanged {
         Ok(r) => r.map_err(fail)?,
         Err(_) => {
             return Err(fail(if tripwire.timed_out() {
@@ -581,6 +575,63 @@ async fn handle<'s>(
     let resp =
         resp.map(|b| Guarded::new(b, u64::MAX, cfg.timeouts.idle, deadline, None).boxed_unsync());
     Ok((resp, route))
+}
+
+/// What the audit event of a request says about its identity and decision.
+struct AccessFacts<'a> {
+    verified: &'a crate::auth::Verified,
+    decision: Option<crate::audit_event::AuditedDecision<'a>>,
+    denied: bool,
+}
+
+/// Records the request's audit event: durably (the returned evidence must
+/// settle before the response leaves) on required routes, queued on
+/// best-effort ones. A required route whose event cannot be recorded is
+/// refused with 503.
+fn record_access(
+    log: &crate::audit_event::AuditLog,
+    state: &State,
+    conn: &ConnInfo,
+    cfg: &crate::config::Route,
+    req: &Request<Incoming>,
+    request_id: &str,
+    facts: AccessFacts<'_>,
+) -> Result<Option<crate::audit_event::Evidence>, GatewayError> {
+    let listener = state
+        .config
+        .listeners
+        .get(conn.listener)
+        .map_or("", |l| l.name.as_str());
+    let (kind, outcome) = if facts.denied {
+        ("authz.decision", stadttor_audit::event::Outcome::Denied)
+    } else {
+        ("http.access", stadttor_audit::event::Outcome::Success)
+    };
+    let entry = crate::audit_event::request_entry(
+        log,
+        kind,
+        outcome,
+        &cfg.name,
+        req.method(),
+        request_id,
+        listener,
+        conn.client_cert.as_ref().map(|c| c.subject.as_str()),
+        facts.verified.identity.as_ref(),
+        facts.decision,
+    );
+    let required = cfg.audit == AuditMode::Required;
+    let recorded = entry.and_then(|entry| {
+        if required {
+            log.record_durable_entry(entry).map(Some)
+        } else {
+            log.record_entry(entry).map(|()| None)
+        }
+    });
+    match recorded {
+        Ok(evidence) => Ok(evidence),
+        Err(e) if required => Err(GatewayError::AuditUnavailable(e.to_string())),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Sends the request to the next address of the pool. A bodiless request

@@ -250,8 +250,9 @@ impl Signer {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::TRANSFER_ENCODING);
         parts.headers.remove(header::ETAG);
-        if let Some(withheld) =
-            self.evidence(route, rule, &parts, &original, request_id, &extra_attrs)
+        if let Some(withheld) = self
+            .evidence(route, rule, &parts, &original, request_id, &extra_attrs)
+            .await
         {
             return Ok(withheld);
         }
@@ -267,9 +268,10 @@ impl Signer {
         Ok(Response::from_parts(parts, body))
     }
 
-    /// Records the `document.sign` event. `Some(503 response)` when the
-    /// log refuses it: the sealed response must not leave.
-    fn evidence(
+    /// Records the `document.sign` event and waits until it is durable.
+    /// `Some(503 response)` when the log refuses it: the sealed response
+    /// must not leave.
+    async fn evidence(
         &self,
         route: &str,
         rule: &SignRule,
@@ -301,6 +303,7 @@ impl Signer {
         };
         let e = self
             .record(route, rule, &doc_sha256, request_id, extra_attrs)
+            .await
             .err()?;
         tracing::error!(
             request_id,
@@ -316,7 +319,7 @@ impl Signer {
         Some(crate::errors::GatewayError::AuditUnavailable(e.to_string()).to_response(request_id))
     }
 
-    fn record(
+    async fn record(
         &self,
         route: &str,
         rule: &SignRule,
@@ -340,7 +343,7 @@ impl Signer {
         for (k, v) in extra {
             ev = ev.attr(*k, v.as_str());
         }
-        log.record(&ev)
+        log.record_durable(&ev).await
     }
 
     fn sign_blocking(

@@ -132,24 +132,35 @@ fn is_unreserved(b: u8) -> bool {
 
 /// Bytes kept as they are in a canonical segment: `pchar` minus `%`
 /// (RFC 3986 §3.3); `;` counts, it is judged separately.
-fn is_plain(b: u8) -> bool {
-    is_unreserved(b)
-        || matches!(
-            b,
-            b'!' | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-        )
-}
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        b += 1;
+    }
+    t
+};
 
 fn hex_value(b: u8) -> Option<u8> {
     match b {
@@ -181,27 +192,53 @@ pub fn decision_form(raw: &str) -> Result<Cow<'_, str>, Refusal> {
     })
 }
 
-/// Whether a path is canonical as it stands: only plain bytes, no empty
-/// and no dot segments. Most requests pass this and cost no allocation.
+/// Whether a path is canonical as it stands: only plain bytes, no `;`, no
+/// empty and no dot segments. Most requests pass this and cost no
+/// allocation: one table lookup per byte, segments judged at each `/`.
 fn already_canonical(raw: &str) -> bool {
     let b = raw.as_bytes();
-    if b.first() != Some(&b'/') {
+    let Some((&b'/', rest)) = b.split_first() else {
         return false;
-    }
-    let mut seg_start = 1;
-    for i in 1..=b.len() {
-        if i == b.len() || b[i] == b'/' {
-            let seg = &b[seg_start..i];
-            let last = i == b.len();
-            if (seg.is_empty() && !last) || seg == b"." || seg == b".." {
-                return false;
+    };
+    let mut seg_start = 0;
+    for (i, &c) in rest.iter().enumerate() {
+        match FAST[usize::from(c)] {
+            FAST_PLAIN => {}
+            FAST_SLASH => {
+                if !plain_segment(&rest[seg_start..i]) {
+                    return false;
+                }
+                seg_start = i + 1;
             }
-            seg_start = i + 1;
-        } else if !is_plain(b[i]) || b[i] == b';' {
-            return false;
+            _ => return false,
         }
     }
-    true
+    // The last segment may be empty (a trailing slash).
+    let last = &rest[seg_start..];
+    last.is_empty() || plain_segment(last)
+}
+
+const FAST_PLAIN: u8 = 0;
+const FAST_SLASH: u8 = 1;
+const FAST_OTHER: u8 = 2;
+
+/// The fast path's byte classes: plain (and not `;`), `/`, anything else.
+const FAST: [u8; 256] = {
+    let mut t = [FAST_OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        if PLAIN[b] && b != b';' as usize {
+            t[b] = FAST_PLAIN;
+        }
+        b += 1;
+    }
+    t[b'/' as usize] = FAST_SLASH;
+    t
+};
+
+/// A segment between two slashes that is neither empty nor a dot segment.
+fn plain_segment(seg: &[u8]) -> bool {
+    !matches!(seg, b"" | b"." | b"..")
 }
 
 /// Canonicalises an origin-form path (see the module doc). With
@@ -219,56 +256,52 @@ pub fn canonical_path(raw: &str, merge_slashes: bool) -> Result<CanonicalPath<'_
     if b.first() != Some(&b'/') {
         return Err(Refusal::NotAPath);
     }
-    // Output segments as byte ranges into `out`, so `..` can pop them.
-    let mut out = String::with_capacity(raw.len());
-    let mut starts: Vec<usize> = Vec::with_capacity(8);
-    let mut seg = String::with_capacity(32);
+    // Segments are written straight into `out` (ASCII only); `starts`
+    // remembers where each kept one begins, so `..` can remove it again.
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len() + 8);
+    let mut starts: Vec<usize> = Vec::with_capacity(16);
     let (mut empty_segments, mut parameters) = (false, false);
-    let segments: Vec<&str> = raw[1..].split('/').collect();
-    let count = segments.len();
-    for (i, raw_seg) in segments.into_iter().enumerate() {
-        let last = i + 1 == count;
-        seg.clear();
-        canonical_segment(raw_seg, &mut seg)?;
-        let name = match seg.find(';') {
+    let mut at = 1;
+    loop {
+        let start = out.len();
+        out.push(b'/');
+        let seg = canonical_segment(&b[at..], &mut out)?;
+        at += seg.consumed + 1;
+        let last = at > b.len();
+        let name = match seg.parameters {
             Some(p) => {
                 parameters = true;
-                let name = &seg[..p];
-                if name.is_empty() || name == "." || name == ".." {
+                let name = &out[start + 1..p];
+                if matches!(name, b"" | b"." | b"..") {
                     return Err(Refusal::DotSegmentWithParameters);
                 }
                 name
             }
-            None => seg.as_str(),
+            None => &out[start + 1..],
         };
         match name {
-            "" if last => out.push('/'),
-            "" => {
+            b"" if last => {}
+            b"" => {
                 empty_segments = true;
-                if !merge_slashes {
-                    starts.push(out.len());
-                    out.push('/');
+                if merge_slashes {
+                    out.truncate(start);
+                } else {
+                    starts.push(start);
                 }
             }
-            "." => {
-                if last {
-                    out.push('/');
-                }
+            b"." => out.truncate(start + usize::from(last)),
+            b".." => {
+                let above = starts.pop().ok_or(Refusal::AboveRoot)?;
+                out.truncate(if last { above + 1 } else { above });
             }
-            ".." => {
-                let start = starts.pop().ok_or(Refusal::AboveRoot)?;
-                out.truncate(start);
-                if last {
-                    out.push('/');
-                }
-            }
-            _ => {
-                starts.push(out.len());
-                out.push('/');
-                out.push_str(&seg);
-            }
+            _ => starts.push(start),
+        }
+        if last {
+            break;
         }
     }
+    // Only ASCII was written, so this cannot fail.
+    let mut out = String::from_utf8(out).map_err(|_| Refusal::NotUtf8)?;
     if out.is_empty() {
         out.push('/');
     }
@@ -286,20 +319,41 @@ pub fn canonical_path(raw: &str, merge_slashes: bool) -> Result<CanonicalPath<'_
     })
 }
 
-/// Writes one segment in canonical encoding to `out`.
-fn canonical_segment(raw: &str, out: &mut String) -> Result<(), Refusal> {
-    let b = raw.as_bytes();
-    // The segment as the service would decode it, to check UTF-8.
-    let mut decoded: Vec<u8> = Vec::new();
-    let mut any_encoded_high = false;
+/// What [`canonical_segment`] read and found.
+struct Segment {
+    /// Input bytes of the segment (up to, not including, the next `/`).
+    consumed: usize,
+    /// Where the first `;` went in the output, if there is one.
+    parameters: Option<usize>,
+}
+
+/// Appends the segment at the start of `b` (up to the next `/`) in
+/// canonical encoding to `out`.
+fn canonical_segment(b: &[u8], out: &mut Vec<u8>) -> Result<Segment, Refusal> {
+    let start = out.len();
+    let (mut encoded_high, mut encoded_percent) = (false, false);
+    let mut parameters = None;
     let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
+    while let Some(&c) = b.get(i) {
+        match FAST[usize::from(c)] {
+            FAST_PLAIN => {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            FAST_SLASH => break,
+            _ => {}
+        }
         match c {
+            b';' => {
+                parameters.get_or_insert(out.len());
+                out.push(c);
+                i += 1;
+            }
             b'%' => {
                 let v = percent_at(b, i)?;
                 if is_unreserved(v) {
-                    out.push(char::from(v));
+                    out.push(v);
                 } else if v == b'/' || v == b'\\' {
                     return Err(Refusal::EncodedSlash);
                 } else if v < 0x20 || v == 0x7f {
@@ -309,38 +363,58 @@ fn canonical_segment(raw: &str, out: &mut String) -> Result<(), Refusal> {
                 } else {
                     push_encoded(out, v);
                 }
-                any_encoded_high |= v >= 0x80;
-                decoded.push(v);
+                encoded_high |= v >= 0x80;
+                encoded_percent |= v == b'%';
                 i += 3;
             }
             b'\\' => return Err(Refusal::Backslash),
             c if c < 0x20 || c == 0x7f => return Err(Refusal::ControlCharacter),
-            c if is_plain(c) => {
-                out.push(char::from(c));
-                decoded.push(c);
-                i += 1;
-            }
             c => {
                 // Space, `"`, `<`, `>`, `{`, `}`, `|`, `^`, `` ` `` and raw
                 // UTF-8 bytes: encoded, as RFC 3986 requires.
                 push_encoded(out, c);
-                decoded.push(c);
                 i += 1;
             }
         }
     }
-    if any_encoded_high && std::str::from_utf8(&decoded).is_err() {
+    // The segment as the service would decode it must be UTF-8 (overlong
+    // forms are not); checked only when something high was encoded.
+    if encoded_high && std::str::from_utf8(&decode(&b[..i])).is_err() {
         return Err(Refusal::NotUtf8);
     }
     // Judged on the canonical output, so `%25%32%65` is caught as well as
     // `%252e`, and canonicalising twice gives the same answer.
-    let o = out.as_bytes();
-    let doubled = (0..o.len().saturating_sub(4))
-        .any(|j| o[j..].starts_with(b"%25") && double_encoded(o, j + 3));
-    if doubled {
-        return Err(Refusal::DoubleEncoding);
+    if encoded_percent {
+        let o = &out[start..];
+        let doubled = (0..o.len().saturating_sub(4))
+            .any(|j| o[j..].starts_with(b"%25") && double_encoded(o, j + 3));
+        if doubled {
+            return Err(Refusal::DoubleEncoding);
+        }
     }
-    Ok(())
+    Ok(Segment {
+        consumed: i,
+        parameters,
+    })
+}
+
+/// The bytes of an (already validated) segment with every `%XX` decoded.
+fn decode(b: &[u8]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match percent_at(b, i) {
+            Ok(v) => {
+                d.push(v);
+                i += 3;
+            }
+            Err(_) => {
+                d.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    d
 }
 
 fn percent_at(b: &[u8], i: usize) -> Result<u8, Refusal> {
@@ -367,10 +441,8 @@ fn double_encoded(b: &[u8], i: usize) -> bool {
     )
 }
 
-fn push_encoded(out: &mut String, v: u8) {
-    out.push('%');
-    out.push(char::from(HEX[usize::from(v >> 4)]));
-    out.push(char::from(HEX[usize::from(v & 0xf)]));
+fn push_encoded(out: &mut Vec<u8>, v: u8) {
+    out.extend_from_slice(&[b'%', HEX[usize::from(v >> 4)], HEX[usize::from(v & 0xf)]]);
 }
 
 /// The path decisions are made on for a route that accepts `;` path

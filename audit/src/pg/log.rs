@@ -89,6 +89,13 @@ impl PgLog {
         })
     }
 
+    /// Queues an encoded entry and commits it (with whatever else is
+    /// queued) at once; the [`crate::Durable`] resolves when the
+    /// transaction holding it committed.
+    pub fn append_durable(&self, entry: Vec<u8>) -> Result<crate::Durable, Error> {
+        self.appender.append_durable(entry)
+    }
+
     /// Waits until `ticket` is covered by a signed checkpoint (signed by
     /// this or another writer), at most `timeout`.
     pub fn wait(&self, ticket: &PgTicket, timeout: Duration) -> Result<Committed, Error> {

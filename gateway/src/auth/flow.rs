@@ -546,20 +546,22 @@ async fn callback(
             })
             .await;
     }
-    let recorded = auth.record(
-        if same_user.is_some() {
-            "auth.step_up"
-        } else {
-            "auth.login"
-        },
-        true,
-        request_id,
-        Some((&s.iss, &s.sub)),
-        &[
-            ("idp", s.p.clone().into()),
-            ("level", s.lvl.map(|l| l.name()).unwrap_or("none").into()),
-        ],
-    );
+    let kind = if same_user.is_some() {
+        "auth.step_up"
+    } else {
+        "auth.login"
+    };
+    let recorded = auth
+        .record_durable(
+            kind,
+            request_id,
+            Some((&s.iss, &s.sub)),
+            &[
+                ("idp", s.p.clone().into()),
+                ("level", s.lvl.map(|l| l.name()).unwrap_or("none").into()),
+            ],
+        )
+        .await;
     if !recorded {
         return fail(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -606,13 +608,20 @@ async fn logout(
             );
         }
         tracing::info!(request_id, provider = %s.p, "logout");
-        auth.record(
-            "auth.logout",
-            true,
-            request_id,
-            Some((&s.iss, &s.sub)),
-            &[("idp", s.p.clone().into())],
-        );
+        let recorded = auth
+            .record_durable(
+                "auth.logout",
+                request_id,
+                Some((&s.iss, &s.sub)),
+                &[("idp", s.p.clone().into())],
+            )
+            .await;
+        if !recorded {
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::error(lang, Problem::SessionsDown, request_id, None),
+            );
+        }
         if let Some(p) = auth.provider(&s.p) {
             if let Some(end) = p.end_session_endpoint().await {
                 if let Ok(mut u) = url::Url::parse(&end) {
@@ -734,16 +743,25 @@ async fn backchannel(
         by_sid = logout.sid.is_some(),
         "back-channel logout"
     );
-    auth.record(
-        "auth.backchannel_logout",
-        true,
-        request_id,
-        logout.sub.as_deref().map(|sub| (issuer.as_str(), sub)),
-        &[
-            ("idp", provider_name.into()),
-            ("by_sid", logout.sid.is_some().into()),
-        ],
-    );
+    let recorded = auth
+        .record_durable(
+            "auth.backchannel_logout",
+            request_id,
+            logout.sub.as_deref().map(|sub| (issuer.as_str(), sub)),
+            &[
+                ("idp", provider_name.into()),
+                ("by_sid", logout.sid.is_some().into()),
+            ],
+        )
+        .await;
+    if !recorded {
+        // The IdP retries a logout token that was not answered with 200.
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit log unavailable",
+            request_id,
+        );
+    }
     let mut r = Response::new(super::body(Bytes::new()));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

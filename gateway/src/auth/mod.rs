@@ -208,9 +208,8 @@ impl Auth {
         }))
     }
 
-    /// Records an authentication event (login, step-up, logout) with the
-    /// subject pseudonymised. Returns false if a configured log could not
-    /// take it; callers refuse what they were about to grant.
+    /// Records a refused authentication step, best effort (the request is
+    /// refused either way).
     pub fn record(
         &self,
         kind: &str,
@@ -219,9 +218,50 @@ impl Auth {
         subject: Option<(&str, &str)>,
         attrs: &[(&str, serde_json::Value)],
     ) -> bool {
-        let Some(log) = &self.audit else {
+        let Some((log, ev)) = self.auth_event(kind, ok, request_id, subject, attrs) else {
             return true;
         };
+        match log.record(&ev) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(request_id, kind, error = %e, "audit log cannot record an authentication event");
+                false
+            }
+        }
+    }
+
+    /// Records an authentication event (login, step-up, logout) with the
+    /// subject pseudonymised and waits until it is durable. Returns false
+    /// if a configured log could not make it durable; callers refuse what
+    /// they were about to grant.
+    pub async fn record_durable(
+        &self,
+        kind: &str,
+        request_id: &str,
+        subject: Option<(&str, &str)>,
+        attrs: &[(&str, serde_json::Value)],
+    ) -> bool {
+        let Some((log, ev)) = self.auth_event(kind, true, request_id, subject, attrs) else {
+            return true;
+        };
+        match log.record_durable(&ev).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(request_id, kind, error = %e, "audit log cannot record an authentication event");
+                false
+            }
+        }
+    }
+
+    fn auth_event(
+        &self,
+        kind: &str,
+        ok: bool,
+        request_id: &str,
+        subject: Option<(&str, &str)>,
+        attrs: &[(&str, serde_json::Value)],
+    ) -> Option<(&crate::audit_event::AuditLog, stadttor_audit::event::Event)> {
+        let log = self.audit.as_deref()?;
         let outcome = if ok {
             stadttor_audit::event::Outcome::Success
         } else {
@@ -234,13 +274,7 @@ impl Auth {
         for (k, v) in attrs {
             ev = ev.attr(*k, v.clone());
         }
-        match log.record(&ev) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(request_id, kind, error = %e, "audit log cannot record an authentication event");
-                false
-            }
-        }
+        Some((log, ev))
     }
 
     /// A provider by name.

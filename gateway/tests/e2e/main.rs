@@ -6,6 +6,7 @@
 mod appliance;
 mod audit;
 mod credentials;
+mod evidence;
 mod foureyes;
 mod framing;
 mod login;
