@@ -22,6 +22,7 @@
 #                    proxy and test (perf record, not counted in the table;
 #                    reports in bench/results/perf-*.txt)
 #   BENCH_SKIP_BUILD set to 1 to use an existing release binary
+#   STADTTOR_BIN     the stadttor binary to measure (default: the release build)
 #   BENCH_KEEP       set to 1 to keep the scratch directory
 #   CARGO_TARGET_DIR (default /work/target-bench)
 #
@@ -432,7 +433,7 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     log "building stadttor (release) into $CARGO_TARGET_DIR"
     (cd "$ROOT" && cargo build --release -p stadttor-gateway --bin stadttor >&2)
 fi
-BIN="$CARGO_TARGET_DIR/release/stadttor"
+BIN="${STADTTOR_BIN:-$CARGO_TARGET_DIR/release/stadttor}"
 [[ -x "$BIN" ]] || die "no binary at $BIN"
 
 setup_files
