@@ -6,8 +6,9 @@
 //! [`state`] route match, [`headers`] hygiene, [`upstream`] exchange,
 //! [`body`] limits) → [`errors`] (the one place errors become responses).
 //! Around them: [`server`] (reload, drain), [`admin`] and [`metrics`], and
-//! [`demo`] for the first minute with stadttor; [`session_store`] keeps
-//! single-use markers and session revocations for the login code.
+//! [`demo`] for the first minute with stadttor. The login code keeps
+//! single-use markers and session revocations in `stadttor-sessions`
+//! (TLS material for it from [`store_tls`]).
 
 #![forbid(unsafe_code)]
 
@@ -31,7 +32,6 @@ pub mod policy;
 pub mod policycmd;
 pub mod proxy;
 pub mod server;
-pub mod session_store;
 pub mod signcmd;
 pub mod signing;
 pub mod state;

@@ -7,15 +7,17 @@
 //!   (what PostgreSQL 17 expects with direct TLS). With
 //!   `verify_name = false` (`sslmode=require`/`verify-ca`) the chain is
 //!   still checked in full (issuer, validity, key usage); only a name
-//!   mismatch is forgiven.
-//! * [`MakeRustlsConnect`] (feature `postgres`): tokio-postgres's TLS hook
-//!   over tokio-rustls, with `tls-server-end-point` channel binding, so
-//!   `channel_binding=require` (SCRAM-SHA-256-PLUS) works.
+//!   mismatch is forgiven. The PostgreSQL session store gets it as is
+//!   (`stadttor_sessions::StoreConfig::Postgres`).
 //! * [`sync_connector`] (feature `postgres`): how `stadttor-policies` and
 //!   `stadttor-audit`, which know nothing of TLS, open their blocking
-//!   `postgres` connections: they are handed a function that connects.
+//!   `postgres` connections: they are handed a function that connects,
+//!   over the session store's connector
+//!   (`stadttor_sessions::pg_tls::MakeRustlsConnect`, tokio-postgres's TLS
+//!   hook with `tls-server-end-point` channel binding).
 //! * Redis: the `redis` crate builds its own rustls configuration from PEM
-//!   roots; [`redis_root_pem`] hands it the same CA file, checked here.
+//!   roots; [`redis_tls`] hands the session store the same CA file,
+//!   checked here.
 //!
 //! Where the mode comes from and which configurations are refused:
 //! `crate::config::stores`.
@@ -62,12 +64,14 @@ pub fn client_config(tls: &StoreTls) -> Result<Arc<ClientConfig>, StoreTlsError>
     Ok(Arc::new(cfg))
 }
 
-/// The CA file as PEM for the `redis` crate, after checking that it holds
-/// usable certificates (the same check as [`client_config`]).
-pub fn redis_root_pem(tls: &StoreTls) -> Result<Vec<u8>, StoreTlsError> {
+/// The CA file as PEM roots for the Redis session store (the `redis`
+/// crate), after checking that it holds usable certificates (the same
+/// check as [`client_config`]).
+pub fn redis_tls(tls: &StoreTls) -> Result<stadttor_sessions::RedisTls, StoreTlsError> {
     crate::tls::ca_roots(&tls.ca_file).map_err(StoreTlsError::Ca)?;
-    std::fs::read(&tls.ca_file)
-        .map_err(|e| StoreTlsError::Ca(format!("cannot read {}: {e}", tls.ca_file.display())))
+    let root_pem = std::fs::read(&tls.ca_file)
+        .map_err(|e| StoreTlsError::Ca(format!("cannot read {}: {e}", tls.ca_file.display())))?;
+    Ok(stadttor_sessions::RedisTls { root_pem })
 }
 
 /// The full WebPKI check except the server name (`sslmode=require` or
@@ -120,7 +124,27 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
+/// How the blocking stores (`stadttor-policies`, `stadttor-audit`) open
+/// their connections: in plain with `sslmode=disable`, or over rustls with
+/// `sslmode=require` (the server must agree to TLS; there is no fallback).
 #[cfg(feature = "postgres")]
-mod pg;
-#[cfg(feature = "postgres")]
-pub use pg::{sync_connector, MakeRustlsConnect, RustlsStream};
+pub fn sync_connector(
+    tls: Option<&StoreTls>,
+) -> Result<stadttor_policies::PgConnector, StoreTlsError> {
+    use postgres::config::SslMode;
+    use stadttor_sessions::pg_tls::MakeRustlsConnect;
+
+    let Some(tls) = tls else {
+        return Ok(Arc::new(|c: &postgres::Config| {
+            let mut c = c.clone();
+            c.ssl_mode(SslMode::Disable);
+            c.connect(postgres::NoTls)
+        }));
+    };
+    let make = MakeRustlsConnect::new(client_config(tls)?);
+    Ok(Arc::new(move |c: &postgres::Config| {
+        let mut c = c.clone();
+        c.ssl_mode(SslMode::Require);
+        c.connect(make.clone())
+    }))
+}

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stadttor_gateway::config::StoreTls;
-use stadttor_gateway::session_store::{SessionStore, StoreConfig, StoreOptions};
 use stadttor_pki::devca::DevCa;
+use stadttor_sessions::{SessionStore, StoreConfig, StoreOptions};
 use testkit::backend::Backend;
 use testkit::client::{self, Proto};
 use testkit::stores::TlsPostgres;
@@ -69,11 +69,12 @@ fn local(pg: &TlsPostgres) -> postgres::Client {
     postgres::Client::connect(&pg.local_dsn(), postgres::NoTls).unwrap()
 }
 
+/// The session store's configuration with the gateway's TLS material.
 fn session_cfg(url: String, tls: Option<StoreTls>) -> StoreConfig {
     StoreConfig::Postgres {
         url,
         schema: "tls_sessions".into(),
-        tls,
+        tls: tls.map(|t| stadttor_gateway::store_tls::client_config(&t).unwrap()),
     }
 }
 
@@ -314,7 +315,7 @@ async fn session_store_reaches_redis_over_tls_and_refuses_another_ca() {
     let cfg = |ca: &std::path::Path| StoreConfig::Redis {
         url: redis.url("localhost"),
         prefix: "tls-test:".into(),
-        tls: tls(ca, true),
+        tls: tls(ca, true).map(|t| stadttor_gateway::store_tls::redis_tls(&t).unwrap()),
     };
     let store = SessionStore::open(&cfg(&p.ca), opts()).await.unwrap();
     let ttl = Duration::from_secs(60);

@@ -1,4 +1,5 @@
-//! Server-side session state: single-use markers and revocations.
+//! `stadttor-sessions`: server-side session state, single-use markers and
+//! revocations.
 //!
 //! Sessions themselves are stateless, AEAD-encrypted cookies. This store
 //! adds the two things a cookie cannot carry:
@@ -47,10 +48,23 @@
 //! `state` values never reach the backend in clear); namespaces are stored
 //! as given and must be 1–64 of `[A-Za-z0-9_.-]`.
 //!
-//! This module does not know about cookies, OIDC or HTTP; callers map
+//! # TLS
+//!
+//! The crate makes no TLS policy of its own: the caller hands it the
+//! material ([`StoreConfig`]), a rustls [`ClientConfig`] for PostgreSQL
+//! (through `pg_tls::MakeRustlsConnect`, feature `postgres`) and
+//! the PEM roots for Redis ([`RedisTls`]); the gateway builds both from
+//! its configuration (`stadttor_gateway::store_tls`).
+//!
+//! This crate does not know about cookies, OIDC or HTTP; callers map
 //! errors to responses (any `Err` means: deny).
 
+#![forbid(unsafe_code)]
+
+mod error;
 mod file;
+#[cfg(feature = "postgres")]
+pub mod pg_tls;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -62,14 +76,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustls::ClientConfig;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use replica::Replica;
 
+pub use error::StoreError;
+
 /// Where the store keeps its state.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
 pub enum StoreConfig {
     /// A directory on this node, used by one gateway process.
@@ -85,7 +102,7 @@ pub enum StoreConfig {
         prefix: String,
         /// TLS for a `rediss://` URL (`None`: plaintext `redis://`).
         #[serde(skip)]
-        tls: Option<crate::store_tls::StoreTls>,
+        tls: Option<RedisTls>,
     },
     /// A PostgreSQL database shared by several gateways (feature `postgres`).
     Postgres {
@@ -95,9 +112,12 @@ pub enum StoreConfig {
         /// `[A-Za-z0-9_]`, not starting with a digit.
         schema: String,
         /// TLS (`sslmode=require|verify-ca|verify-full`, taken out of the
-        /// URL by the configuration); `None`: plaintext.
+        /// URL by the configuration): the client configuration that
+        /// verifies the server (roots, name check, cipher suites); `None`:
+        /// plaintext. Connections then run with `sslmode=require` (no
+        /// fallback to plaintext) and `tls-server-end-point` channel binding.
         #[serde(skip)]
-        tls: Option<crate::store_tls::StoreTls>,
+        tls: Option<Arc<ClientConfig>>,
     },
 }
 
@@ -115,9 +135,27 @@ impl fmt::Debug for StoreConfig {
                 .debug_struct("Postgres")
                 .field("url", &redact(url))
                 .field("schema", schema)
-                .field("tls", tls)
+                .field("tls", &tls.as_ref().map(|_| "rustls"))
                 .finish(),
         }
+    }
+}
+
+/// TLS to Redis (`rediss://`): the `redis` crate builds its own rustls
+/// configuration from these roots alone (not the system store) and checks
+/// the URL's host name against the server's certificate.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// PEM certificate(s) of the CA(s) the server's chain must lead to
+    /// (checked by the caller to hold usable certificates).
+    pub root_pem: Vec<u8>,
+}
+
+impl fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("root_pem", &format_args!("{} bytes", self.root_pem.len()))
+            .finish()
     }
 }
 
@@ -238,65 +276,6 @@ pub struct SessionRef<'a> {
     pub sid: Option<&'a str>,
     /// When the session was issued.
     pub issued_at: SystemTime,
-}
-
-/// Why a store operation failed. Every error means: deny.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The replica has not been confirmed fresh recently enough.
-    #[error("session store replica is stale: last confirmed {age:?} ago, limit {max_staleness:?}")]
-    Stale {
-        /// Time since the last confirmation.
-        age: Duration,
-        /// The configured limit.
-        max_staleness: Duration,
-    },
-    /// The backend could not be reached or answered with an error.
-    #[error("session store backend unavailable: {0}")]
-    Unavailable(String),
-    /// A backend operation took longer than `op_timeout`.
-    #[error("session store backend did not answer within {0:?}")]
-    Timeout(Duration),
-    /// File backend: an I/O error.
-    #[error("session store {path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// File backend: another process (or another store in this process)
-    /// has the directory open.
-    #[error("session store directory {dir} is in use by process {pid} (one gateway process per directory)")]
-    Locked {
-        /// The directory.
-        dir: PathBuf,
-        /// The owner's pid, as written in the lock file.
-        pid: u32,
-    },
-    /// File backend: the log cannot be read back.
-    #[error("session store log {path} is corrupt at line {line}: {reason}")]
-    Corrupt {
-        /// The log file.
-        path: PathBuf,
-        /// The 1-based line number.
-        line: usize,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The backend holds data this version cannot read.
-    #[error("session store backend holds an unreadable entry: {0}")]
-    BadEntry(String),
-    /// The configuration or options are invalid.
-    #[error("session store configuration: {0}")]
-    Config(String),
-    /// This build lacks the backend's cargo feature.
-    #[error("session store backend {0} is not compiled in (cargo feature {0:?})")]
-    Unsupported(&'static str),
-    /// A caller passed an invalid namespace, key, ttl or revocation.
-    #[error("session store: invalid argument: {0}")]
-    InvalidArgument(String),
 }
 
 /// The session store. Cheap to clone; all clones share one replica and one

@@ -1,7 +1,13 @@
-//! PostgreSQL over rustls: tokio-postgres's `MakeTlsConnect` hook on
-//! tokio-rustls (for the async session store and, through
-//! [`sync_connector`], the blocking clients of the policy store and the
-//! audit log).
+//! PostgreSQL over rustls (feature `postgres`): tokio-postgres's
+//! `MakeTlsConnect` hook on tokio-rustls, with `tls-server-end-point`
+//! channel binding so `channel_binding=require` (SCRAM-SHA-256-PLUS)
+//! works.
+//!
+//! The session store connects through it; the gateway also hands it to
+//! the blocking `postgres` clients of the policy store and the audit log
+//! (`stadttor_gateway::store_tls::sync_connector`), so there is one
+//! PostgreSQL TLS connector in the tree. The rustls [`ClientConfig`] (roots,
+//! name check, cipher suites) comes from the caller.
 
 use std::future::Future;
 use std::io;
@@ -12,11 +18,8 @@ use std::task::{Context, Poll};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_rustls::TlsConnector;
-
-use super::{client_config, StoreTls, StoreTlsError};
 
 /// Makes a rustls connection for each PostgreSQL connection, to the host
 /// the connection string names (checked against the certificate unless
@@ -25,7 +28,8 @@ use super::{client_config, StoreTls, StoreTlsError};
 pub struct MakeRustlsConnect(Arc<ClientConfig>);
 
 impl MakeRustlsConnect {
-    /// A connector with this configuration (from [`client_config`]).
+    /// A connector with this configuration (the gateway's
+    /// `store_tls::client_config`).
     pub fn new(config: Arc<ClientConfig>) -> Self {
         Self(config)
     }
@@ -134,25 +138,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
     }
-}
-
-/// How the blocking stores (`stadttor-policies`, `stadttor-audit`) open
-/// their connections: in plain with `sslmode=disable`, or over rustls with
-/// `sslmode=require` (the server must agree to TLS; there is no fallback).
-pub fn sync_connector(
-    tls: Option<&StoreTls>,
-) -> Result<stadttor_policies::PgConnector, StoreTlsError> {
-    let Some(tls) = tls else {
-        return Ok(Arc::new(|c: &postgres::Config| {
-            let mut c = c.clone();
-            c.ssl_mode(SslMode::Disable);
-            c.connect(postgres::NoTls)
-        }));
-    };
-    let make = MakeRustlsConnect::new(client_config(tls)?);
-    Ok(Arc::new(move |c: &postgres::Config| {
-        let mut c = c.clone();
-        c.ssl_mode(SslMode::Require);
-        c.connect(make.clone())
-    }))
 }

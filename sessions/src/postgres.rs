@@ -32,10 +32,12 @@ use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls};
 
-use crate::store_tls::MakeRustlsConnect;
+use rustls::ClientConfig;
 
-use super::replica::{Replica, Wire};
-use super::{from_ms, redact, StoreError, StoreOptions};
+use crate::error::chain;
+use crate::pg_tls::MakeRustlsConnect;
+use crate::replica::{Replica, Wire};
+use crate::{from_ms, redact, StoreError, StoreOptions};
 
 /// The PostgreSQL side of a store.
 pub(crate) struct PgBackend {
@@ -50,12 +52,7 @@ pub(crate) struct PgBackend {
 }
 
 fn db_err(what: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError + '_ {
-    move |e| {
-        StoreError::Unavailable(format!(
-            "postgres: {what}: {}",
-            crate::errors::error_chain(&e)
-        ))
-    }
+    move |e| StoreError::Unavailable(format!("postgres: {what}: {}", chain(&e)))
 }
 
 async fn timed<T>(
@@ -91,7 +88,7 @@ impl PgBackend {
     pub(crate) async fn open(
         url: &str,
         schema: &str,
-        tls: Option<&crate::store_tls::StoreTls>,
+        tls: Option<&Arc<ClientConfig>>,
         opts: StoreOptions,
         replica: Arc<Replica>,
         shutdown: watch::Receiver<bool>,
@@ -108,11 +105,9 @@ impl PgBackend {
                 config.ssl_mode(SslMode::Disable);
                 None
             }
-            Some(t) => {
+            Some(cc) => {
                 config.ssl_mode(SslMode::Require);
-                let cc = crate::store_tls::client_config(t)
-                    .map_err(|e| StoreError::Config(e.to_string()))?;
-                Some(MakeRustlsConnect::new(cc))
+                Some(MakeRustlsConnect::new(Arc::clone(cc)))
             }
         };
         let backend = Arc::new(PgBackend {
@@ -131,7 +126,7 @@ impl PgBackend {
         }
         let live = backend.connect_and_load(&replica).await?;
         let b = Arc::clone(&backend);
-        let task = tokio::spawn(super::follow_forever(b, live, replica, shutdown));
+        let task = tokio::spawn(crate::follow_forever(b, live, replica, shutdown));
         Ok((backend, task))
     }
 

@@ -32,8 +32,9 @@ use redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
-use super::replica::{Replica, Wire};
-use super::{now_ms, redact, StoreError, StoreOptions};
+use crate::error::chain;
+use crate::replica::{Replica, Wire};
+use crate::{now_ms, redact, RedisTls, StoreError, StoreOptions};
 
 /// Appends a revocation: KEYS = seq, by_id, by_until; ARGV = json, until, channel.
 const REVOKE_SCRIPT: &str = r"
@@ -67,7 +68,7 @@ pub(crate) struct RedisBackend {
 }
 
 fn unavailable(what: &str) -> impl FnOnce(RedisError) -> StoreError + '_ {
-    move |e| StoreError::Unavailable(format!("redis: {what}: {}", crate::errors::error_chain(&e)))
+    move |e| StoreError::Unavailable(format!("redis: {what}: {}", chain(&e)))
 }
 
 async fn timed<T>(
@@ -85,7 +86,7 @@ impl RedisBackend {
     pub(crate) async fn open(
         url: &str,
         prefix: &str,
-        tls: Option<&crate::store_tls::StoreTls>,
+        tls: Option<&RedisTls>,
         opts: StoreOptions,
         replica: Arc<Replica>,
         shutdown: watch::Receiver<bool>,
@@ -111,11 +112,9 @@ impl RedisBackend {
             // The redis crate builds its rustls configuration from these
             // roots alone (not the system store) and checks the host name.
             Some(tls) => {
-                let root_cert = crate::store_tls::redis_root_pem(tls)
-                    .map_err(|e| StoreError::Config(e.to_string()))?;
                 let certs = redis::TlsCertificates {
                     client_tls: None,
-                    root_cert: Some(root_cert),
+                    root_cert: Some(tls.root_pem.clone()),
                 };
                 Client::build_with_tls(url, certs).map_err(bad_url)?
             }
@@ -135,7 +134,7 @@ impl RedisBackend {
         });
         let live = backend.connect_and_load(&replica).await?;
         let b = Arc::clone(&backend);
-        let task = tokio::spawn(super::follow_forever(b, live, replica, shutdown));
+        let task = tokio::spawn(crate::follow_forever(b, live, replica, shutdown));
         Ok((backend, task))
     }
 

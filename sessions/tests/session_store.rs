@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use stadttor_gateway::session_store::{
+use stadttor_sessions::{
     Revocation, SessionRef, SessionStore, StoreConfig, StoreError, StoreOptions,
 };
 

@@ -28,8 +28,8 @@ use super::session::{self, SessionData};
 use super::{cookie, html, plain, random_token, redirect, Auth};
 use crate::body::ProxyBody;
 use crate::config::{url_origin, AuthMethod, Level};
-use crate::session_store::Revocation;
 use crate::state::State;
+use stadttor_sessions::Revocation;
 
 const TX_PREFIX: &str = "__Host-stadttor-login-";
 

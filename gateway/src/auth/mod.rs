@@ -31,10 +31,10 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use ring::rand::SecureRandom;
+use stadttor_sessions::{SessionRef, SessionStore, StoreConfig, StoreError, StoreOptions};
 
 use crate::body::ProxyBody;
 use crate::config::{self, AuthMethod, Level};
-use crate::session_store::{SessionRef, SessionStore, StoreConfig, StoreOptions};
 use cookie::CookieKeys;
 use provider::{unix_now, Provider};
 use session::SessionData;
@@ -122,6 +122,36 @@ pub fn random_token(n: usize) -> String {
 /// How often each provider's discovery document is probed.
 const PROBE_INTERVAL: Duration = Duration::from_secs(3);
 
+/// The session store's configuration: where, under which key prefix or
+/// schema, and the TLS material built from the CA file (a CA file that
+/// cannot be used is a store configuration error, as the store reports it).
+fn session_store_config(cfg: &config::Identity) -> Result<StoreConfig, String> {
+    let tls_err = |e: crate::store_tls::StoreTlsError| {
+        format!("identity.store: {}", StoreError::Config(e.to_string()))
+    };
+    Ok(match &cfg.store {
+        config::SessionStorage::Dir(d) => StoreConfig::File { dir: d.clone() },
+        config::SessionStorage::Redis { url, tls } => StoreConfig::Redis {
+            url: url.clone(),
+            prefix: format!("{}:", cfg.store_namespace),
+            tls: tls
+                .as_ref()
+                .map(crate::store_tls::redis_tls)
+                .transpose()
+                .map_err(tls_err)?,
+        },
+        config::SessionStorage::Postgres { url, tls } => StoreConfig::Postgres {
+            url: url.clone(),
+            schema: format!("{}_sessions", cfg.store_namespace),
+            tls: tls
+                .as_ref()
+                .map(crate::store_tls::client_config)
+                .transpose()
+                .map_err(tls_err)?,
+        },
+    })
+}
+
 fn secs(d: Duration) -> u64 {
     d.as_secs()
 }
@@ -142,20 +172,7 @@ impl Auth {
         for p in &cfg.providers {
             providers.push(Arc::new(Provider::new(p.clone(), keys)?));
         }
-        let store_cfg = match &cfg.store {
-            config::SessionStorage::Dir(d) => StoreConfig::File { dir: d.clone() },
-            config::SessionStorage::Redis { url, tls } => StoreConfig::Redis {
-                url: url.clone(),
-                prefix: format!("{}:", cfg.store_namespace),
-                tls: tls.clone(),
-            },
-            config::SessionStorage::Postgres { url, tls } => StoreConfig::Postgres {
-                url: url.clone(),
-                schema: format!("{}_sessions", cfg.store_namespace),
-                tls: tls.clone(),
-            },
-        };
-        let store = SessionStore::open(&store_cfg, StoreOptions::default())
+        let store = SessionStore::open(&session_store_config(&cfg)?, StoreOptions::default())
             .await
             .map_err(|e| format!("identity.store: {e}"))?;
         let key = keys
