@@ -24,7 +24,7 @@
 //! without JavaScript. Every change is an audit event `policy.change`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -51,7 +51,6 @@ use login::{callback, start_login};
 use page::{logged_out, policy_page};
 
 const SESSION: &str = "__Host-stadttor-officer";
-const LOGIN: &str = "__Host-stadttor-officer-login";
 const LOGIN_TIMEOUT: u64 = 600;
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -68,7 +67,6 @@ pub struct Officers {
     cfg: config::Officers,
     cookies: CookieKeys,
     lifetime: u64,
-    used_states: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Officers {
@@ -96,7 +94,6 @@ impl Officers {
             cfg: cfg.clone(),
             cookies,
             lifetime: identity.session_idle_timeout.as_secs(),
-            used_states: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -105,16 +102,6 @@ impl Officers {
         let plain = self.cookies.open(SESSION, raw)?;
         let s: OfficerSession = serde_json::from_slice(&plain).ok()?;
         (unix_now() < s.exp).then_some(s)
-    }
-
-    /// Marks a login state used; false if it was used before.
-    fn use_state(&self, state: &str) -> bool {
-        let now = unix_now();
-        let Ok(mut m) = self.used_states.lock() else {
-            return false;
-        };
-        m.retain(|_, exp| *exp > now);
-        m.insert(state.to_owned(), now + LOGIN_TIMEOUT).is_none()
     }
 }
 
@@ -228,7 +215,8 @@ pub async fn handle(
             );
         }
         if method == Method::GET && path == "/policy" {
-            return start_login(&shared, officers, lang, &request_id).await;
+            let host = crate::credentials::request_host(req.uri(), req.headers());
+            return start_login(&shared, officers, &host, lang, &request_id).await;
         }
         return redirect("/policy", &[]);
     };

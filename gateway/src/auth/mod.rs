@@ -9,8 +9,10 @@
 //!
 //! Submodules: [`cookie`] (sealed cookies), [`session`] (what a session
 //! holds), [`verify`] (JWT parsing and checks), [`provider`] (one OIDC
-//! provider: discovery, JWKS, code exchange, token validation), [`flow`]
-//! (the gateway's own endpoints), [`assertion`] (the signed identity
+//! provider: discovery, JWKS, code exchange, token validation),
+//! [`login_tx`] (the login transaction and the authorization response's
+//! checks, shared with the officers' login), [`flow`] (the gateway's own
+//! endpoints), [`assertion`] (the signed identity
 //! assertion to services, cached per session), [`pages`] (citizen-facing
 //! HTML). Every refusal is a response built here; nothing fails open: a
 //! provider, key or session store that cannot answer means no access.
@@ -18,6 +20,7 @@
 pub mod assertion;
 pub mod cookie;
 pub mod flow;
+pub mod login_tx;
 pub mod pages;
 pub mod provider;
 pub mod session;
