@@ -16,7 +16,10 @@ const RSA_PKCS8: &[u8] = include_bytes!("../tests/fixtures/jose-rsa2048.pk8");
 fn key(alg: Algorithm) -> FileKey {
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = match alg {
-        Algorithm::Ed25519 => sig::Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec(),
+        Algorithm::Ed25519 => sig::Ed25519KeyPair::generate_pkcs8(&rng)
+            .unwrap()
+            .as_ref()
+            .to_vec(),
         Algorithm::EcdsaP256Sha256 => {
             sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
                 .unwrap()
@@ -50,8 +53,9 @@ fn verify_with_jwk(jws: &str, jwk: &Value) -> Result<(), ring::error::Unspecifie
     let signature = unb64(s);
     let message = input.as_bytes();
     match jwk["alg"].as_str().unwrap() {
-        "EdDSA" => sig::UnparsedPublicKey::new(&sig::ED25519, member(jwk, "x"))
-            .verify(message, &signature),
+        "EdDSA" => {
+            sig::UnparsedPublicKey::new(&sig::ED25519, member(jwk, "x")).verify(message, &signature)
+        }
         alg @ ("ES256" | "ES384") => {
             let params: &dyn sig::VerificationAlgorithm = if alg == "ES256" {
                 &sig::ECDSA_P256_SHA256_FIXED

@@ -11,12 +11,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value};
-use stadttor_hsm::{Protection, SigningKey};
-use stadttor_pki::jose::{self, JwsHeader};
 use super::provider::unix_now;
 use super::Identity;
 use crate::config;
+use serde_json::{Map, Value};
+use stadttor_hsm::{Protection, SigningKey};
+use stadttor_pki::jose::{self, JwsHeader};
 
 /// Most entries kept; the cache is emptied when it grows past this.
 const MAX_ENTRIES: usize = 100_000;
@@ -42,8 +42,8 @@ impl Assertions {
     /// Prepares the signer; the key must have a JWS algorithm (ES256,
     /// ES384, EdDSA, PS256).
     pub fn new(key: Arc<dyn SigningKey>, cfg: &config::Identity) -> Result<Self, String> {
-        let jwk = jose::public_jwk(key.as_ref())
-            .map_err(|e| format!("identity assertion key: {e}"))?;
+        let jwk =
+            jose::public_jwk(key.as_ref()).map_err(|e| format!("identity assertion key: {e}"))?;
         if key.protection() == Protection::Software {
             tracing::warn!(
                 key = key.reference(),

@@ -19,10 +19,6 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use super::login_tx::{self, BeginError, Completed, LoginSite};
 use super::pages::{self, Lang, Problem};
 use super::provider::{unix_now, Provider, ProviderError, LEEWAY};
@@ -32,6 +28,10 @@ use crate::body::ProxyBody;
 use crate::config::{url_origin, AuthMethod, Level};
 use crate::session_store::Revocation;
 use crate::state::State;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 
 /// The citizens' login transaction cookies: `__Host-stadttor-login-` and
 /// the state's first characters.
@@ -289,7 +289,10 @@ async fn callback(
         }
         r
     };
-    let Some(site) = auth.provider(provider_name).map(|p| login_site(auth, host, p)) else {
+    let Some(site) = auth
+        .provider(provider_name)
+        .map(|p| login_site(auth, host, p))
+    else {
         return fail(
             StatusCode::NOT_FOUND,
             Problem::LoginFailed,
@@ -592,4 +595,3 @@ async fn backchannel(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
-

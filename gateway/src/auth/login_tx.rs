@@ -241,7 +241,9 @@ pub async fn complete<'a>(
 ) -> Result<Completed<'a>, Refusal> {
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let bare = |why| Refusal { why, clear: None };
-    let state = q("state").filter(|s| !s.is_empty()).ok_or_else(|| bare(Refused::MissingState))?;
+    let state = q("state")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bare(Refused::MissingState))?;
     let name = site.cookie_name(state);
     let refuse = |why| Refusal {
         why,
@@ -256,15 +258,23 @@ pub async fn complete<'a>(
         .ok_or_else(|| refuse(Refused::UnknownProvider))?;
     check_issuer(p, &tx, q("iss")).await.map_err(refuse)?;
     let ttl = site.timeout + Duration::from_secs(LEEWAY);
-    mark_used(auth, "state", state, ttl).await.map_err(|why| match why {
-        Refused::StoreDown => bare(why),
-        _ => refuse(why),
-    })?;
+    mark_used(auth, "state", state, ttl)
+        .await
+        .map_err(|why| match why {
+            Refused::StoreDown => bare(why),
+            _ => refuse(why),
+        })?;
     if let Some(err) = q("error") {
-        tracing::info!(provider = provider_name, error = err, "provider returned an error");
+        tracing::info!(
+            provider = provider_name,
+            error = err,
+            "provider returned an error"
+        );
         return Err(refuse(Refused::ProviderError));
     }
-    let code = q("code").filter(|c| !c.is_empty()).ok_or_else(|| refuse(Refused::NoCode))?;
+    let code = q("code")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| refuse(Refused::NoCode))?;
     let code_hash =
         super::hex(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()).as_ref());
     mark_used(auth, "code", &format!("{}|{code_hash}", tx.issuer), ttl)

@@ -36,9 +36,9 @@ use stadttor_hsm::SigningKey;
 use tokio::sync::{Mutex, RwLock};
 
 use super::verify::{Token, VerifyError};
-use stadttor_pki::jose::{self, JwsHeader};
 use crate::config::{self, Level, ProviderAuth};
 use crate::errors::error_chain;
+use stadttor_pki::jose::{self, JwsHeader};
 
 /// Clock skew allowed on token times, in seconds.
 pub const LEEWAY: u64 = 60;
@@ -293,7 +293,9 @@ impl Provider {
 
     /// The public JWK of the client key, for registration at the provider.
     pub fn client_jwk(&self) -> Option<Value> {
-        self.client_key.as_ref().map(|(_, jwk)| jwk.to_json().clone())
+        self.client_key
+            .as_ref()
+            .map(|(_, jwk)| jwk.to_json().clone())
     }
 
     fn unavailable(&self, detail: impl Into<String>) -> ProviderError {

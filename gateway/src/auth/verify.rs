@@ -149,7 +149,10 @@ impl<'a> Token<'a> {
     pub fn check_issuer(&self, issuer: &str) -> Result<(), VerifyError> {
         match self.str_claim("iss") {
             Some(i) if i == issuer => Ok(()),
-            Some(i) => Err(VerifyError::Claim("iss", format!("`{i}` is not `{issuer}`"))),
+            Some(i) => Err(VerifyError::Claim(
+                "iss",
+                format!("`{i}` is not `{issuer}`"),
+            )),
             None => Err(VerifyError::Claim("iss", "missing".into())),
         }
     }

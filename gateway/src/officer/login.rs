@@ -103,8 +103,7 @@ pub(super) async fn callback(
         );
     };
     let site = site(officers, &host);
-    let done =
-        login_tx::complete(auth, &site, &officers.cfg.provider, &query, req.headers()).await;
+    let done = login_tx::complete(auth, &site, &officers.cfg.provider, &query, req.headers()).await;
     let Completed { login, cookie, .. } = match done {
         Ok(c) => c,
         Err(r) => return refuse(&r.why, r.clear.as_deref(), lang, request_id),
@@ -116,7 +115,13 @@ pub(super) async fn callback(
         }
         Err(SubjectRefused::Missing(_)) => {
             tracing::warn!(request_id, "officer login refused: no officer name claim");
-            return error_page(StatusCode::BAD_REQUEST, Problem::LoginFailed, Some(&cookie), lang, request_id);
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                Problem::LoginFailed,
+                Some(&cookie),
+                lang,
+                request_id,
+            );
         }
     };
     let s = OfficerSession {
