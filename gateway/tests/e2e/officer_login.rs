@@ -50,15 +50,20 @@ async fn logs_in(t: &Enforced, b: &Browser, cb: &Url) {
     assert!(has_officer_session(t, b));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn officer_callback_threats_missing_iss_mix_up_and_replayed_code() {
+/// An officers' gateway, ready.
+async fn start() -> Enforced {
     let t = Enforced::start(OFFICER_ADMIN, None).await;
     t.init();
     wait_ready_https(&t).await;
+    t
+}
 
-    // Missing `iss`: the test OP promises RFC 9207 `iss` in its discovery
-    // document, so a response without it is refused (an attacker who
-    // strips it hides which issuer really answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn officer_login_without_iss_although_the_provider_promises_it_is_refused() {
+    let t = start().await;
+    // The test OP promises RFC 9207 `iss` in its discovery document, so a
+    // response without it is refused (an attacker who strips it hides
+    // which issuer really answered).
     let b = t.admin_browser();
     let cb = officer_callback_url(&t, &b, STAFF_ANNA).await;
     assert!(query_param(&cb, "iss").is_some(), "{cb}");
@@ -69,9 +74,13 @@ async fn officer_callback_threats_missing_iss_mix_up_and_replayed_code() {
         Duration::from_secs(2)
     ));
     assert!(!has_officer_session(&t, &b));
+}
 
-    // Mix-up: the response names another issuer than the one the browser
-    // was sent to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn officer_login_mix_up_response_from_another_issuer_is_refused() {
+    let t = start().await;
+    // The response names another issuer than the one the browser was
+    // sent to.
     let b = t.admin_browser();
     let cb = officer_callback_url(&t, &b, STAFF_ANNA).await;
     let mixed = with_param(&cb, "iss", "https://other-provider.example");
@@ -93,10 +102,14 @@ async fn officer_callback_threats_missing_iss_mix_up_and_replayed_code() {
     // The genuine response still works once: the refusals above stopped
     // before the single-use markers.
     logs_in(&t, &b, &cb).await;
+}
 
-    // Replayed code: a fresh officer login transaction carrying the code
-    // of a login that already completed is refused by the gateway's own
-    // single-use marker, before the provider is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn officer_login_replayed_code_is_refused_by_the_gateway() {
+    let t = start().await;
+    // A fresh officer login transaction carrying the code of a login that
+    // already completed is refused by the gateway's own single-use
+    // marker, before the provider is asked.
     let b = t.admin_browser();
     let cb = officer_callback_url(&t, &b, STAFF_ANNA).await;
     let code = query_param(&cb, "code").unwrap();
@@ -112,10 +125,8 @@ async fn officer_callback_threats_missing_iss_mix_up_and_replayed_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn officer_replayed_state_is_refused_also_after_a_gateway_restart() {
-    let mut t = Enforced::start(OFFICER_ADMIN, None).await;
-    t.init();
-    wait_ready_https(&t).await;
+async fn officer_login_replayed_state_is_refused_also_after_a_gateway_restart() {
+    let mut t = start().await;
 
     let b = t.admin_browser();
     let cb = officer_callback_url(&t, &b, STAFF_ANNA).await;
