@@ -158,7 +158,7 @@ pub struct JwsHeader<'a> {
 }
 
 impl JwsHeader<'_> {
-    fn to_map(&self, alg: JwsAlgorithm) -> Map<String, Value> {
+    fn to_map(self, alg: JwsAlgorithm) -> Map<String, Value> {
         let mut h = Map::new();
         h.insert("alg".into(), json!(alg.name()));
         if let Some(kid) = self.kid {

@@ -21,7 +21,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::login_tx::{self, BeginError, Completed, LoginSite};
 use super::pages::{self, Lang, Problem};
-use super::provider::{unix_now, Provider, ProviderError, LEEWAY};
+use super::provider::{unix_now, Login, Provider, ProviderError, LEEWAY};
 use super::session::{self, SessionData};
 use super::{cookie, html, plain, random_token, redirect, Auth};
 use crate::body::ProxyBody;
@@ -329,11 +329,80 @@ async fn callback(
             );
         }
     }
-    let now = unix_now();
     let previous = auth.session(headers, host).ok().flatten();
-    let same_user = previous
-        .as_ref()
-        .filter(|s| s.iss == tx.issuer && s.sub == login.sub);
+    let (s, same_user) = new_session(auth, p, &tx, &login, previous.as_ref());
+    let recorded = record_login(auth, &s, previous.as_ref(), same_user, request_id).await;
+    if !recorded {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Problem::SessionsDown,
+            "audit log cannot record the login",
+            Some(&name),
+        );
+    }
+    let Some(set) = auth.seal_session(&s, host) else {
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot create the session",
+            request_id,
+        );
+    };
+    tracing::info!(request_id, provider = provider_name, level = ?s.lvl, step_up = same_user, "login completed");
+    let mut r = redirect(&tx.return_to, vec![cookie::clear(&name)]);
+    r.headers_mut().append(header::SET_COOKIE, set);
+    r
+}
+
+/// Ends the `previous` session (its id dies with the login: a copy of
+/// the old cookie is worthless from now on) and records the login or
+/// step-up durably; false if the audit log cannot.
+async fn record_login(
+    auth: &Auth,
+    s: &SessionData,
+    previous: Option<&SessionData>,
+    same_user: bool,
+    request_id: &str,
+) -> bool {
+    // The old session id dies with the login: a copy of the old cookie is
+    // worthless from now on.
+    if let Some(old) = previous {
+        let _ = auth
+            .store
+            .revoke(Revocation::Session {
+                id: old.id.clone(),
+                until: UNIX_EPOCH + Duration::from_secs(old.exp),
+            })
+            .await;
+    }
+    let kind = if same_user {
+        "auth.step_up"
+    } else {
+        "auth.login"
+    };
+    auth.record_durable(
+        kind,
+        request_id,
+        Some((&s.iss, &s.sub)),
+        &[
+            ("idp", s.p.clone().into()),
+            ("level", s.lvl.map(|l| l.name()).unwrap_or("none").into()),
+        ],
+    )
+    .await
+}
+
+/// The session a verified `login` starts; with `previous` of the same
+/// user (a step-up) it keeps that session's start, expiry and base level.
+/// Also returns whether it is a step-up.
+fn new_session(
+    auth: &Auth,
+    p: &Provider,
+    tx: &login_tx::LoginTx,
+    login: &Login,
+    previous: Option<&SessionData>,
+) -> (SessionData, bool) {
+    let now = unix_now();
+    let same_user = previous.filter(|s| s.iss == tx.issuer && s.sub == login.sub);
     let (base, iat, exp) = match same_user {
         Some(s) => (SessionData::base_after(s.base, login.level), s.iat, s.exp),
         None => (
@@ -363,52 +432,7 @@ async fn callback(
         seen: now,
         claims,
     };
-    // The old session id dies with the login: a copy of the old cookie is
-    // worthless from now on.
-    if let Some(old) = &previous {
-        let _ = auth
-            .store
-            .revoke(Revocation::Session {
-                id: old.id.clone(),
-                until: UNIX_EPOCH + Duration::from_secs(old.exp),
-            })
-            .await;
-    }
-    let kind = if same_user.is_some() {
-        "auth.step_up"
-    } else {
-        "auth.login"
-    };
-    let recorded = auth
-        .record_durable(
-            kind,
-            request_id,
-            Some((&s.iss, &s.sub)),
-            &[
-                ("idp", s.p.clone().into()),
-                ("level", s.lvl.map(|l| l.name()).unwrap_or("none").into()),
-            ],
-        )
-        .await;
-    if !recorded {
-        return fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Problem::SessionsDown,
-            "audit log cannot record the login",
-            Some(&name),
-        );
-    }
-    let Some(set) = auth.seal_session(&s, host) else {
-        return plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot create the session",
-            request_id,
-        );
-    };
-    tracing::info!(request_id, provider = provider_name, level = ?s.lvl, step_up = same_user.is_some(), "login completed");
-    let mut r = redirect(&tx.return_to, vec![cookie::clear(&name)]);
-    r.headers_mut().append(header::SET_COOKIE, set);
-    r
+    (s, same_user.is_some())
 }
 
 async fn logout(
