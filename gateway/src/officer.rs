@@ -24,7 +24,7 @@
 //! without JavaScript. Every change is an audit event `policy.change`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -51,7 +51,6 @@ use login::{callback, start_login};
 use page::{logged_out, policy_page};
 
 const SESSION: &str = "__Host-stadttor-officer";
-const LOGIN: &str = "__Host-stadttor-officer-login";
 const LOGIN_TIMEOUT: u64 = 600;
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -68,7 +67,6 @@ pub struct Officers {
     cfg: config::Officers,
     cookies: CookieKeys,
     lifetime: u64,
-    used_states: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Officers {
@@ -96,7 +94,6 @@ impl Officers {
             cfg: cfg.clone(),
             cookies,
             lifetime: identity.session_idle_timeout.as_secs(),
-            used_states: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -105,16 +102,6 @@ impl Officers {
         let plain = self.cookies.open(SESSION, raw)?;
         let s: OfficerSession = serde_json::from_slice(&plain).ok()?;
         (unix_now() < s.exp).then_some(s)
-    }
-
-    /// Marks a login state used; false if it was used before.
-    fn use_state(&self, state: &str) -> bool {
-        let now = unix_now();
-        let Ok(mut m) = self.used_states.lock() else {
-            return false;
-        };
-        m.retain(|_, exp| *exp > now);
-        m.insert(state.to_owned(), now + LOGIN_TIMEOUT).is_none()
     }
 }
 
@@ -228,7 +215,8 @@ pub async fn handle(
             );
         }
         if method == Method::GET && path == "/policy" {
-            return start_login(&shared, officers, lang, &request_id).await;
+            let host = crate::credentials::request_host(req.uri(), req.headers());
+            return start_login(&shared, officers, &host, lang, &request_id).await;
         }
         return redirect("/policy", &[]);
     };
@@ -239,21 +227,7 @@ pub async fn handle(
         return plain(StatusCode::SERVICE_UNAVAILABLE, "policy store unavailable");
     };
     let wf = Arc::new(wf);
-    // An officer of the active version, or of the version an open
-    // emergency change replaced (they judge it, see `Workflow`).
-    let mut is_officer = policy
-        .authz
-        .current()
-        .is_some_and(|p| p.is_officer(&session.name));
-    if !is_officer {
-        let who = session.name.clone();
-        is_officer = blocking(wf.clone(), move |wf| {
-            wf.is_judge(&who).map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or(false);
-    }
-    if !is_officer {
+    if !is_officer(&policy, &wf, &session.name).await {
         tracing::info!(
             request_id,
             "admin: logged in, but not an officer of the active policy"
@@ -267,31 +241,7 @@ pub async fn handle(
         return html(StatusCode::FORBIDDEN, page::no_access(lang, &request_id));
     }
     if method == Method::POST {
-        let token = req
-            .headers()
-            .get("x-csrf-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
-        };
-        let form: HashMap<String, String> = if api {
-            HashMap::new()
-        } else {
-            url::form_urlencoded::parse(&body).into_owned().collect()
-        };
-        let sent = token
-            .or_else(|| form.get("csrf").cloned())
-            .unwrap_or_default();
-        if !ct_eq(&sent, &session.csrf) {
-            tracing::warn!(request_id, "admin: POST without a valid CSRF token refused");
-            return plain(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
-        }
-        if api {
-            return api_post(&shared, wf, &session, &path, &body, &request_id).await;
-        }
-        return form_post(&shared, wf, &session, &path, &form, lang, &request_id).await;
+        return post(&shared, wf, &session, req, &path, lang, &request_id).await;
     }
     if method != Method::GET && method != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
@@ -329,29 +279,85 @@ pub async fn handle(
                 &serde_json::json!({ "error": e }),
             ),
         },
-        "/api/policy/history" => {
-            match blocking(wf, |wf| wf.history().map_err(|e| e.to_string())).await {
-                Ok(h) => json(
-                    StatusCode::OK,
-                    &serde_json::Value::Array(
-                        h.into_iter()
-                            .map(|e| {
-                                serde_json::json!({
-                                    "meta": e.meta, "active": e.active,
-                                    "approved_by": e.approved_by,
-                                    "awaiting_approval": e.awaiting_approval,
-                                })
-                            })
-                            .collect(),
-                    ),
-                ),
-                Err(e) => json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({ "error": e }),
-                ),
-            }
-        }
+        "/api/policy/history" => history_json(wf).await,
         _ => plain(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// An officer of the active version, or of the version an open
+/// emergency change replaced (they judge it, see `Workflow`).
+async fn is_officer(policy: &crate::policy::PolicyRuntime, wf: &Arc<Workflow>, name: &str) -> bool {
+    if policy.authz.current().is_some_and(|p| p.is_officer(name)) {
+        return true;
+    }
+    let who = name.to_owned();
+    blocking(wf.clone(), move |wf| {
+        wf.is_judge(&who).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A POST by a logged-in officer: CSRF token checked, then the API or the
+/// page's forms.
+async fn post(
+    shared: &Shared,
+    wf: Arc<Workflow>,
+    session: &OfficerSession,
+    req: Request<Incoming>,
+    path: &str,
+    lang: Lang,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let api = path.starts_with("/api/");
+    let token = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    };
+    let form: HashMap<String, String> = if api {
+        HashMap::new()
+    } else {
+        url::form_urlencoded::parse(&body).into_owned().collect()
+    };
+    let sent = token
+        .or_else(|| form.get("csrf").cloned())
+        .unwrap_or_default();
+    if !ct_eq(&sent, &session.csrf) {
+        tracing::warn!(request_id, "admin: POST without a valid CSRF token refused");
+        return plain(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
+    }
+    if api {
+        return api_post(shared, wf, session, path, &body, request_id).await;
+    }
+    form_post(shared, wf, session, path, &form, lang, request_id).await
+}
+
+/// Every policy version, as JSON.
+async fn history_json(wf: Arc<Workflow>) -> Response<ProxyBody> {
+    match blocking(wf, |wf| wf.history().map_err(|e| e.to_string())).await {
+        Ok(h) => json(
+            StatusCode::OK,
+            &serde_json::Value::Array(
+                h.into_iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "meta": e.meta, "active": e.active,
+                            "approved_by": e.approved_by,
+                            "awaiting_approval": e.awaiting_approval,
+                        })
+                    })
+                    .collect(),
+            ),
+        ),
+        Err(e) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": e }),
+        ),
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`remote`]: rcgen signing through a key-store key (CSRs, certificates).
 //! - [`leaf`]: short-lived TLS leaf certificates issued by a hardware key.
 //! - [`devca`]: a throw-away development CA for `stadttor demo` and tests.
+//! - [`jose`]: compact JWS (JWTs) signed with a key-store key, and the
+//!   public keys as JWK/JWKS.
 //! - [`sign`]: electronic seals on documents and responses: CMS/CAdES,
 //!   PAdES, JWS, RFC 9421 HTTP message signatures, RFC 3161 timestamps.
 //!
@@ -19,6 +21,7 @@
 pub mod certs;
 pub mod devca;
 mod error;
+pub mod jose;
 pub mod leaf;
 pub mod remote;
 pub mod sign;

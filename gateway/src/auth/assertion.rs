@@ -1,7 +1,8 @@
 //! The identity assertion: a short-lived JWT the gateway signs for each
 //! route, so services behind it can verify who the user is without trusting
 //! the network. Signed with a key from the key store; its public key is
-//! published at `/.stadttor/jwks.json`.
+//! published at `/.stadttor/jwks.json`. Signing and the JWK are
+//! `stadttor_pki::jose`'s; this module only decides the claims and caches.
 //!
 //! Signing per request would put a TPM (about 1,000 signatures/s) on the
 //! hot path, so assertions are cached per (session or token, route, level,
@@ -10,13 +11,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value};
-use stadttor_hsm::{Protection, SigningKey};
-
-use super::jose;
 use super::provider::unix_now;
 use super::Identity;
 use crate::config;
+use serde_json::{Map, Value};
+use stadttor_hsm::{Protection, SigningKey};
+use stadttor_pki::jose::{self, JwsHeader};
 
 /// Most entries kept; the cache is emptied when it grows past this.
 const MAX_ENTRIES: usize = 100_000;
@@ -39,10 +39,11 @@ pub struct Assertions {
 }
 
 impl Assertions {
-    /// Prepares the signer; the key must be EC or Ed25519.
+    /// Prepares the signer; the key must have a JWS algorithm (ES256,
+    /// ES384, EdDSA, PS256).
     pub fn new(key: Arc<dyn SigningKey>, cfg: &config::Identity) -> Result<Self, String> {
-        let (kid, jwk) = jose::public_jwk(key.as_ref())
-            .ok_or_else(|| "assertions need an EC (P-256/P-384) or Ed25519 key".to_owned())?;
+        let jwk =
+            jose::public_jwk(key.as_ref()).map_err(|e| format!("identity assertion key: {e}"))?;
         if key.protection() == Protection::Software {
             tracing::warn!(
                 key = key.reference(),
@@ -50,9 +51,9 @@ impl Assertions {
             );
         }
         Ok(Self {
-            jwks: serde_json::json!({ "keys": [jwk] }).to_string(),
+            jwks: jose::jwks([&jwk]).to_string(),
             key,
-            kid,
+            kid: jwk.kid().to_owned(),
             issuer: cfg.assertion_issuer.clone(),
             lifetime: cfg.assertion_lifetime.as_secs(),
             cache: Mutex::new(HashMap::new()),
@@ -105,14 +106,12 @@ impl Assertions {
                 obj.insert("claims".into(), Value::Object(claims));
             }
         }
-        let sign = || {
-            jose::sign(
-                self.key.as_ref(),
-                &self.kid,
-                "stadttor-assertion+jwt",
-                &body,
-            )
+        let header = JwsHeader {
+            kid: Some(&self.kid),
+            typ: Some("stadttor-assertion+jwt"),
+            expect_alg: None,
         };
+        let sign = || jose::sign_compact(self.key.as_ref(), &header, &body);
         let jwt: Arc<str> = if self.key.protection() == Protection::Software {
             sign()
         } else {

@@ -8,47 +8,34 @@
 //! - `GET  /.stadttor/jwks.json` the assertion key for services.
 //!
 //! The login transaction (state, nonce, PKCE verifier, provider, expected
-//! issuer, return path, level) travels in a sealed `__Host-` cookie named
-//! after the state, which binds it to this browser, and sealed for the
-//! host the login started on, as is the session cookie the callback sets
-//! ([`super::cookie::CookieKeys::seal_for`]); the state is also marked used
-//! in the session store, so a callback works exactly once.
+//! issuer, return path, level) and every check of the authorization
+//! response are [`super::login_tx`]'s, shared with the officers' login:
+//! the transaction travels in a sealed `__Host-` cookie named after the
+//! state, which binds it to this browser, and sealed for the host the
+//! login started on, as is the session cookie the callback sets
+//! ([`super::cookie::CookieKeys::seal_for`]); state and code are marked
+//! used in the session store, so a callback works exactly once. What is
+//! citizen-specific stays here: the level check, the session, step-up.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
-
+use super::login_tx::{self, BeginError, Completed, LoginSite};
 use super::pages::{self, Lang, Problem};
-use super::provider::{unix_now, ProviderError, LEEWAY};
+use super::provider::{unix_now, Login, Provider, ProviderError, LEEWAY};
 use super::session::{self, SessionData};
 use super::{cookie, html, plain, random_token, redirect, Auth};
 use crate::body::ProxyBody;
 use crate::config::{url_origin, AuthMethod, Level};
 use crate::state::State;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use stadttor_sessions::Revocation;
 
+/// The citizens' login transaction cookies: `__Host-stadttor-login-` and
+/// the state's first characters.
 const TX_PREFIX: &str = "__Host-stadttor-login-";
-
-#[derive(Debug, Serialize, Deserialize)]
-struct LoginTx {
-    state: String,
-    nonce: String,
-    pkce: String,
-    provider: String,
-    issuer: String,
-    return_to: String,
-    level: Option<Level>,
-    created: u64,
-}
-
-fn tx_cookie_name(state: &str) -> String {
-    let short: String = state.chars().take(12).collect();
-    format!("{TX_PREFIX}{short}")
-}
 
 /// Whether `return_to` is safe: a path on this origin, or an allowed origin.
 pub fn safe_return_to(auth: &Auth, r: &str) -> bool {
@@ -90,51 +77,35 @@ pub async fn start_login(
     } else {
         "/"
     };
-    let state = random_token(24);
-    let nonce = random_token(24);
-    match p
-        .authorization_request(&state, &nonce, level, force_login)
-        .await
-    {
-        Ok(req) => {
-            let tx = LoginTx {
-                state: state.clone(),
-                nonce,
-                pkce: req.pkce_verifier,
-                provider: p.cfg.name.clone(),
-                issuer: req.issuer,
-                return_to: return_to.to_owned(),
-                level,
-                created: unix_now(),
-            };
-            let name = tx_cookie_name(&state);
-            let sealed = serde_json::to_vec(&tx)
-                .ok()
-                .and_then(|j| auth.cookies.seal_for(&name, host, &j));
-            let Some(sealed) = sealed else {
-                return plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "cannot start a login",
-                    request_id,
-                );
-            };
+    let site = login_site(auth, host, p);
+    match login_tx::begin(&site, p, level, force_login, return_to).await {
+        Ok(started) => {
             tracing::info!(request_id, provider = %p.cfg.name, level = ?level, step_up = force_login, "login started");
-            redirect(
-                &req.url,
-                vec![cookie::set(
-                    &name,
-                    &sealed,
-                    Some(auth.cfg.login_timeout.as_secs()),
-                )],
-            )
+            redirect(&started.url, vec![started.set_cookie])
         }
-        Err(e) => {
+        Err(BeginError::Seal) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot start a login",
+            request_id,
+        ),
+        Err(BeginError::Provider(e)) => {
             tracing::warn!(request_id, error = %e, "cannot start login");
             html(
                 StatusCode::SERVICE_UNAVAILABLE,
                 pages::error(lang, Problem::ProviderDown, request_id, None),
             )
         }
+    }
+}
+
+/// Where a citizen login at `p` runs.
+fn login_site<'a>(auth: &'a Auth, host: &'a str, p: &'a Provider) -> LoginSite<'a> {
+    LoginSite {
+        cookies: &auth.cookies,
+        cookie_prefix: TX_PREFIX,
+        host,
+        redirect_uri: &p.cfg.redirect_uri,
+        timeout: auth.cfg.login_timeout,
     }
 }
 
@@ -293,7 +264,6 @@ async fn callback(
     lang: Lang,
     request_id: &str,
 ) -> Response<ProxyBody> {
-    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let fail = |status: StatusCode, problem: Problem, why: &str, clear: Option<&str>| {
         tracing::warn!(
             request_id,
@@ -319,173 +289,31 @@ async fn callback(
         }
         r
     };
-    let Some(state) = q("state").filter(|s| !s.is_empty()) else {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            Problem::LoginFailed,
-            "missing state",
-            None,
-        );
-    };
-    let name = tx_cookie_name(state);
-    let Some(sealed) = cookie::get(headers, &name) else {
-        return fail(StatusCode::BAD_REQUEST, Problem::LoginExpired, "no login transaction for this state in this browser (forged state, other browser, or expired)", None);
-    };
-    let Some(tx) = auth
-        .cookies
-        .open_for(&name, host, sealed)
-        .and_then(|p| serde_json::from_slice::<LoginTx>(&p).ok())
+    let Some(site) = auth
+        .provider(provider_name)
+        .map(|p| login_site(auth, host, p))
     else {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            Problem::LoginFailed,
-            "login transaction cookie does not open",
-            Some(&name),
-        );
-    };
-    if !ring_eq(tx.state.as_bytes(), state.as_bytes()) {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            Problem::LoginFailed,
-            "state does not match the transaction",
-            Some(&name),
-        );
-    }
-    if tx.provider != provider_name {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            Problem::LoginFailed,
-            "response arrived at another provider's callback (mix-up)",
-            Some(&name),
-        );
-    }
-    if unix_now() > tx.created + auth.cfg.login_timeout.as_secs() {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            Problem::LoginExpired,
-            "login transaction expired",
-            Some(&name),
-        );
-    }
-    let Some(p) = auth.provider(provider_name) else {
         return fail(
             StatusCode::NOT_FOUND,
             Problem::LoginFailed,
             "unknown provider",
-            Some(&name),
+            None,
         );
     };
-    // RFC 9207: the issuer of the response must be the one we sent the
-    // browser to; when the provider promises `iss`, it must be there.
-    match q("iss") {
-        Some(iss) if iss != tx.issuer => {
+    let Completed {
+        tx,
+        login,
+        provider: p,
+        cookie: name,
+    } = match login_tx::complete(auth, &site, provider_name, query, headers).await {
+        Ok(c) => c,
+        Err(r) => {
             return fail(
-                StatusCode::BAD_REQUEST,
-                Problem::LoginFailed,
-                "iss in the response is not the expected issuer (mix-up)",
-                Some(&name),
-            );
-        }
-        None if p.sends_iss().await => {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                Problem::LoginFailed,
-                "iss missing although the provider promises it (RFC 9207)",
-                Some(&name),
-            );
-        }
-        _ => {}
-    }
-    let ttl = auth.cfg.login_timeout + Duration::from_secs(LEEWAY);
-    match auth.store.once("state", state, ttl).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                Problem::LoginFailed,
-                "state replayed",
-                Some(&name),
+                r.why.status(),
+                r.why.problem(),
+                &r.why.to_string(),
+                r.clear.as_deref(),
             )
-        }
-        Err(e) => {
-            tracing::warn!(request_id, error = %e, "session store unavailable");
-            return fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Problem::SessionsDown,
-                "session store unavailable",
-                None,
-            );
-        }
-    }
-    if let Some(err) = q("error") {
-        tracing::info!(
-            request_id,
-            provider = provider_name,
-            error = err,
-            "provider returned an error"
-        );
-        return fail(
-            StatusCode::FORBIDDEN,
-            Problem::Cancelled,
-            "provider returned an error",
-            Some(&name),
-        );
-    }
-    let Some(code) = q("code").filter(|c| !c.is_empty()) else {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            Problem::LoginFailed,
-            "no code",
-            Some(&name),
-        );
-    };
-    let code_hash =
-        super::hex(ring::digest::digest(&ring::digest::SHA256, code.as_bytes()).as_ref());
-    match auth
-        .store
-        .once("code", &format!("{}|{code_hash}", tx.issuer), ttl)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                Problem::LoginFailed,
-                "authorization code replayed",
-                Some(&name),
-            )
-        }
-        Err(_) => {
-            return fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Problem::SessionsDown,
-                "session store unavailable",
-                None,
-            )
-        }
-    }
-    let login = match p
-        .exchange(code, &tx.pkce, &tx.nonce, auth.cfg.login_timeout)
-        .await
-    {
-        Ok(l) => l,
-        Err(e @ ProviderError::Unavailable { .. }) => {
-            tracing::warn!(request_id, error = %e, "token exchange failed");
-            return fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Problem::ProviderDown,
-                "provider unavailable",
-                Some(&name),
-            );
-        }
-        Err(e) => {
-            tracing::warn!(request_id, error = %e, "token exchange refused");
-            return fail(
-                StatusCode::BAD_REQUEST,
-                Problem::LoginFailed,
-                "tokens refused",
-                Some(&name),
-            );
         }
     };
     // The gateway enforces the level itself: providers do not always
@@ -501,11 +329,80 @@ async fn callback(
             );
         }
     }
-    let now = unix_now();
     let previous = auth.session(headers, host).ok().flatten();
-    let same_user = previous
-        .as_ref()
-        .filter(|s| s.iss == tx.issuer && s.sub == login.sub);
+    let (s, same_user) = new_session(auth, p, &tx, &login, previous.as_ref());
+    let recorded = record_login(auth, &s, previous.as_ref(), same_user, request_id).await;
+    if !recorded {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Problem::SessionsDown,
+            "audit log cannot record the login",
+            Some(&name),
+        );
+    }
+    let Some(set) = auth.seal_session(&s, host) else {
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot create the session",
+            request_id,
+        );
+    };
+    tracing::info!(request_id, provider = provider_name, level = ?s.lvl, step_up = same_user, "login completed");
+    let mut r = redirect(&tx.return_to, vec![cookie::clear(&name)]);
+    r.headers_mut().append(header::SET_COOKIE, set);
+    r
+}
+
+/// Ends the `previous` session (its id dies with the login: a copy of
+/// the old cookie is worthless from now on) and records the login or
+/// step-up durably; false if the audit log cannot.
+async fn record_login(
+    auth: &Auth,
+    s: &SessionData,
+    previous: Option<&SessionData>,
+    same_user: bool,
+    request_id: &str,
+) -> bool {
+    // The old session id dies with the login: a copy of the old cookie is
+    // worthless from now on.
+    if let Some(old) = previous {
+        let _ = auth
+            .store
+            .revoke(Revocation::Session {
+                id: old.id.clone(),
+                until: UNIX_EPOCH + Duration::from_secs(old.exp),
+            })
+            .await;
+    }
+    let kind = if same_user {
+        "auth.step_up"
+    } else {
+        "auth.login"
+    };
+    auth.record_durable(
+        kind,
+        request_id,
+        Some((&s.iss, &s.sub)),
+        &[
+            ("idp", s.p.clone().into()),
+            ("level", s.lvl.map(|l| l.name()).unwrap_or("none").into()),
+        ],
+    )
+    .await
+}
+
+/// The session a verified `login` starts; with `previous` of the same
+/// user (a step-up) it keeps that session's start, expiry and base level.
+/// Also returns whether it is a step-up.
+fn new_session(
+    auth: &Auth,
+    p: &Provider,
+    tx: &login_tx::LoginTx,
+    login: &Login,
+    previous: Option<&SessionData>,
+) -> (SessionData, bool) {
+    let now = unix_now();
+    let same_user = previous.filter(|s| s.iss == tx.issuer && s.sub == login.sub);
     let (base, iat, exp) = match same_user {
         Some(s) => (SessionData::base_after(s.base, login.level), s.iat, s.exp),
         None => (
@@ -535,52 +432,7 @@ async fn callback(
         seen: now,
         claims,
     };
-    // The old session id dies with the login: a copy of the old cookie is
-    // worthless from now on.
-    if let Some(old) = &previous {
-        let _ = auth
-            .store
-            .revoke(Revocation::Session {
-                id: old.id.clone(),
-                until: UNIX_EPOCH + Duration::from_secs(old.exp),
-            })
-            .await;
-    }
-    let kind = if same_user.is_some() {
-        "auth.step_up"
-    } else {
-        "auth.login"
-    };
-    let recorded = auth
-        .record_durable(
-            kind,
-            request_id,
-            Some((&s.iss, &s.sub)),
-            &[
-                ("idp", s.p.clone().into()),
-                ("level", s.lvl.map(|l| l.name()).unwrap_or("none").into()),
-            ],
-        )
-        .await;
-    if !recorded {
-        return fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Problem::SessionsDown,
-            "audit log cannot record the login",
-            Some(&name),
-        );
-    }
-    let Some(set) = auth.seal_session(&s, host) else {
-        return plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot create the session",
-            request_id,
-        );
-    };
-    tracing::info!(request_id, provider = provider_name, level = ?s.lvl, step_up = same_user.is_some(), "login completed");
-    let mut r = redirect(&tx.return_to, vec![cookie::clear(&name)]);
-    r.headers_mut().append(header::SET_COOKIE, set);
-    r
+    (s, same_user.is_some())
 }
 
 async fn logout(
@@ -766,8 +618,4 @@ async fn backchannel(
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-fn ring_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -8,9 +8,11 @@
 //! ```
 //!
 //! Submodules: [`cookie`] (sealed cookies), [`session`] (what a session
-//! holds), [`jose`] (JWS parsing, checks, signing), [`provider`] (one OIDC
-//! provider: discovery, JWKS, code exchange, token validation), [`flow`]
-//! (the gateway's own endpoints), [`assertion`] (the signed identity
+//! holds), [`verify`] (JWT parsing and checks), [`provider`] (one OIDC
+//! provider: discovery, JWKS, code exchange, token validation),
+//! [`login_tx`] (the login transaction and the authorization response's
+//! checks, shared with the officers' login), [`flow`] (the gateway's own
+//! endpoints), [`assertion`] (the signed identity
 //! assertion to services, cached per session), [`pages`] (citizen-facing
 //! HTML). Every refusal is a response built here; nothing fails open: a
 //! provider, key or session store that cannot answer means no access.
@@ -18,10 +20,11 @@
 pub mod assertion;
 pub mod cookie;
 pub mod flow;
-pub mod jose;
+pub mod login_tx;
 pub mod pages;
 pub mod provider;
 pub mod session;
+pub mod verify;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -536,7 +539,7 @@ impl Auth {
     }
 
     async fn bearer(&self, a: &config::RouteAuth, token: &str) -> Result<Identity, BearerFailure> {
-        let t = jose::Token::parse(token).map_err(|e| BearerFailure::Invalid(e.to_string()))?;
+        let t = verify::Token::parse(token).map_err(|e| BearerFailure::Invalid(e.to_string()))?;
         let iss = t
             .str_claim("iss")
             .ok_or_else(|| BearerFailure::Invalid("no iss".into()))?;

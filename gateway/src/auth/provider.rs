@@ -35,9 +35,10 @@ use serde_json::{Map, Value};
 use stadttor_hsm::SigningKey;
 use tokio::sync::{Mutex, RwLock};
 
-use super::jose::{self, JoseError, Token};
+use super::verify::{Token, VerifyError};
 use crate::config::{self, Level, ProviderAuth};
 use crate::errors::error_chain;
+use stadttor_pki::jose::{self, JwsHeader};
 
 /// Clock skew allowed on token times, in seconds.
 pub const LEEWAY: u64 = 60;
@@ -232,7 +233,9 @@ pub struct Provider {
     pub cfg: config::Provider,
     http: Http,
     secret: Option<ClientSecret>,
-    client_key: Option<(Arc<dyn SigningKey>, String)>,
+    /// The `private_key_jwt` key and its public JWK (whose `kid` goes into
+    /// the client assertion's header).
+    client_key: Option<(Arc<dyn SigningKey>, jose::Jwk)>,
     discovered: RwLock<Option<Arc<Discovered>>>,
     last_attempt: Mutex<Option<(Instant, String)>>,
     jwks_refetched: Mutex<Option<Instant>>,
@@ -271,10 +274,9 @@ impl Provider {
             }
             ProviderAuth::PrivateKeyJwt(r) => {
                 let key = keys.resolve(r).map_err(|e| e.to_string())?;
-                let (kid, _) = jose::public_jwk(key.as_ref()).ok_or_else(|| {
-                    format!("client key `{r}`: private_key_jwt needs an EC or Ed25519 key")
-                })?;
-                (None, Some((key, kid)))
+                let jwk = jose::public_jwk(key.as_ref())
+                    .map_err(|e| format!("client key `{r}`: private_key_jwt: {e}"))?;
+                (None, Some((key, jwk)))
             }
         };
         Ok(Self {
@@ -293,7 +295,7 @@ impl Provider {
     pub fn client_jwk(&self) -> Option<Value> {
         self.client_key
             .as_ref()
-            .and_then(|(k, _)| jose::public_jwk(k.as_ref()).map(|(_, j)| j))
+            .map(|(_, jwk)| jwk.to_json().clone())
     }
 
     fn unavailable(&self, detail: impl Into<String>) -> ProviderError {
@@ -507,7 +509,7 @@ impl Provider {
     }
 
     fn client_assertion(&self, audience: &str) -> Result<Option<String>, ProviderError> {
-        let Some((key, kid)) = &self.client_key else {
+        let Some((key, jwk)) = &self.client_key else {
             return Ok(None);
         };
         let now = unix_now();
@@ -515,7 +517,12 @@ impl Provider {
             "iss": self.cfg.client_id, "sub": self.cfg.client_id, "aud": audience,
             "jti": super::random_token(16), "iat": now, "exp": now + 60,
         });
-        jose::sign(key.as_ref(), kid, "JWT", &claims)
+        let header = JwsHeader {
+            kid: Some(jwk.kid()),
+            typ: Some("JWT"),
+            expect_alg: None,
+        };
+        jose::sign_compact(key.as_ref(), &header, &claims)
             .map(Some)
             .map_err(|e| ProviderError::ClientKey(e.to_string()))
     }
@@ -703,7 +710,7 @@ impl Provider {
         let d = self.metadata().await?;
         match token.verify(&self.cfg.id_token_algs, d.metadata.jwks()) {
             Ok(()) => Ok(d),
-            Err(JoseError::UnknownKid(_)) if self.refetch_jwks(&d).await? => {
+            Err(VerifyError::UnknownKid(_)) if self.refetch_jwks(&d).await? => {
                 let d = self.metadata().await?;
                 token
                     .verify(&self.cfg.id_token_algs, d.metadata.jwks())
@@ -724,7 +731,7 @@ impl Provider {
             }
         }
         let d = self.verify_signature(&t).await?;
-        let r = |e: JoseError| self.refused(e.to_string());
+        let r = |e: VerifyError| self.refused(e.to_string());
         t.check_issuer(d.metadata.issuer().as_str()).map_err(r)?;
         t.check_audience(&self.cfg.client_id, None).map_err(r)?;
         let now = unix_now();
@@ -772,7 +779,7 @@ impl Provider {
             }
         }
         let d = self.verify_signature(t).await?;
-        let r = |e: JoseError| self.refused(e.to_string());
+        let r = |e: VerifyError| self.refused(e.to_string());
         t.check_issuer(d.metadata.issuer().as_str()).map_err(r)?;
         t.check_audience(audience, None).map_err(r)?;
         let now = unix_now();

@@ -1,6 +1,9 @@
-//! The officers' OIDC login on the admin listener: the authorization
-//! request (state, nonce and PKCE kept in a sealed `__Host-` cookie) and
-//! the callback that turns a verified login into an officer session.
+//! The officers' OIDC login on the admin listener. The login transaction
+//! and every check of the authorization response (state, PKCE, nonce,
+//! RFC 9207 `iss`, state and code single use in the session store, token
+//! verification) are the citizens' ([`crate::auth::login_tx`]); what is
+//! officer-specific is here: which claim names an officer, and the officer
+//! session cookie.
 //!
 //! The officer's name is the configured claim (`officer_subject_claim`).
 //! A claim that the provider also verifies (`email` → `email_verified`,
@@ -9,37 +12,42 @@
 //! login is refused: an unverified e-mail address must never name an
 //! officer (see [`crate::policy::verified_claim`]).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
 use stadttor_audit::event::{Event, Outcome};
 
-use super::{
-    ct_eq, html, plain, redirect, OfficerSession, Officers, LOGIN, LOGIN_TIMEOUT, SESSION,
-};
+use super::{html, plain, redirect, OfficerSession, Officers, LOGIN_TIMEOUT, SESSION};
 use crate::auth::cookie;
-use crate::auth::pages::Lang;
+use crate::auth::login_tx::{self, BeginError, Completed, LoginSite, Refused};
+use crate::auth::pages::{self, Lang, Problem};
 use crate::auth::provider::{unix_now, Login};
 use crate::auth::random_token;
 use crate::body::ProxyBody;
 use crate::policy::SubjectRefused;
 use crate::proxy::Shared;
 
-#[derive(Debug, Serialize, Deserialize)]
-struct LoginTx {
-    state: String,
-    nonce: String,
-    pkce: String,
-    issuer: String,
-    created: u64,
+/// The officers' login transaction cookies: this and the state's first
+/// characters.
+const TX_PREFIX: &str = "__Host-stadttor-officer-login-";
+
+/// Where an officer login runs: the admin listener's host, the officers'
+/// redirect URI, transaction cookies `__Host-stadttor-officer-login-…`.
+fn site<'a>(officers: &'a Officers, host: &'a str) -> LoginSite<'a> {
+    LoginSite {
+        cookies: &officers.cookies,
+        cookie_prefix: TX_PREFIX,
+        host,
+        redirect_uri: &officers.cfg.redirect_uri,
+        timeout: Duration::from_secs(LOGIN_TIMEOUT),
+    }
 }
 
 pub(super) async fn start_login(
     shared: &Shared,
     officers: &Officers,
+    host: &str,
     lang: Lang,
     request_id: &str,
 ) -> Response<ProxyBody> {
@@ -53,47 +61,24 @@ pub(super) async fn start_login(
             "officer provider not configured",
         );
     };
-    let state = random_token(24);
-    let nonce = random_token(24);
-    match p
-        .authorization_request_at(&officers.cfg.redirect_uri, &state, &nonce, None, false)
-        .await
-    {
-        Ok(req) => {
-            let tx = LoginTx {
-                state,
-                nonce,
-                pkce: req.pkce_verifier,
-                issuer: req.issuer,
-                created: unix_now(),
-            };
-            let Some(sealed) = serde_json::to_vec(&tx)
-                .ok()
-                .and_then(|j| officers.cookies.seal(LOGIN, &j))
-            else {
-                return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot start a login");
-            };
+    match login_tx::begin(&site(officers, host), p, None, false, "/policy").await {
+        Ok(started) => {
             tracing::info!(request_id, provider = %officers.cfg.provider, "officer login started");
-            redirect(
-                &req.url,
-                &[cookie::set(LOGIN, &sealed, Some(LOGIN_TIMEOUT))],
-            )
+            redirect(&started.url, &[started.set_cookie])
         }
-        Err(e) => {
+        Err(BeginError::Seal) => plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot start a login"),
+        Err(BeginError::Provider(e)) => {
             tracing::warn!(request_id, error = %e, "officer login: provider unavailable");
             html(
                 StatusCode::SERVICE_UNAVAILABLE,
-                crate::auth::pages::error(
-                    lang,
-                    crate::auth::pages::Problem::ProviderDown,
-                    request_id,
-                    None,
-                ),
+                pages::error(lang, Problem::ProviderDown, request_id, None),
             )
         }
     }
 }
 
+/// The officers' callback: the citizens' checks ([`login_tx::complete`]),
+/// then the officer's name and the officer session.
 pub(super) async fn callback(
     shared: &Shared,
     officers: &Officers,
@@ -101,7 +86,7 @@ pub(super) async fn callback(
     lang: Lang,
     request_id: &str,
 ) -> Response<ProxyBody> {
-    let q: HashMap<String, String> = req
+    let query: Vec<(String, String)> = req
         .uri()
         .query()
         .map(|q| {
@@ -110,76 +95,34 @@ pub(super) async fn callback(
                 .collect()
         })
         .unwrap_or_default();
-    let fail = |why: &str| {
-        tracing::warn!(request_id, reason = why, "officer login refused");
-        let mut r = html(
-            StatusCode::BAD_REQUEST,
-            crate::auth::pages::error(
-                lang,
-                crate::auth::pages::Problem::LoginFailed,
-                request_id,
-                Some("/policy"),
-            ),
+    let host = crate::credentials::request_host(req.uri(), req.headers());
+    let Some(auth) = shared.auth.as_ref() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "officer provider not configured",
         );
-        if let Ok(v) = HeaderValue::from_str(&cookie::clear(LOGIN)) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
-        r
     };
-    let tx = cookie::get(req.headers(), LOGIN)
-        .and_then(|raw| officers.cookies.open(LOGIN, raw))
-        .and_then(|p| serde_json::from_slice::<LoginTx>(&p).ok());
-    let Some(tx) = tx else {
-        return fail("no login transaction in this browser");
-    };
-    let state = q.get("state").map(String::as_str).unwrap_or("");
-    if !ct_eq(state, &tx.state) {
-        return fail("state does not match the transaction");
-    }
-    if unix_now() > tx.created + LOGIN_TIMEOUT {
-        return fail("login transaction expired");
-    }
-    if q.get("iss").is_some_and(|i| *i != tx.issuer) {
-        return fail("iss in the response is not the expected issuer (mix-up)");
-    }
-    if !officers.use_state(state) {
-        return fail("state replayed");
-    }
-    if q.contains_key("error") {
-        return fail("provider returned an error");
-    }
-    let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
-        return fail("no code");
-    };
-    let Some(p) = shared
-        .auth
-        .as_ref()
-        .and_then(|a| a.provider(&officers.cfg.provider))
-    else {
-        return fail("officer provider not configured");
-    };
-    let login = match p
-        .exchange_at(
-            &officers.cfg.redirect_uri,
-            code,
-            &tx.pkce,
-            &tx.nonce,
-            Duration::from_secs(LOGIN_TIMEOUT),
-        )
-        .await
-    {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(request_id, error = %e, "officer login: token exchange failed");
-            return fail("tokens refused");
-        }
+    let site = site(officers, &host);
+    let done = login_tx::complete(auth, &site, &officers.cfg.provider, &query, req.headers()).await;
+    let Completed { login, cookie, .. } = match done {
+        Ok(c) => c,
+        Err(r) => return refuse(&r.why, r.clear.as_deref(), lang, request_id),
     };
     let name = match officer_name(officers, &login) {
         Ok(n) => n,
         Err(e @ SubjectRefused::Unverified { .. }) => {
-            return refuse_unverified(shared, &login.sub, &e, lang, request_id)
+            return refuse_unverified(shared, &login.sub, &e, &cookie, lang, request_id)
         }
-        Err(SubjectRefused::Missing(_)) => return fail("the login carries no officer name claim"),
+        Err(SubjectRefused::Missing(_)) => {
+            tracing::warn!(request_id, "officer login refused: no officer name claim");
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                Problem::LoginFailed,
+                Some(&cookie),
+                lang,
+                request_id,
+            );
+        }
     };
     let s = OfficerSession {
         name,
@@ -207,10 +150,38 @@ pub(super) async fn callback(
     redirect(
         "/policy",
         &[
-            cookie::clear(LOGIN),
+            cookie::clear(&cookie),
             cookie::set(SESSION, &sealed, Some(officers.lifetime)),
         ],
     )
+}
+
+/// A refused authorization response: logged with the reason, a page
+/// without it, the transaction cookie cleared.
+fn refuse(why: &Refused, clear: Option<&str>, lang: Lang, request_id: &str) -> Response<ProxyBody> {
+    tracing::warn!(request_id, reason = %why, "officer login refused");
+    error_page(why.status(), why.problem(), clear, lang, request_id)
+}
+
+/// The error page of a failed officer login, back to `/policy`, clearing
+/// the transaction cookie `clear`.
+fn error_page(
+    status: StatusCode,
+    problem: Problem,
+    clear: Option<&str>,
+    lang: Lang,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let mut r = html(
+        status,
+        pages::error(lang, problem, request_id, Some("/policy")),
+    );
+    if let Some(name) = clear {
+        if let Ok(v) = HeaderValue::from_str(&cookie::clear(name)) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
 }
 
 /// The officer's name from a verified login: `sub`, or the configured
@@ -230,6 +201,7 @@ fn refuse_unverified(
     shared: &Shared,
     sub: &str,
     e: &SubjectRefused,
+    tx_cookie: &str,
     lang: Lang,
     request_id: &str,
 ) -> Response<ProxyBody> {
@@ -247,7 +219,7 @@ fn refuse_unverified(
         StatusCode::FORBIDDEN,
         super::page::unverified(lang, &e.to_string(), request_id),
     );
-    if let Ok(v) = HeaderValue::from_str(&cookie::clear(LOGIN)) {
+    if let Ok(v) = HeaderValue::from_str(&cookie::clear(tx_cookie)) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r

@@ -70,7 +70,7 @@ async fn enforced_within_a_second(b: &Browser, url: &str, status: u16, what: &st
 }
 
 /// Waits until the gateway with the HTTPS admin listener is ready.
-async fn wait_ready_https(t: &Enforced) {
+pub(crate) async fn wait_ready_https(t: &Enforced) {
     let ab = t.admin_browser();
     let deadline = Instant::now() + Duration::from_secs(5);
     while ab.get(&t.admin_url("/readyz")).await.status != 200 {

@@ -554,7 +554,11 @@ async fn two_providers_side_by_side_with_an_accessible_choice_page() {
 }
 
 /// `url` with query parameter `name` set to `value`.
-fn with_param(url: &testkit::browser::Url, name: &str, value: &str) -> testkit::browser::Url {
+pub(crate) fn with_param(
+    url: &testkit::browser::Url,
+    name: &str,
+    value: &str,
+) -> testkit::browser::Url {
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| {
@@ -565,6 +569,18 @@ fn with_param(url: &testkit::browser::Url, name: &str, value: &str) -> testkit::
             };
             (k.into_owned(), v)
         })
+        .collect();
+    let mut out = url.clone();
+    out.query_pairs_mut().clear().extend_pairs(&pairs);
+    out
+}
+
+/// `url` without query parameter `name`.
+pub(crate) fn without_param(url: &testkit::browser::Url, name: &str) -> testkit::browser::Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let mut out = url.clone();
     out.query_pairs_mut().clear().extend_pairs(&pairs);
@@ -618,6 +634,18 @@ async fn callback_threats_forged_missing_replayed_state_replayed_code_and_mix_up
         .replace("/callback/buerger", "/callback/personal");
     let r = b.get(&wrong_cb).await;
     assert_eq!(r.status, 400, "{r:?}");
+
+    // Missing `iss`: the test OP promises RFC 9207 `iss`, so a response
+    // without it is refused.
+    let b1 = t.browser();
+    let cb1 = callback_url(&t, &b1).await;
+    let r = b1.get(without_param(&cb1, "iss").as_str()).await;
+    assert_eq!(r.status, 400, "missing iss: {r:?}");
+    assert!(t.gw.wait_for_log(
+        "iss missing although the provider promises it",
+        Duration::from_secs(2)
+    ));
+    assert!(b1.cookie(&t.base, COOKIE).is_none());
 
     // The genuine callback still works once (the refusals above did not
     // consume it because they stopped before the single-use check) ...

@@ -10,6 +10,7 @@ mod evidence;
 mod foureyes;
 mod framing;
 mod login;
+mod officer_login;
 mod ops;
 mod path_confusion;
 mod policy;

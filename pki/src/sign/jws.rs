@@ -15,33 +15,25 @@
 use serde_json::{json, Map, Value};
 use stadttor_hsm::Algorithm;
 
-use super::{AlgInfo, SealCertificate, SealCreator};
+use super::{SealCertificate, SealCreator};
+use crate::jose::{self, JwsAlgorithm};
 use crate::Error;
 
-/// The JOSE `alg` name for a key algorithm.
+/// The JOSE `alg` name for a key algorithm (the table is
+/// [`crate::jose::JwsAlgorithm`]).
 pub fn jose_alg(alg: Algorithm) -> Result<&'static str, Error> {
-    Ok(match alg {
-        Algorithm::EcdsaP256Sha256 => "ES256",
-        Algorithm::EcdsaP384Sha384 => "ES384",
-        Algorithm::Ed25519 => "EdDSA",
-        Algorithm::RsaPssSha256 => "PS256",
-        other => {
-            return Err(Error::UnsupportedAlgorithm {
-                key: "jws".into(),
-                algorithm: other.to_string(),
-            })
-        }
-    })
+    JwsAlgorithm::of_key(alg)
+        .map(JwsAlgorithm::name)
+        .ok_or_else(|| Error::UnsupportedAlgorithm {
+            key: "jws".into(),
+            algorithm: alg.to_string(),
+        })
 }
 
 fn alg_of_jose(name: &str) -> Result<Algorithm, Error> {
-    Ok(match name {
-        "ES256" => Algorithm::EcdsaP256Sha256,
-        "ES384" => Algorithm::EcdsaP384Sha384,
-        "EdDSA" => Algorithm::Ed25519,
-        "PS256" => Algorithm::RsaPssSha256,
-        other => return Err(mal(format!("unsupported alg `{other}`"))),
-    })
+    JwsAlgorithm::from_name(name)
+        .map(JwsAlgorithm::key_algorithm)
+        .map_err(|e| mal(e.to_string()))
 }
 
 fn mal(reason: impl Into<String>) -> Error {
@@ -52,25 +44,18 @@ fn mal(reason: impl Into<String>) -> Error {
 }
 
 /// Signs `header`'s base64url form and `payload` bytes per RFC 7515 §5.1;
-/// returns `(encoded header, encoded signature)`.
+/// returns `(encoded header, encoded signature)`. The signing step is
+/// [`crate::jose`]'s, shared with compact JWTs.
 pub(crate) fn sign_parts<K: SealCreator + ?Sized>(
     key: &K,
     header: &Map<String, Value>,
     payload_in_input: &[u8],
 ) -> Result<(String, String), Error> {
-    let info = AlgInfo::of(key.algorithm(), key.reference())?;
-    let header = serde_json::to_vec(header).map_err(|e| mal(e.to_string()))?;
-    let h = super::b64url(&header);
-    let mut input = Vec::with_capacity(h.len() + 1 + payload_in_input.len());
-    input.extend_from_slice(h.as_bytes());
-    input.push(b'.');
-    input.extend_from_slice(payload_in_input);
-    let sig = key.sign(&input)?;
-    let sig = match info.ecdsa_scalar {
-        Some(n) => super::ecdsa_der_to_fixed(&sig, n)?,
-        None => sig,
-    };
-    Ok((h, super::b64url(&sig)))
+    let alg = jose::algorithm_of(key)?;
+    if header.get("alg").and_then(Value::as_str) != Some(alg.name()) {
+        return Err(mal("header alg is not the key's algorithm"));
+    }
+    Ok(jose::sign_parts(key, alg, header, payload_in_input)?)
 }
 
 /// A detached JWS with unencoded payload over `payload`, sealed with

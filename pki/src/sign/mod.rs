@@ -35,7 +35,7 @@ use stadttor_hsm::{Algorithm, SigningKey};
 use crate::Error;
 
 pub mod cms;
-mod der;
+pub(crate) mod der;
 pub mod httpsig;
 pub mod jws;
 pub mod pades;

@@ -1,6 +1,8 @@
-//! Compact JWS: parsing with the header checks RFC 8725 asks for, signature
-//! verification against a provider's JWKS, claim checks, and signing with a
-//! key from the key store.
+//! JWT verification: compact JWS parsing with the header checks RFC 8725
+//! asks for, signature verification against a provider's JWKS, and claim
+//! checks. Signing is not here: the gateway's own JWTs (identity
+//! assertions, `private_key_jwt` client assertions) and its JWKS are made
+//! by `stadttor_pki::jose`.
 //!
 //! openidconnect validates ID tokens itself; this module covers the tokens
 //! it has no type for (back-channel logout tokens, bearer access tokens)
@@ -14,11 +16,10 @@ use base64::Engine as _;
 use openidconnect::core::{CoreJsonWebKey, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
 use openidconnect::JsonWebKey as _;
 use serde_json::{Map, Value};
-use stadttor_hsm::{Algorithm, SigningKey};
 
 /// Why a token was refused. The texts go to logs, never to clients.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum JoseError {
+pub enum VerifyError {
     /// Not three base64url parts with JSON header and payload.
     #[error("malformed token: {0}")]
     Malformed(&'static str),
@@ -55,32 +56,32 @@ pub struct Token<'a> {
 
 impl<'a> Token<'a> {
     /// Splits and decodes `token`, refusing keys in the header.
-    pub fn parse(token: &'a str) -> Result<Self, JoseError> {
+    pub fn parse(token: &'a str) -> Result<Self, VerifyError> {
         if token.len() > 16 * 1024 {
-            return Err(JoseError::Malformed("longer than 16 KiB"));
+            return Err(VerifyError::Malformed("longer than 16 KiB"));
         }
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(JoseError::Malformed("not three parts"));
+            return Err(VerifyError::Malformed("not three parts"));
         };
         let signing_input = &token[..h.len() + 1 + p.len()];
         let header: Map<String, Value> = decode_json(h)?;
         let claims: Map<String, Value> = decode_json(p)?;
         let signature = URL_SAFE_NO_PAD
             .decode(s)
-            .map_err(|_| JoseError::Malformed("signature is not base64url"))?;
+            .map_err(|_| VerifyError::Malformed("signature is not base64url"))?;
         for k in ["jwk", "jku", "x5u", "x5c"] {
             if header.contains_key(k) {
-                return Err(JoseError::KeyInHeader(k));
+                return Err(VerifyError::KeyInHeader(k));
             }
         }
         if header.contains_key("crit") {
-            return Err(JoseError::Critical);
+            return Err(VerifyError::Critical);
         }
         if !header.get("alg").is_some_and(Value::is_string) {
-            return Err(JoseError::Malformed("no alg"));
+            return Err(VerifyError::Malformed("no alg"));
         }
         Ok(Self {
             header,
@@ -106,17 +107,17 @@ impl<'a> Token<'a> {
     }
 
     /// Verifies the signature with a key of `jwks`, `alg` from `allowed`.
-    pub fn verify(&self, allowed: &[String], jwks: &CoreJsonWebKeySet) -> Result<(), JoseError> {
+    pub fn verify(&self, allowed: &[String], jwks: &CoreJsonWebKeySet) -> Result<(), VerifyError> {
         let alg_name = self.alg();
         if !allowed.iter().any(|a| a == alg_name)
             || alg_name == "none"
             || alg_name.starts_with("HS")
         {
-            return Err(JoseError::AlgorithmNotAllowed(alg_name.to_owned()));
+            return Err(VerifyError::AlgorithmNotAllowed(alg_name.to_owned()));
         }
         let alg: CoreJwsSigningAlgorithm =
             serde_json::from_value(Value::String(alg_name.to_owned()))
-                .map_err(|_| JoseError::AlgorithmNotAllowed(alg_name.to_owned()))?;
+                .map_err(|_| VerifyError::AlgorithmNotAllowed(alg_name.to_owned()))?;
         let kid = self.kid();
         let candidates: Vec<&CoreJsonWebKey> = jwks
             .keys()
@@ -131,7 +132,7 @@ impl<'a> Token<'a> {
             })
             .collect();
         if candidates.is_empty() {
-            return Err(JoseError::UnknownKid(kid.unwrap_or("(none)").to_owned()));
+            return Err(VerifyError::UnknownKid(kid.unwrap_or("(none)").to_owned()));
         }
         let ok = candidates.iter().any(|k| {
             k.verify_signature(&alg, self.signing_input.as_bytes(), &self.signature)
@@ -140,16 +141,19 @@ impl<'a> Token<'a> {
         if ok {
             Ok(())
         } else {
-            Err(JoseError::BadSignature)
+            Err(VerifyError::BadSignature)
         }
     }
 
     /// `iss` must equal `issuer`.
-    pub fn check_issuer(&self, issuer: &str) -> Result<(), JoseError> {
+    pub fn check_issuer(&self, issuer: &str) -> Result<(), VerifyError> {
         match self.str_claim("iss") {
             Some(i) if i == issuer => Ok(()),
-            Some(i) => Err(JoseError::Claim("iss", format!("`{i}` is not `{issuer}`"))),
-            None => Err(JoseError::Claim("iss", "missing".into())),
+            Some(i) => Err(VerifyError::Claim(
+                "iss",
+                format!("`{i}` is not `{issuer}`"),
+            )),
+            None => Err(VerifyError::Claim("iss", "missing".into())),
         }
     }
 
@@ -159,14 +163,14 @@ impl<'a> Token<'a> {
         &self,
         audience: &str,
         azp_expected: Option<&str>,
-    ) -> Result<(), JoseError> {
+    ) -> Result<(), VerifyError> {
         let auds: Vec<&str> = match self.claims.get("aud") {
             Some(Value::String(s)) => vec![s.as_str()],
             Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-            _ => return Err(JoseError::Claim("aud", "missing".into())),
+            _ => return Err(VerifyError::Claim("aud", "missing".into())),
         };
         if !auds.contains(&audience) {
-            return Err(JoseError::Claim(
+            return Err(VerifyError::Claim(
                 "aud",
                 format!("does not contain `{audience}`"),
             ));
@@ -174,7 +178,7 @@ impl<'a> Token<'a> {
         if auds.len() > 1 {
             if let Some(azp) = azp_expected {
                 if self.str_claim("azp") != Some(azp) {
-                    return Err(JoseError::Claim(
+                    return Err(VerifyError::Claim(
                         "azp",
                         "several audiences and azp is not us".into(),
                     ));
@@ -192,173 +196,49 @@ impl<'a> Token<'a> {
         leeway: u64,
         require_exp: bool,
         max_age: Option<u64>,
-    ) -> Result<(), JoseError> {
+    ) -> Result<(), VerifyError> {
         // `as u64` saturates (1e30 becomes u64::MAX, negatives 0); the sums
         // saturate too, so a far-future claim never wraps into the past.
         let num = |n: &str| self.claims.get(n).and_then(Value::as_f64).map(|f| f as u64);
         let late = now.saturating_add(leeway);
         match num("exp") {
             Some(exp) if exp.saturating_add(leeway) <= now => {
-                return Err(JoseError::Claim("exp", "expired".into()))
+                return Err(VerifyError::Claim("exp", "expired".into()))
             }
-            None if require_exp => return Err(JoseError::Claim("exp", "missing".into())),
+            None if require_exp => return Err(VerifyError::Claim("exp", "missing".into())),
             _ => {}
         }
         if let Some(nbf) = num("nbf") {
             if nbf > late {
-                return Err(JoseError::Claim("nbf", "not yet valid".into()));
+                return Err(VerifyError::Claim("nbf", "not yet valid".into()));
             }
         }
         match num("iat") {
             Some(iat) if iat > late => {
-                return Err(JoseError::Claim("iat", "issued in the future".into()))
+                return Err(VerifyError::Claim("iat", "issued in the future".into()))
             }
             Some(iat) => {
                 if let Some(max) = max_age {
                     if now > iat.saturating_add(max).saturating_add(leeway) {
-                        return Err(JoseError::Claim("iat", "too old".into()));
+                        return Err(VerifyError::Claim("iat", "too old".into()));
                     }
                 }
             }
-            None if max_age.is_some() => return Err(JoseError::Claim("iat", "missing".into())),
+            None if max_age.is_some() => return Err(VerifyError::Claim("iat", "missing".into())),
             None => {}
         }
         Ok(())
     }
 }
 
-fn decode_json(part: &str) -> Result<Map<String, Value>, JoseError> {
+fn decode_json(part: &str) -> Result<Map<String, Value>, VerifyError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
-        .map_err(|_| JoseError::Malformed("part is not base64url"))?;
+        .map_err(|_| VerifyError::Malformed("part is not base64url"))?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(m)) => Ok(m),
-        _ => Err(JoseError::Malformed("part is not a JSON object")),
+        _ => Err(VerifyError::Malformed("part is not a JSON object")),
     }
-}
-
-/// The JWS `alg` for a key-store key, if JWS can express it.
-pub fn jws_alg(alg: Algorithm) -> Option<&'static str> {
-    match alg {
-        Algorithm::EcdsaP256Sha256 => Some("ES256"),
-        Algorithm::EcdsaP384Sha384 => Some("ES384"),
-        Algorithm::Ed25519 => Some("EdDSA"),
-        Algorithm::RsaPssSha256 => Some("PS256"),
-        _ => None,
-    }
-}
-
-/// Signs `claims` as a compact JWS with `key`.
-pub fn sign(
-    key: &dyn SigningKey,
-    kid: &str,
-    typ: &str,
-    claims: &Value,
-) -> Result<String, stadttor_hsm::Error> {
-    let alg = jws_alg(key.algorithm()).unwrap_or("none");
-    let header = serde_json::json!({ "alg": alg, "typ": typ, "kid": kid });
-    let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
-    out.push('.');
-    out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
-    let sig = key.sign(out.as_bytes())?;
-    let sig = match key.algorithm() {
-        Algorithm::EcdsaP256Sha256 => der_to_fixed(&sig, 32),
-        Algorithm::EcdsaP384Sha384 => der_to_fixed(&sig, 48),
-        _ => Some(sig),
-    }
-    .unwrap_or_default();
-    out.push('.');
-    out.push_str(&URL_SAFE_NO_PAD.encode(sig));
-    Ok(out)
-}
-
-/// DER `ECDSA-Sig-Value` → fixed-width `r || s` (JWS form).
-pub fn der_to_fixed(der: &[u8], width: usize) -> Option<Vec<u8>> {
-    fn read_len(b: &[u8], i: &mut usize) -> Option<usize> {
-        let first = *b.get(*i)?;
-        *i += 1;
-        if first < 0x80 {
-            return Some(first as usize);
-        }
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 2 {
-            return None;
-        }
-        let mut len = 0usize;
-        for _ in 0..n {
-            len = (len << 8) | *b.get(*i)? as usize;
-            *i += 1;
-        }
-        Some(len)
-    }
-    let mut i = 0;
-    if *der.get(i)? != 0x30 {
-        return None;
-    }
-    i += 1;
-    read_len(der, &mut i)?;
-    let mut out = Vec::with_capacity(2 * width);
-    for _ in 0..2 {
-        if *der.get(i)? != 0x02 {
-            return None;
-        }
-        i += 1;
-        let len = read_len(der, &mut i)?;
-        let mut int = der.get(i..i + len)?;
-        i += len;
-        while int.len() > width && int.first() == Some(&0) {
-            int = &int[1..];
-        }
-        if int.len() > width {
-            return None;
-        }
-        out.extend(std::iter::repeat_n(0u8, width - int.len()));
-        out.extend_from_slice(int);
-    }
-    Some(out)
-}
-
-/// The public JWK of a key-store key, with its RFC 7638 thumbprint as
-/// `kid`. `None` for keys JWS cannot express here (RSA is not offered for
-/// assertions).
-pub fn public_jwk(key: &dyn SigningKey) -> Option<(String, Value)> {
-    let spki = key.public_key_spki();
-    let (members, alg) = match key.algorithm() {
-        Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => {
-            let (crv, n, alg) = if key.algorithm() == Algorithm::EcdsaP256Sha256 {
-                ("P-256", 32, "ES256")
-            } else {
-                ("P-384", 48, "ES384")
-            };
-            let point = spki.get(spki.len().checked_sub(2 * n + 1)?..)?;
-            if point.first() != Some(&4) {
-                return None;
-            }
-            let x = URL_SAFE_NO_PAD.encode(&point[1..1 + n]);
-            let y = URL_SAFE_NO_PAD.encode(&point[1 + n..]);
-            (
-                format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#),
-                alg,
-            )
-        }
-        Algorithm::Ed25519 => {
-            let x = URL_SAFE_NO_PAD.encode(spki.get(spki.len().checked_sub(32)?..)?);
-            (
-                format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#),
-                "EdDSA",
-            )
-        }
-        _ => return None,
-    };
-    let kid = URL_SAFE_NO_PAD.encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        members.as_bytes(),
-    ));
-    let mut jwk: Map<String, Value> = serde_json::from_str(&members).ok()?;
-    jwk.insert("kid".into(), Value::String(kid.clone()));
-    jwk.insert("use".into(), Value::String("sig".into()));
-    jwk.insert("alg".into(), Value::String(alg.into()));
-    Some((kid, Value::Object(jwk)))
 }
 
 #[cfg(test)]
@@ -428,7 +308,7 @@ mod tests {
         );
         assert!(matches!(
             Token::parse(&t).unwrap().verify(&algs, &jwks),
-            Err(JoseError::UnknownKid(_))
+            Err(VerifyError::UnknownKid(_))
         ));
         let t = make(
             &kp,
@@ -437,7 +317,7 @@ mod tests {
         );
         assert!(matches!(
             Token::parse(&t).unwrap().verify(&algs, &jwks),
-            Err(JoseError::AlgorithmNotAllowed(_))
+            Err(VerifyError::AlgorithmNotAllowed(_))
         ));
         let t = make(
             &kp,
@@ -448,7 +328,7 @@ mod tests {
             Token::parse(&t)
                 .unwrap()
                 .verify(&["HS256".to_owned()], &jwks),
-            Err(JoseError::AlgorithmNotAllowed(_))
+            Err(VerifyError::AlgorithmNotAllowed(_))
         ));
         for k in ["jwk", "jku", "x5u", "x5c"] {
             let t = make(
@@ -456,14 +336,14 @@ mod tests {
                 serde_json::json!({"alg":"ES256","kid":"k1", k: "x"}),
                 claims.clone(),
             );
-            assert!(matches!(Token::parse(&t), Err(JoseError::KeyInHeader(_))));
+            assert!(matches!(Token::parse(&t), Err(VerifyError::KeyInHeader(_))));
         }
         let t = make(
             &kp,
             serde_json::json!({"alg":"ES256","kid":"k1","crit":["x"]}),
             claims.clone(),
         );
-        assert!(matches!(Token::parse(&t), Err(JoseError::Critical)));
+        assert!(matches!(Token::parse(&t), Err(VerifyError::Critical)));
         // A changed payload breaks the signature.
         let t = make(&kp, serde_json::json!({"alg":"ES256","kid":"k1"}), claims);
         let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
@@ -471,20 +351,7 @@ mod tests {
         let forged = parts.join(".");
         assert_eq!(
             Token::parse(&forged).unwrap().verify(&algs, &jwks),
-            Err(JoseError::BadSignature)
+            Err(VerifyError::BadSignature)
         );
-    }
-
-    #[test]
-    fn der_signatures_become_fixed_width() {
-        // r = 1, s = 0x80.. (needs a leading zero in DER).
-        let mut der = vec![0x30, 0x00, 0x02, 0x01, 0x01, 0x02, 0x21, 0x00, 0x80];
-        der.extend(std::iter::repeat_n(0x11, 31));
-        der[1] = (der.len() - 2) as u8;
-        let f = der_to_fixed(&der, 32).unwrap();
-        assert_eq!(f.len(), 64);
-        assert_eq!(f[31], 1);
-        assert_eq!(f[32], 0x80);
-        assert!(der_to_fixed(&[0x30, 0x01, 0x05], 32).is_none());
     }
 }
