@@ -9,7 +9,7 @@
 //! Relative paths in the file are resolved against the file's directory, so
 //! a config and its certificates can be moved together.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,11 +18,16 @@ use std::time::Duration;
 use stadttor_hsm::KeyRef;
 
 mod admin;
+mod audit;
 mod identity;
+mod listeners;
 mod paths;
 mod policies;
+mod routes;
+mod server;
 mod signing;
 mod stores;
+mod upstreams;
 pub use identity::{
     url_origin, AuthMethod, Identity, Level, Provider, ProviderAuth, RouteAuth, SessionStorage,
 };
@@ -71,274 +76,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Raw serde structures, exactly as written in the file. Each key is
-/// documented for operators in `docs/CONFIGURATION.md`.
-#[allow(missing_docs)]
-pub mod raw {
-    use super::*;
-    use serde::Deserialize;
-
-    /// The whole file.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct File {
-        #[serde(default)]
-        pub server: Server,
-        #[serde(default)]
-        pub keys: Keys,
-        pub admin: Option<Admin>,
-        pub audit: Option<Audit>,
-        pub identity: Option<super::identity::raw::Identity>,
-        pub signing: Option<super::signing::raw::Signing>,
-        pub policies: Option<super::policies::raw::Policies>,
-        #[serde(default)]
-        pub listeners: Vec<Listener>,
-        #[serde(default)]
-        pub upstreams: Vec<Upstream>,
-        #[serde(default)]
-        pub routes: Vec<Route>,
-    }
-
-    /// `[server]`: process-wide limits and behaviour.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields, default)]
-    pub struct Server {
-        pub max_connections: usize,
-        pub max_connections_per_ip: usize,
-        #[serde(with = "duration")]
-        pub header_read_timeout: Duration,
-        pub max_header_bytes: ByteSize,
-        #[serde(with = "duration")]
-        pub drain_timeout: Duration,
-        pub identity_header_prefix: String,
-        pub log_format: LogFormat,
-        pub access_log: bool,
-        pub h2_max_concurrent_streams: u32,
-    }
-
-    impl Default for Server {
-        fn default() -> Self {
-            Self {
-                max_connections: 10_000,
-                max_connections_per_ip: 256,
-                header_read_timeout: Duration::from_secs(10),
-                max_header_bytes: ByteSize(16 * 1024),
-                drain_timeout: Duration::from_secs(30),
-                identity_header_prefix: "x-stadttor-".into(),
-                log_format: LogFormat::Text,
-                access_log: true,
-                h2_max_concurrent_streams: 128,
-            }
-        }
-    }
-
-    /// `[keys]`: where the key store finds hardware.
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Keys {
-        pub tpm_tcti: Option<String>,
-        pub pkcs11_module: Option<PathBuf>,
-        pub pkcs11_pin_file: Option<PathBuf>,
-        pub tpm_queue_capacity: Option<usize>,
-        pub pkcs11_sessions: Option<usize>,
-        #[serde(default, with = "duration::option")]
-        pub request_timeout: Option<Duration>,
-    }
-
-    /// `[audit]`: the tamper-evident audit log.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Audit {
-        pub dir: Option<PathBuf>,
-        pub postgres_url: Option<String>,
-        pub postgres_schema: Option<String>,
-        pub postgres_ca_file: Option<PathBuf>,
-        pub origin: String,
-        pub key: String,
-        pub pseudonym_key_file: PathBuf,
-        #[serde(default = "default_checkpoint_period", with = "duration")]
-        pub checkpoint_period: Duration,
-        #[serde(default = "default_audit_queue")]
-        pub queue_capacity: usize,
-        #[serde(default = "default_key_use_interval", with = "duration")]
-        pub key_use_interval: Duration,
-    }
-
-    fn default_key_use_interval() -> Duration {
-        Duration::from_secs(60)
-    }
-
-    fn default_checkpoint_period() -> Duration {
-        Duration::from_secs(1)
-    }
-    fn default_audit_queue() -> usize {
-        262_144
-    }
-
-    /// `[admin]`: metrics and health, never exposed on a public listener.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Admin {
-        pub listen: SocketAddr,
-        pub tls: Option<Tls>,
-        pub officer_provider: Option<String>,
-        pub officer_subject_claim: Option<String>,
-        pub officer_subject_verified_claim: Option<String>,
-        pub officer_redirect_uri: Option<String>,
-        #[serde(default = "super::admin::default_max_connections")]
-        pub max_connections: usize,
-    }
-
-    /// `[[listeners]]`.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Listener {
-        pub name: String,
-        pub listen: SocketAddr,
-        pub tls: Tls,
-    }
-
-    /// `[listeners.tls]`.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Tls {
-        #[serde(default)]
-        pub certificates: Vec<Certificate>,
-        pub client_auth: Option<ClientAuth>,
-        #[serde(default)]
-        pub allow_x25519: bool,
-        #[serde(default = "default_true")]
-        pub session_tickets: bool,
-    }
-
-    /// `[[listeners.tls.certificates]]`.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Certificate {
-        pub chain: PathBuf,
-        pub key: String,
-        #[serde(default)]
-        pub server_names: Vec<String>,
-        #[serde(default)]
-        pub mode: CertMode,
-        #[serde(default = "default_leaf_lifetime", with = "duration")]
-        pub leaf_lifetime: Duration,
-    }
-
-    fn default_leaf_lifetime() -> Duration {
-        Duration::from_secs(6 * 3600)
-    }
-
-    /// `[listeners.tls.client_auth]`.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct ClientAuth {
-        pub ca: PathBuf,
-        #[serde(default)]
-        pub mode: ClientAuthMode,
-    }
-
-    /// `[[upstreams]]`.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Upstream {
-        pub name: String,
-        pub addresses: Vec<String>,
-        pub tls: Option<UpstreamTls>,
-        #[serde(default = "default_eject_after")]
-        pub eject_after_failures: u32,
-        #[serde(default = "default_eject_for", with = "duration")]
-        pub eject_for: Duration,
-        #[serde(default = "default_pool_idle", with = "duration")]
-        pub pool_idle_timeout: Duration,
-    }
-
-    /// `[upstreams.tls]`: speak HTTPS to the upstream.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct UpstreamTls {
-        pub ca: PathBuf,
-        pub server_name: Option<String>,
-        pub client_chain: Option<PathBuf>,
-        pub client_key: Option<String>,
-    }
-
-    /// `[[routes]]`.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Route {
-        pub name: String,
-        pub upstream: String,
-        #[serde(default)]
-        pub listeners: Vec<String>,
-        pub host: Option<String>,
-        #[serde(default = "default_prefix")]
-        pub path_prefix: String,
-        #[serde(default)]
-        pub strip_prefix: bool,
-        #[serde(default = "default_body")]
-        pub max_request_body: ByteSize,
-        #[serde(default)]
-        pub websocket: bool,
-        #[serde(default)]
-        pub forward_client_cert: bool,
-        #[serde(default)]
-        pub timeouts: Timeouts,
-        #[serde(default)]
-        pub response_headers: BTreeMap<String, String>,
-        #[serde(default)]
-        pub audit: Option<AuditMode>,
-        pub auth: Option<super::identity::raw::RouteAuth>,
-        #[serde(default)]
-        pub sign: Vec<super::signing::raw::SignRule>,
-        pub authz: Option<super::policies::raw::RouteAuthz>,
-        pub paths: Option<super::paths::raw::Paths>,
-    }
-
-    /// `[routes.timeouts]`.
-    #[derive(Debug, Clone, Deserialize)]
-    #[serde(deny_unknown_fields, default)]
-    pub struct Timeouts {
-        #[serde(with = "duration")]
-        pub connect: Duration,
-        #[serde(with = "duration")]
-        pub response_header: Duration,
-        #[serde(with = "duration")]
-        pub idle: Duration,
-        #[serde(with = "duration")]
-        pub total: Duration,
-    }
-
-    impl Default for Timeouts {
-        fn default() -> Self {
-            Self {
-                connect: Duration::from_secs(5),
-                response_header: Duration::from_secs(60),
-                idle: Duration::from_secs(60),
-                total: Duration::from_secs(600),
-            }
-        }
-    }
-
-    fn default_true() -> bool {
-        true
-    }
-    fn default_eject_after() -> u32 {
-        3
-    }
-    fn default_eject_for() -> Duration {
-        Duration::from_secs(10)
-    }
-    fn default_pool_idle() -> Duration {
-        Duration::from_secs(60)
-    }
-    fn default_prefix() -> String {
-        "/".into()
-    }
-    fn default_body() -> ByteSize {
-        ByteSize(10 * 1024 * 1024)
-    }
-}
+pub mod raw;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -760,6 +498,47 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     validate(path, raw)
 }
 
+/// Parses the key reference `s` at config key `key`: file paths (and a
+/// TPM reference's `pem=`) resolved against the config directory, backend
+/// settings it needs checked against `[keys]`.
+fn resolve_key(
+    s: &str,
+    keys: &raw::Keys,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    issue: &mut dyn FnMut(String, String),
+    key: String,
+) -> KeyRef {
+    match s.parse::<KeyRef>() {
+        Ok(KeyRef::File(p)) => KeyRef::File(abs(&p)),
+        Ok(KeyRef::Tpm(spec)) if spec.contains("pem=") => {
+            // `pem=PATH` is resolved against the config directory too.
+            let spec = spec
+                .split(';')
+                .map(|part| match part.strip_prefix("pem=") {
+                    Some(p) => format!("pem={}", abs(Path::new(p)).display()),
+                    None => part.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(";");
+            KeyRef::Tpm(spec)
+        }
+        Ok(k) => {
+            for missing in missing_key_settings(&k, keys) {
+                issue(
+                    key.clone(),
+                    format!("`{k}` needs `keys.{missing}`; set it in the `[keys]` table"),
+                );
+            }
+            k
+        }
+        Err(e) => {
+            issue(key, e.to_string());
+            KeyRef::File(PathBuf::new())
+        }
+    }
+}
+
+/// Checks every table (each in its own module) and reports every problem.
 fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
     let abs = |p: &Path| -> PathBuf {
@@ -773,259 +552,20 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
     let mut issue = |key: String, reason: String| issues.push(Issue { key, reason });
     let keys = &raw.keys;
     let key_ref = |s: &str, issue: &mut dyn FnMut(String, String), key: String| -> KeyRef {
-        match s.parse::<KeyRef>() {
-            Ok(KeyRef::File(p)) => KeyRef::File(abs(&p)),
-            Ok(KeyRef::Tpm(spec)) if spec.contains("pem=") => {
-                // `pem=PATH` is resolved against the config directory too.
-                let spec = spec
-                    .split(';')
-                    .map(|part| match part.strip_prefix("pem=") {
-                        Some(p) => format!("pem={}", abs(Path::new(p)).display()),
-                        None => part.to_owned(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(";");
-                KeyRef::Tpm(spec)
-            }
-            Ok(k) => {
-                for missing in missing_key_settings(&k, keys) {
-                    issue(
-                        key.clone(),
-                        format!("`{k}` needs `keys.{missing}`; set it in the `[keys]` table"),
-                    );
-                }
-                k
-            }
-            Err(e) => {
-                issue(key, e.to_string());
-                KeyRef::File(PathBuf::new())
-            }
-        }
+        resolve_key(s, keys, &abs, issue, key)
     };
 
-    let s = &raw.server;
-    if s.max_connections == 0 {
-        issue("server.max_connections".into(), "must be at least 1".into());
-    }
-    if s.max_connections_per_ip == 0 {
-        issue(
-            "server.max_connections_per_ip".into(),
-            "must be at least 1".into(),
-        );
-    }
-    if s.header_read_timeout.is_zero() {
-        issue(
-            "server.header_read_timeout".into(),
-            "must be positive (it defends against slowloris)".into(),
-        );
-    }
-    if s.max_header_bytes.0 < 8 * 1024 || s.max_header_bytes.0 > 1024 * 1024 {
-        issue(
-            "server.max_header_bytes".into(),
-            "must be between 8KiB and 1MiB (8KiB is the smallest HTTP/1.1 read buffer)".into(),
-        );
-    }
-    if s.h2_max_concurrent_streams == 0 {
-        issue(
-            "server.h2_max_concurrent_streams".into(),
-            "must be at least 1 (0 would refuse every HTTP/2 request)".into(),
-        );
-    }
-    let prefix = s.identity_header_prefix.to_ascii_lowercase();
-    if prefix.len() < 3 || http::HeaderName::from_bytes(prefix.as_bytes()).is_err() {
-        issue(
-            "server.identity_header_prefix".into(),
-            "must be a header-name prefix of at least 3 characters, e.g. `x-stadttor-`".into(),
-        );
-    }
-
-    if raw.listeners.is_empty() {
-        issue(
-            "listeners".into(),
-            "at least one `[[listeners]]` table is needed".into(),
-        );
-    }
-    let mut listener_names = HashSet::new();
-    // Every socket bound at start, to find pairs that cannot both be bound.
-    let mut sockets: Vec<(String, SocketAddr)> = Vec::new();
-    let mut listeners = Vec::new();
-    for (i, l) in raw.listeners.iter().enumerate() {
-        let k = format!("listeners[{i}]");
-        if l.name.is_empty() || !listener_names.insert(l.name.clone()) {
-            issue(
-                format!("{k}.name"),
-                format!("`{}` is empty or used twice", l.name),
-            );
-        }
-        if let Some(problem) = socket_conflict(&sockets, l.listen) {
-            issue(format!("{k}.listen"), problem);
-        }
-        sockets.push((format!("{k} (`{}`)", l.name), l.listen));
-        if l.tls.certificates.is_empty() {
-            issue(
-                format!("{k}.tls.certificates"),
-                "at least one certificate is needed".into(),
-            );
-        }
-        let mut certificates = Vec::new();
-        // SNI name → the certificate that serves it; the first without names.
-        let mut served: BTreeMap<String, usize> = BTreeMap::new();
-        let mut default_cert = None;
-        for (j, c) in l.tls.certificates.iter().enumerate() {
-            let ck = format!("{k}.tls.certificates[{j}]");
-            let key = key_ref(&c.key, &mut issue, format!("{ck}.key"));
-            if c.server_names.is_empty() {
-                match default_cert {
-                    None => default_cert = Some(j),
-                    Some(first) => issue(
-                        format!("{ck}.server_names"),
-                        format!(
-                            "empty, but {k}.tls.certificates[{first}] is already the default \
-                             certificate, so this one would never be served; give it \
-                             `server_names` or remove it"
-                        ),
-                    ),
-                }
-            }
-            let mut names = Vec::new();
-            for n in &c.server_names {
-                let n = n.to_ascii_lowercase();
-                if let Some(problem) = host_problem(&n) {
-                    issue(
-                        format!("{ck}.server_names"),
-                        format!("`{n}` is not a DNS name or `*.` wildcard: {problem}"),
-                    );
-                } else if let Some(first) = served.get(&n) {
-                    issue(
-                        format!("{ck}.server_names"),
-                        format!(
-                            "`{n}` is already served by {k}.tls.certificates[{first}]; \
-                             a name may appear once per listener"
-                        ),
-                    );
-                } else {
-                    served.insert(n.clone(), j);
-                }
-                names.push(n);
-            }
-            if c.mode == CertMode::ShortLivedLeaf {
-                if names.is_empty() {
-                    issue(
-                        format!("{ck}.server_names"),
-                        "short-lived-leaf mode needs server_names: they become the names in \
-                         each leaf certificate"
-                            .into(),
-                    );
-                }
-                if c.leaf_lifetime < Duration::from_secs(600)
-                    || c.leaf_lifetime > Duration::from_secs(48 * 3600)
-                {
-                    issue(
-                        format!("{ck}.leaf_lifetime"),
-                        "must be between 10m and 48h (leaves are rotated at half their lifetime)"
-                            .into(),
-                    );
-                }
-            }
-            certificates.push(Certificate {
-                chain: abs(&c.chain),
-                key,
-                server_names: names,
-                origin: ck,
-                mode: c.mode,
-                leaf_lifetime: c.leaf_lifetime,
-            });
-        }
-        listeners.push(Listener {
-            name: l.name.clone(),
-            listen: l.listen,
-            tls: Tls {
-                certificates,
-                client_auth: l.tls.client_auth.as_ref().map(|c| ClientAuth {
-                    ca: abs(&c.ca),
-                    mode: c.mode,
-                }),
-                allow_x25519: l.tls.allow_x25519,
-                session_tickets: l.tls.session_tickets,
-            },
-        });
-    }
-
+    let server = server::validate(&raw.server, &mut issue);
+    let listeners::Listeners {
+        listeners,
+        sockets,
+        names: listener_names,
+    } = listeners::validate(&raw.listeners, &abs, &key_ref, &mut issue);
     if let Some(a) = &raw.admin {
         admin::check(a, &sockets, &mut issue);
     }
-
-    let mut upstream_names = BTreeMap::new();
-    let mut upstreams = Vec::new();
-    for (i, u) in raw.upstreams.iter().enumerate() {
-        let k = format!("upstreams[{i}]");
-        if u.name.is_empty() || upstream_names.insert(u.name.clone(), i).is_some() {
-            issue(
-                format!("{k}.name"),
-                format!("`{}` is empty or used twice", u.name),
-            );
-        }
-        if u.addresses.is_empty() {
-            issue(
-                format!("{k}.addresses"),
-                "at least one address is needed".into(),
-            );
-        }
-        for a in &u.addresses {
-            let ok = a
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
-            if !ok || a.contains('/') {
-                issue(
-                    format!("{k}.addresses"),
-                    format!("`{a}` is not `host:port` (no scheme, no path)"),
-                );
-            }
-        }
-        if u.eject_after_failures == 0 {
-            issue(
-                format!("{k}.eject_after_failures"),
-                "must be at least 1".into(),
-            );
-        }
-        let tls = u.tls.as_ref().map(|t| {
-            let client_cert = match (&t.client_chain, &t.client_key) {
-                (Some(c), Some(kk)) => Some((
-                    abs(c),
-                    key_ref(kk, &mut issue, format!("{k}.tls.client_key")),
-                )),
-                (None, None) => None,
-                _ => {
-                    issue(
-                        format!("{k}.tls"),
-                        "client_chain and client_key must be given together".into(),
-                    );
-                    None
-                }
-            };
-            if let Some(n) = &t.server_name {
-                if let Err(e) = rustls_pki_types::ServerName::try_from(n.as_str()) {
-                    issue(
-                        format!("{k}.tls.server_name"),
-                        format!("`{n}` is not a DNS name or IP address: {e}"),
-                    );
-                }
-            }
-            UpstreamTls {
-                ca: abs(&t.ca),
-                server_name: t.server_name.clone(),
-                client_cert,
-            }
-        });
-        upstreams.push(Upstream {
-            name: u.name.clone(),
-            addresses: u.addresses.clone(),
-            tls,
-            eject_after_failures: u.eject_after_failures,
-            eject_for: u.eject_for,
-            pool_idle_timeout: u.pool_idle_timeout,
-        });
-    }
+    let (upstreams, upstream_names) =
+        upstreams::validate(&raw.upstreams, &abs, &key_ref, &mut issue);
 
     let identity = raw
         .identity
@@ -1050,257 +590,18 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
             policies::validate_officers(a, policies.is_some(), identity.as_ref(), &mut issue);
     }
 
-    let mut route_names = HashSet::new();
-    let mut routes = Vec::new();
-    if raw.routes.is_empty() {
-        issue(
-            "routes".into(),
-            "at least one `[[routes]]` table is needed".into(),
-        );
-    }
-    for (i, r) in raw.routes.iter().enumerate() {
-        let k = format!("routes[{i}]");
-        if r.name.is_empty() || !route_names.insert(r.name.clone()) {
-            issue(
-                format!("{k}.name"),
-                format!("`{}` is empty or used twice", r.name),
-            );
-        }
-        let upstream = match upstream_names.get(&r.upstream) {
-            Some(i) => *i,
-            None => {
-                issue(
-                    format!("{k}.upstream"),
-                    format!(
-                        "no upstream named `{}`; defined are: {}",
-                        r.upstream,
-                        upstream_names
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
-                0
-            }
-        };
-        for l in &r.listeners {
-            if !listener_names.contains(l) {
-                issue(
-                    format!("{k}.listeners"),
-                    format!(
-                        "no listener named `{l}`; defined are: {}",
-                        raw.listeners
-                            .iter()
-                            .map(|l| l.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
-            }
-        }
-        if let Some(h) = &r.host {
-            if let Some(problem) = host_problem(&h.to_ascii_lowercase()) {
-                issue(
-                    format!("{k}.host"),
-                    format!("`{h}` is not a host name or `*.` wildcard: {problem}"),
-                );
-            }
-        }
-        if !r.path_prefix.starts_with('/') {
-            issue(
-                format!("{k}.path_prefix"),
-                format!("`{}` must start with `/`", r.path_prefix),
-            );
-        } else if r
-            .path_prefix
-            .contains(|c: char| c == '?' || c == '#' || c.is_whitespace() || c.is_control())
-        {
-            issue(
-                format!("{k}.path_prefix"),
-                format!(
-                    "`{}` would never match: a path prefix has no query, fragment or whitespace",
-                    r.path_prefix
-                ),
-            );
-        }
-        if r.forward_client_cert
-            && !raw.listeners.iter().any(|l| {
-                l.tls.client_auth.is_some()
-                    && (r.listeners.is_empty() || r.listeners.contains(&l.name))
-            })
-        {
-            issue(
-                format!("{k}.forward_client_cert"),
-                "no listener of this route verifies client certificates, so there is nothing \
-                 to forward; add `[listeners.tls.client_auth]` to its listener or remove \
-                 `forward_client_cert`"
-                    .into(),
-            );
-        }
-        let t = &r.timeouts;
-        for (name, d) in [
-            ("connect", t.connect),
-            ("response_header", t.response_header),
-            ("idle", t.idle),
-            ("total", t.total),
-        ] {
-            if d.is_zero() {
-                issue(format!("{k}.timeouts.{name}"), "must be positive".into());
-            }
-        }
-        let mut response_headers = BTreeMap::new();
-        for (name, value) in &r.response_headers {
-            let lname = name.to_ascii_lowercase();
-            let hk = format!("{k}.response_headers.{name}");
-            if http::HeaderName::from_bytes(lname.as_bytes()).is_err()
-                || http::HeaderValue::from_str(value).is_err()
-            {
-                issue(
-                    hk,
-                    "not a valid header name or value (CR, LF and NUL are refused, CWE-113)".into(),
-                );
-            } else if let Some(why) = reserved_response_header(&lname) {
-                issue(
-                    hk,
-                    format!("`{lname}` cannot be overridden: {why}; remove it"),
-                );
-            } else if response_headers.contains_key(&lname) {
-                issue(
-                    hk,
-                    "given twice (header names are case-insensitive); keep one".into(),
-                );
-            }
-            response_headers.insert(lname, value.clone());
-        }
-        let auth = r
-            .auth
-            .as_ref()
-            .map(|a| {
-                identity::validate_route_auth(
-                    &format!("{k}.auth"),
-                    a,
-                    identity.as_ref(),
-                    &mut issue,
-                )
-            })
-            .unwrap_or_default();
-        routes.push(Route {
-            name: r.name.clone(),
-            upstream,
-            listeners: r.listeners.clone(),
-            host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
-            paths: paths::validate(&k, &r.path_prefix, r.paths.as_ref(), &mut issue),
-            path_prefix: r.path_prefix.clone(),
-            strip_prefix: r.strip_prefix,
-            max_request_body: r.max_request_body.0,
-            websocket: r.websocket,
-            forward_client_cert: r.forward_client_cert,
-            // With an audit log, routes are audited (fail closed) unless they
-            // say otherwise; without one there is nothing to record to.
-            audit: r.audit.unwrap_or(if raw.audit.is_some() {
-                AuditMode::Required
-            } else {
-                AuditMode::Off
-            }),
-            timeouts: raw::Timeouts {
-                connect: t.connect,
-                response_header: t.response_header,
-                idle: t.idle,
-                total: t.total,
-            },
-            response_headers,
-            authz: policies::validate_route_authz(
-                &k,
-                r.authz.as_ref(),
-                &auth.methods,
-                policies.is_some(),
-                &mut issue,
-            ),
-            auth,
-            sign: signing::validate_rules(
-                &format!("{k}.sign"),
-                &r.sign,
-                signing_cfg.as_ref(),
-                &mut issue,
-            ),
-        });
-    }
-
-    // A route is dead if an earlier one has the same host and prefix and
-    // applies to at least the same listeners: ties keep file order.
-    for (j, b) in routes.iter().enumerate() {
-        let shadow = routes[..j].iter().position(|a| {
-            a.host == b.host
-                && a.path_prefix == b.path_prefix
-                && (a.listeners.is_empty()
-                    || (!b.listeners.is_empty()
-                        && b.listeners.iter().all(|l| a.listeners.contains(l))))
-        });
-        if let Some(i) = shadow {
-            issue(
-                format!("routes[{j}]"),
-                format!(
-                    "route `{}` can never match: routes[{i}] (`{}`) has the same host and \
-                     path_prefix on the same listeners and comes first; change its host, \
-                     path_prefix or listeners, or remove one of them",
-                    b.name, routes[i].name
-                ),
-            );
-        }
-    }
-
-    let audit = raw.audit.as_ref().map(|a| {
-        if a.origin.is_empty() || a.origin.contains(char::is_whitespace) {
-            issue(
-                "audit.origin".into(),
-                "must be a non-empty name without spaces, e.g. `stadttor.example.de/audit`".into(),
-            );
-        }
-        if a.checkpoint_period < Duration::from_millis(100)
-            || a.checkpoint_period > Duration::from_secs(60)
-        {
-            issue(
-                "audit.checkpoint_period".into(),
-                "must be between 100ms and 60s".into(),
-            );
-        }
-        if a.queue_capacity == 0 {
-            issue("audit.queue_capacity".into(), "must be at least 1".into());
-        }
-        if a.key_use_interval < Duration::from_secs(1)
-            || a.key_use_interval > Duration::from_secs(86_400)
-        {
-            issue(
-                "audit.key_use_interval".into(),
-                "must be between 1s and 24h".into(),
-            );
-        }
-        let storage = stores::audit_storage(a, &base, &mut issue);
-        Audit {
-            storage,
-            origin: a.origin.clone(),
-            key: key_ref(&a.key, &mut issue, "audit.key".into()),
-            pseudonym_key_file: abs(&a.pseudonym_key_file),
-            checkpoint_period: a.checkpoint_period,
-            queue_capacity: a.queue_capacity,
-            key_use_interval: a.key_use_interval,
-        }
-    });
-    if raw.audit.is_none() {
-        // Without a log, `audit = "required"` (the default) cannot be met;
-        // only routes that say otherwise explicitly are fine.
-        for (i, r) in raw.routes.iter().enumerate() {
-            if matches!(r.audit, Some(AuditMode::Required | AuditMode::BestEffort)) {
-                issue(
-                    format!("routes[{i}].audit"),
-                    "asks for auditing, but there is no `[audit]` table; configure the audit \
-                     log or set `audit = \"off\"`"
-                        .into(),
-                );
-            }
-        }
-    }
+    let routes = routes::validate(
+        &raw,
+        &routes::Context {
+            listener_names: &listener_names,
+            upstream_names: &upstream_names,
+            identity: identity.as_ref(),
+            policies: policies.is_some(),
+            signing: signing_cfg.as_ref(),
+        },
+        &mut issue,
+    );
+    let audit = audit::validate(&raw, &base, &abs, &key_ref, &mut issue);
 
     if !issues.is_empty() {
         return Err(ConfigError {
@@ -1310,17 +611,7 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         path: path.to_owned(),
-        server: Server {
-            max_connections: s.max_connections,
-            max_connections_per_ip: s.max_connections_per_ip,
-            header_read_timeout: s.header_read_timeout,
-            max_header_bytes: s.max_header_bytes.0 as usize,
-            drain_timeout: s.drain_timeout,
-            identity_header_prefix: prefix,
-            log_format: s.log_format,
-            access_log: s.access_log,
-            h2_max_concurrent_streams: s.h2_max_concurrent_streams,
-        },
+        server,
         keys: key_store_config(&raw.keys, &base),
         admin: raw.admin.as_ref().map(|a| a.listen),
         admin_max_connections: admin::max_connections(raw.admin.as_ref()),
@@ -1333,60 +624,6 @@ fn validate(path: &Path, raw: raw::File) -> Result<Config, ConfigError> {
         listeners,
         upstreams,
         routes,
-    })
-}
-
-/// Why `name` (lowercase) can never equal a request's host or SNI name.
-fn host_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        return Some("it is empty");
-    }
-    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-        return match inner.parse::<std::net::Ipv6Addr>() {
-            Ok(_) => None,
-            Err(_) => Some("not an IPv6 address in brackets"),
-        };
-    }
-    if name.contains("://") || name.contains('/') {
-        return Some("write the bare host name, without scheme or path");
-    }
-    if name.contains(':') {
-        return Some("write the host name without a port (hosts match on any port)");
-    }
-    if name.ends_with('.') {
-        return Some("drop the trailing dot (names are compared without it)");
-    }
-    let bare = name.strip_prefix("*.").unwrap_or(name);
-    if bare.contains('*') {
-        return Some("`*` is only allowed as the whole first label, as in `*.example.org`");
-    }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if !bare.split('.').all(label_ok) {
-        return Some("only letters, digits, `-` and `_` in dot-separated, non-empty labels");
-    }
-    None
-}
-
-/// Whether `addr` cannot be bound next to the sockets already listed, and
-/// why. Port 0 never conflicts. A wildcard address takes the port on every
-/// address of its family; `[::]` also takes IPv4 (Linux dual-stack default).
-fn socket_conflict(sockets: &[(String, SocketAddr)], addr: SocketAddr) -> Option<String> {
-    let covers =
-        |w: &SocketAddr, o: &SocketAddr| w.ip().is_unspecified() && (w.is_ipv6() || o.is_ipv4());
-    sockets.iter().find_map(|(name, other)| {
-        let clash = addr.port() != 0
-            && addr.port() == other.port()
-            && (addr.ip() == other.ip() || covers(&addr, other) || covers(other, &addr));
-        clash.then(|| {
-            format!(
-                "{addr} overlaps {other} of {name}; both cannot be bound. Give each its own \
-                 address or port"
-            )
-        })
     })
 }
 
@@ -1431,18 +668,6 @@ fn missing_key_settings(key: &KeyRef, keys: &raw::Keys) -> Vec<&'static str> {
         .filter(|(_, set)| !set)
         .map(|(name, _)| *name)
         .collect()
-}
-
-/// Why a route may not override response header `name`, if it may not.
-fn reserved_response_header(name: &str) -> Option<&'static str> {
-    match name {
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te"
-        | "trailer" | "upgrade" | "content-length" => {
-            Some("it belongs to the HTTP framing, which the gateway manages")
-        }
-        "x-request-id" => Some("the gateway sets it on every response"),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
