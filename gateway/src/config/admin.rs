@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::identity::KeyRefParser;
-use super::{host_problem, raw, socket_conflict, CertMode, Certificate, ClientAuth, Tls};
+use super::listeners::{host_problem, socket_conflict};
+use super::{raw, CertMode, Certificate, ClientAuth, Tls};
 
 /// `admin.max_connections` when it is not set: plenty for scrapers, health
 /// checks and the officers' pages, and far below the file-descriptor limit.

@@ -437,104 +437,7 @@ pub(super) fn validate_identity(
         } else if !names.insert(p.name.clone()) {
             issue(format!("{k}.name"), format!("`{}` is used twice", p.name));
         }
-        let scheme_ok =
-            |u: &str| u.starts_with("https://") || (p.allow_http && u.starts_with("http://"));
-        if !scheme_ok(&p.issuer) || url_origin(&p.issuer).is_none() {
-            issue(
-                format!("{k}.issuer"),
-                format!(
-                    "`{}` is not an https URL (plain http only with `allow_http = true`, for tests)",
-                    p.issuer
-                ),
-            );
-        }
-        if p.client_id.is_empty() {
-            issue(format!("{k}.client_id"), "must not be empty".into());
-        }
-        let client_auth = match (&p.client_secret_file, &p.client_key) {
-            (Some(f), None) => ProviderAuth::Secret(abs(f)),
-            (None, Some(key)) => {
-                ProviderAuth::PrivateKeyJwt(key_ref(key, issue, format!("{k}.client_key")))
-            }
-            _ => {
-                issue(
-                    k.clone(),
-                    "give exactly one of `client_secret_file` or `client_key` (private_key_jwt)"
-                        .into(),
-                );
-                ProviderAuth::Secret(PathBuf::new())
-            }
-        };
-        let expected_path = format!("/.stadttor/callback/{}", p.name);
-        match url_path(&p.redirect_uri) {
-            Some(path) if path == expected_path && p.redirect_uri.starts_with("https://") => {}
-            _ => issue(
-                format!("{k}.redirect_uri"),
-                format!(
-                    "must be an https URL of this gateway with the path `{expected_path}`, \
-                     registered exactly so at the provider"
-                ),
-            ),
-        }
-        if let Some(u) = &p.post_logout_redirect_uri {
-            if url_origin(u).is_none() {
-                issue(
-                    format!("{k}.post_logout_redirect_uri"),
-                    format!("`{u}` is not an absolute URL"),
-                );
-            }
-        }
-        if p.id_token_algs.is_empty() {
-            issue(
-                format!("{k}.id_token_algs"),
-                format!(
-                    "pin the provider's signing algorithms, e.g. [\"ES256\"]; allowed: {}",
-                    ALLOWED_ALGS.join(", ")
-                ),
-            );
-        }
-        for a in &p.id_token_algs {
-            if !ALLOWED_ALGS.contains(&a.as_str()) {
-                issue(
-                    format!("{k}.id_token_algs"),
-                    format!(
-                        "`{a}` is not allowed (no `none`, no shared-secret HS*); allowed: {}",
-                        ALLOWED_ALGS.join(", ")
-                    ),
-                );
-            }
-        }
-        let mut scopes = p.scopes.clone();
-        if !scopes.iter().any(|s| s == "openid") {
-            scopes.insert(0, "openid".into());
-        }
-        let acr = if p.acr.is_empty() {
-            Level::ALL
-                .iter()
-                .map(|l| (l.uri().to_owned(), *l))
-                .collect()
-        } else {
-            p.acr.clone()
-        };
-        if p.request_timeout.is_zero() {
-            issue(format!("{k}.request_timeout"), "must be positive".into());
-        }
-        providers.push(Provider {
-            name: p.name.clone(),
-            display_name: p.display_name.clone(),
-            display_name_en: p.display_name_en.clone(),
-            issuer: p.issuer.clone(),
-            client_id: p.client_id.clone(),
-            client_auth,
-            redirect_uri: p.redirect_uri.clone(),
-            post_logout_redirect_uri: p.post_logout_redirect_uri.clone(),
-            scopes,
-            id_token_algs: p.id_token_algs.clone(),
-            acr,
-            ca: p.ca.as_deref().map(abs),
-            allow_http: p.allow_http,
-            request_timeout: p.request_timeout,
-        });
+        providers.push(provider(&k, p, abs, key_ref, issue));
     }
     Identity {
         session_key_file: abs(&raw.session_key_file),
@@ -553,6 +456,119 @@ pub(super) fn validate_identity(
             .map(|o| o.trim_end_matches('/').to_owned())
             .collect(),
         providers,
+    }
+}
+
+/// The provider's pinned ID token algorithms: at least one, none of them
+/// `none` or a shared-secret algorithm.
+fn check_algs(k: &str, algs: &[String], issue: &mut dyn FnMut(String, String)) {
+    if algs.is_empty() {
+        issue(
+            format!("{k}.id_token_algs"),
+            format!(
+                "pin the provider's signing algorithms, e.g. [\"ES256\"]; allowed: {}",
+                ALLOWED_ALGS.join(", ")
+            ),
+        );
+    }
+    for a in algs {
+        if !ALLOWED_ALGS.contains(&a.as_str()) {
+            issue(
+                format!("{k}.id_token_algs"),
+                format!(
+                    "`{a}` is not allowed (no `none`, no shared-secret HS*); allowed: {}",
+                    ALLOWED_ALGS.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// Checks `identity.providers[i]` (key `k`) apart from its name.
+fn provider(
+    k: &str,
+    p: &raw::Provider,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    key_ref: &KeyRefParser<'_>,
+    issue: &mut dyn FnMut(String, String),
+) -> Provider {
+    let scheme_ok =
+        |u: &str| u.starts_with("https://") || (p.allow_http && u.starts_with("http://"));
+    if !scheme_ok(&p.issuer) || url_origin(&p.issuer).is_none() {
+        issue(
+            format!("{k}.issuer"),
+            format!(
+                "`{}` is not an https URL (plain http only with `allow_http = true`, for tests)",
+                p.issuer
+            ),
+        );
+    }
+    if p.client_id.is_empty() {
+        issue(format!("{k}.client_id"), "must not be empty".into());
+    }
+    let client_auth = match (&p.client_secret_file, &p.client_key) {
+        (Some(f), None) => ProviderAuth::Secret(abs(f)),
+        (None, Some(key)) => {
+            ProviderAuth::PrivateKeyJwt(key_ref(key, issue, format!("{k}.client_key")))
+        }
+        _ => {
+            issue(
+                k.to_owned(),
+                "give exactly one of `client_secret_file` or `client_key` (private_key_jwt)".into(),
+            );
+            ProviderAuth::Secret(PathBuf::new())
+        }
+    };
+    let expected_path = format!("/.stadttor/callback/{}", p.name);
+    match url_path(&p.redirect_uri) {
+        Some(path) if path == expected_path && p.redirect_uri.starts_with("https://") => {}
+        _ => issue(
+            format!("{k}.redirect_uri"),
+            format!(
+                "must be an https URL of this gateway with the path `{expected_path}`, \
+                 registered exactly so at the provider"
+            ),
+        ),
+    }
+    if let Some(u) = &p.post_logout_redirect_uri {
+        if url_origin(u).is_none() {
+            issue(
+                format!("{k}.post_logout_redirect_uri"),
+                format!("`{u}` is not an absolute URL"),
+            );
+        }
+    }
+    check_algs(k, &p.id_token_algs, issue);
+    let mut scopes = p.scopes.clone();
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    let acr = if p.acr.is_empty() {
+        Level::ALL
+            .iter()
+            .map(|l| (l.uri().to_owned(), *l))
+            .collect()
+    } else {
+        p.acr.clone()
+    };
+    if p.request_timeout.is_zero() {
+        issue(format!("{k}.request_timeout"), "must be positive".into());
+    }
+    Provider {
+        name: p.name.clone(),
+        display_name: p.display_name.clone(),
+        display_name_en: p.display_name_en.clone(),
+        issuer: p.issuer.clone(),
+        client_id: p.client_id.clone(),
+        client_auth,
+        redirect_uri: p.redirect_uri.clone(),
+        post_logout_redirect_uri: p.post_logout_redirect_uri.clone(),
+        scopes,
+        id_token_algs: p.id_token_algs.clone(),
+        acr,
+        ca: p.ca.as_deref().map(abs),
+        allow_http: p.allow_http,
+        request_timeout: p.request_timeout,
     }
 }
 

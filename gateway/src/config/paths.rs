@@ -52,7 +52,7 @@ pub(super) fn validate(
     k: &str,
     prefix: &str,
     raw: Option<&raw::Paths>,
-    issue: &mut impl FnMut(String, String),
+    issue: &mut dyn FnMut(String, String),
 ) -> PathRules {
     // Prefixes that are not paths at all have their own issue in `config`.
     let checked_elsewhere = !prefix.starts_with('/')

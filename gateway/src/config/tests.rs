@@ -7,6 +7,7 @@
 //! configuration in `tests/fixtures/config/rejected/`, each starting with
 //! `# expect: <part of the key>: <part of the reason>`.
 
+use super::listeners::{host_problem, socket_conflict};
 use super::*;
 
 use std::path::PathBuf;
