@@ -46,6 +46,12 @@ pub enum Refusal {
     /// is `/secret/file` to a decode-then-strip-parameters service).
     #[error("encoded ?, # or ; in the path")]
     EncodedDelimiter,
+    /// A raw `?` or `#` inside what should be the path: a target that was
+    /// split wrongly (an HTTP parser never hands one over). Encoding it
+    /// would produce the `%3F`/`%23` that [`Refusal::EncodedDelimiter`]
+    /// refuses, so it is refused at once.
+    #[error("? or # in the path")]
+    RawDelimiter,
     /// `%25` followed by two hex digits: a double encoding (`%252e`).
     #[error("double-encoded character in the path")]
     DoubleEncoding,
@@ -78,6 +84,7 @@ impl Refusal {
             Self::Backslash => "backslash in the path",
             Self::ControlCharacter => "control character in the path",
             Self::EncodedDelimiter => "encoded ?, # or ; in the path",
+            Self::RawDelimiter => "? or # in the path",
             Self::DoubleEncoding => "double-encoded character in the path",
             Self::BadPercentEncoding => "malformed percent-encoding in the path",
             Self::NotUtf8 => "percent-encoded bytes in the path are not UTF-8",
@@ -96,6 +103,7 @@ impl Refusal {
             Self::Backslash => "backslash",
             Self::ControlCharacter => "control_character",
             Self::EncodedDelimiter => "encoded_delimiter",
+            Self::RawDelimiter => "raw_delimiter",
             Self::DoubleEncoding => "double_encoding",
             Self::BadPercentEncoding => "bad_percent_encoding",
             Self::NotUtf8 => "not_utf8",
@@ -368,6 +376,7 @@ fn canonical_segment(b: &[u8], out: &mut Vec<u8>) -> Result<Segment, Refusal> {
                 i += 3;
             }
             b'\\' => return Err(Refusal::Backslash),
+            b'?' | b'#' => return Err(Refusal::RawDelimiter),
             c if c < 0x20 || c == 0x7f => return Err(Refusal::ControlCharacter),
             c => {
                 // Space, `"`, `<`, `>`, `{`, `}`, `|`, `^`, `` ` `` and raw
