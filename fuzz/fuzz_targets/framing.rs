@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
-use stadttor_gateway::framing::watch_reads;
+use stadttor_gateway::http::framing::watch_reads;
 
 const LIMIT: usize = 512;
 

@@ -23,7 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::body::ProxyBody;
+use crate::http::body::ProxyBody;
 use crate::proxy::Shared;
 
 /// Serves admin requests for the life of the process. It deliberately
@@ -39,7 +39,7 @@ pub async fn run(
     // The same limiter as the public listeners, with its own cap: a flood
     // of admin connections cannot take the process's file descriptors.
     let cap = shared.state.load().config.admin_max_connections;
-    let limits = crate::listener::ConnLimits::with_caps(cap, cap);
+    let limits = crate::http::listener::ConnLimits::with_caps(cap, cap);
     let mut refusing = false;
     loop {
         let (stream, peer) = match listener.accept().await {

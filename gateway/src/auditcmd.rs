@@ -936,7 +936,7 @@ fn client_tls(ca: Option<&Path>, https: bool) -> Result<ClientConfig, AuditCmdEr
             )));
         }
     }
-    let provider = Arc::new(crate::tls::bsi_provider(true));
+    let provider = Arc::new(crate::http::tls::bsi_provider(true));
     Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| AuditCmdError::Usage(format!("TLS client configuration: {e}")))?

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::body::ProxyBody;
+use crate::http::body::ProxyBody;
 
 /// A failure on the request path.
 #[derive(Debug, thiserror::Error)]

@@ -1,14 +1,16 @@
 //! `stadttor-gateway`: the gateway library behind the `stadttor` binary.
 //!
 //! One module per stage of a request's life (see `ARCHITECTURE.md`):
-//! [`config`] → [`listener`] (accept, limits) → [`tls`] (rustls, keys from
-//! `stadttor-hsm`) → hyper (HTTP/1.1, h2) → [`proxy`] (framing checks,
-//! [`state`] route match, [`headers`] hygiene, [`upstream`] exchange,
-//! [`body`] limits) → [`errors`] (the one place errors become responses).
-//! Around them: [`server`] (reload, drain), [`admin`] and [`metrics`], and
-//! [`demo`] for the first minute with stadttor. The login code keeps
-//! single-use markers and session revocations in `stadttor-sessions`
-//! (TLS material for it from [`store_tls`]).
+//! [`config`] → [`http::listener`] (accept, limits) → [`http::tls`] (rustls,
+//! keys from `stadttor-hsm`) → hyper (HTTP/1.1, h2) → [`proxy`] (framing
+//! checks, [`state`] route match, [`http::headers`] hygiene,
+//! [`http::upstream`] exchange, [`http::body`] limits) → [`errors`] (the one
+//! place errors become responses). The process-wide state the request path
+//! reads is in [`runtime`]. Around them: [`server`] (reload, drain),
+//! [`admin`] and [`metrics`], and [`demo`] for the first minute with
+//! stadttor. The login code keeps single-use markers and session
+//! revocations in `stadttor-sessions` (TLS material for it from
+//! [`store_tls`]).
 
 #![forbid(unsafe_code)]
 
@@ -16,16 +18,12 @@ pub mod admin;
 pub mod audit_event;
 pub mod auditcmd;
 pub mod auth;
-pub mod body;
 pub mod config;
-pub mod credentials;
 pub mod demo;
 pub mod errors;
-pub mod framing;
-pub mod headers;
+pub mod http;
 pub mod keycmd;
 pub mod keys;
-pub mod listener;
 pub mod metrics;
 pub mod officer;
 pub mod policy;
@@ -36,7 +34,3 @@ pub mod signcmd;
 pub mod signing;
 pub mod state;
 pub mod store_tls;
-pub mod target;
-pub mod tls;
-pub mod tunnel;
-pub mod upstream;

@@ -203,8 +203,8 @@ impl Metrics {
             .clone()
     }
 
-    /// Counts a request refused for an ambiguous target ([`crate::target`])
-    /// or ambiguous credentials ([`crate::credentials`]).
+    /// Counts a request refused for an ambiguous target ([`crate::http::target`])
+    /// or ambiguous credentials ([`crate::http::credentials`]).
     pub fn rejected_target(&self, reason: &str) {
         Self::named(&self.rejected_targets, reason).inc();
     }

@@ -40,8 +40,8 @@ use stadttor_policies::{
 use crate::auth::cookie::{self, CookieKeys};
 use crate::auth::pages::Lang;
 use crate::auth::provider::unix_now;
-use crate::body::ProxyBody;
 use crate::config;
+use crate::http::body::ProxyBody;
 use crate::proxy::Shared;
 
 mod login;
@@ -215,7 +215,7 @@ pub async fn handle(
             );
         }
         if method == Method::GET && path == "/policy" {
-            let host = crate::credentials::request_host(req.uri(), req.headers());
+            let host = crate::http::credentials::request_host(req.uri(), req.headers());
             return start_login(&shared, officers, &host, lang, &request_id).await;
         }
         return redirect("/policy", &[]);

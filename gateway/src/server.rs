@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Config, ConfigError};
+use crate::http::listener::ConnLimits;
 use crate::keys::Keys;
-use crate::listener::ConnLimits;
 use crate::metrics::Metrics;
 use crate::proxy::Shared;
 use crate::signing::Signer;
@@ -213,7 +213,7 @@ pub fn admin_tls_config(
         listen: config.admin.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
         tls: t.clone(),
     };
-    let built = crate::tls::server_config(&l, 0, keys).map_err(|issues| ConfigError {
+    let built = crate::http::tls::server_config(&l, 0, keys).map_err(|issues| ConfigError {
         file: config.path.clone(),
         issues: issues
             .into_iter()
@@ -266,7 +266,7 @@ impl Prepared {
         let graceful = Arc::new(GracefulShutdown::new());
         let mut tasks = Vec::new();
         for (i, sock) in self.sockets.into_iter().enumerate() {
-            tasks.push(tokio::spawn(crate::listener::run(
+            tasks.push(tokio::spawn(crate::http::listener::run(
                 self.shared.clone(),
                 i,
                 sock,

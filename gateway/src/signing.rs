@@ -42,8 +42,8 @@ use stadttor_pki::sign::{cms, httpsig, jws, pades, tsa::HttpTsa, SealCertificate
 
 use crate::auth::hex;
 use crate::auth::provider::unix_now;
-use crate::body::ProxyBody;
 use crate::config::{self, SignFormat, SignRule};
+use crate::http::body::ProxyBody;
 
 mod store;
 pub use store::SignatureStore;

@@ -12,9 +12,9 @@ use http::{HeaderName, HeaderValue};
 use rustls::ServerConfig;
 
 use crate::config::{self, Config, ConfigError, Issue};
+use crate::http::upstream::{Pool, UpstreamClient};
 use crate::keys::Keys;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::upstream::{Pool, UpstreamClient};
 
 /// A route, ready to serve.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ pub struct State {
     /// rustls configuration per listener, by listener index.
     pub tls: Vec<Arc<ServerConfig>>,
     /// Short-lived leaves to rotate.
-    pub leaves: Vec<Arc<crate::tls::LeafSlot>>,
+    pub leaves: Vec<Arc<crate::http::tls::LeafSlot>>,
     /// Routes, most specific first.
     pub routes: Vec<Route>,
     /// Metric handles for requests that match no route.
@@ -55,7 +55,7 @@ impl State {
         let mut tls = Vec::new();
         let mut leaves = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            match crate::tls::server_config(l, i, keys) {
+            match crate::http::tls::server_config(l, i, keys) {
                 Ok(c) => {
                     tls.push(c.config);
                     leaves.extend(c.leaves);
@@ -90,7 +90,9 @@ impl State {
                         .collect(),
                     pool,
                     metrics: metrics.route(&r.name),
-                    security_headers: crate::headers::security_headers_for(&r.response_headers),
+                    security_headers: crate::http::headers::security_headers_for(
+                        &r.response_headers,
+                    ),
                     cfg: r.clone(),
                 }
             })

@@ -3,7 +3,7 @@
 //! client configuration, and the PostgreSQL connectors built on it.
 //!
 //! * [`client_config`]: roots from the CA file only (no system store), the
-//!   BSI cipher suites of [`crate::tls::bsi_provider`], ALPN `postgresql`
+//!   BSI cipher suites of [`crate::http::tls::bsi_provider`], ALPN `postgresql`
 //!   (what PostgreSQL 17 expects with direct TLS). With
 //!   `verify_name = false` (`sslmode=require`/`verify-ca`) the chain is
 //!   still checked in full (issuer, validity, key usage); only a name
@@ -44,8 +44,8 @@ pub enum StoreTlsError {
 
 /// The rustls client configuration for one store.
 pub fn client_config(tls: &StoreTls) -> Result<Arc<ClientConfig>, StoreTlsError> {
-    let roots = Arc::new(crate::tls::ca_roots(&tls.ca_file).map_err(StoreTlsError::Ca)?);
-    let provider = Arc::new(crate::tls::bsi_provider(true));
+    let roots = Arc::new(crate::http::tls::ca_roots(&tls.ca_file).map_err(StoreTlsError::Ca)?);
+    let provider = Arc::new(crate::http::tls::bsi_provider(true));
     let webpki = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
         .build()
         .map_err(|e| StoreTlsError::Config(e.to_string()))?;
@@ -68,7 +68,7 @@ pub fn client_config(tls: &StoreTls) -> Result<Arc<ClientConfig>, StoreTlsError>
 /// crate), after checking that it holds usable certificates (the same
 /// check as [`client_config`]).
 pub fn redis_tls(tls: &StoreTls) -> Result<stadttor_sessions::RedisTls, StoreTlsError> {
-    crate::tls::ca_roots(&tls.ca_file).map_err(StoreTlsError::Ca)?;
+    crate::http::tls::ca_roots(&tls.ca_file).map_err(StoreTlsError::Ca)?;
     let root_pem = std::fs::read(&tls.ca_file)
         .map_err(|e| StoreTlsError::Ca(format!("cannot read {}: {e}", tls.ca_file.display())))?;
     Ok(stadttor_sessions::RedisTls { root_pem })

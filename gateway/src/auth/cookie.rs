@@ -147,7 +147,7 @@ impl CookieKeys {
     }
 
     /// Seals `plain` for the cookie `name` on `host` (see
-    /// [`crate::credentials::request_host`]).
+    /// [`crate::http::credentials::request_host`]).
     pub fn seal_for(&self, name: &str, host: &str, plain: &[u8]) -> Option<String> {
         self.seal_aad(&host_aad(name, host), plain)
     }
@@ -227,9 +227,9 @@ fn key_id(k: &[u8]) -> u8 {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers; `None`
-/// when it is sent more than once (see [`crate::credentials::cookie`]).
+/// when it is sent more than once (see [`crate::http::credentials::cookie`]).
 pub fn get<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    crate::credentials::cookie(headers, name)
+    crate::http::credentials::cookie(headers, name)
 }
 
 /// Names of cookies in the request starting with `prefix`.

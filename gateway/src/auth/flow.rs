@@ -24,8 +24,8 @@ use super::pages::{self, Lang, Problem};
 use super::provider::{unix_now, Login, Provider, ProviderError, LEEWAY};
 use super::session::{self, SessionData};
 use super::{cookie, html, plain, random_token, redirect, Auth};
-use crate::body::ProxyBody;
 use crate::config::{url_origin, AuthMethod, Level};
+use crate::http::body::ProxyBody;
 use crate::state::State;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -121,7 +121,7 @@ pub async fn handle(
         return Err(req);
     };
     let lang = Lang::from_headers(req.headers());
-    let host = crate::credentials::request_host(req.uri(), req.headers());
+    let host = crate::http::credentials::request_host(req.uri(), req.headers());
     let query: Vec<(String, String)> = req
         .uri()
         .query()

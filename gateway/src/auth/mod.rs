@@ -36,8 +36,8 @@ use http_body_util::{BodyExt, Full};
 use ring::rand::SecureRandom;
 use stadttor_sessions::{SessionRef, SessionStore, StoreConfig, StoreError, StoreOptions};
 
-use crate::body::ProxyBody;
 use crate::config::{self, AuthMethod, Level};
+use crate::http::body::ProxyBody;
 use cookie::CookieKeys;
 use provider::{unix_now, Provider};
 use session::SessionData;
@@ -345,7 +345,7 @@ impl Auth {
         &self,
         route: &config::Route,
         parts: &http::request::Parts,
-        client_cert: Option<&crate::tls::ClientCert>,
+        client_cert: Option<&crate::http::tls::ClientCert>,
         request_id: &str,
     ) -> Result<Verified, Response<ProxyBody>> {
         let a = &route.auth;
@@ -353,7 +353,7 @@ impl Auth {
             return Ok(Verified::default());
         }
         let lang = pages::Lang::from_headers(&parts.headers);
-        let host = crate::credentials::request_host(&parts.uri, &parts.headers);
+        let host = crate::http::credentials::request_host(&parts.uri, &parts.headers);
         let now = unix_now();
         let mut identity = None;
         let mut set_cookie = None;
@@ -607,7 +607,7 @@ impl Auth {
             if a.providers.len() == 1 {
                 flow::start_login(
                     self,
-                    &crate::credentials::request_host(&parts.uri, &parts.headers),
+                    &crate::http::credentials::request_host(&parts.uri, &parts.headers),
                     &a.providers[0],
                     level,
                     step_up.is_some(),
@@ -660,9 +660,9 @@ enum BearerFailure {
 }
 
 /// The bearer token of the one `Authorization` header (two are refused
-/// before authentication, see [`crate::credentials::check_unique`]).
+/// before authentication, see [`crate::http::credentials::check_unique`]).
 fn bearer(h: &HeaderMap) -> Option<&str> {
-    let v = crate::credentials::authorization(h)?.to_str().ok()?;
+    let v = crate::http::credentials::authorization(h)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

@@ -1,5 +1,5 @@
 //! `[routes.paths]`: how a route treats request paths that were not in
-//! canonical form (see [`crate::target`]), and the check that a route's
+//! canonical form (see [`crate::http::target`]), and the check that a route's
 //! `path_prefix` is itself canonical.
 //!
 //! Routing always happens on the canonical path; these settings only say
@@ -58,13 +58,13 @@ pub(super) fn validate(
     let checked_elsewhere = !prefix.starts_with('/')
         || prefix.contains(|c: char| c == '?' || c == '#' || c.is_whitespace() || c.is_control());
     if !checked_elsewhere {
-        match crate::target::canonical_path(prefix, true) {
+        match crate::http::target::canonical_path(prefix, true) {
             Ok(c) if !c.changed() && !c.parameters => {}
             Ok(c) => issue(
                 format!("{k}.path_prefix"),
                 format!(
                     "`{prefix}` is not a canonical path and would never match; write `{}`",
-                    crate::target::decision_path(&c.path)
+                    crate::http::target::decision_path(&c.path)
                 ),
             ),
             Err(e) => issue(

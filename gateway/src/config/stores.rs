@@ -145,7 +145,7 @@ fn tls_with_ca(
     } else {
         base.join(ca)
     };
-    crate::tls::ca_roots(&ca_file).map_err(Problem::CaFile)?;
+    crate::http::tls::ca_roots(&ca_file).map_err(Problem::CaFile)?;
     Ok(StoreTls {
         ca_file,
         verify_name,

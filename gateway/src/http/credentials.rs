@@ -20,7 +20,7 @@
 //! - [`request_host`]: the host a sealed cookie is bound to.
 //!
 //! It does not decide who the caller is (that is [`crate::auth`]) and does
-//! not touch other headers (that is [`crate::headers`]).
+//! not touch other headers (that is [`crate::http::headers`]).
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Uri;

@@ -20,8 +20,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::config::Server;
+use crate::http::tls::ClientCert;
 use crate::proxy::{ConnInfo, Shared};
-use crate::tls::ClientCert;
 
 /// Connection counters shared by all listeners.
 #[derive(Debug)]
@@ -199,12 +199,12 @@ async fn serve_connection(
         .and_then(|c| c.first())
         .and_then(ClientCert::from_der);
     let h2 = tls.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
-    let (io, ambiguous) = crate::framing::HeadWatch::new(tls, max_head, !h2);
+    let (io, ambiguous) = crate::http::framing::HeadWatch::new(tls, max_head, !h2);
     let conn = Arc::new(ConnInfo {
         listener: index,
         peer,
         client_cert,
-        forwarded: crate::headers::ForwardedFor::new(peer),
+        forwarded: crate::http::headers::ForwardedFor::new(peer),
         ambiguous,
         requests: std::sync::atomic::AtomicU32::new(0),
     });

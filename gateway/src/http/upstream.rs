@@ -20,8 +20,8 @@ use rustls::sign::CertifiedKey;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 
-use crate::body::ProxyBody;
 use crate::config::{self, Issue};
+use crate::http::body::ProxyBody;
 use crate::keys::Keys;
 
 /// The HTTP client used towards upstreams.
@@ -178,17 +178,19 @@ impl Pool {
         let tls = self.tls.clone().unwrap_or_else(|| {
             // Never used for `http` upstreams; https_or_http needs one.
             Arc::new(
-                ClientConfig::builder_with_provider(Arc::new(crate::tls::bsi_provider(false)))
-                    .with_safe_default_protocol_versions()
-                    .map(|b| {
-                        b.with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth()
-                    })
-                    .unwrap_or_else(|_| {
-                        ClientConfig::builder()
-                            .with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth()
-                    }),
+                ClientConfig::builder_with_provider(Arc::new(crate::http::tls::bsi_provider(
+                    false,
+                )))
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                })
+                .unwrap_or_else(|_| {
+                    ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                }),
             )
         });
         let b = hyper_rustls::HttpsConnectorBuilder::new()
@@ -213,11 +215,12 @@ fn upstream_tls(
     t: &config::UpstreamTls,
     keys: &Keys,
 ) -> Result<(Arc<ClientConfig>, Option<ServerName<'static>>), String> {
-    let roots = crate::tls::ca_roots(&t.ca).map_err(|e| format!("ca: {e}"))?;
-    let builder = ClientConfig::builder_with_provider(Arc::new(crate::tls::bsi_provider(true)))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
+    let roots = crate::http::tls::ca_roots(&t.ca).map_err(|e| format!("ca: {e}"))?;
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(crate::http::tls::bsi_provider(true)))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
     let cfg = match &t.client_cert {
         None => builder.with_no_client_auth(),
         Some((chain_path, key_ref)) => {

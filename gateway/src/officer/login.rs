@@ -24,7 +24,7 @@ use crate::auth::login_tx::{self, BeginError, Completed, LoginSite, Refused};
 use crate::auth::pages::{self, Lang, Problem};
 use crate::auth::provider::{unix_now, Login};
 use crate::auth::random_token;
-use crate::body::ProxyBody;
+use crate::http::body::ProxyBody;
 use crate::policy::SubjectRefused;
 use crate::proxy::Shared;
 
@@ -95,7 +95,7 @@ pub(super) async fn callback(
                 .collect()
         })
         .unwrap_or_default();
-    let host = crate::credentials::request_host(req.uri(), req.headers());
+    let host = crate::http::credentials::request_host(req.uri(), req.headers());
     let Some(auth) = shared.auth.as_ref() else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,

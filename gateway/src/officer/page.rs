@@ -8,7 +8,7 @@ use stadttor_policies::{PolicyDiff, ProposalStatus};
 
 use super::{html, OfficerSession, View};
 use crate::auth::pages::{esc, Lang};
-use crate::body::ProxyBody;
+use crate::http::body::ProxyBody;
 
 pub(super) fn page(lang: Lang, title: &str, body: &str) -> String {
     format!(

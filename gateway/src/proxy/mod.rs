@@ -26,13 +26,13 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::body::{Guarded, ProxyBody, Tripwire};
 use crate::config::AuditMode;
 use crate::errors::{error_chain, GatewayError, Source};
-use crate::headers;
+use crate::http::body::{Guarded, ProxyBody, Tripwire};
+use crate::http::headers;
+use crate::http::tls::ClientCert;
 use crate::metrics::Metrics;
 use crate::state::{Route, State};
-use crate::tls::ClientCert;
 
 /// What the whole process shares: the swappable state and the metrics.
 #[derive(Debug)]
@@ -69,8 +69,8 @@ pub struct ConnInfo {
     /// `Forwarded`/`X-Forwarded-For` values for this peer, computed once.
     pub forwarded: headers::ForwardedFor,
     /// Which HTTP/1.1 request on this connection, if any, carried both
-    /// `Content-Length` and `Transfer-Encoding` (see [`crate::framing`]).
-    pub ambiguous: Arc<crate::framing::Ambiguous>,
+    /// `Content-Length` and `Transfer-Encoding` (see [`crate::http::framing`]).
+    pub ambiguous: Arc<crate::http::framing::Ambiguous>,
     /// Requests seen on this connection (HTTP/1.x), in order.
     pub requests: std::sync::atomic::AtomicU32,
 }
@@ -93,7 +93,7 @@ pub async fn serve(
     let mut req = req;
     // The one canonical request target: from here on nothing sees the
     // client's raw path (routing, policy, signing, audit, upstream).
-    let target = crate::target::canonicalise_uri(req.uri_mut());
+    let target = crate::http::target::canonicalise_uri(req.uri_mut());
     // Captured for the access log only when it is on: the hot path without
     // it allocates nothing here.
     let logged = access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
@@ -196,7 +196,7 @@ fn refuse_target<'s>(
     state: &State,
     conn: &ConnInfo,
     method: &Method,
-    refusal: crate::target::Refusal,
+    refusal: crate::http::target::Refusal,
     route: Option<&'s Route>,
     request_id: &str,
 ) -> Failure<'s> {
@@ -240,10 +240,10 @@ fn record_rejection(
 /// canonical form.
 fn route_target_rules(
     route: &Route,
-    facts: crate::target::TargetFacts,
+    facts: crate::http::target::TargetFacts,
     req: &Request<Incoming>,
-) -> Result<(), Result<crate::target::Refusal, GatewayError>> {
-    use crate::target::Refusal;
+) -> Result<(), Result<crate::http::target::Refusal, GatewayError>> {
+    use crate::http::target::Refusal;
     let rules = route.cfg.paths;
     if facts.parameters && !rules.parameters {
         return Err(Ok(Refusal::Parameters));
@@ -277,7 +277,7 @@ async fn handle<'s>(
     state: &'s State,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
-    facts: crate::target::TargetFacts,
+    facts: crate::http::target::TargetFacts,
     request_id: &str,
     request_id_value: &HeaderValue,
     shared: &Shared,
@@ -298,7 +298,7 @@ async fn handle<'s>(
         }
     }
     let host = check_framing(&req).map_err(|e| (e, None))?;
-    if let Err(reason) = crate::credentials::check_unique(req.headers()) {
+    if let Err(reason) = crate::http::credentials::check_unique(req.headers()) {
         record_rejection(
             shared,
             state,
@@ -326,7 +326,7 @@ async fn handle<'s>(
     // `;` parameters, on the path without them (the servlet view).
     let uri = req.uri().clone();
     let decision_path = if facts.parameters {
-        crate::target::decision_path(uri.path())
+        crate::http::target::decision_path(uri.path())
     } else {
         std::borrow::Cow::Borrowed(uri.path())
     };
@@ -470,7 +470,7 @@ async fn handle<'s>(
             "removed client-sent identity headers"
         );
     }
-    crate::credentials::withhold_for_route(&mut parts.headers, &cfg.auth, request_id);
+    crate::http::credentials::withhold_for_route(&mut parts.headers, &cfg.auth, request_id);
     for (name, value) in verified.upstream_headers {
         parts.headers.insert(name, value);
     }
@@ -531,7 +531,7 @@ async fn handle<'s>(
     if let Some(downstream) = downstream_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(crate::tunnel::run(
+            tokio::spawn(crate::http::tunnel::run(
                 downstream,
                 upstream,
                 route.pool.name.clone(),
@@ -539,13 +539,17 @@ async fn handle<'s>(
                 cfg.timeouts.total,
             ));
             headers::strip_hop_by_hop(resp.headers_mut(), true);
-            crate::credentials::refuse_set_cookies_for_route(resp.headers_mut(), route, request_id);
+            crate::http::credentials::refuse_set_cookies_for_route(
+                resp.headers_mut(),
+                route,
+                request_id,
+            );
             return Ok((resp.map(|_| empty()), route));
         }
     }
 
     headers::strip_hop_by_hop(resp.headers_mut(), false);
-    crate::credentials::refuse_set_cookies_for_route(resp.headers_mut(), route, request_id);
+    crate::http::credentials::refuse_set_cookies_for_route(resp.headers_mut(), route, request_id);
     if let (Some(signer), Some(path)) = (signer, &sign_path) {
         if let Some(rule) =
             crate::signing::Signer::rule_for(&cfg.sign, resp.status(), resp.headers(), path)
@@ -767,7 +771,7 @@ fn check_framing(req: &Request<Incoming>) -> Result<Host, GatewayError> {
     if authority.as_str().contains('@') {
         return Err(GatewayError::BadRequest("Host carries user info"));
     }
-    let name = crate::target::canonical_host(authority.host())
+    let name = crate::http::target::canonical_host(authority.host())
         .ok_or(GatewayError::BadRequest("Host is not a valid host name"))?;
     // The service gets the canonical host (lowercase, no trailing dot),
     // with the port as sent; most requests already are canonical.
