@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::http::body::ProxyBody;
-use crate::proxy::Shared;
+use crate::runtime::Shared;
 
 /// Serves admin requests for the life of the process. It deliberately
 /// keeps running while the gateway drains, so that `/readyz` can tell load

@@ -29,6 +29,7 @@ pub mod officer;
 pub mod policy;
 pub mod policycmd;
 pub mod proxy;
+pub mod runtime;
 pub mod server;
 pub mod signcmd;
 pub mod signing;

@@ -42,7 +42,7 @@ use crate::auth::pages::Lang;
 use crate::auth::provider::unix_now;
 use crate::config;
 use crate::http::body::ProxyBody;
-use crate::proxy::Shared;
+use crate::runtime::Shared;
 
 mod login;
 mod page;

@@ -18,7 +18,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::http::listener::ConnLimits;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
-use crate::proxy::Shared;
+use crate::runtime::Shared;
 use crate::signing::Signer;
 use crate::state::State;
 

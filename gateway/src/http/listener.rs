@@ -21,7 +21,8 @@ use tracing::Instrument;
 
 use crate::config::Server;
 use crate::http::tls::ClientCert;
-use crate::proxy::{ConnInfo, Shared};
+use crate::proxy::ConnInfo;
+use crate::runtime::Shared;
 
 /// Connection counters shared by all listeners.
 #[derive(Debug)]

@@ -26,7 +26,7 @@ use crate::auth::provider::{unix_now, Login};
 use crate::auth::random_token;
 use crate::http::body::ProxyBody;
 use crate::policy::SubjectRefused;
-use crate::proxy::Shared;
+use crate::runtime::Shared;
 
 /// The officers' login transaction cookies: this and the state's first
 /// characters.

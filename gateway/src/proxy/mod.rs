@@ -13,10 +13,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -31,31 +30,8 @@ use crate::errors::{error_chain, GatewayError, Source};
 use crate::http::body::{Guarded, ProxyBody, Tripwire};
 use crate::http::headers;
 use crate::http::tls::ClientCert;
-use crate::metrics::Metrics;
+use crate::runtime::Shared;
 use crate::state::{Route, State};
-
-/// What the whole process shares: the swappable state and the metrics.
-#[derive(Debug)]
-pub struct Shared {
-    /// The current runtime state.
-    pub state: ArcSwap<State>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Set once SIGTERM arrived.
-    pub draining: AtomicBool,
-    /// The key store, for the life of the process.
-    pub keys: Arc<crate::keys::Keys>,
-    /// The audit log, if configured.
-    pub audit: Option<Arc<crate::audit_event::AuditLog>>,
-    /// Logins and sessions, if `[identity]` is configured.
-    pub auth: Option<Arc<crate::auth::Auth>>,
-    /// Document signing, if `[signing]` is configured.
-    pub signer: Option<Arc<crate::signing::Signer>>,
-    /// The policy store and active policy, if `[policies]` is configured.
-    pub policy: Option<Arc<crate::policy::PolicyRuntime>>,
-    /// Officers' logins on the admin listener, if configured.
-    pub officers: Option<Arc<crate::officer::Officers>>,
-}
 
 /// What is known about the client connection a request came on.
 #[derive(Debug)]
