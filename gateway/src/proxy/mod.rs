@@ -1,11 +1,12 @@
-//! The request path: framing checks, route match, header hygiene, upstream
-//! exchange, response finishing, metrics and the access log.
+//! The request path: [`serve`], the per-request entry (request id,
+//! canonical target, security headers on every answer, metrics and the
+//! access log), and [`handle`], which runs the [`stages`] in order:
 //!
 //! ```text
-//! request ─▶ check_framing ─▶ route ─▶ authn ─▶ authz (policy) ─▶ audit
+//! request ─▶ admit (framing) ─▶ route ─▶ authn ─▶ authz (policy) ─▶ audit
 //!         ─▶ build upstream request (hygiene, Forwarded, request id)
 //!         ─▶ send (round-robin, retry bodiless requests on connect failure)
-//!         ─▶ finish response (hop-by-hop out, security headers in) ─▶ log
+//!         ─▶ sign / finish response (hop-by-hop out, security headers in)
 //! ```
 //!
 //! Any failure is a [`GatewayError`], turned into a response in
@@ -18,20 +19,23 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::config::AuditMode;
 use crate::errors::{error_chain, GatewayError, Source};
-use crate::http::body::{Guarded, ProxyBody, Tripwire};
+use crate::http::body::{ProxyBody, Tripwire};
 use crate::http::headers;
+use crate::http::target::TargetFacts;
 use crate::http::tls::ClientCert;
 use crate::runtime::Shared;
 use crate::state::{Route, State};
+use stages::TargetRule;
+
+mod stages;
 
 /// What is known about the client connection a request came on.
 #[derive(Debug)]
@@ -75,65 +79,20 @@ pub async fn serve(
     let logged = access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
     let client_request_id = req.headers().get(headers::REQUEST_ID).cloned();
 
+    let ctx = Ctx {
+        shared: &shared,
+        state: &state,
+        conn: &conn,
+        request_id,
+        request_id_value: &request_id_value,
+    };
     let outcome = match target {
-        Ok(facts) => {
-            handle(
-                &state,
-                &conn,
-                req,
-                facts,
-                request_id,
-                &request_id_value,
-                &shared,
-            )
-            .instrument(span)
-            .await
-        }
-        Err(refusal) => Err(refuse_target(
-            &shared,
-            &state,
-            &conn,
-            req.method(),
-            refusal,
-            None,
-            request_id,
-        )),
+        Ok(facts) => handle(&ctx, req, facts).instrument(span).await,
+        Err(refusal) => Err(refuse_target(&ctx, req.method(), refusal, None)),
     };
-    let (mut resp, route_name) = match outcome {
-        Ok((resp, route)) => (resp, Some(route)),
-        Err((GatewayError::Answered(resp), route)) => {
-            let mut resp = *resp;
-            match route {
-                Some(r) => headers::add_missing(resp.headers_mut(), &r.security_headers),
-                None => {
-                    let defaults = headers::security_headers_for(&Default::default());
-                    headers::add_missing(resp.headers_mut(), &defaults);
-                }
-            }
-            (resp, route)
-        }
-        Err((e, route)) => {
-            match e.source() {
-                Source::Downstream => {
-                    tracing::info!(request_id, peer = %conn.peer, error = %e, "request refused")
-                }
-                Source::Upstream => {
-                    tracing::warn!(request_id, route = route.map(|r| r.cfg.name.as_str()), error = %e, "upstream failure")
-                }
-                Source::Internal => tracing::error!(request_id, error = %e, "internal error"),
-            }
-            let mut resp = e.to_response(request_id);
-            if let Some(r) = route {
-                headers::add_missing(resp.headers_mut(), &r.security_headers);
-            } else {
-                let defaults = headers::security_headers_for(&Default::default());
-                headers::add_missing(resp.headers_mut(), &defaults);
-            }
-            (resp, route)
-        }
-    };
+    let (mut resp, route_name) = answer(&ctx, outcome);
     resp.headers_mut()
-        .insert(headers::REQUEST_ID, request_id_value);
+        .insert(headers::REQUEST_ID, request_id_value.clone());
     if shared.draining.load(Ordering::Relaxed) {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -163,455 +122,166 @@ pub async fn serve(
     Ok(resp)
 }
 
+/// What every stage of one request can see: the process, the state it
+/// started with, its connection and its id.
+pub(crate) struct Ctx<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) state: &'a State,
+    pub(crate) conn: &'a ConnInfo,
+    pub(crate) request_id: &'a str,
+    pub(crate) request_id_value: &'a HeaderValue,
+}
+
+/// The response for an outcome: a failure becomes its response here (an
+/// answered one as it is), and every response gets the security headers
+/// of its route (or the defaults) it lacks.
+fn answer<'s>(
+    ctx: &Ctx<'_>,
+    outcome: Result<(Response<ProxyBody>, &'s Route), Failure<'s>>,
+) -> (Response<ProxyBody>, Option<&'s Route>) {
+    let request_id = ctx.request_id;
+    let (mut resp, route) = match outcome {
+        Ok((resp, route)) => return (resp, Some(route)),
+        Err((GatewayError::Answered(resp), route)) => (*resp, route),
+        Err((e, route)) => {
+            match e.source() {
+                Source::Downstream => {
+                    tracing::info!(request_id, peer = %ctx.conn.peer, error = %e, "request refused")
+                }
+                Source::Upstream => {
+                    tracing::warn!(request_id, route = route.map(|r| r.cfg.name.as_str()), error = %e, "upstream failure")
+                }
+                Source::Internal => tracing::error!(request_id, error = %e, "internal error"),
+            }
+            (e.to_response(request_id), route)
+        }
+    };
+    match route {
+        Some(r) => headers::add_missing(resp.headers_mut(), &r.security_headers),
+        None => {
+            let defaults = headers::security_headers_for(&Default::default());
+            headers::add_missing(resp.headers_mut(), &defaults);
+        }
+    }
+    (resp, route)
+}
+
 type Failure<'s> = (GatewayError, Option<&'s Route>);
 
 /// A request target that cannot be made unambiguous: 400, counted, and
 /// recorded as `http.rejected` with the reason.
 fn refuse_target<'s>(
-    shared: &Shared,
-    state: &State,
-    conn: &ConnInfo,
+    ctx: &Ctx<'_>,
     method: &Method,
     refusal: crate::http::target::Refusal,
     route: Option<&'s Route>,
-    request_id: &str,
 ) -> Failure<'s> {
-    record_rejection(
-        shared,
-        state,
-        conn,
-        method,
-        refusal.code(),
-        route,
-        request_id,
-    );
+    record_rejection(ctx, method, refusal.code(), route);
     (GatewayError::BadRequest(refusal.reason()), route)
 }
 
 /// Counts a request refused before it reached a service and records it as
 /// `http.rejected` with the reason's code when there is an audit log.
-fn record_rejection(
-    shared: &Shared,
-    state: &State,
-    conn: &ConnInfo,
-    method: &Method,
-    code: &str,
-    route: Option<&Route>,
-    request_id: &str,
-) {
-    shared.metrics.rejected_target(code);
-    if let Some(log) = shared.audit.as_deref() {
-        let listener = state
+fn record_rejection(ctx: &Ctx<'_>, method: &Method, code: &str, route: Option<&Route>) {
+    ctx.shared.metrics.rejected_target(code);
+    if let Some(log) = ctx.shared.audit.as_deref() {
+        let listener = ctx
+            .state
             .config
             .listeners
-            .get(conn.listener)
+            .get(ctx.conn.listener)
             .map_or("", |l| l.name.as_str());
         let route_name = route.map_or("", |r| r.cfg.name.as_str());
-        crate::audit_event::record_rejected(log, code, route_name, method, request_id, listener);
-    }
-}
-
-/// The route's own rules for a target that was not canonical as sent:
-/// refuse `;` parameters or `//` it does not accept, or redirect to the
-/// canonical form.
-fn route_target_rules(
-    route: &Route,
-    facts: crate::http::target::TargetFacts,
-    req: &Request<Incoming>,
-) -> Result<(), Result<crate::http::target::Refusal, GatewayError>> {
-    use crate::http::target::Refusal;
-    let rules = route.cfg.paths;
-    if facts.parameters && !rules.parameters {
-        return Err(Ok(Refusal::Parameters));
-    }
-    if facts.empty_segments && !rules.merge_slashes {
-        return Err(Ok(Refusal::EmptySegment));
-    }
-    if facts.changed
-        && rules.redirect_to_canonical
-        && (req.method() == Method::GET || req.method() == Method::HEAD)
-    {
-        // The canonical path never starts with `//` (slashes are merged
-        // before routing), so the Location stays on this origin.
-        let location = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        let mut resp = Response::new(empty());
-        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
-        return Err(Err(GatewayError::Answered(Box::new(resp))));
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn handle<'s>(
-    state: &'s State,
-    conn: &ConnInfo,
-    mut req: Request<Incoming>,
-    facts: crate::http::target::TargetFacts,
-    request_id: &str,
-    request_id_value: &HeaderValue,
-    shared: &Shared,
-) -> Result<(Response<ProxyBody>, &'s Route), Failure<'s>> {
-    let (audit, auth, signer, policy) = (
-        shared.audit.as_deref(),
-        shared.auth.as_deref(),
-        shared.signer.as_deref(),
-        shared.policy.as_deref(),
-    );
-    if req.version() <= Version::HTTP_11 {
-        let position = conn.requests.fetch_add(1, Ordering::Relaxed);
-        if conn.ambiguous.at(position) {
-            return Err((
-                GatewayError::BadRequest("both Content-Length and Transfer-Encoding"),
-                None,
-            ));
-        }
-    }
-    let host = check_framing(&req).map_err(|e| (e, None))?;
-    if let Err(reason) = crate::http::credentials::check_unique(req.headers()) {
-        record_rejection(
-            shared,
-            state,
-            conn,
-            req.method(),
-            "ambiguous_credentials",
-            None,
-            request_id,
+        crate::audit_event::record_rejected(
+            log,
+            code,
+            route_name,
+            method,
+            ctx.request_id,
+            listener,
         );
+    }
+}
+
+/// One request through the [`stages`]: admission, the gateway's own
+/// endpoints, route match, authentication, authorization, the audit
+/// record, the upstream exchange and the response (tunnel, signed or
+/// finished).
+async fn handle<'s>(
+    ctx: &Ctx<'s>,
+    req: Request<Incoming>,
+    facts: TargetFacts,
+) -> Result<(Response<ProxyBody>, &'s Route), Failure<'s>> {
+    let (parts, body) = req.into_parts();
+    let host = stages::admit(ctx.conn, &parts).map_err(|e| (e, None))?;
+    if let Err(reason) = crate::http::credentials::check_unique(&parts.headers) {
+        record_rejection(ctx, &parts.method, "ambiguous_credentials", None);
         return Err((GatewayError::BadRequest(reason), None));
     }
-    // The gateway's own endpoints come before any route.
-    if let Some(signer) = signer {
-        if let Some(resp) = signer.endpoint(req.uri().path()) {
-            return Err((GatewayError::Answered(Box::new(resp)), None));
-        }
-    }
-    if let Some(auth) = auth {
-        req = match crate::auth::flow::handle(auth, state, req, request_id).await {
-            Ok(resp) => return Err((GatewayError::Answered(Box::new(resp)), None)),
-            Err(req) => req,
-        };
-    }
-    // Decisions are made on the canonical path; on a route that accepts
-    // `;` parameters, on the path without them (the servlet view).
-    let uri = req.uri().clone();
-    let decision_path = if facts.parameters {
-        crate::http::target::decision_path(uri.path())
-    } else {
-        std::borrow::Cow::Borrowed(uri.path())
-    };
-    let route = state
-        .route(conn.listener, &host.name, &decision_path)
-        .ok_or((GatewayError::NoRoute, None))?;
+    let (parts, body) = stages::gateway_endpoints(ctx, parts, body)
+        .await
+        .map_err(|e| (e, None))?;
+    let uri = parts.uri.clone();
+    let decision_path = stages::decision_path(uri.path(), facts);
+    let route = stages::match_route(ctx.state, ctx.conn.listener, &host, &decision_path)
+        .map_err(|e| (e, None))?;
     let fail = |e| (e, Some(route));
     let cfg = &route.cfg;
-    match route_target_rules(route, facts, &req) {
-        Ok(()) => {}
-        Err(Ok(refusal)) => {
-            return Err(refuse_target(
-                shared,
-                state,
-                conn,
-                req.method(),
-                refusal,
-                Some(route),
-                request_id,
-            ))
+    match stages::target_rule(cfg.paths, facts, &parts.method) {
+        TargetRule::Pass => {}
+        TargetRule::Refuse(refusal) => {
+            return Err(refuse_target(ctx, &parts.method, refusal, Some(route)))
         }
-        Err(Err(e)) => return Err(fail(e)),
+        TargetRule::Redirect => return Err(fail(stages::redirect_to_canonical(&parts.uri))),
     }
-
-    // Authentication: a refusal is a complete response (login redirect,
-    // 401, 403), sent with the route's security headers.
-    let verified = match (auth, cfg.auth.methods.is_empty()) {
-        (_, true) => crate::auth::Verified::default(),
-        (None, false) => {
-            return Err(fail(GatewayError::Internal(
-                "route needs authentication but [identity] is missing".into(),
-            )))
-        }
-        (Some(auth), false) => {
-            let (parts, body) = req.into_parts();
-            let v = auth
-                .authenticate(cfg, &parts, conn.client_cert.as_ref(), request_id)
-                .await;
-            req = Request::from_parts(parts, body);
-            match v {
-                Ok(v) => v,
-                Err(resp) => return Err(fail(GatewayError::Answered(Box::new(resp)))),
-            }
-        }
-    };
-
-    // Authorization: the policy decides on the verified identity (never a
-    // request header) and the canonical path the upstream receives. No
-    // policy: deny.
-    let decision = cfg.authz.as_ref().map(|z| {
-        let d = match policy {
-            Some(p) => crate::policy::decide(
-                &p.authz,
-                z,
-                verified.identity.as_ref(),
-                &decision_path,
-                req.method().as_str(),
-                conn.client_cert.as_ref().map(|c| c.subject.as_str()),
-            ),
-            None => stadttor_policies::DecisionRecord::no_policy(),
-        };
-        (z, d)
-    });
+    let verified = stages::authenticate(ctx, cfg, &parts).await.map_err(fail)?;
+    let decision = stages::authorize(ctx, cfg, &verified, &decision_path, &parts.method);
     let denied = decision.as_ref().is_some_and(|(_, d)| !d.is_allowed());
-
-    // Recorded before anything is forwarded; a required route fails closed
-    // and its response waits until the event is durable (`evidence`).
-    // The decision travels in the same event: `http.access` when allowed,
-    // `authz.decision` (outcome denied) when refused.
-    let evidence = match (audit, cfg.audit) {
-        (Some(log), AuditMode::Required | AuditMode::BestEffort) => {
-            let facts = AccessFacts {
-                verified: &verified,
-                decision: decision.as_ref().map(|(z, d)| (&**z, d)),
-                denied,
-            };
-            record_access(log, state, conn, cfg, &req, request_id, facts).map_err(fail)?
-        }
-        _ => None,
+    let access = stages::AccessFacts {
+        verified: &verified,
+        decision: decision.as_ref().map(|(z, d)| (*z, d)),
+        denied,
     };
+    let evidence = stages::audit_record(ctx, cfg, &parts.method, access).map_err(fail)?;
     if let Some((z, d)) = decision.as_ref().filter(|_| denied) {
-        tracing::info!(
-            request_id,
-            route = %cfg.name,
-            domain = %z.domain,
-            reason = ?d.reason,
-            line = d.line,
-            policy_version = d.version,
-            "access denied by policy"
-        );
-        let browser = cfg
-            .auth
-            .methods
-            .contains(&crate::config::AuthMethod::Session)
-            && !cfg.auth.api;
-        let resp = if browser {
-            let lang = crate::auth::pages::Lang::from_headers(req.headers());
-            crate::auth::html(
-                StatusCode::FORBIDDEN,
-                crate::auth::pages::error(
-                    lang,
-                    crate::auth::pages::Problem::Forbidden,
-                    request_id,
-                    None,
-                ),
-            )
-        } else {
-            crate::auth::plain(StatusCode::FORBIDDEN, "access denied by policy", request_id)
-        };
-        if let Some(e) = evidence {
-            e.settled()
-                .await
-                .map_err(|e| fail(GatewayError::AuditUnavailable(e.to_string())))?;
-        }
-        return Err(fail(GatewayError::Answered(Box::new(resp))));
+        return Err(fail(stages::deny(ctx, cfg, (z, d), evidence, &parts).await));
     }
-
     let sign_path = (!cfg.sign.is_empty()).then(|| decision_path.clone().into_owned());
-    let websocket = cfg.websocket
-        && req.version() == Version::HTTP_11
-        && req.method() == Method::GET
-        && headers::is_websocket_upgrade(req.headers());
+    let websocket = stages::wants_websocket(cfg, &parts);
+    let mut req = Request::from_parts(parts, body);
     let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-
-    if let Some(len) = content_length(&req) {
+    let (mut parts, body) = req.into_parts();
+    if let Some(len) = body.size_hint().exact() {
         if len > cfg.max_request_body {
             return Err(fail(GatewayError::PayloadTooLarge));
         }
     }
     let deadline = Instant::now() + cfg.timeouts.total;
-
-    // Upstream request head.
-    let server = &state.config.server;
-    let (mut parts, body) = req.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, websocket);
-    let spoofed = headers::strip_prefixed(&mut parts.headers, &server.identity_header_prefix);
-    if spoofed > 0 {
-        tracing::info!(
-            request_id,
-            count = spoofed,
-            "removed client-sent identity headers"
-        );
-    }
-    crate::http::credentials::withhold_for_route(&mut parts.headers, &cfg.auth, request_id);
-    for (name, value) in verified.upstream_headers {
-        parts.headers.insert(name, value);
-    }
-    headers::set_forwarded(&mut parts.headers, &conn.forwarded, &host.original);
-    parts
-        .headers
-        .insert(headers::REQUEST_ID, request_id_value.clone());
-    parts.headers.insert(header::HOST, host.original.clone());
-    if cfg.forward_client_cert {
-        if let Some(cc) = &conn.client_cert {
-            let name = format!("{}client-cert-subject", server.identity_header_prefix);
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(cc.subject.as_bytes()),
-            ) {
-                parts.headers.insert(n, v);
-            }
-        }
-    }
-    let path_and_query = upstream_path(cfg, &parts.uri).map_err(fail)?;
-    parts.version = Version::HTTP_11;
-
+    let upstream_headers = verified.upstream_headers;
+    let path_and_query =
+        stages::upstream_head(ctx, route, &mut parts, &host, upstream_headers, websocket)
+            .map_err(fail)?;
     let tripwire = Tripwire::default();
-    let has_body = !body.is_end_stream();
-    let body: ProxyBody = if has_body {
-        Guarded::new(
-            body,
-            cfg.max_request_body,
-            cfg.timeouts.idle,
-            deadline,
-            Some(tripwire.clone()),
-        )
-        .boxed_unsync()
-    } else {
-        Empty::new().map_err(|never| match never {}).boxed_unsync()
+    let (body, has_body) = stages::forward_body(body, cfg, deadline, &tripwire);
+    let out = stages::Outbound {
+        parts,
+        path_and_query,
+        body,
+        has_body,
+        deadline,
+        tripwire,
     };
-
-    let header_deadline = (Instant::now() + cfg.timeouts.response_header).min(deadline);
-    let exchange = send(route, parts, path_and_query, body, has_body, &tripwire);
-    let exchange = tokio::time::timeout_at(header_deadline, exchange);
-    // The response head leaves only once the access event is durable; the
-    // commit runs while the upstream works.
-    let (exchanged, recorded) = crate::audit_event::Evidence::along(evidence, exchange).await;
-    recorded.map_err(|e| fail(GatewayError::AuditUnavailable(e.to_string())))?;
-    let mut resp = match exchanged {
-        Ok(r) => r.map_err(fail)?,
-        Err(_) => {
-            return Err(fail(if tripwire.timed_out() {
-                GatewayError::RequestTimeout
-            } else {
-                GatewayError::UpstreamTimeout {
-                    upstream: route.pool.name.clone(),
-                }
-            }))
-        }
-    };
-
+    let resp = stages::exchange(route, out, evidence).await.map_err(fail)?;
     if let Some(downstream) = downstream_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(crate::http::tunnel::run(
-                downstream,
-                upstream,
-                route.pool.name.clone(),
-                cfg.timeouts.idle,
-                cfg.timeouts.total,
-            ));
-            headers::strip_hop_by_hop(resp.headers_mut(), true);
-            crate::http::credentials::refuse_set_cookies_for_route(
-                resp.headers_mut(),
-                route,
-                request_id,
-            );
-            return Ok((resp.map(|_| empty()), route));
+            return Ok((stages::tunnel(ctx, route, downstream, resp), route));
         }
     }
-
-    headers::strip_hop_by_hop(resp.headers_mut(), false);
-    crate::http::credentials::refuse_set_cookies_for_route(resp.headers_mut(), route, request_id);
-    if let (Some(signer), Some(path)) = (signer, &sign_path) {
-        if let Some(rule) =
-            crate::signing::Signer::rule_for(&cfg.sign, resp.status(), resp.headers(), path)
-        {
-            let (parts, body) = resp.into_parts();
-            let body = Guarded::new(body, u64::MAX, cfg.timeouts.idle, deadline, None);
-            let mut signed = signer
-                .sign(
-                    &cfg.name,
-                    rule,
-                    Response::from_parts(parts, body),
-                    request_id,
-                )
-                .await
-                .map_err(|e| fail(GatewayError::SigningFailed(e.to_string())))?;
-            headers::add_missing(signed.headers_mut(), &route.security_headers);
-            if let Some(c) = verified.set_cookie {
-                signed.headers_mut().append(header::SET_COOKIE, c);
-            }
-            return Ok((signed, route));
-        }
-    }
-    headers::add_missing(resp.headers_mut(), &route.security_headers);
-    if let Some(c) = verified.set_cookie {
-        resp.headers_mut().append(header::SET_COOKIE, c);
-    }
-    let resp =
-        resp.map(|b| Guarded::new(b, u64::MAX, cfg.timeouts.idle, deadline, None).boxed_unsync());
-    Ok((resp, route))
-}
-
-/// What the audit event of a request says about its identity and decision.
-struct AccessFacts<'a> {
-    verified: &'a crate::auth::Verified,
-    decision: Option<crate::audit_event::AuditedDecision<'a>>,
-    denied: bool,
-}
-
-/// Records the request's audit event: durably (the returned evidence must
-/// settle before the response leaves) on required routes, queued on
-/// best-effort ones. A required route whose event cannot be recorded is
-/// refused with 503.
-fn record_access(
-    log: &crate::audit_event::AuditLog,
-    state: &State,
-    conn: &ConnInfo,
-    cfg: &crate::config::Route,
-    req: &Request<Incoming>,
-    request_id: &str,
-    facts: AccessFacts<'_>,
-) -> Result<Option<crate::audit_event::Evidence>, GatewayError> {
-    let listener = state
-        .config
-        .listeners
-        .get(conn.listener)
-        .map_or("", |l| l.name.as_str());
-    let (kind, outcome) = if facts.denied {
-        ("authz.decision", stadttor_audit::event::Outcome::Denied)
-    } else {
-        ("http.access", stadttor_audit::event::Outcome::Success)
-    };
-    let entry = crate::audit_event::request_entry(
-        log,
-        kind,
-        outcome,
-        &cfg.name,
-        req.method(),
-        request_id,
-        listener,
-        conn.client_cert.as_ref().map(|c| c.subject.as_str()),
-        facts.verified.identity.as_ref(),
-        facts.decision,
-    );
-    let required = cfg.audit == AuditMode::Required;
-    let recorded = entry.and_then(|entry| {
-        if required {
-            log.record_durable_entry(entry).map(Some)
-        } else {
-            log.record_entry(entry).map(|()| None)
-        }
-    });
-    match recorded {
-        Ok(evidence) => Ok(evidence),
-        Err(e) if required => Err(GatewayError::AuditUnavailable(e.to_string())),
-        Err(_) => Ok(None),
-    }
+    let set_cookie = verified.set_cookie;
+    stages::sign_and_finish(ctx, route, resp, sign_path.as_deref(), set_cookie, deadline)
+        .await
+        .map(|resp| (resp, route))
+        .map_err(fail)
 }
 
 /// Sends the request to the next address of the pool. A bodiless request
@@ -687,140 +357,10 @@ async fn send(
     }
 }
 
+/// An empty body.
 fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
-/// The host a request is for: canonical with the port as sent (for `Host`
-/// upstream and `Forwarded`) and the bare name for routing.
-#[derive(Debug)]
-struct Host {
-    original: HeaderValue,
-    name: String,
-}
-
-/// Refuses ambiguous framing and returns the request's host.
-///
-/// hyper already rejects malformed chunking, bad `Content-Length` values,
-/// obs-fold and bare CR. What it lets through and we refuse here: a request
-/// with both `Content-Length` and `Transfer-Encoding` (request smuggling,
-/// RFC 9112 §6.3), an HTTP/1.1 request without exactly one `Host`, and an
-/// h2 request whose `Host` disagrees with `:authority`.
-fn check_framing(req: &Request<Incoming>) -> Result<Host, GatewayError> {
-    let h = req.headers();
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-        return Err(GatewayError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
-    let mut hosts = h.get_all(header::HOST).iter();
-    let host_header = hosts.next();
-    if hosts.next().is_some() {
-        return Err(GatewayError::BadRequest("more than one Host header"));
-    }
-    let original: HeaderValue = match (req.uri().authority(), host_header) {
-        (Some(a), Some(hh)) => {
-            if !a.as_str().as_bytes().eq_ignore_ascii_case(hh.as_bytes()) {
-                return Err(GatewayError::BadRequest("Host differs from the authority"));
-            }
-            hh.clone()
-        }
-        (Some(a), None) => HeaderValue::from_str(a.as_str())
-            .map_err(|_| GatewayError::BadRequest("authority is not a valid Host"))?,
-        (None, Some(hh)) => hh.clone(),
-        (None, None) => {
-            if req.version() == Version::HTTP_10 {
-                HeaderValue::from_static("")
-            } else {
-                return Err(GatewayError::BadRequest("missing Host"));
-            }
-        }
-    };
-    if original.is_empty() {
-        return Ok(Host {
-            original,
-            name: String::new(),
-        });
-    }
-    let authority = http::uri::Authority::try_from(original.as_bytes())
-        .map_err(|_| GatewayError::BadRequest("Host is not a valid authority"))?;
-    if authority.as_str().contains('@') {
-        return Err(GatewayError::BadRequest("Host carries user info"));
-    }
-    let name = crate::http::target::canonical_host(authority.host())
-        .ok_or(GatewayError::BadRequest("Host is not a valid host name"))?;
-    // The service gets the canonical host (lowercase, no trailing dot),
-    // with the port as sent; most requests already are canonical.
-    let canonical = match authority.port() {
-        Some(p) => format!("{name}:{}", p.as_str()),
-        None => name.clone(),
-    };
-    let original = if canonical.as_bytes() == original.as_bytes() {
-        original
-    } else {
-        HeaderValue::from_str(&canonical)
-            .map_err(|_| GatewayError::BadRequest("Host is not a valid host name"))?
-    };
-    Ok(Host { original, name })
-}
-
-fn content_length(req: &Request<Incoming>) -> Option<u64> {
-    req.body().size_hint().exact()
-}
-
-fn upstream_path(cfg: &crate::config::Route, uri: &Uri) -> Result<PathAndQuery, GatewayError> {
-    let pq = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    if !pq.path().starts_with('/') {
-        // `OPTIONS *` and other non-origin forms are not proxied.
-        return Err(GatewayError::BadRequest("request target is not a path"));
-    }
-    if !cfg.strip_prefix || cfg.path_prefix == "/" {
-        return Ok(pq);
-    }
-    let rest = strip_segments(pq.path(), &cfg.path_prefix);
-    let s = match pq.query() {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_owned(),
-    };
-    s.parse()
-        .map_err(|_| GatewayError::BadRequest("path cannot be rewritten"))
-}
-
-/// Removes as many leading segments of the canonical `path` as `prefix`
-/// has (`;` parameters on those segments go with them); what is left
-/// starts with `/`.
-fn strip_segments<'p>(path: &'p str, prefix: &str) -> &'p str {
-    let n = prefix.trim_end_matches('/').matches('/').count();
-    let mut rest = path;
-    for _ in 0..n {
-        rest = match rest[1..].find('/') {
-            Some(i) => &rest[i + 1..],
-            None => "",
-        };
-        if rest.is_empty() {
-            break;
-        }
-    }
-    if rest.starts_with('/') {
-        rest
-    } else {
-        "/"
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::strip_segments;
-
-    #[test]
-    fn prefixes_are_stripped_by_segments() {
-        assert_eq!(strip_segments("/app/x/y", "/app"), "/x/y");
-        assert_eq!(strip_segments("/app", "/app"), "/");
-        assert_eq!(strip_segments("/app/", "/app/"), "/");
-        assert_eq!(strip_segments("/a/b/c", "/a/b"), "/c");
-        assert_eq!(strip_segments("/app;jsessionid=1/x", "/app"), "/x");
-    }
-}
+mod tests;
