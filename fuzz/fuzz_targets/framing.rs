@@ -1,4 +1,4 @@
-//! The HTTP/1.1 framing watcher (`gateway/src/framing.rs`) on arbitrary
+//! The HTTP/1.1 framing watcher (`gateway/src/http/framing.rs`) on arbitrary
 //! byte streams. It must never panic and never let how the stream was cut
 //! into reads change what it finds: the flagged request, the number of
 //! heads and whether it still watches are the same for one read, for
