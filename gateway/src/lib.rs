@@ -28,7 +28,7 @@ pub mod metrics;
 pub mod officer;
 pub mod policy;
 pub mod policycmd;
-pub mod proxy;
+pub(crate) mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod signcmd;

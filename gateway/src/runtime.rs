@@ -16,21 +16,21 @@ use crate::state::State;
 #[derive(Debug)]
 pub struct Shared {
     /// The current runtime state.
-    pub state: ArcSwap<State>,
+    pub(crate) state: ArcSwap<State>,
     /// Metrics.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// Set once SIGTERM arrived.
-    pub draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// The key store, for the life of the process.
-    pub keys: Arc<crate::keys::Keys>,
+    pub(crate) keys: Arc<crate::keys::Keys>,
     /// The audit log, if configured.
-    pub audit: Option<Arc<crate::audit_event::AuditLog>>,
+    pub(crate) audit: Option<Arc<crate::audit_event::AuditLog>>,
     /// Logins and sessions, if `[identity]` is configured.
-    pub auth: Option<Arc<crate::auth::Auth>>,
+    pub(crate) auth: Option<Arc<crate::auth::Auth>>,
     /// Document signing, if `[signing]` is configured.
-    pub signer: Option<Arc<crate::signing::Signer>>,
+    pub(crate) signer: Option<Arc<crate::signing::Signer>>,
     /// The policy store and active policy, if `[policies]` is configured.
-    pub policy: Option<Arc<crate::policy::PolicyRuntime>>,
+    pub(crate) policy: Option<Arc<crate::policy::PolicyRuntime>>,
     /// Officers' logins on the admin listener, if configured.
-    pub officers: Option<Arc<crate::officer::Officers>>,
+    pub(crate) officers: Option<Arc<crate::officer::Officers>>,
 }

@@ -18,14 +18,14 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::{Instant, Sleep};
 
 /// Error type of bodies on the proxy path.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type the proxy sends and returns.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Why a guarded body stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// More bytes than the limit.
     #[error("body exceeds the limit of {0} bytes")]
     TooLarge(u64),
@@ -41,20 +41,20 @@ pub enum BodyError {
 /// client's account, so the proxy can answer 413, 408 or 400 instead of
 /// blaming the upstream.
 #[derive(Debug, Default, Clone)]
-pub struct Tripwire(Arc<[AtomicBool; 3]>);
+pub(crate) struct Tripwire(Arc<[AtomicBool; 3]>);
 
 impl Tripwire {
     /// The limit was exceeded.
-    pub fn too_large(&self) -> bool {
+    pub(crate) fn too_large(&self) -> bool {
         self.0[0].load(Ordering::Relaxed)
     }
     /// The body timed out.
-    pub fn timed_out(&self) -> bool {
+    pub(crate) fn timed_out(&self) -> bool {
         self.0[1].load(Ordering::Relaxed)
     }
     /// The body itself was malformed (e.g. broken chunked encoding) or the
     /// client went away mid-body.
-    pub fn broken(&self) -> bool {
+    pub(crate) fn broken(&self) -> bool {
         self.0[2].load(Ordering::Relaxed)
     }
     fn set(&self, i: usize) {
@@ -64,7 +64,7 @@ impl Tripwire {
 
 pin_project_lite::pin_project! {
     /// A body with a byte limit, an idle timeout and a deadline.
-    pub struct Guarded<B> {
+    pub(crate) struct Guarded<B> {
         #[pin]
         inner: B,
         limit: u64,
@@ -80,7 +80,7 @@ pin_project_lite::pin_project! {
 
 impl<B> Guarded<B> {
     /// Wraps `inner`.
-    pub fn new(
+    pub(crate) fn new(
         inner: B,
         limit: u64,
         idle: Duration,

@@ -28,16 +28,16 @@ use http::Uri;
 use crate::config::{AuthMethod, RouteAuth};
 
 /// Every cookie the gateway sets starts with this (compared without case).
-pub const GATEWAY_COOKIE_PREFIX: &str = "__Host-stadttor-";
+pub(crate) const GATEWAY_COOKIE_PREFIX: &str = "__Host-stadttor-";
 
 /// Why a request's credentials are ambiguous; the text goes into the 400.
-pub type Ambiguous = &'static str;
+pub(crate) type Ambiguous = &'static str;
 
 const TWO_AUTHORIZATIONS: Ambiguous = "more than one Authorization header";
 const TWO_GATEWAY_COOKIES: Ambiguous = "a gateway cookie sent more than once";
 
 /// Whether `name` is one of the gateway's cookie names (any case).
-pub fn is_gateway_cookie(name: &[u8]) -> bool {
+pub(crate) fn is_gateway_cookie(name: &[u8]) -> bool {
     let p = GATEWAY_COOKIE_PREFIX.as_bytes();
     name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p)
 }
@@ -59,7 +59,7 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
 
 /// Refuses a request whose credentials are ambiguous: more than one
 /// `Authorization` header, or one of the gateway's cookies more than once.
-pub fn check_unique(headers: &HeaderMap) -> Result<(), Ambiguous> {
+pub(crate) fn check_unique(headers: &HeaderMap) -> Result<(), Ambiguous> {
     if headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -79,7 +79,7 @@ pub fn check_unique(headers: &HeaderMap) -> Result<(), Ambiguous> {
 }
 
 /// The one `Authorization` header; `None` if there is none or more than one.
-pub fn authorization(headers: &HeaderMap) -> Option<&HeaderValue> {
+pub(crate) fn authorization(headers: &HeaderMap) -> Option<&HeaderValue> {
     let mut all = headers.get_all(header::AUTHORIZATION).iter();
     let first = all.next()?;
     all.next().is_none().then_some(first)
@@ -87,7 +87,7 @@ pub fn authorization(headers: &HeaderMap) -> Option<&HeaderValue> {
 
 /// The value of the gateway's cookie `name`; `None` if it is missing, not
 /// text, or sent more than once (in any case).
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     let mut found = cookie_pairs(headers).filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()));
     let (n, v) = found.next()?;
     if found.next().is_some() || n != name.as_bytes() {
@@ -98,16 +98,16 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// What [`withhold`] removed, for the log.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Withheld {
+pub(crate) struct Withheld {
     /// Gateway cookies cut out of `Cookie`.
-    pub cookies: usize,
+    pub(crate) cookies: usize,
     /// Whether `Authorization` was dropped.
-    pub authorization: bool,
+    pub(crate) authorization: bool,
 }
 
 /// Whether the route keeps `Authorization` from its service: it
 /// authenticates sessions or bearer tokens and did not opt in.
-pub fn withholds_authorization(auth: &RouteAuth) -> bool {
+pub(crate) fn withholds_authorization(auth: &RouteAuth) -> bool {
     !auth.forward_authorization
         && auth
             .methods
@@ -116,7 +116,7 @@ pub fn withholds_authorization(auth: &RouteAuth) -> bool {
 }
 
 /// Removes the gateway's credentials from a request about to be forwarded.
-pub fn withhold(headers: &mut HeaderMap, auth: &RouteAuth) -> Withheld {
+pub(crate) fn withhold(headers: &mut HeaderMap, auth: &RouteAuth) -> Withheld {
     let mut out = Withheld::default();
     if withholds_authorization(auth) {
         out.authorization = headers.remove(header::AUTHORIZATION).is_some();
@@ -155,7 +155,7 @@ pub fn withhold(headers: &mut HeaderMap, auth: &RouteAuth) -> Withheld {
 }
 
 /// [`withhold`] on a request for `auth`'s route, with a log line.
-pub fn withhold_for_route(headers: &mut HeaderMap, auth: &RouteAuth, request_id: &str) {
+pub(crate) fn withhold_for_route(headers: &mut HeaderMap, auth: &RouteAuth, request_id: &str) {
     let w = withhold(headers, auth);
     if w != Withheld::default() {
         tracing::debug!(
@@ -169,7 +169,7 @@ pub fn withhold_for_route(headers: &mut HeaderMap, auth: &RouteAuth, request_id:
 
 /// [`refuse_set_cookies`] on `route`'s upstream response: logged and
 /// counted (`stadttor_upstream_set_cookie_refused_total`).
-pub fn refuse_set_cookies_for_route(
+pub(crate) fn refuse_set_cookies_for_route(
     headers: &mut HeaderMap,
     route: &crate::state::Route,
     request_id: &str,
@@ -205,7 +205,7 @@ fn sets_gateway_cookie(v: &HeaderValue) -> bool {
 
 /// Drops every upstream `Set-Cookie` for one of the gateway's cookie names;
 /// returns how many were dropped.
-pub fn refuse_set_cookies(headers: &mut HeaderMap) -> usize {
+pub(crate) fn refuse_set_cookies(headers: &mut HeaderMap) -> usize {
     if !headers
         .get_all(header::SET_COOKIE)
         .iter()
@@ -229,7 +229,7 @@ pub fn refuse_set_cookies(headers: &mut HeaderMap) -> usize {
 /// The host a request is for, as sealed cookies are bound to it: from the
 /// authority (h2, absolute form) or `Host`, lowercase, without port or
 /// trailing dot. Empty when the request names none (HTTP/1.0).
-pub fn request_host(uri: &Uri, headers: &HeaderMap) -> String {
+pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> String {
     let from_header = || {
         let h = headers.get(header::HOST)?;
         http::uri::Authority::try_from(h.as_bytes()).ok()

@@ -52,7 +52,7 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Position (0-based) on the connection of the first request whose head
 /// carried both framing headers; `u32::MAX` while none was seen.
 #[derive(Debug)]
-pub struct Ambiguous(AtomicU32);
+pub(crate) struct Ambiguous(AtomicU32);
 
 impl Ambiguous {
     fn new() -> Self {
@@ -60,7 +60,7 @@ impl Ambiguous {
     }
 
     /// Whether the request at `position` on this connection was ambiguous.
-    pub fn at(&self, position: u32) -> bool {
+    pub(crate) fn at(&self, position: u32) -> bool {
         self.0.load(Ordering::Relaxed) == position
     }
 }
@@ -128,7 +128,7 @@ enum Next {
 
 /// Wraps an inbound HTTP/1.1 stream and watches its request heads.
 #[derive(Debug)]
-pub struct HeadWatch<T> {
+pub(crate) struct HeadWatch<T> {
     inner: T,
     state: State,
     /// The current head's bytes (empty lines before it not included).
@@ -149,7 +149,7 @@ impl<T> HeadWatch<T> {
     /// Watches `inner`; heads (and trailer sections) longer than `limit` end
     /// the watch (hyper refuses such heads anyway). With `active` false the
     /// watcher only passes bytes through (h2 connections).
-    pub fn new(inner: T, limit: usize, active: bool) -> (Self, Arc<Ambiguous>) {
+    pub(crate) fn new(inner: T, limit: usize, active: bool) -> (Self, Arc<Ambiguous>) {
         let found = Arc::new(Ambiguous::new());
         (
             Self {
@@ -166,11 +166,6 @@ impl<T> HeadWatch<T> {
             },
             found,
         )
-    }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
     }
 
     fn watching(&self) -> bool {

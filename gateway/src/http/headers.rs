@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The request id header, set by the gateway on requests and responses.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -38,7 +38,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Default security headers; a route may override or remove each.
-pub const SECURITY_HEADERS: [(&str, &str); 5] = [
+pub(crate) const SECURITY_HEADERS: [(&str, &str); 5] = [
     (
         "strict-transport-security",
         "max-age=31536000; includeSubDomains",
@@ -51,7 +51,7 @@ pub const SECURITY_HEADERS: [(&str, &str); 5] = [
 
 /// Removes hop-by-hop headers, and those named in `Connection`.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (WebSocket).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if let Some(conn) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = conn
             .to_str()
@@ -85,7 +85,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Whether `name` starts with `prefix` once `_` counts as `-` and case is
 /// ignored: `x_stadttor_sub` and `X_Stadttor_Sub` are `x-stadttor-sub` to a
 /// service that reads headers through CGI-style variables.
-pub fn has_prefix_folded(name: &str, prefix: &str) -> bool {
+pub(crate) fn has_prefix_folded(name: &str, prefix: &str) -> bool {
     let fold = |b: &u8| match b {
         b'_' => b'-',
         b => b.to_ascii_lowercase(),
@@ -102,7 +102,7 @@ pub fn has_prefix_folded(name: &str, prefix: &str) -> bool {
 /// Removes every header whose name starts with `prefix`, with `_` folded
 /// to `-` and case ignored (see [`has_prefix_folded`]).
 /// Returns how many were removed.
-pub fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) -> usize {
+pub(crate) fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) -> usize {
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|k| has_prefix_folded(k.as_str(), prefix))
@@ -119,7 +119,7 @@ pub fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) -> usize {
 /// A client's address, pre-rendered for the forwarding headers once per
 /// connection instead of once per request.
 #[derive(Debug, Clone)]
-pub struct ForwardedFor {
+pub(crate) struct ForwardedFor {
     /// RFC 7239 `for=` node (IPv6 quoted and bracketed).
     node: String,
     /// The bare IP, for `X-Forwarded-For` and `X-Real-IP`.
@@ -128,7 +128,7 @@ pub struct ForwardedFor {
 
 impl ForwardedFor {
     /// Renders `peer`.
-    pub fn new(peer: SocketAddr) -> Self {
+    pub(crate) fn new(peer: SocketAddr) -> Self {
         let ip = peer.ip();
         let node = match ip {
             std::net::IpAddr::V4(v4) => v4.to_string(),
@@ -143,7 +143,7 @@ impl ForwardedFor {
 /// Sets `Forwarded`, `X-Forwarded-For/Proto/Host` and `X-Real-IP` from what
 /// the gateway observed, replacing any client-sent values (also those spelt
 /// with `_`, such as `x_forwarded_for`, and a client's `x_request_id`).
-pub fn set_forwarded(headers: &mut HeaderMap, peer: &ForwardedFor, host: &HeaderValue) {
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: &ForwardedFor, host: &HeaderValue) {
     let underscored: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().contains('_'))
@@ -197,7 +197,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: &ForwardedFor, host: &Header
 
 /// Security headers for a route: the defaults with the route's overrides
 /// applied (an empty override value removes the header).
-pub fn security_headers_for(
+pub(crate) fn security_headers_for(
     overrides: &BTreeMap<String, String>,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut out: BTreeMap<String, String> = SECURITY_HEADERS
@@ -219,7 +219,7 @@ pub fn security_headers_for(
 }
 
 /// Adds each header the response does not carry yet.
-pub fn add_missing(headers: &mut HeaderMap, add: &[(HeaderName, HeaderValue)]) {
+pub(crate) fn add_missing(headers: &mut HeaderMap, add: &[(HeaderName, HeaderValue)]) {
     for (k, v) in add {
         if !headers.contains_key(k) {
             headers.insert(k.clone(), v.clone());
@@ -228,7 +228,7 @@ pub fn add_missing(headers: &mut HeaderMap, add: &[(HeaderName, HeaderValue)]) {
 }
 
 /// Whether the request asks for a WebSocket upgrade (RFC 6455 §4.1).
-pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let upgrade = headers
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));

@@ -26,7 +26,7 @@ use crate::runtime::Shared;
 
 /// Connection counters shared by all listeners.
 #[derive(Debug)]
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     total: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_per_ip: usize,
@@ -34,13 +34,13 @@ pub struct ConnLimits {
 
 impl ConnLimits {
     /// Limits from the server config.
-    pub fn new(server: &Server) -> Arc<Self> {
+    pub(crate) fn new(server: &Server) -> Arc<Self> {
         Self::with_caps(server.max_connections, server.max_connections_per_ip)
     }
 
     /// Limits of `total` open connections, `per_ip` of them from one
     /// address (the admin listener uses its own).
-    pub fn with_caps(total: usize, per_ip: usize) -> Arc<Self> {
+    pub(crate) fn with_caps(total: usize, per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
             total: Arc::new(Semaphore::new(total)),
             per_ip: Mutex::new(HashMap::new()),
@@ -91,7 +91,7 @@ impl Drop for Admission {
 }
 
 /// The HTTP server settings of one listener.
-pub fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
+pub(crate) fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -108,7 +108,7 @@ pub fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts connections until `stop` fires.
-pub async fn run(
+pub(crate) async fn run(
     shared: Arc<Shared>,
     index: usize,
     listener: TcpListener,

@@ -11,12 +11,12 @@
 //! both directions, [`body`] streams bodies under limits, [`upstream`] keeps
 //! the upstream pools and [`tunnel`] carries upgraded connections.
 
-pub mod body;
-pub mod credentials;
+pub(crate) mod body;
+pub(crate) mod credentials;
 pub mod framing;
-pub mod headers;
-pub mod listener;
-pub mod target;
+pub(crate) mod headers;
+pub(crate) mod listener;
+pub(crate) mod target;
 pub mod tls;
-pub mod tunnel;
+pub(crate) mod tunnel;
 pub mod upstream;

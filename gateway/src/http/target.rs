@@ -8,22 +8,22 @@
 
 use std::borrow::Cow;
 
-pub use stadttor_policies::path::{canonical_path, decision_path, CanonicalPath, Refusal};
+pub(crate) use stadttor_policies::path::{canonical_path, decision_path, Refusal};
 
 /// What canonicalising a request's target found, for the route's checks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TargetFacts {
+pub(crate) struct TargetFacts {
     /// The client's path was not canonical (it was rewritten).
-    pub changed: bool,
+    pub(crate) changed: bool,
     /// The client's path had empty segments (`//`), now merged.
-    pub empty_segments: bool,
+    pub(crate) empty_segments: bool,
     /// The path has `;` parameters.
-    pub parameters: bool,
+    pub(crate) parameters: bool,
 }
 
 /// Replaces the path of `uri` by its canonical form; scheme, authority and
 /// query stay byte for byte. Nothing after this sees the client's path.
-pub fn canonicalise_uri(uri: &mut http::Uri) -> Result<TargetFacts, Refusal> {
+pub(crate) fn canonicalise_uri(uri: &mut http::Uri) -> Result<TargetFacts, Refusal> {
     let c = canonical_path(uri.path(), true)?;
     let facts = TargetFacts {
         changed: c.changed(),
@@ -48,7 +48,7 @@ pub fn canonicalise_uri(uri: &mut http::Uri) -> Result<TargetFacts, Refusal> {
 /// A canonical host name: ASCII lowercase, one trailing dot removed.
 /// Refuses empty labels, and characters outside letters, digits, `-`,
 /// `_` and `.` (IP literals in brackets are kept as they are, lowercased).
-pub fn canonical_host(host: &str) -> Option<String> {
+pub(crate) fn canonical_host(host: &str) -> Option<String> {
     if host.starts_with('[') {
         let inner = host.strip_prefix('[')?.strip_suffix(']')?;
         inner.parse::<std::net::Ipv6Addr>().ok()?;

@@ -26,11 +26,11 @@ use stadttor_pki::tls_key::HsmTlsKey;
 
 use crate::config::{self, CertMode, ClientAuthMode, Issue};
 
-pub mod dn;
+pub(crate) mod dn;
 use crate::keys::Keys;
 
 /// The crypto provider restricted to the BSI TR-02102-2 profile.
-pub fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
+pub(crate) fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
     let base = ring::default_provider();
     let cipher_suites = vec![
         ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
@@ -53,17 +53,17 @@ pub fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
 
 /// A listener's TLS configuration and the short-lived leaves it serves.
 #[derive(Debug)]
-pub struct ListenerTls {
+pub(crate) struct ListenerTls {
     /// The rustls configuration.
-    pub config: Arc<ServerConfig>,
+    pub(crate) config: Arc<ServerConfig>,
     /// Rotating leaf slots (short-lived-leaf mode), for the rotation task.
-    pub leaves: Vec<Arc<LeafSlot>>,
+    pub(crate) leaves: Vec<Arc<LeafSlot>>,
 }
 
 /// Builds the rustls server configuration of one listener.
 ///
 /// Every problem is reported as an [`Issue`] naming the config key.
-pub fn server_config(
+pub(crate) fn server_config(
     listener: &config::Listener,
     index: usize,
     keys: &Arc<Keys>,
@@ -170,7 +170,7 @@ fn client_verifier(
 /// The CA certificates of a PEM bundle, for verifying peers (client
 /// certificates, HTTPS upstreams, state stores). `Err` names the file and
 /// what is wrong with it.
-pub fn ca_roots(path: &std::path::Path) -> Result<RootCertStore, String> {
+pub(crate) fn ca_roots(path: &std::path::Path) -> Result<RootCertStore, String> {
     use rustls_pki_types::pem::PemObject;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut roots = RootCertStore::empty();
@@ -197,7 +197,7 @@ pub struct LeafSlot {
     lifetime: Duration,
     issued_at: Mutex<Instant>,
     /// The certificate's config key, for logs.
-    pub origin: String,
+    pub(crate) origin: String,
     keys: Arc<Keys>,
 }
 
@@ -241,7 +241,7 @@ impl LeafSlot {
     }
 
     /// Whether the leaf is past half its lifetime.
-    pub fn due(&self) -> bool {
+    pub(crate) fn due(&self) -> bool {
         self.issued_at
             .lock()
             .map(|t| t.elapsed() >= self.lifetime / 2)
@@ -250,7 +250,7 @@ impl LeafSlot {
 
     /// Issues a new leaf (one signature by the issuing key) and swaps it in.
     /// Blocking: call from a blocking thread.
-    pub fn rotate(&self) -> Result<(), String> {
+    pub(crate) fn rotate(&self) -> Result<(), String> {
         let ck = issue_leaf(
             &self.issuer,
             &self.issuer_chain,
@@ -401,7 +401,7 @@ pub struct ClientCert {
 
 impl ClientCert {
     /// Extracts the subject of the verified end-entity certificate.
-    pub fn from_der(der: &CertificateDer<'_>) -> Option<Self> {
+    pub(crate) fn from_der(der: &CertificateDer<'_>) -> Option<Self> {
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
         Some(Self {
             subject: dn::rfc4514(cert.subject()),

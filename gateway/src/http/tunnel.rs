@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 /// Copies both ways between the two upgraded connections until one closes
 /// or a timeout ends it.
-pub async fn run(
+pub(crate) async fn run(
     downstream: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     upstream_name: String,

@@ -25,13 +25,13 @@ use crate::http::body::ProxyBody;
 use crate::keys::Keys;
 
 /// The HTTP client used towards upstreams.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// One address of a pool and its health.
 #[derive(Debug)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// `host:port`.
-    pub authority: Authority,
+    pub(crate) authority: Authority,
     failures: AtomicU32,
     ejected_until_ms: AtomicU64,
 }
@@ -40,9 +40,9 @@ pub struct Backend {
 #[derive(Debug)]
 pub struct Pool {
     /// The upstream's name.
-    pub name: String,
+    pub(crate) name: String,
     /// `http` or `https`.
-    pub scheme: Scheme,
+    pub(crate) scheme: Scheme,
     backends: Vec<Backend>,
     next: AtomicUsize,
     eject_after: u32,
@@ -57,7 +57,7 @@ pub struct Pool {
 
 impl Pool {
     /// Builds a pool; TLS material is loaded here.
-    pub fn new(
+    pub(crate) fn new(
         u: &config::Upstream,
         index: usize,
         keys: &Keys,
@@ -116,13 +116,8 @@ impl Pool {
     }
 
     /// Number of addresses.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.backends.len()
-    }
-
-    /// Whether the pool has no address (never true for a validated config).
-    pub fn is_empty(&self) -> bool {
-        self.backends.is_empty()
     }
 
     fn now_ms(&self) -> u64 {
@@ -130,7 +125,7 @@ impl Pool {
     }
 
     /// The next address in rotation, skipping resting ones when possible.
-    pub fn pick(&self) -> &Backend {
+    pub(crate) fn pick(&self) -> &Backend {
         let n = self.backends.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         if n == 1 {
@@ -147,14 +142,14 @@ impl Pool {
     }
 
     /// Records a successful exchange with `b`.
-    pub fn success(&self, b: &Backend) {
+    pub(crate) fn success(&self, b: &Backend) {
         if b.failures.load(Ordering::Relaxed) != 0 {
             b.failures.store(0, Ordering::Relaxed);
         }
     }
 
     /// Records a failed connection to `b`; may eject it.
-    pub fn failure(&self, b: &Backend) {
+    pub(crate) fn failure(&self, b: &Backend) {
         self.failures.inc();
         let f = b.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if f >= self.eject_after {
@@ -170,7 +165,7 @@ impl Pool {
     }
 
     /// Builds a client for this pool with the given connect timeout.
-    pub fn client(&self, connect_timeout: Duration) -> UpstreamClient {
+    pub(crate) fn client(&self, connect_timeout: Duration) -> UpstreamClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

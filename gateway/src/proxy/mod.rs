@@ -39,24 +39,24 @@ mod stages;
 
 /// What is known about the client connection a request came on.
 #[derive(Debug)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// Index of the listener.
-    pub listener: usize,
+    pub(crate) listener: usize,
     /// The client's address.
-    pub peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     /// The verified client certificate, if one was presented.
-    pub client_cert: Option<ClientCert>,
+    pub(crate) client_cert: Option<ClientCert>,
     /// `Forwarded`/`X-Forwarded-For` values for this peer, computed once.
-    pub forwarded: headers::ForwardedFor,
+    pub(crate) forwarded: headers::ForwardedFor,
     /// Which HTTP/1.1 request on this connection, if any, carried both
     /// `Content-Length` and `Transfer-Encoding` (see [`crate::http::framing`]).
-    pub ambiguous: Arc<crate::http::framing::Ambiguous>,
+    pub(crate) ambiguous: Arc<crate::http::framing::Ambiguous>,
     /// Requests seen on this connection (HTTP/1.x), in order.
-    pub requests: std::sync::atomic::AtomicU32,
+    pub(crate) requests: std::sync::atomic::AtomicU32,
 }
 
 /// hyper service entry point: never fails, every error is a response.
-pub async fn serve(
+pub(crate) async fn serve(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,

@@ -53,7 +53,7 @@ const SHORT_NAMES: &[(&str, &str)] = &[
 ];
 
 /// `name` as an RFC 4514 string, most specific RDN first.
-pub fn rfc4514(name: &X509Name<'_>) -> String {
+pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
     let mut out = String::new();
     for (i, rdn) in name.iter_rdn().collect::<Vec<_>>().iter().rev().enumerate() {
         if i > 0 {
