@@ -8,6 +8,8 @@
 //! - [`remote`]: rcgen signing through a key-store key (CSRs, certificates).
 //! - [`leaf`]: short-lived TLS leaf certificates issued by a hardware key.
 //! - [`devca`]: a throw-away development CA for `stadttor demo` and tests.
+//! - [`hex`]: lowercase hex for fingerprints and digests, the one
+//!   implementation for this crate and the gateway.
 //! - [`sign`]: electronic seals on documents and responses: CMS/CAdES,
 //!   PAdES, JWS, RFC 9421 HTTP message signatures, RFC 3161 timestamps.
 //!
@@ -19,6 +21,7 @@
 pub mod certs;
 pub mod devca;
 mod error;
+pub mod hex;
 pub mod leaf;
 pub mod remote;
 pub mod sign;

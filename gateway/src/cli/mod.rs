@@ -1,8 +1,16 @@
-//! The `stadttor` command line: `serve`, `config check`, `keys`, `audit`,
-//! `policy`, `demo`.
+//! The `stadttor` command line: `serve`, `config check`, `keys`, `sign`,
+//! `verify`, `audit`, `policy`, `demo`.
 //!
-//! Exit codes: 0 success, 64 unusable configuration (reported before any
-//! port is bound, every problem listed), 1 any other failure.
+//! This module parses the command line ([`Cli`], [`Command`]), picks the
+//! key store for the commands that need one ([`KeyBackend::key_store`]) and
+//! hands each command to its own file: [`serve`], [`config`], [`keys`],
+//! [`sign`], [`audit`], [`policy`], [`demo`]. Every command ends in one
+//! [`Exit`] code; they are an interface, scripts and the tests rely on them.
+//!
+//! This is the binary's side of the package: the only code that uses
+//! `anyhow`. The commands call the `stadttor_gateway` library and the
+//! `stadttor-audit`, `stadttor-policies`, `stadttor-pki` and `stadttor-hsm`
+//! crates, each with its own typed errors.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,9 +18,40 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use stadttor_gateway::config::{self, LogFormat};
-use stadttor_gateway::server::{self, ServeError};
-use stadttor_gateway::state::State;
+use stadttor_gateway::config::LogFormat;
+use stadttor_gateway::server::ServeError;
+use stadttor_hsm::KeyStore;
+
+mod audit;
+mod config;
+mod demo;
+mod keys;
+mod policy;
+mod serve;
+mod sign;
+
+/// The process exit codes, the same for every command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// 0: the command did what was asked; a check passed.
+    Ok = 0,
+    /// 1: anything else went wrong (network, I/O, hardware, a running
+    /// gateway failed).
+    Failure = 1,
+    /// 2: the check ran and did not pass: a log, proof or signature failed
+    /// verification, or a policy change was refused (invalid policy,
+    /// failing tests, four-eyes rules).
+    Rejected = 2,
+    /// 64 (`EX_USAGE`): the command line or the configuration cannot be
+    /// used; reported before any port is bound, every problem listed.
+    Usage = 64,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
 
 /// stadttor: a hardened TLS gateway for municipal online services.
 #[derive(Debug, Parser)]
@@ -22,13 +61,14 @@ use stadttor_gateway::state::State;
     about = "stadttor: a hardened TLS gateway for municipal online services",
     long_about = None
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Serve with a configuration file (SIGHUP reloads, SIGTERM drains).
     Serve {
         /// The configuration file.
@@ -38,14 +78,14 @@ enum Command {
     /// Inspect configurations.
     Config {
         #[command(subcommand)]
-        command: ConfigCommand,
+        command: config::ConfigCommand,
     },
     /// Manage keys in the TPM, the PKCS#11 token or (development) files.
     Keys {
         #[command(flatten)]
         backend: KeyBackend,
         #[command(subcommand)]
-        command: KeysCommand,
+        command: keys::KeysCommand,
     },
     /// Run a complete development gateway with generated certificates and a
     /// sample service, in a local folder. Not for production.
@@ -62,27 +102,7 @@ enum Command {
     },
     /// Seal a document with a key from the key store: detached CAdES
     /// (`--tsa` for B-T), PAdES embedded in a PDF, or a detached JWS.
-    Sign {
-        #[command(flatten)]
-        backend: KeyBackend,
-        /// The document.
-        file: PathBuf,
-        /// cades, pades or jws.
-        #[arg(long, value_enum, default_value = "cades")]
-        format: stadttor_gateway::signcmd::Format,
-        /// The seal key (`tpm:…`, `pkcs11:…`, `file:…`).
-        #[arg(long)]
-        key: String,
-        /// PEM chain of the seal certificate, leaf first.
-        #[arg(long)]
-        cert: PathBuf,
-        /// RFC 3161 timestamp authority (`http://…`) for B-T.
-        #[arg(long)]
-        tsa: Option<String>,
-        /// Output file (default: next to FILE).
-        #[arg(long, short)]
-        out: Option<PathBuf>,
-    },
+    Sign(sign::SignArgs),
     /// Check a signature: a PDF's embedded PAdES signature, or a detached
     /// `--sig` (CMS `.p7s` or JWS). Exit 0 valid, 2 invalid, 64 unusable
     /// command line. Trust in the signer is checked with your own trust
@@ -99,7 +119,7 @@ enum Command {
     /// command line, 1 other.
     Audit {
         #[command(subcommand)]
-        command: stadttor_gateway::auditcmd::AuditCommand,
+        command: audit::AuditCommand,
     },
     /// The security officers' policy commands: init, test, explain, diff,
     /// history, propose, approve, reject, rollback. Exit codes: 0 ok, 2
@@ -107,15 +127,15 @@ enum Command {
     /// command line, 1 other.
     Policy {
         #[command(flatten)]
-        store: stadttor_gateway::policycmd::StoreArgs,
+        store: policy::StoreArgs,
         #[command(subcommand)]
-        command: stadttor_gateway::policycmd::PolicyCommand,
+        command: policy::PolicyCommand,
     },
 }
 
 /// Where the key store finds its hardware.
 #[derive(Debug, clap::Args)]
-struct KeyBackend {
+pub(crate) struct KeyBackend {
     /// Read the `[keys]` table of this configuration file.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
@@ -130,96 +150,33 @@ struct KeyBackend {
     pin_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Subcommand)]
-enum KeysCommand {
-    /// Generate a key inside its backend (non-exportable in a TPM or token)
-    /// and print its public key. Never overwrites an existing key.
-    Generate {
-        /// `tpm:handle=0x81010002`, `tpm:pem=FILE`, `pkcs11:token=…;object=…`, `file:PATH`.
-        key: String,
-        /// p256 (default), p384 or ed25519 (backend permitting).
-        #[arg(long, default_value = "p256")]
-        algorithm: String,
-    },
-    /// Show a key: backend, protection, algorithm, fingerprint, public key.
-    Show {
-        /// The key reference.
-        key: String,
-    },
-    /// Write a PKCS#10 certificate signing request signed by the key.
-    Csr {
-        /// The key reference.
-        key: String,
-        /// Subject common name.
-        #[arg(long)]
-        cn: String,
-        /// Subject alternative names (DNS names or IP addresses), repeatable.
-        #[arg(long = "san")]
-        sans: Vec<String>,
-        /// Output file (`-` for stdout).
-        #[arg(long, short, default_value = "-")]
-        out: PathBuf,
-    },
-    /// Seal a gateway secret (e.g. a session-cookie or ticket key, at most
-    /// 128 bytes) to the TPM, optionally bound to PCR values; writes a TSS2 PEM
-    /// file (mode 0600) that only this TPM, in this platform state, can unseal.
-    Seal {
-        /// The secret: a file to read, or `-` for 32 fresh random bytes.
-        #[arg(long, default_value = "-")]
-        secret: PathBuf,
-        /// PCR indices (sha256 bank) to bind to, e.g. `--pcr 7 --pcr 14`.
-        #[arg(long = "pcr")]
-        pcrs: Vec<u8>,
-        /// The sealed file to write.
-        #[arg(long, short)]
-        out: PathBuf,
-    },
-    /// Unseal a secret sealed with `keys seal` and print its SHA-256
-    /// fingerprint (the secret itself is never printed).
-    Unseal {
-        /// The sealed file.
-        file: PathBuf,
-    },
-    /// Create or rotate the session-cookie key file (`[identity]
-    /// session_key_file`): a new key goes on the first line and seals from
-    /// the next start on; older keys stay below it and still open existing
-    /// sessions. `--keep N` keeps at most N old keys.
-    SessionKey {
-        /// The key file (created with mode 0600).
-        file: PathBuf,
-        /// Old keys to keep below the new one.
-        #[arg(long, default_value_t = 2)]
-        keep: usize,
-    },
-    /// TPM2_Certify: prove with an attestation key that the key lives in the TPM.
-    Attest {
-        /// The key to attest (`tpm:`).
-        key: String,
-        /// The attestation key (`tpm:`), a restricted signing key.
-        #[arg(long)]
-        ak: String,
-        /// Verifier's nonce, hex.
-        #[arg(long, default_value = "")]
-        nonce: String,
-        /// Folder for attest.bin, attest.sig and ak.pem.
-        #[arg(long, short)]
-        out: PathBuf,
-    },
+impl KeyBackend {
+    /// The key store: the `[keys]` table of `--config` (if given), with
+    /// `--tcti`, `--pkcs11-module` and `--pin-file` taking precedence.
+    /// An unreadable `--config` is printed and exits [`Exit::Usage`].
+    fn key_store(&self) -> Result<KeyStore, Exit> {
+        let mut cfg = match &self.config {
+            Some(path) => keys::keys_config_from_file(path).map_err(|e| {
+                eprintln!("{e}");
+                Exit::Usage
+            })?,
+            None => Default::default(),
+        };
+        if self.tcti.is_some() {
+            cfg.tpm_tcti = self.tcti.clone();
+        }
+        if self.pkcs11_module.is_some() {
+            cfg.pkcs11_module = self.pkcs11_module.clone();
+        }
+        if self.pin_file.is_some() {
+            cfg.pkcs11_pin_file = self.pin_file.clone();
+        }
+        Ok(KeyStore::new(cfg))
+    }
 }
 
-#[derive(Debug, Subcommand)]
-enum ConfigCommand {
-    /// Validate a configuration, including its certificates and keys.
-    /// Exits 0 when usable, 64 with every problem listed otherwise.
-    Check {
-        /// The configuration file.
-        file: PathBuf,
-    },
-}
-
-const EX_CONFIG: u8 = 64;
-
-fn main() -> ExitCode {
+/// Runs the command line of this process.
+pub(crate) fn main() -> ExitCode {
     // Command-line mistakes exit 64 like an unusable config, not clap's 2:
     // `stadttor audit verify` exits 2 when a log fails verification.
     let cli = match Cli::try_parse() {
@@ -227,333 +184,53 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
-                ExitCode::from(EX_CONFIG)
+                Exit::Usage
             } else {
-                ExitCode::SUCCESS // --help, --version
-            };
+                Exit::Ok // --help, --version
+            }
+            .into();
         }
     };
-    match cli.command {
-        Command::Config {
-            command: ConfigCommand::Check { file },
-        } => check(&file),
-        Command::Serve { config } => match config::load(&config) {
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EX_CONFIG)
-            }
-            Ok(cfg) => {
-                init_tracing(cfg.server.log_format);
-                finish(runtime().and_then(|rt| rt.block_on(serve(cfg))))
-            }
+    run(cli.command).into()
+}
+
+fn run(command: Command) -> Exit {
+    match command {
+        Command::Serve { config } => serve::run(&config),
+        Command::Config { command } => config::run(command),
+        Command::Keys { backend, command } => match backend.key_store() {
+            Ok(store) => keys::run(&store, command),
+            Err(exit) => exit,
         },
-        Command::Keys { backend, command } => keys(backend, command),
-        Command::Demo { dir, listen, admin } => {
-            init_tracing(LogFormat::Text);
-            finish(runtime().and_then(|rt| rt.block_on(demo(dir, listen, admin))))
-        }
-        Command::Sign {
-            backend,
-            file,
-            format,
-            key,
-            cert,
-            tsa,
-            out,
-        } => {
-            let store = match key_store(&backend) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            let r = key
-                .parse::<stadttor_hsm::KeyRef>()
-                .map_err(anyhow::Error::from)
-                .and_then(|k| {
-                    stadttor_gateway::signcmd::sign(
-                        &store,
-                        &k,
-                        &cert,
-                        &file,
-                        format,
-                        tsa.as_deref(),
-                        out.as_deref(),
-                    )
-                    .map_err(anyhow::Error::from)
-                })
-                .map(|written| println!("signed: {}", written.display()));
-            finish(r)
-        }
-        Command::Verify { file, sig } => {
-            match stadttor_gateway::signcmd::verify(&file, sig.as_deref()) {
-                Ok(v) => {
-                    println!("valid {} signature", v.format);
-                    println!("signer: {}", v.signer);
-                    println!("timestamp: {}", if v.timestamped { "yes" } else { "no" });
-                    if let Some(w) = v.whole_file {
-                        println!("covers the whole file: {}", if w { "yes" } else { "NO" });
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(stadttor_gateway::signcmd::SignCmdError::Usage(m)) => {
-                    eprintln!("stadttor verify: {m}");
-                    ExitCode::from(EX_CONFIG)
-                }
-                Err(e) => {
-                    eprintln!("INVALID: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        Command::Policy { store, command } => {
-            match stadttor_gateway::policycmd::run(&store, command, &mut std::io::stdout().lock()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("stadttor policy: {e}");
-                    ExitCode::from(e.exit_code())
-                }
-            }
-        }
-        Command::Audit { command } => {
-            match stadttor_gateway::auditcmd::run(command, &mut std::io::stdout().lock()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("stadttor audit: {e}");
-                    ExitCode::from(e.exit_code())
-                }
-            }
-        }
-    }
-}
-
-fn check(file: &std::path::Path) -> ExitCode {
-    let result = config::load(file).and_then(|cfg| {
-        // Warnings do not change the exit code: a trusted network may be a
-        // deliberate choice, but it should be a visible one.
-        for (key, why) in config::plaintext_warnings(&cfg) {
-            eprintln!("{}: key `{key}`: warning: {why}", file.display());
-        }
-        let (l, r) = (cfg.listeners.len(), cfg.routes.len());
-        let keys = stadttor_gateway::keys::Keys::new(cfg.keys.clone());
-        // The admin listener's certificates and keys too, not only the
-        // public listeners'.
-        stadttor_gateway::server::admin_tls_config(&cfg, &keys)?;
-        State::build(cfg, &stadttor_gateway::metrics::Metrics::new(), &keys).map(|_| (l, r))
-    });
-    match result {
-        Ok((l, r)) => {
-            println!(
-                "{}: ok ({l} listener{}, {r} route{})",
-                file.display(),
-                if l == 1 { "" } else { "s" },
-                if r == 1 { "" } else { "s" }
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(EX_CONFIG)
-        }
-    }
-}
-
-/// The key store described by `--config`/`--tcti`/… options.
-fn key_store(backend: &KeyBackend) -> Result<stadttor_hsm::KeyStore, ExitCode> {
-    let mut cfg = match &backend.config {
-        Some(path) => match stadttor_gateway::keycmd::keys_config_from_file(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{e}");
-                return Err(ExitCode::from(EX_CONFIG));
-            }
+        Command::Demo { dir, listen, admin } => demo::run(dir, listen, admin),
+        Command::Sign(args) => match args.backend.key_store() {
+            Ok(store) => sign::run_sign(&store, &args),
+            Err(exit) => exit,
         },
-        None => Default::default(),
-    };
-    if backend.tcti.is_some() {
-        cfg.tpm_tcti = backend.tcti.clone();
+        Command::Verify { file, sig } => sign::run_verify(&file, sig.as_deref()),
+        Command::Audit { command } => audit::main(command),
+        Command::Policy { store, command } => policy::main(&store, command),
     }
-    if backend.pkcs11_module.is_some() {
-        cfg.pkcs11_module = backend.pkcs11_module.clone();
-    }
-    if backend.pin_file.is_some() {
-        cfg.pkcs11_pin_file = backend.pin_file.clone();
-    }
-    Ok(stadttor_hsm::KeyStore::new(cfg))
 }
 
-fn keys(backend: KeyBackend, command: KeysCommand) -> ExitCode {
-    use stadttor_gateway::keycmd;
-    let mut cfg = match &backend.config {
-        Some(path) => match keycmd::keys_config_from_file(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(EX_CONFIG);
-            }
-        },
-        None => Default::default(),
-    };
-    if backend.tcti.is_some() {
-        cfg.tpm_tcti = backend.tcti;
-    }
-    if backend.pkcs11_module.is_some() {
-        cfg.pkcs11_module = backend.pkcs11_module;
-    }
-    if backend.pin_file.is_some() {
-        cfg.pkcs11_pin_file = backend.pin_file;
-    }
-    let store = stadttor_hsm::KeyStore::new(cfg);
-    let parse = |s: &str| s.parse::<stadttor_hsm::KeyRef>();
-    let result: anyhow::Result<()> = (|| {
-        match command {
-            KeysCommand::Generate { key, algorithm } => {
-                let alg = keycmd::parse_algorithm(&algorithm)?;
-                let k = keycmd::generate(&store, &parse(&key)?, alg)?;
-                print!("{}", keycmd::describe(&k));
-            }
-            KeysCommand::Show { key } => {
-                let k = store.resolve(&parse(&key)?)?;
-                print!("{}", keycmd::describe(&k));
-            }
-            KeysCommand::Csr { key, cn, sans, out } => {
-                let pem = keycmd::csr(&store, &parse(&key)?, &cn, &sans)?;
-                keycmd::write_out(&out, pem.as_bytes())?;
-            }
-            KeysCommand::Seal { secret, pcrs, out } => seal(&store, &secret, &pcrs, &out)?,
-            KeysCommand::Unseal { file } => unseal(&store, &file)?,
-            KeysCommand::SessionKey { file, keep } => {
-                let n = stadttor_gateway::keycmd::rotate_session_key(&file, keep)?;
-                println!(
-                    "{}: new session key on the first line, {n} older key(s) kept",
-                    file.display()
-                );
-            }
-            KeysCommand::Attest {
-                key,
-                ak,
-                nonce,
-                out,
-            } => {
-                let nonce = (0..nonce.len() / 2)
-                    .map(|i| u8::from_str_radix(&nonce[2 * i..2 * i + 2], 16))
-                    .collect::<Result<Vec<u8>, _>>()
-                    .context("--nonce must be hex")?;
-                attest(&store, &parse(&key)?, &parse(&ak)?, &nonce, &out)?;
-            }
-        }
-        Ok(())
-    })();
-    finish(result)
-}
-
-#[cfg(feature = "tpm")]
-fn attest(
-    store: &stadttor_hsm::KeyStore,
-    key: &stadttor_hsm::KeyRef,
-    ak: &stadttor_hsm::KeyRef,
-    nonce: &[u8],
-    out: &std::path::Path,
-) -> anyhow::Result<()> {
-    let cmd = stadttor_gateway::keycmd::attest(store, key, ak, nonce, out)?;
-    println!(
-        "attestation written to {}; verify with:\n  {cmd}",
-        out.display()
-    );
-    Ok(())
-}
-
-#[cfg(feature = "tpm")]
-fn seal(
-    store: &stadttor_hsm::KeyStore,
-    secret: &std::path::Path,
-    pcrs: &[u8],
-    out: &std::path::Path,
-) -> anyhow::Result<()> {
-    let bytes = if secret == std::path::Path::new("-") {
-        let mut b = vec![0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-            .map_err(|_| anyhow::anyhow!("no randomness"))?;
-        zeroize::Zeroizing::new(b)
-    } else {
-        zeroize::Zeroizing::new(
-            std::fs::read(secret).with_context(|| format!("cannot read {}", secret.display()))?,
-        )
-    };
-    store.tpm_sealer()?.seal_to_file(out, &bytes, pcrs)?;
-    println!(
-        "sealed {} bytes to {}{}; fingerprint SHA256:{}",
-        bytes.len(),
-        out.display(),
-        if pcrs.is_empty() {
-            String::new()
-        } else {
-            format!(" (bound to PCR {pcrs:?})")
-        },
-        fingerprint(&bytes)
-    );
-    Ok(())
-}
-
-#[cfg(feature = "tpm")]
-fn unseal(store: &stadttor_hsm::KeyStore, file: &std::path::Path) -> anyhow::Result<()> {
-    let secret = store.tpm_sealer()?.unseal_file(file)?;
-    println!(
-        "unsealed {} bytes from {}; fingerprint SHA256:{}",
-        secret.len(),
-        file.display(),
-        fingerprint(&secret)
-    );
-    Ok(())
-}
-
-#[cfg(feature = "tpm")]
-fn fingerprint(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-#[cfg(not(feature = "tpm"))]
-fn seal(
-    _: &stadttor_hsm::KeyStore,
-    _: &std::path::Path,
-    _: &[u8],
-    _: &std::path::Path,
-) -> anyhow::Result<()> {
-    anyhow::bail!("`keys seal` needs the TPM backend: this stadttor was built without the cargo feature `tpm`")
-}
-
-#[cfg(not(feature = "tpm"))]
-fn unseal(_: &stadttor_hsm::KeyStore, _: &std::path::Path) -> anyhow::Result<()> {
-    anyhow::bail!("`keys unseal` needs the TPM backend: this stadttor was built without the cargo feature `tpm`")
-}
-
-#[cfg(not(feature = "tpm"))]
-fn attest(
-    _: &stadttor_hsm::KeyStore,
-    _: &stadttor_hsm::KeyRef,
-    _: &stadttor_hsm::KeyRef,
-    _: &[u8],
-    _: &std::path::Path,
-) -> anyhow::Result<()> {
-    anyhow::bail!("`keys attest` needs the TPM backend: this stadttor was built without the cargo feature `tpm`")
-}
-
-fn finish(r: anyhow::Result<()>) -> ExitCode {
+/// The exit code of a command that reports failures through `anyhow`:
+/// an unusable configuration found late (by `serve` or `demo`) is
+/// [`Exit::Usage`], everything else [`Exit::Failure`].
+fn finish(r: anyhow::Result<()>) -> Exit {
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Ok,
         Err(e) => {
             if let Some(ServeError::Config(c)) = e.downcast_ref::<ServeError>() {
                 eprintln!("{c}");
-                return ExitCode::from(EX_CONFIG);
+                return Exit::Usage;
             }
             eprintln!("stadttor: {e:#}");
-            ExitCode::FAILURE
+            Exit::Failure
         }
     }
 }
 
+/// The Tokio runtime for `serve` and `demo`.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // Multi-thread is required: hardware signing uses block_in_place.
     tokio::runtime::Builder::new_multi_thread()
@@ -563,6 +240,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Logs to stderr, filtered by `STADTTOR_LOG` (default `info`).
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STADTTOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -576,55 +254,21 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn serve(cfg: config::Config) -> anyhow::Result<()> {
-    for (key, why) in config::plaintext_warnings(&cfg) {
-        tracing::warn!(key = %key, "{why}");
-    }
-    let prepared = server::prepare(cfg).await?;
-    announce(&prepared.bound);
-    prepared.run().await?;
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// One line per bound socket on stdout: for operators and for test harnesses
-/// that start the binary on port 0.
-fn announce(bound: &server::Bound) {
-    for (name, addr) in &bound.listeners {
-        println!("stadttor listening: {name} https://{addr}");
+    #[test]
+    fn exit_codes_are_the_documented_numbers() {
+        assert_eq!(Exit::Ok as u8, 0);
+        assert_eq!(Exit::Failure as u8, 1);
+        assert_eq!(Exit::Rejected as u8, 2);
+        assert_eq!(Exit::Usage as u8, 64);
     }
-    if let Some(a) = bound.admin {
-        let scheme = if bound.admin_https { "https" } else { "http" };
-        println!("stadttor admin: {scheme}://{a}");
-    }
-}
 
-async fn demo(dir: PathBuf, listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
-    let backend = stadttor_gateway::demo::start_sample_service()
-        .await
-        .context("cannot start the sample service")?;
-    let path = stadttor_gateway::demo::write_files(&dir, listen, admin, backend)?;
-    let cfg = config::load(&path)?;
-    let prepared = server::prepare(cfg).await?;
-    announce(&prepared.bound);
-    let addr = prepared
-        .bound
-        .listeners
-        .first()
-        .map(|(_, a)| *a)
-        .unwrap_or(listen);
-    println!(
-        "\nstadttor demo is running (development only: software key, throw-away CA).\n\
-         Try:  curl --cacert {ca} https://localhost:{port}/\n\
-         Metrics: curl http://{admin}/metrics\n\
-         Config:  {cfg}\n\
-         Audit:   stadttor audit verify {audit} --key {vkey}\n\
-         Stop with Ctrl-C.",
-        ca = dir.join("ca.pem").display(),
-        port = addr.port(),
-        cfg = path.display(),
-        audit = dir.join("audit").display(),
-        vkey = prepared.audit_verifier_key().unwrap_or_default(),
-    );
-    prepared.run().await?;
-    Ok(())
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
 }
