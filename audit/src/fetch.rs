@@ -340,7 +340,12 @@ mod tests {
         let jobs = tile_jobs(3);
         assert_eq!(jobs[0].fallback.as_deref(), Some("tile/entries/000"));
         assert_eq!(jobs[1].fallback.as_deref(), Some("tile/0/000"));
-        assert!(tile_jobs(256).iter().all(|j| j.fallback.is_none()));
+        // A full tile has nothing to fall back to; its level-1 parent
+        // (one hash) is partial.
+        let jobs = tile_jobs(256);
+        assert!(jobs[..2].iter().all(|j| j.fallback.is_none()));
+        assert_eq!(jobs[2].rel, "tile/1/000.p/1");
+        assert_eq!(jobs[2].fallback.as_deref(), Some("tile/1/000"));
     }
 
     #[test]
