@@ -8,13 +8,18 @@
 //! commit, checkpoint rounds and fail-closed states are one appender
 //! (`appender`) shared with the PostgreSQL log [`pg::PgLog`]; auditors check a
 //! copy of the directory with [`verify`], which needs only the public
-//! verifier key: no key store, no network.
+//! verifier key: no key store, no network. [`time`] turns an auditor's
+//! `--since`/`--until` into bounds for a [`verify::Query`]. With the
+//! `fetch` feature, `fetch` mirrors a log published over HTTP(S) into a
+//! local directory for the verifier (the only code here that opens a
+//! socket).
 //!
 //! What it is not: no HTTP serving (point any static file server at the
 //! directory, or copy it), no CLI (the `stadttor audit` subcommands wrap
-//! [`verify`]), no witness cosigning yet, one writer per directory. With
-//! the `postgres` feature, [`pg`] stores one log in PostgreSQL for several
-//! gateway processes, and exports it as tiles for the same verifier.
+//! [`verify`] and `fetch`), no witness cosigning yet, one writer per
+//! directory. With the `postgres` feature, [`pg`] stores one log in
+//! PostgreSQL for several gateway processes, and exports it as tiles for
+//! the same verifier.
 //!
 //! Formats, file layout and the auditor's workflow are in `docs/AUDIT.md`.
 //!
@@ -35,12 +40,15 @@
 mod appender;
 mod durable;
 pub mod event;
+#[cfg(feature = "fetch")]
+pub mod fetch;
 pub mod merkle;
 pub mod note;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod store;
 pub mod tiles;
+pub mod time;
 pub mod verify;
 pub mod writer;
 

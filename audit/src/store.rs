@@ -59,8 +59,8 @@ const WAL_SUM: usize = 16;
 /// File names inside the log directory.
 const WAL: &str = "wal";
 const LOCK: &str = "lock";
-const CHECKPOINT: &str = "checkpoint";
-const HISTORY: &str = "checkpoints.jsonl";
+pub(crate) const CHECKPOINT: &str = "checkpoint";
+pub(crate) const HISTORY: &str = "checkpoints.jsonl";
 
 /// Errors of the file store.
 #[derive(Debug, thiserror::Error)]

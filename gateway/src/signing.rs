@@ -40,10 +40,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use stadttor_hsm::{Protection, SigningKey};
 use stadttor_pki::sign::{cms, httpsig, jws, pades, tsa::HttpTsa, SealCertificate};
 
-use crate::auth::hex;
 use crate::auth::provider::unix_now;
 use crate::config::{self, SignFormat, SignRule};
 use crate::http::body::ProxyBody;
+use stadttor_pki::hex::encode as hex;
 
 mod store;
 pub use store::SignatureStore;

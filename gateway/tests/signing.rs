@@ -267,8 +267,14 @@ async fn any_file_gets_a_detached_cades_b_t_signature_retrievable_by_id() {
     assert!(!ok, "a changed document must not verify");
     // Unknown or malicious ids.
     assert_eq!(s.get("/.stadttor/signatures/nope.p7s").await.status, 404);
+    // An encoded slash never reaches the signature store: the canonical
+    // request target refuses it first (400), like on every route.
     assert_eq!(
         s.get("/.stadttor/signatures/..%2Fseal.p8.p7s").await.status,
+        400
+    );
+    assert_eq!(
+        s.get("/.stadttor/signatures/..seal.p8.p7s").await.status,
         404
     );
 }

@@ -10,6 +10,8 @@
 //! - [`devca`]: a throw-away development CA for `stadttor demo` and tests.
 //! - [`jose`]: compact JWS (JWTs) signed with a key-store key, and the
 //!   public keys as JWK/JWKS.
+//! - [`hex`]: lowercase hex for fingerprints and digests, the one
+//!   implementation for this crate and the gateway.
 //! - [`sign`]: electronic seals on documents and responses: CMS/CAdES,
 //!   PAdES, JWS, RFC 9421 HTTP message signatures, RFC 3161 timestamps.
 //!
@@ -21,6 +23,7 @@
 pub mod certs;
 pub mod devca;
 mod error;
+pub mod hex;
 pub mod jose;
 pub mod leaf;
 pub mod remote;

@@ -680,10 +680,7 @@ fn header_safe(s: &str) -> String {
     o
 }
 
-/// Lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub(crate) use stadttor_pki::hex::encode as hex;
 
 fn body(s: impl Into<Bytes>) -> ProxyBody {
     Full::new(s.into())

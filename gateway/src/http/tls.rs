@@ -30,7 +30,7 @@ pub(crate) mod dn;
 use crate::keys::Keys;
 
 /// The crypto provider restricted to the BSI TR-02102-2 profile.
-pub(crate) fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
+pub fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
     let base = ring::default_provider();
     let cipher_suites = vec![
         ring::cipher_suite::TLS13_AES_256_GCM_SHA384,

@@ -427,7 +427,7 @@ fn finish<K: SealCreator + ?Sized>(
     if signature.len() > room {
         return Ok(Err(signature.len()));
     }
-    let hex = super::hex(&signature);
+    let hex = crate::hex::encode(&signature);
     out[contents.0 + 1..contents.0 + 1 + hex.len()].copy_from_slice(hex.as_bytes());
     Ok(Ok(out))
 }

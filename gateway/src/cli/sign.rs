@@ -5,6 +5,9 @@
 //! names the signer but does not decide whether to trust it — that is the
 //! relying party's job with its trust anchors (e.g. `openssl cms -verify
 //! -CAfile`, pyHanko, pdfsig with an NSS database).
+//!
+//! Exit codes: `sign` 0 or 1 (64 for an unusable key store configuration);
+//! `verify` 0 valid, 2 invalid, 64 unusable command line.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,9 +15,80 @@ use std::time::Duration;
 use stadttor_hsm::{KeyRef, KeyStore};
 use stadttor_pki::sign::{cms, jws, pades, tsa::HttpTsa, SealCertificate};
 
+use super::{Exit, KeyBackend};
+
+/// The arguments of `stadttor sign`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SignArgs {
+    #[command(flatten)]
+    pub(super) backend: KeyBackend,
+    /// The document.
+    file: PathBuf,
+    /// cades, pades or jws.
+    #[arg(long, value_enum, default_value = "cades")]
+    format: Format,
+    /// The seal key (`tpm:…`, `pkcs11:…`, `file:…`).
+    #[arg(long)]
+    key: String,
+    /// PEM chain of the seal certificate, leaf first.
+    #[arg(long)]
+    cert: PathBuf,
+    /// RFC 3161 timestamp authority (`http://…`) for B-T.
+    #[arg(long)]
+    tsa: Option<String>,
+    /// Output file (default: next to FILE).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+/// Runs `stadttor sign` with a key from `store`.
+pub(super) fn run_sign(store: &KeyStore, args: &SignArgs) -> Exit {
+    let r = args
+        .key
+        .parse::<KeyRef>()
+        .map_err(anyhow::Error::from)
+        .and_then(|k| {
+            sign(
+                store,
+                &k,
+                &args.cert,
+                &args.file,
+                args.format,
+                args.tsa.as_deref(),
+                args.out.as_deref(),
+            )
+            .map_err(anyhow::Error::from)
+        })
+        .map(|written| println!("signed: {}", written.display()));
+    super::finish(r)
+}
+
+/// Runs `stadttor verify`.
+pub(super) fn run_verify(file: &Path, sig: Option<&Path>) -> Exit {
+    match verify(file, sig) {
+        Ok(v) => {
+            println!("valid {} signature", v.format);
+            println!("signer: {}", v.signer);
+            println!("timestamp: {}", if v.timestamped { "yes" } else { "no" });
+            if let Some(w) = v.whole_file {
+                println!("covers the whole file: {}", if w { "yes" } else { "NO" });
+            }
+            Exit::Ok
+        }
+        Err(SignCmdError::Usage(m)) => {
+            eprintln!("stadttor verify: {m}");
+            Exit::Usage
+        }
+        Err(e) => {
+            eprintln!("INVALID: {e}");
+            Exit::Rejected
+        }
+    }
+}
+
 /// Why a sign or verify command failed.
 #[derive(Debug, thiserror::Error)]
-pub enum SignCmdError {
+pub(crate) enum SignCmdError {
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -36,7 +110,7 @@ pub enum SignCmdError {
 
 /// Output formats of `stadttor sign`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Detached CAdES (`FILE.p7s`).
     Cades,
     /// PAdES, embedded in the PDF (`FILE.signed.pdf`).
@@ -60,7 +134,7 @@ fn write(p: &Path, data: &[u8]) -> Result<(), SignCmdError> {
 }
 
 /// Signs `file`; returns the path written.
-pub fn sign(
+fn sign(
     store: &KeyStore,
     key: &KeyRef,
     certificate: &Path,
@@ -134,15 +208,15 @@ fn extension_plus(file: &Path, ext: &str) -> String {
 
 /// What `verify` found.
 #[derive(Debug)]
-pub struct Verdict {
+struct Verdict {
     /// The format that was checked.
-    pub format: &'static str,
+    format: &'static str,
     /// The signer certificate's subject.
-    pub signer: String,
+    signer: String,
     /// Whether a signature timestamp is present (and matches).
-    pub timestamped: bool,
+    timestamped: bool,
     /// For PAdES: whether the signature covers the whole file.
-    pub whole_file: Option<bool>,
+    whole_file: Option<bool>,
 }
 
 fn subject(der: &[u8]) -> String {
@@ -153,7 +227,7 @@ fn subject(der: &[u8]) -> String {
 
 /// Verifies `file`: an embedded PAdES signature, or the detached `sig`
 /// (`.p7s` CMS or `.jws`).
-pub fn verify(file: &Path, sig: Option<&Path>) -> Result<Verdict, SignCmdError> {
+fn verify(file: &Path, sig: Option<&Path>) -> Result<Verdict, SignCmdError> {
     let content = read(file)?;
     match sig {
         None => {

@@ -32,40 +32,34 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use stadttor_gateway::config::{self, PolicyStorage, Problem};
 use stadttor_policies::{
-    AccessRequest, CompiledPolicy, PolicyDiff, PolicyError, PolicySet, PolicyStore, StoreError,
-    Workflow, WorkflowError,
+    AccessRequest, CompiledPolicy, PolicyDiff, PolicyError, PolicySet, PolicyStore, ProposalStatus,
+    StoreError, Workflow, WorkflowError,
 };
 
-use crate::config::PolicyStorage;
-
-/// Exit code: refused (invalid policy, failing tests, four-eyes rules).
-pub const EXIT_REFUSED: u8 = 2;
-/// Exit code: unusable command line or configuration.
-pub const EXIT_USAGE: u8 = 64;
-/// Exit code: anything else.
-pub const EXIT_OTHER: u8 = 1;
+use super::Exit;
 
 /// Where the store is.
 #[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// The policy store: `file:DIR` or `postgres://…`.
     #[arg(long, global = true)]
-    pub store: Option<String>,
+    store: Option<String>,
     /// PostgreSQL schema of the store (default `stadttor_policies`).
     #[arg(long, global = true)]
-    pub schema: Option<String>,
+    schema: Option<String>,
     /// CA file for a `postgres://…?sslmode=verify-full` store.
     #[arg(long, global = true)]
-    pub store_ca_file: Option<PathBuf>,
+    store_ca_file: Option<PathBuf>,
     /// Read the store from the `[policies]` table of this configuration.
     #[arg(long, global = true)]
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
 }
 
 /// `stadttor policy …`.
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Install the first policy of an empty store: the embedded default
     /// (or `--from DIR`) with the named officers. Recorded as bootstrap.
     Init {
@@ -90,32 +84,7 @@ pub enum PolicyCommand {
         dir: Option<PathBuf>,
     },
     /// Explain the decision for one request.
-    Explain {
-        /// Subject, as the gateway takes it from the verified identity.
-        #[arg(long, default_value = "")]
-        subject: String,
-        /// Policy domain of the route.
-        #[arg(long)]
-        domain: String,
-        /// Request path.
-        #[arg(long)]
-        path: String,
-        /// HTTP method.
-        #[arg(long, default_value = "GET")]
-        method: String,
-        /// eIDAS level of the login: low, substantial, high.
-        #[arg(long)]
-        level: Option<String>,
-        /// Identity provider.
-        #[arg(long)]
-        provider: Option<String>,
-        /// Client certificate subject.
-        #[arg(long)]
-        cert: Option<String>,
-        /// Explain against this directory instead of the active version.
-        #[arg(long)]
-        from: Option<PathBuf>,
-    },
+    Explain(ExplainArgs),
     /// What changed between A and B (each a version number, a proposal id
     /// or a directory).
     Diff {
@@ -186,9 +155,38 @@ pub enum PolicyCommand {
     },
 }
 
+/// The request `policy explain` decides.
+#[derive(Debug, Args)]
+pub(crate) struct ExplainArgs {
+    /// Subject, as the gateway takes it from the verified identity.
+    #[arg(long, default_value = "")]
+    subject: String,
+    /// Policy domain of the route.
+    #[arg(long)]
+    domain: String,
+    /// Request path.
+    #[arg(long)]
+    path: String,
+    /// HTTP method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// eIDAS level of the login: low, substantial, high.
+    #[arg(long)]
+    level: Option<String>,
+    /// Identity provider.
+    #[arg(long)]
+    provider: Option<String>,
+    /// Client certificate subject.
+    #[arg(long)]
+    cert: Option<String>,
+    /// Explain against this directory instead of the active version.
+    #[arg(long)]
+    from: Option<PathBuf>,
+}
+
 /// Why a policy command failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PolicyCmdError {
+pub(crate) enum PolicyCmdError {
     /// Bad command line or config.
     #[error("{0}")]
     Usage(String),
@@ -202,11 +200,11 @@ pub enum PolicyCmdError {
 
 impl PolicyCmdError {
     /// The process exit code.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit(&self) -> Exit {
         match self {
-            Self::Usage(_) => EXIT_USAGE,
-            Self::Refused(_) => EXIT_REFUSED,
-            Self::Other(_) => EXIT_OTHER,
+            Self::Usage(_) => Exit::Usage,
+            Self::Refused(_) => Exit::Rejected,
+            Self::Other(_) => Exit::Failure,
         }
     }
 }
@@ -246,7 +244,7 @@ fn io_err(path: &Path, e: std::io::Error) -> PolicyCmdError {
 
 /// Reads a policy directory: `policy.csv` and `tests.csv` (required) and
 /// `model.conf` (the embedded default model when absent).
-pub fn read_dir(dir: &Path) -> Result<PolicySet, PolicyCmdError> {
+fn read_dir(dir: &Path) -> Result<PolicySet, PolicyCmdError> {
     if !dir.is_dir() {
         return Err(PolicyCmdError::Usage(format!(
             "{}: not a directory with policy.csv and tests.csv",
@@ -271,7 +269,7 @@ pub fn read_dir(dir: &Path) -> Result<PolicySet, PolicyCmdError> {
 }
 
 /// Writes a policy set into `dir` (created).
-pub fn write_dir(set: &PolicySet, dir: &Path) -> Result<(), PolicyCmdError> {
+fn write_dir(set: &PolicySet, dir: &Path) -> Result<(), PolicyCmdError> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     for (name, text) in [
         ("model.conf", &set.model),
@@ -285,21 +283,20 @@ pub fn write_dir(set: &PolicySet, dir: &Path) -> Result<(), PolicyCmdError> {
 }
 
 /// The store named by `--store` or by the configuration's `[policies]`.
-pub fn store_from_args(a: &StoreArgs) -> Result<Arc<dyn PolicyStore>, PolicyCmdError> {
+fn store_from_args(a: &StoreArgs) -> Result<Arc<dyn PolicyStore>, PolicyCmdError> {
     let storage = match (&a.store, &a.config) {
         (Some(s), _) => {
             let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
             PolicyStorage::parse(s, a.schema.as_deref(), a.store_ca_file.as_deref(), &base)
                 .map_err(|e| {
                     PolicyCmdError::Usage(match e {
-                        crate::config::Problem::Url(r) => format!("--store: {r}"),
-                        crate::config::Problem::CaFile(r) => format!("--store-ca-file: {r}"),
+                        Problem::Url(r) => format!("--store: {r}"),
+                        Problem::CaFile(r) => format!("--store-ca-file: {r}"),
                     })
                 })?
         }
         (None, Some(path)) => {
-            let cfg =
-                crate::config::load(path).map_err(|e| PolicyCmdError::Usage(e.to_string()))?;
+            let cfg = config::load(path).map_err(|e| PolicyCmdError::Usage(e.to_string()))?;
             cfg.policies
                 .ok_or_else(|| {
                     PolicyCmdError::Usage(format!(
@@ -315,31 +312,42 @@ pub fn store_from_args(a: &StoreArgs) -> Result<Arc<dyn PolicyStore>, PolicyCmdE
             ))
         }
     };
-    crate::policy::open_store(&storage).map_err(PolicyCmdError::from)
+    stadttor_gateway::policy::open_store(&storage).map_err(PolicyCmdError::from)
+}
+
+/// Runs `stadttor policy …` and prints a failure; returns the exit code.
+pub(super) fn main(store: &StoreArgs, command: PolicyCommand) -> Exit {
+    match run(store, command, &mut std::io::stdout().lock()) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("stadttor policy: {e}");
+            e.exit()
+        }
+    }
+}
+
+/// Writes command output; a closed stdout is a failure.
+fn write(out: &mut dyn Write, s: impl AsRef<str>) -> Result<(), PolicyCmdError> {
+    out.write_all(s.as_ref().as_bytes())
+        .map_err(|e| PolicyCmdError::Other(format!("stdout: {e}")))
 }
 
 /// Runs one command against the store in `args`, printing to `out`.
-pub fn run(
-    args: &StoreArgs,
-    cmd: PolicyCommand,
-    out: &mut dyn Write,
-) -> Result<(), PolicyCmdError> {
-    let w = |out: &mut dyn Write, s: &str| {
-        out.write_all(s.as_bytes())
-            .map_err(|e| PolicyCmdError::Other(format!("stdout: {e}")))
-    };
+fn run(args: &StoreArgs, cmd: PolicyCommand, out: &mut dyn Write) -> Result<(), PolicyCmdError> {
     // `test DIR` and `explain --from DIR` need no store.
     match &cmd {
         PolicyCommand::Test { dir: Some(dir) } => {
             let set = read_dir(dir)?;
             return test_set(&set, &dir.display().to_string(), out);
         }
-        PolicyCommand::Explain {
-            from: Some(dir), ..
-        } => {
+        PolicyCommand::Explain(
+            e @ ExplainArgs {
+                from: Some(dir), ..
+            },
+        ) => {
             let set = read_dir(dir)?;
             let p = CompiledPolicy::compile(&set, 0)?;
-            return explain(&p, &cmd, out);
+            return explain(&p, e, out);
         }
         _ => {}
     }
@@ -351,159 +359,36 @@ pub fn run(
             officer,
             from,
             author,
-        } => {
-            let names: Vec<&str> = officers
-                .iter()
-                .chain(&officer)
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .collect();
-            if names.len() < 2 {
-                return Err(PolicyCmdError::Usage(
-                    "--officers: four eyes need at least two officers".into(),
-                ));
-            }
-            let set = match from {
-                Some(d) => read_dir(&d)?,
-                None => PolicySet::embedded_default(),
-            }
-            .with_officers(&names);
-            let changed = wf.bootstrap(set, &author)?;
-            w(
-                out,
-                &format!(
-                    "policy version {} installed (bootstrap by {author}); officers: {}\n",
-                    changed.version.unwrap_or(0),
-                    names.join(", ")
-                ),
-            )
-        }
+        } => init(&wf, &officers, &officer, from.as_deref(), &author, out),
         PolicyCommand::Test { dir: _ } => {
             let p = wf.active_policy()?;
             test_set(p.set(), &format!("version {}", p.version()), out)
         }
-        PolicyCommand::Explain { .. } => {
-            let p = wf.active_policy()?;
-            explain(&p, &cmd, out)
-        }
+        PolicyCommand::Explain(e) => explain(&*wf.active_policy()?, &e, out),
         PolicyCommand::Diff { a, b } => {
             let (sa, sb) = (side(&*store, &a)?, side(&*store, &b)?);
-            w(out, &PolicyDiff::between(&sa, &sb).to_string())
+            write(out, PolicyDiff::between(&sa, &sb).to_string())
         }
-        PolicyCommand::History => {
-            let mut s = String::new();
-            for h in wf.history()? {
-                let m = &h.meta;
-                s.push_str(&format!(
-                    "{}{:>4}  {}  {:?}  by {}{}{}{}  +{} -{}  {}\n",
-                    if h.active { "*" } else { " " },
-                    m.version,
-                    rfc3339(m.created_unix_ms),
-                    m.kind,
-                    m.author,
-                    m.approver
-                        .as_ref()
-                        .map(|a| format!(", approved by {a}"))
-                        .unwrap_or_default(),
-                    if m.emergency { ", EMERGENCY" } else { "" },
-                    if h.awaiting_approval {
-                        " (awaiting approval)"
-                    } else {
-                        ""
-                    },
-                    m.diff.added,
-                    m.diff.removed,
-                    m.comment
-                ));
-            }
-            for p in wf.pending()? {
-                s.push_str(&format!(
-                    "   pending proposal {} by {} on version {}: +{} -{}  {}\n",
-                    p.id,
-                    p.author,
-                    p.base_version.map_or("-".into(), |v| v.to_string()),
-                    p.diff.added,
-                    p.diff.removed,
-                    p.comment
-                ));
-            }
-            w(out, &s)
-        }
-        PolicyCommand::Pending => {
-            let active = wf.active_policy()?;
-            let mut s = String::new();
-            for p in wf.pending()?.into_iter().chain(wf.awaiting_approval()?) {
-                let report = CompiledPolicy::compile(&p.set, 0)
-                    .map(|c| c.run_tests().to_string())
-                    .unwrap_or_else(|e| e.to_string());
-                s.push_str(&format!(
-                    "proposal {} by {} on version {}{}: {}\ntests: {report}\n{}\n",
-                    p.id,
-                    p.author,
-                    p.base_version.map_or("-".into(), |v| v.to_string()),
-                    if p.emergency {
-                        " (EMERGENCY, active, awaiting approval)"
-                    } else {
-                        ""
-                    },
-                    p.comment,
-                    PolicyDiff::between(active.set(), &p.set)
-                ));
-            }
-            if s.is_empty() {
-                s.push_str("no open proposals\n");
-            }
-            w(out, &s)
-        }
-        PolicyCommand::Export { version, to } => {
-            let v = match version {
-                Some(v) => v,
-                None => store.active_version()?.ok_or_else(|| {
-                    PolicyCmdError::Refused("the policy store has no active policy".into())
-                })?,
-            };
-            write_dir(&store.load(v)?.set, &to)?;
-            w(out, &format!("version {v} written to {}\n", to.display()))
-        }
+        PolicyCommand::History => write(out, history(&wf)?),
+        PolicyCommand::Pending => write(out, pending(&wf)?),
+        PolicyCommand::Export { version, to } => export(&*store, version, &to, out),
         PolicyCommand::Propose {
             author,
             from,
             emergency,
             comment,
-        } => {
-            let set = read_dir(&from)?;
-            let base = store.active_version()?;
-            let p = wf.propose(&author, set, base, emergency, &comment)?;
-            let mut s = format!(
-                "proposal {} by {author} on version {}: tests {} passed\n{}",
-                p.proposal.id,
-                base.map_or("-".into(), |v| v.to_string()),
-                p.tests.passed,
-                p.diff
-            );
-            if let stadttor_policies::ProposalStatus::Activated { version } = p.proposal.status {
-                s.push_str(&format!(
-                    "EMERGENCY change: version {version} is active now; a second officer must approve it\n"
-                ));
-            } else {
-                s.push_str(
-                    "waiting for a second officer: stadttor policy approve ID --officer NAME\n",
-                );
-            }
-            w(out, &s)
-        }
+        } => propose(&wf, &*store, &author, &from, emergency, &comment, out),
         PolicyCommand::Approve { id, officer } => {
             let c = wf.approve(&id, &officer)?;
-            match c.version {
-                Some(v) => w(
-                    out,
-                    &format!("proposal {id} approved by {officer}: version {v} is active\n"),
-                ),
-                None => w(
-                    out,
-                    &format!("emergency change {id} approved afterwards by {officer}\n"),
-                ),
-            }
+            write(
+                out,
+                match c.version {
+                    Some(v) => {
+                        format!("proposal {id} approved by {officer}: version {v} is active\n")
+                    }
+                    None => format!("emergency change {id} approved afterwards by {officer}\n"),
+                },
+            )
         }
         PolicyCommand::Reject {
             id,
@@ -517,7 +402,7 @@ pub fn run(
                     "emergency change reverted: version {v} is active\n"
                 ));
             }
-            w(out, &s)
+            write(out, s)
         }
         PolicyCommand::Rollback {
             version,
@@ -526,15 +411,168 @@ pub fn run(
             comment,
         } => {
             let p = wf.rollback(version, &author, emergency, &comment)?;
-            w(
+            write(
                 out,
-                &format!(
+                format!(
                     "proposal {} restores version {version}: tests {} passed\n{}",
                     p.proposal.id, p.tests.passed, p.diff
                 ),
             )
         }
     }
+}
+
+/// `policy init`: the first version of an empty store, with at least two
+/// officers.
+fn init(
+    wf: &Workflow,
+    officers: &[String],
+    officer: &[String],
+    from: Option<&Path>,
+    author: &str,
+    out: &mut dyn Write,
+) -> Result<(), PolicyCmdError> {
+    let names: Vec<&str> = officers
+        .iter()
+        .chain(officer)
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.len() < 2 {
+        return Err(PolicyCmdError::Usage(
+            "--officers: four eyes need at least two officers".into(),
+        ));
+    }
+    let set = match from {
+        Some(d) => read_dir(d)?,
+        None => PolicySet::embedded_default(),
+    }
+    .with_officers(&names);
+    let changed = wf.bootstrap(set, author)?;
+    write(
+        out,
+        format!(
+            "policy version {} installed (bootstrap by {author}); officers: {}\n",
+            changed.version.unwrap_or(0),
+            names.join(", ")
+        ),
+    )
+}
+
+/// `policy history`: one line per version, then the open proposals.
+fn history(wf: &Workflow) -> Result<String, PolicyCmdError> {
+    let mut s = String::new();
+    for h in wf.history()? {
+        let m = &h.meta;
+        s.push_str(&format!(
+            "{}{:>4}  {}  {:?}  by {}{}{}{}  +{} -{}  {}\n",
+            if h.active { "*" } else { " " },
+            m.version,
+            rfc3339(m.created_unix_ms),
+            m.kind,
+            m.author,
+            m.approver
+                .as_ref()
+                .map(|a| format!(", approved by {a}"))
+                .unwrap_or_default(),
+            if m.emergency { ", EMERGENCY" } else { "" },
+            if h.awaiting_approval {
+                " (awaiting approval)"
+            } else {
+                ""
+            },
+            m.diff.added,
+            m.diff.removed,
+            m.comment
+        ));
+    }
+    for p in wf.pending()? {
+        s.push_str(&format!(
+            "   pending proposal {} by {} on version {}: +{} -{}  {}\n",
+            p.id,
+            p.author,
+            p.base_version.map_or("-".into(), |v| v.to_string()),
+            p.diff.added,
+            p.diff.removed,
+            p.comment
+        ));
+    }
+    Ok(s)
+}
+
+/// `policy pending`: every open proposal with its test results and diff.
+fn pending(wf: &Workflow) -> Result<String, PolicyCmdError> {
+    let active = wf.active_policy()?;
+    let mut s = String::new();
+    for p in wf.pending()?.into_iter().chain(wf.awaiting_approval()?) {
+        let report = CompiledPolicy::compile(&p.set, 0)
+            .map(|c| c.run_tests().to_string())
+            .unwrap_or_else(|e| e.to_string());
+        s.push_str(&format!(
+            "proposal {} by {} on version {}{}: {}\ntests: {report}\n{}\n",
+            p.id,
+            p.author,
+            p.base_version.map_or("-".into(), |v| v.to_string()),
+            if p.emergency {
+                " (EMERGENCY, active, awaiting approval)"
+            } else {
+                ""
+            },
+            p.comment,
+            PolicyDiff::between(active.set(), &p.set)
+        ));
+    }
+    if s.is_empty() {
+        s.push_str("no open proposals\n");
+    }
+    Ok(s)
+}
+
+/// `policy export`: a version's files (default: the active one) into `to`.
+fn export(
+    store: &dyn PolicyStore,
+    version: Option<u64>,
+    to: &Path,
+    out: &mut dyn Write,
+) -> Result<(), PolicyCmdError> {
+    let v = match version {
+        Some(v) => v,
+        None => store.active_version()?.ok_or_else(|| {
+            PolicyCmdError::Refused("the policy store has no active policy".into())
+        })?,
+    };
+    write_dir(&store.load(v)?.set, to)?;
+    write(out, format!("version {v} written to {}\n", to.display()))
+}
+
+/// `policy propose`: the directory `from` as the next version.
+fn propose(
+    wf: &Workflow,
+    store: &dyn PolicyStore,
+    author: &str,
+    from: &Path,
+    emergency: bool,
+    comment: &str,
+    out: &mut dyn Write,
+) -> Result<(), PolicyCmdError> {
+    let set = read_dir(from)?;
+    let base = store.active_version()?;
+    let p = wf.propose(author, set, base, emergency, comment)?;
+    let mut s = format!(
+        "proposal {} by {author} on version {}: tests {} passed\n{}",
+        p.proposal.id,
+        base.map_or("-".into(), |v| v.to_string()),
+        p.tests.passed,
+        p.diff
+    );
+    if let ProposalStatus::Activated { version } = p.proposal.status {
+        s.push_str(&format!(
+            "EMERGENCY change: version {version} is active now; a second officer must approve it\n"
+        ));
+    } else {
+        s.push_str("waiting for a second officer: stadttor policy approve ID --officer NAME\n");
+    }
+    write(out, s)
 }
 
 fn test_set(set: &PolicySet, what: &str, out: &mut dyn Write) -> Result<(), PolicyCmdError> {
@@ -556,8 +594,7 @@ fn test_set(set: &PolicySet, what: &str, out: &mut dyn Write) -> Result<(), Poli
         r.passed,
         r.failures.len()
     ));
-    out.write_all(s.as_bytes())
-        .map_err(|e| PolicyCmdError::Other(format!("stdout: {e}")))?;
+    write(out, s)?;
     if r.ok() {
         Ok(())
     } else {
@@ -571,10 +608,10 @@ fn test_set(set: &PolicySet, what: &str, out: &mut dyn Write) -> Result<(), Poli
 
 fn explain(
     p: &CompiledPolicy,
-    cmd: &PolicyCommand,
+    args: &ExplainArgs,
     out: &mut dyn Write,
 ) -> Result<(), PolicyCmdError> {
-    let PolicyCommand::Explain {
+    let ExplainArgs {
         subject,
         domain,
         path,
@@ -582,11 +619,8 @@ fn explain(
         level,
         provider,
         cert,
-        ..
-    } = cmd
-    else {
-        return Err(PolicyCmdError::Other("not an explain command".into()));
-    };
+        from: _,
+    } = args;
     let level = level
         .as_deref()
         .map(str::parse::<stadttor_policies::Level>)
@@ -594,16 +628,12 @@ fn explain(
         .map_err(|e| PolicyCmdError::Usage(format!("--level: {e}")))?;
     let method = method.to_ascii_uppercase();
     // As the gateway decides: on the canonical path, or not at all.
-    let write = |out: &mut dyn Write, s: &str| {
-        out.write_all(s.as_bytes())
-            .map_err(|e| PolicyCmdError::Other(format!("stdout: {e}")))
-    };
     let decided = match stadttor_policies::path::decision_form(path) {
         Ok(p) => p,
         Err(refusal) => {
             return write(
                 out,
-                &format!(
+                format!(
                     "DENY  the gateway refuses this path with 400 before any policy decision: {refusal}\n"
                 ),
             )
@@ -612,7 +642,7 @@ fn explain(
     if decided != path.as_str() {
         write(
             out,
-            &format!("path: decided as `{decided}` (the canonical form the gateway forwards)\n"),
+            format!("path: decided as `{decided}` (the canonical form the gateway forwards)\n"),
         )?;
     }
     let req = AccessRequest {
@@ -624,8 +654,7 @@ fn explain(
         provider: provider.as_deref(),
         client_cert: cert.as_deref(),
     };
-    out.write_all(p.explain(&req).to_string().as_bytes())
-        .map_err(|e| PolicyCmdError::Other(format!("stdout: {e}")))
+    write(out, p.explain(&req).to_string())
 }
 
 /// One side of a diff: version number, directory or proposal id.
@@ -645,16 +674,7 @@ fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
+    let (y, mo, d) = stadttor_audit::time::civil_from_days(days as i64);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
 }
 

@@ -11,17 +11,60 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use stadttor_gateway::config::{self, LogFormat};
+use stadttor_gateway::server;
 use tokio::net::TcpListener;
+
+use super::serve::announce;
+use super::{finish, init_tracing, runtime, Exit};
+
+/// Runs `stadttor demo` until Ctrl-C.
+pub(super) fn run(dir: PathBuf, listen: SocketAddr, admin: SocketAddr) -> Exit {
+    init_tracing(LogFormat::Text);
+    finish(runtime().and_then(|rt| rt.block_on(demo(dir, listen, admin))))
+}
+
+async fn demo(dir: PathBuf, listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    let backend = start_sample_service()
+        .await
+        .context("cannot start the sample service")?;
+    let path = write_files(&dir, listen, admin, backend)?;
+    let cfg = config::load(&path)?;
+    let prepared = server::prepare(cfg).await?;
+    announce(&prepared.bound);
+    let addr = prepared
+        .bound
+        .listeners
+        .first()
+        .map(|(_, a)| *a)
+        .unwrap_or(listen);
+    println!(
+        "\nstadttor demo is running (development only: software key, throw-away CA).\n\
+         Try:  curl --cacert {ca} https://localhost:{port}/\n\
+         Metrics: curl http://{admin}/metrics\n\
+         Config:  {cfg}\n\
+         Audit:   stadttor audit verify {audit} --key {vkey}\n\
+         Stop with Ctrl-C.",
+        ca = dir.join("ca.pem").display(),
+        port = addr.port(),
+        cfg = path.display(),
+        audit = dir.join("audit").display(),
+        vkey = prepared.audit_verifier_key().unwrap_or_default(),
+    );
+    prepared.run().await?;
+    Ok(())
+}
 
 /// Errors while setting up the demo.
 #[derive(Debug, thiserror::Error)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     /// File system trouble.
     #[error("{path}: {source}")]
     Io {
@@ -51,7 +94,7 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), DemoError> {
 
 /// Creates the demo folder contents (keeping an existing CA and key) and
 /// writes `stadttor.toml` pointing at `backend`. Returns the config path.
-pub fn write_files(
+fn write_files(
     dir: &Path,
     listen: SocketAddr,
     admin: SocketAddr,
@@ -91,8 +134,7 @@ pub fn write_files(
                 source: std::io::Error::other("no randomness"),
             },
         )?;
-        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        write(&pseudonym_key, &hex, true)?;
+        write(&pseudonym_key, &stadttor_pki::hex::encode(&secret), true)?;
     }
     if !(ca_path.exists() && cert_path.exists() && key_path.exists()) {
         let ca = stadttor_pki::devca::DevCa::generate("stadttor demo CA")?;
@@ -144,7 +186,7 @@ pseudonym_key_file = "audit-pseudonym.key"
 }
 
 /// Starts the sample service on a free loopback port.
-pub async fn start_sample_service() -> std::io::Result<SocketAddr> {
+async fn start_sample_service() -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
