@@ -76,16 +76,18 @@ async fn sigkill_under_load_loses_no_evidence_of_a_served_request() {
     let key = verifier_key_from_logs(&gw.logs());
     let tls = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H2));
     let served = Arc::new(Mutex::new(HashSet::new()));
-    let stop = Instant::now() + Duration::from_secs(30);
+    let stop = Instant::now() + Duration::from_secs(90);
     let clients: Vec<_> = (0..CONNECTIONS)
         .map(|_| tokio::spawn(load(tls.clone(), gw.addr(), served.clone(), stop)))
         .collect();
     // Kill in the middle of the load, long after the first checkpoint and
     // long before the next.
     let t0 = Instant::now();
-    while served.lock().unwrap().len() < 3000 {
+    // 1,500 responses: at least a few hundred commits under load, and
+    // reached on a busy 2-core CI machine too.
+    while served.lock().unwrap().len() < 1500 {
         assert!(
-            t0.elapsed() < Duration::from_secs(20),
+            t0.elapsed() < Duration::from_secs(60),
             "load made no progress: {} served",
             served.lock().unwrap().len()
         );
