@@ -10,9 +10,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use stadttor_gateway::auth::cookie::CookieKeys;
-use stadttor_gateway::auth::session::{SessionData, COOKIE};
-use stadttor_gateway::auth::Auth;
+use stadttor_gateway::authn::cookie::CookieKeys;
+use stadttor_gateway::authn::session::{SessionData, COOKIE};
+use stadttor_gateway::authn::Auth;
 use stadttor_gateway::config::{self, Level};
 
 fn bench(c: &mut Criterion) {

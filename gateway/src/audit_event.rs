@@ -352,7 +352,7 @@ pub fn request_entry(
     request_id: &str,
     listener: &str,
     client_subject: Option<&str>,
-    identity: Option<&crate::auth::Identity>,
+    identity: Option<&crate::authn::Identity>,
     decision: Option<AuditedDecision<'_>>,
 ) -> Result<Vec<u8>, stadttor_audit::Error> {
     let subject = match (identity, client_subject) {

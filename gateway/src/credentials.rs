@@ -19,7 +19,7 @@
 //!   logged and counted.
 //! - [`request_host`]: the host a sealed cookie is bound to.
 //!
-//! It does not decide who the caller is (that is [`crate::auth`]) and does
+//! It does not decide who the caller is (that is [`crate::authn`]) and does
 //! not touch other headers (that is [`crate::headers`]).
 
 use http::header::{self, HeaderMap, HeaderValue};

@@ -176,7 +176,7 @@ pub fn rotate_session_key(file: &Path, keep: usize) -> Result<usize, KeyCmdError
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .take(keep)
         .collect();
-    let new = crate::auth::cookie::CookieKeys::generate()
+    let new = crate::authn::cookie::CookieKeys::generate()
         .ok_or_else(|| KeyCmdError::Usage("no randomness from the operating system".into()))?;
     let mut text = format!("{new}\n");
     for k in &old {

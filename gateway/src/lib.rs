@@ -15,7 +15,7 @@
 pub mod admin;
 pub mod audit_event;
 pub mod auditcmd;
-pub mod auth;
+pub mod authn;
 pub mod body;
 pub mod config;
 pub mod credentials;

@@ -37,9 +37,9 @@ use stadttor_policies::{
     WorkflowError,
 };
 
-use crate::auth::cookie::{self, CookieKeys};
-use crate::auth::pages::Lang;
-use crate::auth::provider::unix_now;
+use crate::authn::cookie::{self, CookieKeys};
+use crate::authn::pages::Lang;
+use crate::authn::provider::unix_now;
 use crate::body::ProxyBody;
 use crate::config;
 use crate::proxy::Shared;

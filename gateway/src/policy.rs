@@ -20,7 +20,7 @@ use stadttor_policies::{
 };
 
 use crate::audit_event::AuditLog;
-use crate::auth::Identity;
+use crate::authn::Identity;
 use crate::config::{self, Policies, PolicyStorage, RouteAuthz};
 
 /// Opens the store a configuration names.

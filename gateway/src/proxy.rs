@@ -48,7 +48,7 @@ pub struct Shared {
     /// The audit log, if configured.
     pub audit: Option<Arc<crate::audit_event::AuditLog>>,
     /// Logins and sessions, if `[identity]` is configured.
-    pub auth: Option<Arc<crate::auth::Auth>>,
+    pub auth: Option<Arc<crate::authn::Auth>>,
     /// Document signing, if `[signing]` is configured.
     pub signer: Option<Arc<crate::signing::Signer>>,
     /// The policy store and active policy, if `[policies]` is configured.
@@ -317,7 +317,7 @@ async fn handle<'s>(
         }
     }
     if let Some(auth) = auth {
-        req = match crate::auth::flow::handle(auth, state, req, request_id).await {
+        req = match crate::authn::flow::handle(auth, state, req, request_id).await {
             Ok(resp) => return Err((GatewayError::Answered(Box::new(resp)), None)),
             Err(req) => req,
         };
@@ -354,7 +354,7 @@ async fn handle<'s>(
     // Authentication: a refusal is a complete response (login redirect,
     // 401, 403), sent with the route's security headers.
     let verified = match (auth, cfg.auth.methods.is_empty()) {
-        (_, true) => crate::auth::Verified::default(),
+        (_, true) => crate::authn::Verified::default(),
         (None, false) => {
             return Err(fail(GatewayError::Internal(
                 "route needs authentication but [identity] is missing".into(),
@@ -423,18 +423,18 @@ async fn handle<'s>(
             .contains(&crate::config::AuthMethod::Session)
             && !cfg.auth.api;
         let resp = if browser {
-            let lang = crate::auth::pages::Lang::from_headers(req.headers());
-            crate::auth::html(
+            let lang = crate::authn::pages::Lang::from_headers(req.headers());
+            crate::authn::html(
                 StatusCode::FORBIDDEN,
-                crate::auth::pages::error(
+                crate::authn::pages::error(
                     lang,
-                    crate::auth::pages::Problem::Forbidden,
+                    crate::authn::pages::Problem::Forbidden,
                     request_id,
                     None,
                 ),
             )
         } else {
-            crate::auth::plain(StatusCode::FORBIDDEN, "access denied by policy", request_id)
+            crate::authn::plain(StatusCode::FORBIDDEN, "access denied by policy", request_id)
         };
         if let Some(e) = evidence {
             e.settled()
@@ -579,7 +579,7 @@ async fn handle<'s>(
 
 /// What the audit event of a request says about its identity and decision.
 struct AccessFacts<'a> {
-    verified: &'a crate::auth::Verified,
+    verified: &'a crate::authn::Verified,
     decision: Option<crate::audit_event::AuditedDecision<'a>>,
     denied: bool,
 }

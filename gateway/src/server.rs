@@ -77,7 +77,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             )?,
         ),
     };
-    let auth = crate::auth::Auth::new(&state.config, &keys, audit.clone())
+    let auth = crate::authn::Auth::new(&state.config, &keys, audit.clone())
         .await
         .map_err(|reason| ConfigError {
             file: state.config.path.clone(),

@@ -40,8 +40,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use stadttor_hsm::{Protection, SigningKey};
 use stadttor_pki::sign::{cms, httpsig, jws, pades, tsa::HttpTsa, SealCertificate};
 
-use crate::auth::hex;
-use crate::auth::provider::unix_now;
+use crate::authn::hex;
+use crate::authn::provider::unix_now;
 use crate::body::ProxyBody;
 use crate::config::{self, SignFormat, SignRule};
 
@@ -382,7 +382,7 @@ impl Signer {
                 };
                 let sig =
                     cms::sign_detached(self.key.as_ref(), &self.cert, body, &opts).map_err(err)?;
-                let id = crate::auth::random_token(18);
+                let id = crate::authn::random_token(18);
                 self.store.put(&id, &sig).map_err(SignError::Store)?;
                 Ok(Signed::Stored(
                     id.clone(),

@@ -7,7 +7,7 @@ use http::{Response, StatusCode};
 use stadttor_policies::{PolicyDiff, ProposalStatus};
 
 use super::{html, OfficerSession, View};
-use crate::auth::pages::{esc, Lang};
+use crate::authn::pages::{esc, Lang};
 use crate::body::ProxyBody;
 
 pub(super) fn page(lang: Lang, title: &str, body: &str) -> String {

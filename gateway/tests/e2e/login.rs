@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stadttor_gateway::auth::cookie::CookieKeys;
-use stadttor_gateway::auth::session::{SessionData, COOKIE};
+use stadttor_gateway::authn::cookie::CookieKeys;
+use stadttor_gateway::authn::session::{SessionData, COOKIE};
 use testkit::backend::Backend;
 use testkit::browser::{query_param, Browser, Chain};
 use testkit::jwt;
