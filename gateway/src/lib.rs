@@ -27,7 +27,6 @@ pub mod keycmd;
 pub mod keys;
 pub mod listener;
 pub mod metrics;
-pub mod officer;
 pub mod policy;
 pub mod policycmd;
 pub mod proxy;

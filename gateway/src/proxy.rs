@@ -54,7 +54,7 @@ pub struct Shared {
     /// The policy store and active policy, if `[policies]` is configured.
     pub policy: Option<Arc<crate::policy::PolicyRuntime>>,
     /// Officers' logins on the admin listener, if configured.
-    pub officers: Option<Arc<crate::officer::Officers>>,
+    pub officers: Option<Arc<crate::admin::officer::Officers>>,
 }
 
 /// What is known about the client connection a request came on.

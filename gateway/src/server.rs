@@ -124,7 +124,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             });
         }
     }
-    let officers = crate::officer::Officers::new(&state.config)
+    let officers = crate::admin::officer::Officers::new(&state.config)
         .map_err(|e| ConfigError {
             file: state.config.path.clone(),
             issues: vec![config::Issue {

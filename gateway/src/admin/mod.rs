@@ -1,6 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus), `/healthz`, `/readyz`,
 //! `/jwks.json`, and, with `[admin.tls]` and `officer_provider`, the
-//! officers' policy page and API ([`crate::officer`]).
+//! officers' policy page and API ([`officer`]).
 //!
 //! Without `[admin.tls]` it is plain HTTP and meant for loopback or a
 //! management network only; none of these paths exist on the public
@@ -25,6 +25,8 @@ use tokio::net::TcpListener;
 
 use crate::body::ProxyBody;
 use crate::proxy::Shared;
+
+pub mod officer;
 
 /// Serves admin requests for the life of the process. It deliberately
 /// keeps running while the gateway drains, so that `/readyz` can tell load
@@ -106,9 +108,9 @@ async fn answer(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    if crate::officer::owns(req.uri().path()) {
+    if crate::admin::officer::owns(req.uri().path()) {
         if let Some(o) = shared.officers.clone() {
-            return Ok(crate::officer::handle(shared, &o, req).await);
+            return Ok(crate::admin::officer::handle(shared, &o, req).await);
         }
     }
     let (status, ctype, body) = match req.uri().path() {
