@@ -25,7 +25,8 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Uri;
 
-use crate::config::{AuthMethod, RouteAuth};
+use crate::config::RouteAuth;
+use crate::identity::AuthMethod;
 
 /// Every cookie the gateway sets starts with this (compared without case).
 pub const GATEWAY_COOKIE_PREFIX: &str = "__Host-stadttor-";

@@ -23,6 +23,7 @@ pub mod demo;
 pub mod errors;
 pub mod framing;
 pub mod headers;
+pub mod identity;
 pub mod keycmd;
 pub mod keys;
 pub mod listener;

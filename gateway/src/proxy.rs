@@ -420,7 +420,7 @@ async fn handle<'s>(
         let browser = cfg
             .auth
             .methods
-            .contains(&crate::config::AuthMethod::Session)
+            .contains(&crate::identity::AuthMethod::Session)
             && !cfg.auth.api;
         let resp = if browser {
             let lang = crate::authn::pages::Lang::from_headers(req.headers());

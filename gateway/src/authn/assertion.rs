@@ -73,7 +73,7 @@ impl Assertions {
         claims: Map<String, Value>,
     ) -> Result<Arc<str>, String> {
         let now = unix_now();
-        let level = id.level.map(|l| l.name()).unwrap_or("-");
+        let level = id.level.map(|l| l.as_str()).unwrap_or("-");
         let key = format!(
             "{}\u{0}{route}\u{0}{level}\u{0}{}",
             id.cache_key, id.auth_time

@@ -25,7 +25,8 @@ use super::provider::{unix_now, Login, Provider, ProviderError, LEEWAY};
 use super::session::{self, SessionData};
 use super::{cookie, html, plain, random_token, redirect, Auth};
 use crate::body::ProxyBody;
-use crate::config::{url_origin, AuthMethod, Level};
+use crate::config::url_origin;
+use crate::identity::{AuthMethod, Level};
 use crate::state::State;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -385,7 +386,7 @@ async fn record_login(
         Some((&s.iss, &s.sub)),
         &[
             ("idp", s.p.clone().into()),
-            ("level", s.lvl.map(|l| l.name()).unwrap_or("none").into()),
+            ("level", s.lvl.map(|l| l.as_str()).unwrap_or("none").into()),
         ],
     )
     .await

@@ -1,6 +1,6 @@
 //! The OIDC login transaction and the checks of an authorization response:
 //! the one implementation behind every login of the gateway, the citizens'
-//! (`flow`) and the security officers' (`crate::officer`).
+//! (`flow`) and the security officers' (`crate::admin::officer`).
 //!
 //! [`begin`] makes state, nonce and PKCE verifier, asks the provider for
 //! the authorization URL and seals the transaction into a `__Host-` cookie
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::pages::Problem;
 use super::provider::{unix_now, Login, Provider, ProviderError, LEEWAY};
 use super::{cookie, random_token, Auth, CookieKeys};
-use crate::config::Level;
+use crate::identity::Level;
 
 /// What the authorization request leaves for the callback, sealed in the
 /// transaction cookie.

@@ -37,53 +37,11 @@ use ring::rand::SecureRandom;
 use stadttor_sessions::{SessionRef, SessionStore, StoreConfig, StoreError, StoreOptions};
 
 use crate::body::ProxyBody;
-use crate::config::{self, AuthMethod, Level};
+use crate::config;
+use crate::identity::{AuthMethod, Identity, Level};
 use cookie::CookieKeys;
 use provider::{unix_now, Provider};
 use session::SessionData;
-
-/// How an identity was established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// Login session.
-    Session,
-    /// Bearer access token.
-    Bearer,
-    /// TLS client certificate.
-    ClientCert,
-}
-
-impl Method {
-    /// Short name for headers and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Session => "session",
-            Self::Bearer => "bearer",
-            Self::ClientCert => "client_cert",
-        }
-    }
-}
-
-/// A verified identity.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// How it was verified.
-    pub method: Method,
-    /// Provider name (`client-cert` for certificates).
-    pub provider: String,
-    /// Issuer.
-    pub issuer: String,
-    /// Subject.
-    pub sub: String,
-    /// Level that counts now.
-    pub level: Option<Level>,
-    /// Time of authentication.
-    pub auth_time: u64,
-    /// Gateway session id or a hash of the token: the assertion cache key.
-    pub cache_key: String,
-    /// Claims available for forwarding.
-    pub claims: serde_json::Map<String, serde_json::Value>,
-}
 
 /// What the request stage adds after a successful authentication.
 #[derive(Debug, Default)]
@@ -396,7 +354,7 @@ impl Auth {
                             set_cookie = self.seal_session(&s, &host);
                         }
                         identity = Some(Identity {
-                            method: Method::Session,
+                            method: AuthMethod::Session,
                             provider: s.p.clone(),
                             issuer: s.iss.clone(),
                             level: s.level(now, secs(self.cfg.step_up_lifetime)),
@@ -439,7 +397,7 @@ impl Auth {
                 AuthMethod::ClientCert => {
                     if let Some(cc) = client_cert {
                         identity = Some(Identity {
-                            method: Method::ClientCert,
+                            method: AuthMethod::ClientCert,
                             provider: "client-cert".into(),
                             issuer: "client-cert".into(),
                             sub: cc.subject.clone(),
@@ -465,11 +423,11 @@ impl Auth {
             if id.level.is_none_or(|l| l < min) {
                 tracing::info!(request_id, have = ?id.level, need = ?min, method = id.method.name(), "level of assurance too low");
                 return Err(match id.method {
-                    Method::Session => {
+                    AuthMethod::Session => {
                         self.login_required(route, parts, lang, request_id, Some(min), set_cookie)
                             .await
                     }
-                    Method::Bearer => {
+                    AuthMethod::Bearer => {
                         let acr = a
                             .providers
                             .iter()
@@ -485,7 +443,7 @@ impl Auth {
                             request_id,
                         )
                     }
-                    Method::ClientCert => plain(
+                    AuthMethod::ClientCert => plain(
                         StatusCode::FORBIDDEN,
                         "level of assurance too low",
                         request_id,
@@ -507,7 +465,7 @@ impl Auth {
         push("provider", &id.provider);
         push("auth-method", id.method.name());
         if let Some(l) = id.level {
-            push("level", l.name());
+            push("level", l.as_str());
         }
         let mut forwarded = serde_json::Map::new();
         for (claim, suffix) in &a.claims {
@@ -566,7 +524,7 @@ impl Auth {
         })?;
         let hash = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         Ok(Identity {
-            method: Method::Bearer,
+            method: AuthMethod::Bearer,
             provider: p.cfg.name.clone(),
             issuer: iss.to_owned(),
             level: login.level,

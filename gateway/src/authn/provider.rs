@@ -36,8 +36,9 @@ use stadttor_hsm::SigningKey;
 use tokio::sync::{Mutex, RwLock};
 
 use super::verify::{Token, VerifyError};
-use crate::config::{self, Level, ProviderAuth};
+use crate::config::{self, ProviderAuth};
 use crate::errors::error_chain;
+use crate::identity::Level;
 use stadttor_pki::jose::{self, JwsHeader};
 
 /// Clock skew allowed on token times, in seconds.
