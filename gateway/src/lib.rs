@@ -4,7 +4,7 @@
 //! [`config`] → [`listener`] (accept, limits) → [`tls`] (rustls, keys from
 //! `stadttor-hsm`) → hyper (HTTP/1.1, h2) → [`proxy`] (framing checks,
 //! [`state`] route match, [`headers`] hygiene, [`upstream`] exchange,
-//! [`body`] limits) → [`errors`] (the one place errors become responses).
+//! [`body`] limits) → [`respond`] (the one place errors become responses).
 //! Around them: [`server`] (reload, drain), [`admin`] and [`metrics`], and
 //! [`demo`] for the first minute with stadttor. The login code keeps
 //! single-use markers and session revocations in `stadttor-sessions`
@@ -20,7 +20,6 @@ pub mod body;
 pub mod config;
 pub mod credentials;
 pub mod demo;
-pub mod errors;
 pub mod framing;
 pub mod headers;
 pub mod identity;
@@ -31,6 +30,7 @@ pub mod metrics;
 pub mod policy;
 pub mod policycmd;
 pub mod proxy;
+pub mod respond;
 pub mod server;
 pub mod signcmd;
 pub mod signing;

@@ -28,9 +28,9 @@ use tracing::Instrument;
 
 use crate::body::{Guarded, ProxyBody, Tripwire};
 use crate::config::AuditMode;
-use crate::errors::{error_chain, GatewayError, Source};
 use crate::headers;
 use crate::metrics::Metrics;
+use crate::respond::{error_chain, GatewayError, Source};
 use crate::state::{Route, State};
 use crate::tls::ClientCert;
 
@@ -422,20 +422,16 @@ async fn handle<'s>(
             .methods
             .contains(&crate::identity::AuthMethod::Session)
             && !cfg.auth.api;
-        let resp = if browser {
+        let page = browser.then(|| {
             let lang = crate::authn::pages::Lang::from_headers(req.headers());
-            crate::authn::html(
-                StatusCode::FORBIDDEN,
-                crate::authn::pages::error(
-                    lang,
-                    crate::authn::pages::Problem::Forbidden,
-                    request_id,
-                    None,
-                ),
+            crate::authn::pages::error(
+                lang,
+                crate::authn::pages::Problem::Forbidden,
+                request_id,
+                None,
             )
-        } else {
-            crate::authn::plain(StatusCode::FORBIDDEN, "access denied by policy", request_id)
-        };
+        });
+        let resp = crate::respond::Refusal::Forbidden { page }.into_response(request_id);
         if let Some(e) = evidence {
             e.settled()
                 .await

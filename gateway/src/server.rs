@@ -71,7 +71,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
                     file: state.config.path.clone(),
                     issues: vec![config::Issue {
                         key: "audit".into(),
-                        reason: crate::errors::error_chain(&e),
+                        reason: crate::respond::error_chain(&e),
                     }],
                 },
             )?,

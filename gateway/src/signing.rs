@@ -316,7 +316,7 @@ impl Signer {
         }
         // The response an audited route gives when its access event cannot
         // be recorded (built by errors.rs, like every error).
-        Some(crate::errors::GatewayError::AuditUnavailable(e.to_string()).to_response(request_id))
+        Some(crate::respond::GatewayError::AuditUnavailable(e.to_string()).to_response(request_id))
     }
 
     async fn record(
@@ -501,15 +501,11 @@ impl Signer {
             Some(b) => (StatusCode::OK, b, ctype),
             None => (StatusCode::NOT_FOUND, b"not found\n".to_vec(), "text/plain"),
         };
-        let mut r = Response::new(
-            Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
-        *r.status_mut() = status;
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-        Some(r)
+        Some(crate::respond::content(
+            status,
+            HeaderValue::from_static(ctype),
+            body,
+        ))
     }
 }
 

@@ -15,9 +15,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -98,12 +96,6 @@ pub async fn run(
     }
 }
 
-fn full(s: impl Into<Bytes>) -> ProxyBody {
-    Full::new(s.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
 async fn answer(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -170,10 +162,5 @@ async fn answer(
             "not found\n".to_owned(),
         ),
     };
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    if let Ok(v) = header::HeaderValue::from_str(ctype) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
-    Ok(resp)
+    Ok(crate::respond::officer::admin(status, ctype, body))
 }

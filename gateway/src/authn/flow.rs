@@ -23,12 +23,12 @@ use super::login_tx::{self, BeginError, Completed, LoginSite};
 use super::pages::{self, Lang, Problem};
 use super::provider::{unix_now, Login, Provider, ProviderError, LEEWAY};
 use super::session::{self, SessionData};
-use super::{cookie, html, plain, random_token, redirect, Auth};
+use super::{cookie, random_token, Auth};
 use crate::body::ProxyBody;
 use crate::config::url_origin;
 use crate::identity::{AuthMethod, Level};
+use crate::respond::{self, html, plain, redirect};
 use crate::state::State;
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -168,18 +168,7 @@ pub async fn handle(
             let name = r["backchannel-logout/".len()..].to_owned();
             backchannel(auth, &name, req, request_id).await
         }
-        (Method::GET, "jwks.json") => {
-            let mut r = Response::new(super::body(Bytes::from(auth.jwks().to_owned())));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/jwk-set+json"),
-            );
-            r.headers_mut().insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("max-age=300"),
-            );
-            r
-        }
+        (Method::GET, "jwks.json") => respond::jwks(auth.jwks().to_owned()),
         _ => plain(StatusCode::NOT_FOUND, "not found", request_id),
     };
     Ok(resp)
@@ -512,10 +501,7 @@ async fn backchannel(
             None,
             &[("idp", provider_name.into()), ("reason", why.into())],
         );
-        let mut r = plain(StatusCode::BAD_REQUEST, "invalid logout token", request_id);
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
+        plain(StatusCode::BAD_REQUEST, "invalid logout token", request_id)
     };
     let Some(p) = auth.provider(provider_name) else {
         return bad("unknown provider");
@@ -615,8 +601,5 @@ async fn backchannel(
             request_id,
         );
     }
-    let mut r = Response::new(super::body(Bytes::new()));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    respond::empty_ok()
 }

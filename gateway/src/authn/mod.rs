@@ -30,15 +30,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response};
 use ring::rand::SecureRandom;
 use stadttor_sessions::{SessionRef, SessionStore, StoreConfig, StoreError, StoreOptions};
 
 use crate::body::ProxyBody;
 use crate::config;
 use crate::identity::{AuthMethod, Identity, Level};
+use crate::respond::{redirect, Refusal};
 use cookie::CookieKeys;
 use provider::{unix_now, Provider};
 use session::SessionData;
@@ -338,15 +337,16 @@ impl Auth {
                             }
                             Err(e) => {
                                 tracing::warn!(request_id, error = %e, "session store unavailable; refusing (fail closed)");
-                                return Err(html(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    pages::error(
+                                return Err(Refusal::Unavailable {
+                                    what: "session store unavailable",
+                                    page: Some(pages::error(
                                         lang,
                                         pages::Problem::SessionsDown,
                                         request_id,
                                         None,
-                                    ),
-                                ));
+                                    )),
+                                }
+                                .into_response(request_id));
                             }
                         }
                         if now.saturating_sub(s.seen) >= 60 {
@@ -379,18 +379,19 @@ impl Auth {
                         Ok(id) => identity = Some(id),
                         Err(BearerFailure::Invalid(detail)) => {
                             tracing::info!(request_id, error = %detail, "bearer token refused");
-                            return Err(unauthorized(
-                                "Bearer realm=\"stadttor\", error=\"invalid_token\"".into(),
-                                request_id,
-                            ));
+                            return Err(Refusal::Unauthenticated {
+                                challenge: "Bearer realm=\"stadttor\", error=\"invalid_token\""
+                                    .into(),
+                            }
+                            .into_response(request_id));
                         }
                         Err(BearerFailure::Unavailable(detail)) => {
                             tracing::warn!(request_id, error = %detail, "cannot validate bearer token; refusing (fail closed)");
-                            return Err(plain(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "identity provider unavailable",
-                                request_id,
-                            ));
+                            return Err(Refusal::Unavailable {
+                                what: "identity provider unavailable",
+                                page: None,
+                            }
+                            .into_response(request_id));
                         }
                     }
                 }
@@ -435,19 +436,9 @@ impl Auth {
                             .find(|p| p.cfg.name == id.provider)
                             .and_then(|p| p.cfg.acr_for(min).map(str::to_owned))
                             .unwrap_or_else(|| min.uri().to_owned());
-                        unauthorized(
-                            format!(
-                                "Bearer realm=\"stadttor\", error=\"insufficient_user_authentication\", \
-                                 error_description=\"a higher level of assurance is required\", acr_values=\"{acr}\""
-                            ),
-                            request_id,
-                        )
+                        Refusal::StepUp { acr }.into_response(request_id)
                     }
-                    AuthMethod::ClientCert => plain(
-                        StatusCode::FORBIDDEN,
-                        "level of assurance too low",
-                        request_id,
-                    ),
+                    AuthMethod::ClientCert => Refusal::LevelTooLow.into_response(request_id),
                 });
             }
         }
@@ -482,11 +473,11 @@ impl Auth {
             Ok(jwt) => push("assertion", &jwt),
             Err(e) => {
                 tracing::error!(request_id, error = %e, "cannot sign the identity assertion; refusing (fail closed)");
-                return Err(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "identity assertion unavailable",
-                    request_id,
-                ));
+                return Err(Refusal::Unavailable {
+                    what: "identity assertion unavailable",
+                    page: None,
+                }
+                .into_response(request_id));
             }
         }
         Ok(Verified {
@@ -553,7 +544,7 @@ impl Auth {
             } else {
                 "stadttor-client-certificate".to_owned()
             };
-            return unauthorized(challenge, request_id);
+            return Refusal::Unauthenticated { challenge }.into_response(request_id);
         }
         let return_to = parts
             .uri
@@ -590,20 +581,15 @@ impl Auth {
                     .append_pair("route", &route.name)
                     .finish()
             );
-            let mut r = html(
-                StatusCode::UNAUTHORIZED,
-                pages::error(
+            Refusal::LoginRequired {
+                page: pages::error(
                     lang,
                     pages::Problem::LoginRequired,
                     request_id,
                     Some(&login),
                 ),
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("stadttor-login"),
-            );
-            r
+            }
+            .into_response(request_id)
         };
         if let Some(c) = set_cookie {
             resp.headers_mut().append(header::SET_COOKIE, c);
@@ -641,71 +627,6 @@ fn header_safe(s: &str) -> String {
 /// Lowercase hex.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn body(s: impl Into<Bytes>) -> ProxyBody {
-    Full::new(s.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-/// An HTML page response that is never cached.
-pub fn html(status: StatusCode, page: String) -> Response<ProxyBody> {
-    let mut r = Response::new(body(page));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-/// A short plain-text response with the request id.
-pub fn plain(status: StatusCode, text: &str, request_id: &str) -> Response<ProxyBody> {
-    let mut r = Response::new(body(format!(
-        "{} {}\n{text}\nRequest id: {request_id}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    )));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn unauthorized(challenge: String, request_id: &str) -> Response<ProxyBody> {
-    let mut r = plain(
-        StatusCode::UNAUTHORIZED,
-        "authentication required",
-        request_id,
-    );
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    r
-}
-
-/// A 303 to `location` with cookies to set.
-pub fn redirect(location: &str, cookies: Vec<String>) -> Response<ProxyBody> {
-    let mut r = Response::new(body(Bytes::new()));
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        h.insert(header::LOCATION, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    for c in cookies {
-        if let Ok(v) = HeaderValue::from_str(&c) {
-            h.append(header::SET_COOKIE, v);
-        }
-    }
-    r
 }
 
 #[cfg(test)]

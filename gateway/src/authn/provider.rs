@@ -37,8 +37,8 @@ use tokio::sync::{Mutex, RwLock};
 
 use super::verify::{Token, VerifyError};
 use crate::config::{self, ProviderAuth};
-use crate::errors::error_chain;
 use crate::identity::Level;
+use crate::respond::error_chain;
 use stadttor_pki::jose::{self, JwsHeader};
 
 /// Clock skew allowed on token times, in seconds.

@@ -8,9 +8,10 @@ use http::{Response, StatusCode};
 use serde::Deserialize;
 use stadttor_policies::{ChangeEvent, PolicySet, ProposalStatus, Workflow, WorkflowError};
 
-use super::{audit_changes, audit_refusal, blocking, json, plain, status_of, OfficerSession, View};
+use super::{audit_changes, audit_refusal, blocking, status_of, OfficerSession, View};
 use crate::body::ProxyBody;
 use crate::proxy::Shared;
+use crate::respond::officer::{json, plain};
 
 /// Every policy version, as JSON.
 pub(super) async fn history_json(wf: Arc<Workflow>) -> Response<ProxyBody> {

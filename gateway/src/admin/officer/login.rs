@@ -18,7 +18,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use stadttor_audit::event::{Event, Outcome};
 
-use super::{html, plain, redirect, OfficerSession, Officers, LOGIN_TIMEOUT, SESSION};
+use super::{OfficerSession, Officers, LOGIN_TIMEOUT, SESSION};
 use crate::authn::cookie;
 use crate::authn::login_tx::{self, BeginError, Completed, LoginSite, Refused};
 use crate::authn::pages::{self, Lang, Problem};
@@ -27,6 +27,7 @@ use crate::authn::random_token;
 use crate::body::ProxyBody;
 use crate::policy::SubjectRefused;
 use crate::proxy::Shared;
+use crate::respond::officer::{html, plain, redirect};
 
 /// The officers' login transaction cookies: this and the state's first
 /// characters.

@@ -26,9 +26,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use stadttor_audit::event::{Event, Outcome};
@@ -43,6 +42,7 @@ use crate::authn::provider::unix_now;
 use crate::body::ProxyBody;
 use crate::config;
 use crate::proxy::Shared;
+use crate::respond::officer::{html, json, plain, redirect};
 
 mod api;
 mod login;
@@ -106,71 +106,6 @@ impl Officers {
         let s: OfficerSession = serde_json::from_slice(&plain).ok()?;
         (unix_now() < s.exp).then_some(s)
     }
-}
-
-fn full(s: impl Into<Bytes>) -> ProxyBody {
-    Full::new(s.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-fn harden(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=31536000"),
-    );
-    r
-}
-
-fn html(status: StatusCode, body: String) -> Response<ProxyBody> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    harden(r)
-}
-
-fn json(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBody> {
-    let mut r = Response::new(full(v.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    harden(r)
-}
-
-fn redirect(location: &str, cookies: &[String]) -> Response<ProxyBody> {
-    let mut r = Response::new(full(Bytes::new()));
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    for c in cookies {
-        if let Ok(v) = HeaderValue::from_str(c) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    harden(r)
 }
 
 fn ct_eq(a: &str, b: &str) -> bool {
@@ -338,16 +273,6 @@ async fn post(
         return api_post(shared, wf, session, path, &body, request_id).await;
     }
     form_post(shared, wf, session, path, &form, lang, request_id).await
-}
-
-fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
-    let mut r = Response::new(full(format!("{text}\n")));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    harden(r)
 }
 
 /// Runs blocking store work off the reactor.

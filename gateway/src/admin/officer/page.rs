@@ -6,9 +6,10 @@
 use http::{Response, StatusCode};
 use stadttor_policies::{PolicyDiff, ProposalStatus};
 
-use super::{html, OfficerSession, View};
+use super::{OfficerSession, View};
 use crate::authn::pages::{esc, Lang};
 use crate::body::ProxyBody;
+use crate::respond::officer::html;
 
 pub(super) fn page(lang: Lang, title: &str, body: &str) -> String {
     format!(
