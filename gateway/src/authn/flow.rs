@@ -481,6 +481,46 @@ async fn logout(
     redirect(&location, vec![cookie::clear(session::COOKIE)])
 }
 
+/// The `logout_token` form field of a back-channel logout request.
+async fn logout_token(req: Request<Incoming>) -> Result<String, &'static str> {
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err("body too large or broken"),
+    };
+    url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned())
+        .ok_or("no logout_token")
+}
+
+/// What a verified logout token ends: the provider session (`sid`), or
+/// else every session of the subject that began before now.
+fn revocations(
+    logout: &super::provider::Logout,
+    issuer: &str,
+    until: std::time::SystemTime,
+) -> Vec<Revocation> {
+    let mut revocations = Vec::new();
+    if let Some(sid) = &logout.sid {
+        revocations.push(Revocation::ProviderSession {
+            issuer: issuer.to_owned(),
+            sid: sid.clone(),
+            until,
+        });
+    }
+    if let Some(sub) = &logout.sub {
+        if logout.sid.is_none() {
+            revocations.push(Revocation::Subject {
+                issuer: issuer.to_owned(),
+                sub: sub.clone(),
+                before: std::time::SystemTime::now(),
+                until,
+            });
+        }
+    }
+    revocations
+}
+
 async fn backchannel(
     auth: &Auth,
     provider_name: &str,
@@ -506,15 +546,9 @@ async fn backchannel(
     let Some(p) = auth.provider(provider_name) else {
         return bad("unknown provider");
     };
-    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return bad("body too large or broken"),
-    };
-    let Some(token) = url::form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "logout_token")
-        .map(|(_, v)| v.into_owned())
-    else {
-        return bad("no logout_token");
+    let token = match logout_token(req).await {
+        Ok(t) => t,
+        Err(why) => return bad(why),
     };
     let logout = match p.validate_logout_token(&token).await {
         Ok(l) => l,
@@ -548,24 +582,7 @@ async fn backchannel(
     }
     let until =
         UNIX_EPOCH + Duration::from_secs(unix_now() + auth.cfg.session_absolute_timeout.as_secs());
-    let mut revocations = Vec::new();
-    if let Some(sid) = &logout.sid {
-        revocations.push(Revocation::ProviderSession {
-            issuer: issuer.clone(),
-            sid: sid.clone(),
-            until,
-        });
-    }
-    if let Some(sub) = &logout.sub {
-        if logout.sid.is_none() {
-            revocations.push(Revocation::Subject {
-                issuer: issuer.clone(),
-                sub: sub.clone(),
-                before: std::time::SystemTime::now(),
-                until,
-            });
-        }
-    }
+    let revocations = revocations(&logout, &issuer, until);
     for r in revocations {
         if let Err(e) = auth.store.revoke(r).await {
             tracing::warn!(request_id, error = %e, "cannot record the back-channel logout");

@@ -316,61 +316,10 @@ impl Auth {
         let mut set_cookie = None;
         for m in &a.methods {
             match m {
-                AuthMethod::Session => match self.session(&parts.headers, &host) {
-                    Ok(Some(mut s)) => {
-                        if !a.providers.contains(&s.p) {
-                            continue;
-                        }
-                        let issued_at = UNIX_EPOCH + Duration::from_secs(s.iat);
-                        let r = SessionRef {
-                            id: &s.id,
-                            issuer: &s.iss,
-                            sub: &s.sub,
-                            sid: s.sid.as_deref(),
-                            issued_at,
-                        };
-                        match self.store.is_revoked(&r) {
-                            Ok(false) => {}
-                            Ok(true) => {
-                                tracing::info!(request_id, "session revoked (logout)");
-                                continue;
-                            }
-                            Err(e) => {
-                                tracing::warn!(request_id, error = %e, "session store unavailable; refusing (fail closed)");
-                                return Err(Refusal::Unavailable {
-                                    what: "session store unavailable",
-                                    page: Some(pages::error(
-                                        lang,
-                                        pages::Problem::SessionsDown,
-                                        request_id,
-                                        None,
-                                    )),
-                                }
-                                .into_response(request_id));
-                            }
-                        }
-                        if now.saturating_sub(s.seen) >= 60 {
-                            s.seen = now;
-                            set_cookie = self.seal_session(&s, &host);
-                        }
-                        identity = Some(Identity {
-                            method: AuthMethod::Session,
-                            provider: s.p.clone(),
-                            issuer: s.iss.clone(),
-                            level: s.level(now, secs(self.cfg.step_up_lifetime)),
-                            auth_time: s.auth,
-                            cache_key: s.id.clone(),
-                            sub: s.sub,
-                            claims: s.claims,
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(why) => {
-                        tracing::info!(request_id, reason = ?why, "session cookie refused");
-                        // Clear it, so the browser stops sending it.
-                        set_cookie = HeaderValue::from_str(&cookie::clear(session::COOKIE)).ok();
-                    }
-                },
+                AuthMethod::Session => {
+                    identity =
+                        self.session_identity(a, parts, &host, lang, request_id, &mut set_cookie)?;
+                }
                 AuthMethod::Bearer => {
                     let Some(token) = bearer(&parts.headers) else {
                         continue;
@@ -428,21 +377,102 @@ impl Auth {
                         self.login_required(route, parts, lang, request_id, Some(min), set_cookie)
                             .await
                     }
-                    AuthMethod::Bearer => {
-                        let acr = a
-                            .providers
-                            .iter()
-                            .filter_map(|p| self.provider(p))
-                            .find(|p| p.cfg.name == id.provider)
-                            .and_then(|p| p.cfg.acr_for(min).map(str::to_owned))
-                            .unwrap_or_else(|| min.uri().to_owned());
-                        Refusal::StepUp { acr }.into_response(request_id)
+                    AuthMethod::Bearer => Refusal::StepUp {
+                        acr: self.acr_for(a, &id.provider, min),
                     }
+                    .into_response(request_id),
                     AuthMethod::ClientCert => Refusal::LevelTooLow.into_response(request_id),
                 });
             }
         }
 
+        let upstream_headers = self.upstream_headers(route, &id, request_id)?;
+        Ok(Verified {
+            identity: Some(id),
+            upstream_headers,
+            set_cookie,
+        })
+    }
+
+    /// The identity of the route's session cookie, if any: `Ok(None)` for
+    /// no, a refused, a revoked or another provider's session (a refused
+    /// cookie is cleared through `set_cookie`, a refreshed one set there).
+    fn session_identity(
+        &self,
+        a: &config::RouteAuth,
+        parts: &http::request::Parts,
+        host: &str,
+        lang: pages::Lang,
+        request_id: &str,
+        set_cookie: &mut Option<HeaderValue>,
+    ) -> Result<Option<Identity>, Response<ProxyBody>> {
+        let now = unix_now();
+        match self.session(&parts.headers, host) {
+            Ok(Some(mut s)) => {
+                if !a.providers.contains(&s.p) {
+                    return Ok(None);
+                }
+                let issued_at = UNIX_EPOCH + Duration::from_secs(s.iat);
+                let r = SessionRef {
+                    id: &s.id,
+                    issuer: &s.iss,
+                    sub: &s.sub,
+                    sid: s.sid.as_deref(),
+                    issued_at,
+                };
+                match self.store.is_revoked(&r) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tracing::info!(request_id, "session revoked (logout)");
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        tracing::warn!(request_id, error = %e, "session store unavailable; refusing (fail closed)");
+                        return Err(Refusal::Unavailable {
+                            what: "session store unavailable",
+                            page: Some(pages::error(
+                                lang,
+                                pages::Problem::SessionsDown,
+                                request_id,
+                                None,
+                            )),
+                        }
+                        .into_response(request_id));
+                    }
+                }
+                if now.saturating_sub(s.seen) >= 60 {
+                    s.seen = now;
+                    *set_cookie = self.seal_session(&s, host);
+                }
+                Ok(Some(Identity {
+                    method: AuthMethod::Session,
+                    provider: s.p.clone(),
+                    issuer: s.iss.clone(),
+                    level: s.level(now, secs(self.cfg.step_up_lifetime)),
+                    auth_time: s.auth,
+                    cache_key: s.id.clone(),
+                    sub: s.sub,
+                    claims: s.claims,
+                }))
+            }
+            Ok(None) => Ok(None),
+            Err(why) => {
+                tracing::info!(request_id, reason = ?why, "session cookie refused");
+                // Clear it, so the browser stops sending it.
+                *set_cookie = HeaderValue::from_str(&cookie::clear(session::COOKIE)).ok();
+                Ok(None)
+            }
+        }
+    }
+
+    /// The identity headers for the service: subject, provider, method,
+    /// level, the route's forwarded claims and the signed assertion.
+    fn upstream_headers(
+        &self,
+        route: &config::Route,
+        id: &Identity,
+        request_id: &str,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, Response<ProxyBody>> {
         let mut upstream_headers = Vec::new();
         let mut push = |suffix: &str, value: &str| {
             if let (Ok(n), Ok(v)) = (
@@ -459,7 +489,7 @@ impl Auth {
             push("level", l.as_str());
         }
         let mut forwarded = serde_json::Map::new();
-        for (claim, suffix) in &a.claims {
+        for (claim, suffix) in &route.auth.claims {
             if let Some(v) = id.claims.get(claim) {
                 let text = match v {
                     serde_json::Value::String(s) => s.clone(),
@@ -469,7 +499,7 @@ impl Auth {
                 forwarded.insert(claim.clone(), v.clone());
             }
         }
-        match self.assertions.get(&id, &route.name, forwarded) {
+        match self.assertions.get(id, &route.name, forwarded) {
             Ok(jwt) => push("assertion", &jwt),
             Err(e) => {
                 tracing::error!(request_id, error = %e, "cannot sign the identity assertion; refusing (fail closed)");
@@ -480,11 +510,18 @@ impl Auth {
                 .into_response(request_id));
             }
         }
-        Ok(Verified {
-            identity: Some(id),
-            upstream_headers,
-            set_cookie,
-        })
+        Ok(upstream_headers)
+    }
+
+    /// The `acr` value that asks `provider` (one of the route's) for
+    /// `level`, or the level's eIDAS URI.
+    fn acr_for(&self, a: &config::RouteAuth, provider: &str, level: Level) -> String {
+        a.providers
+            .iter()
+            .filter_map(|p| self.provider(p))
+            .find(|p| p.cfg.name == provider)
+            .and_then(|p| p.cfg.acr_for(level).map(str::to_owned))
+            .unwrap_or_else(|| level.uri().to_owned())
     }
 
     async fn bearer(&self, a: &config::RouteAuth, token: &str) -> Result<Identity, BearerFailure> {
