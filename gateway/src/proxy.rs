@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Any failure is a [`GatewayError`], turned into a response in
-//! [`crate::errors`] and nowhere else.
+//! [`crate::respond`] and nowhere else.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

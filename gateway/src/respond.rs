@@ -328,7 +328,7 @@ pub(crate) fn harden_api(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
 }
 
 /// A citizen-facing HTML page that is never cached.
-pub fn html(status: StatusCode, page: String) -> Response<ProxyBody> {
+pub(crate) fn html(status: StatusCode, page: String) -> Response<ProxyBody> {
     harden_citizen(content(
         status,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -337,7 +337,7 @@ pub fn html(status: StatusCode, page: String) -> Response<ProxyBody> {
 }
 
 /// A short plain-text answer with status line and request id.
-pub fn plain(status: StatusCode, text: &str, request_id: &str) -> Response<ProxyBody> {
+pub(crate) fn plain(status: StatusCode, text: &str, request_id: &str) -> Response<ProxyBody> {
     let b = format!(
         "{} {}\n{text}\nRequest id: {request_id}\n",
         status.as_u16(),
@@ -351,7 +351,7 @@ pub fn plain(status: StatusCode, text: &str, request_id: &str) -> Response<Proxy
 }
 
 /// A 303 to `location` with cookies to set (citizens).
-pub fn redirect(location: &str, cookies: Vec<String>) -> Response<ProxyBody> {
+pub(crate) fn redirect(location: &str, cookies: Vec<String>) -> Response<ProxyBody> {
     harden_citizen(see_other(location, &cookies))
 }
 

@@ -315,7 +315,7 @@ impl Signer {
             self.store.remove(id);
         }
         // The response an audited route gives when its access event cannot
-        // be recorded (built by errors.rs, like every error).
+        // be recorded (built by respond.rs, like every error).
         Some(crate::respond::GatewayError::AuditUnavailable(e.to_string()).to_response(request_id))
     }
 

@@ -39,7 +39,7 @@ use stadttor_sessions::Revocation;
 const TX_PREFIX: &str = "__Host-stadttor-login-";
 
 /// Whether `return_to` is safe: a path on this origin, or an allowed origin.
-pub fn safe_return_to(auth: &Auth, r: &str) -> bool {
+pub(crate) fn safe_return_to(auth: &Auth, r: &str) -> bool {
     if r.is_empty() || r.len() > 2048 || r.chars().any(|c| c.is_control() || c == '\\') {
         return false;
     }
@@ -57,7 +57,7 @@ pub fn safe_return_to(auth: &Auth, r: &str) -> bool {
 /// transaction cookie set, sealed for `host` (the callback must come back
 /// to the same host).
 #[allow(clippy::too_many_arguments)]
-pub async fn start_login(
+pub(crate) async fn start_login(
     auth: &Auth,
     host: &str,
     provider_name: &str,
@@ -111,7 +111,7 @@ fn login_site<'a>(auth: &'a Auth, host: &'a str, p: &'a Provider) -> LoginSite<'
 }
 
 /// Handles a request under `/.stadttor/`, or returns it if it is not one.
-pub async fn handle(
+pub(crate) async fn handle(
     auth: &Auth,
     state: &State,
     req: Request<Incoming>,

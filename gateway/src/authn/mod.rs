@@ -14,15 +14,16 @@
 //! checks, shared with the officers' login), [`flow`] (the gateway's own
 //! endpoints), [`assertion`] (the signed identity
 //! assertion to services, cached per session), [`pages`] (citizen-facing
-//! HTML). Every refusal is a response built here; nothing fails open: a
+//! HTML). Every refusal is a `respond::Refusal` or a page, made a response by
+//! [`crate::respond`]; nothing fails open: a
 //! provider, key or session store that cannot answer means no access.
 
-pub mod assertion;
+pub(crate) mod assertion;
 pub mod cookie;
-pub mod flow;
-pub mod login_tx;
-pub mod pages;
-pub mod provider;
+pub(crate) mod flow;
+pub(crate) mod login_tx;
+pub(crate) mod pages;
+pub(crate) mod provider;
 pub mod session;
 pub mod verify;
 
@@ -317,8 +318,9 @@ impl Auth {
         for m in &a.methods {
             match m {
                 AuthMethod::Session => {
-                    identity =
-                        self.session_identity(a, parts, &host, lang, request_id, &mut set_cookie)?;
+                    identity = self
+                        .session_identity(a, parts, &host, lang, request_id, &mut set_cookie)
+                        .map_err(|r| *r)?;
                 }
                 AuthMethod::Bearer => {
                     let Some(token) = bearer(&parts.headers) else {
@@ -386,7 +388,9 @@ impl Auth {
             }
         }
 
-        let upstream_headers = self.upstream_headers(route, &id, request_id)?;
+        let upstream_headers = self
+            .upstream_headers(route, &id, request_id)
+            .map_err(|r| *r)?;
         Ok(Verified {
             identity: Some(id),
             upstream_headers,
@@ -405,7 +409,7 @@ impl Auth {
         lang: pages::Lang,
         request_id: &str,
         set_cookie: &mut Option<HeaderValue>,
-    ) -> Result<Option<Identity>, Response<ProxyBody>> {
+    ) -> Result<Option<Identity>, Box<Response<ProxyBody>>> {
         let now = unix_now();
         match self.session(&parts.headers, host) {
             Ok(Some(mut s)) => {
@@ -428,16 +432,18 @@ impl Auth {
                     }
                     Err(e) => {
                         tracing::warn!(request_id, error = %e, "session store unavailable; refusing (fail closed)");
-                        return Err(Refusal::Unavailable {
-                            what: "session store unavailable",
-                            page: Some(pages::error(
-                                lang,
-                                pages::Problem::SessionsDown,
-                                request_id,
-                                None,
-                            )),
-                        }
-                        .into_response(request_id));
+                        return Err(Box::new(
+                            Refusal::Unavailable {
+                                what: "session store unavailable",
+                                page: Some(pages::error(
+                                    lang,
+                                    pages::Problem::SessionsDown,
+                                    request_id,
+                                    None,
+                                )),
+                            }
+                            .into_response(request_id),
+                        ));
                     }
                 }
                 if now.saturating_sub(s.seen) >= 60 {
@@ -472,7 +478,7 @@ impl Auth {
         route: &config::Route,
         id: &Identity,
         request_id: &str,
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, Response<ProxyBody>> {
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, Box<Response<ProxyBody>>> {
         let mut upstream_headers = Vec::new();
         let mut push = |suffix: &str, value: &str| {
             if let (Ok(n), Ok(v)) = (
@@ -503,11 +509,13 @@ impl Auth {
             Ok(jwt) => push("assertion", &jwt),
             Err(e) => {
                 tracing::error!(request_id, error = %e, "cannot sign the identity assertion; refusing (fail closed)");
-                return Err(Refusal::Unavailable {
-                    what: "identity assertion unavailable",
-                    page: None,
-                }
-                .into_response(request_id));
+                return Err(Box::new(
+                    Refusal::Unavailable {
+                        what: "identity assertion unavailable",
+                        page: None,
+                    }
+                    .into_response(request_id),
+                ));
             }
         }
         Ok(upstream_headers)

@@ -42,7 +42,7 @@ use crate::respond::error_chain;
 use stadttor_pki::jose::{self, JwsHeader};
 
 /// Clock skew allowed on token times, in seconds.
-pub const LEEWAY: u64 = 60;
+pub(crate) const LEEWAY: u64 = 60;
 /// Least time between two JWKS fetches caused by unknown key ids.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Least time between two discovery attempts after a failure.
@@ -76,7 +76,7 @@ pub enum ProviderError {
 
 /// Metadata fields openidconnect's core type lacks.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct ExtraMetadata {
+pub(crate) struct ExtraMetadata {
     /// RFC 9207.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: Option<bool>,
@@ -849,7 +849,7 @@ impl Provider {
 }
 
 /// Seconds since the epoch.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
