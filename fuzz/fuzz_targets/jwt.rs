@@ -1,4 +1,4 @@
-//! JWT parsing and claim checks: `stadttor_gateway::auth::verify::Token::parse`
+//! JWT parsing and claim checks: `stadttor_gateway::authn::verify::Token::parse`
 //! and every `check_*` method and `verify` against a JWKS, on arbitrary
 //! tokens, and on tokens whose header and claims are arbitrary JSON (the
 //! input split at its first newline) so the fuzzer gets past base64.
@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use openidconnect::core::CoreJsonWebKeySet;
-use stadttor_gateway::auth::verify::Token;
+use stadttor_gateway::authn::verify::Token;
 
 const NOW: u64 = 1_790_000_000;
 

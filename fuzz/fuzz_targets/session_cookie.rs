@@ -9,8 +9,8 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use stadttor_gateway::auth::cookie::CookieKeys;
-use stadttor_gateway::auth::session::{SessionData, COOKIE};
+use stadttor_gateway::authn::cookie::CookieKeys;
+use stadttor_gateway::authn::session::{SessionData, COOKIE};
 
 static KEYS: LazyLock<CookieKeys> = LazyLock::new(|| CookieKeys::from_raw(&[[7u8; 32], [9u8; 32]]));
 

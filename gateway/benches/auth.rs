@@ -10,10 +10,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use stadttor_gateway::auth::cookie::CookieKeys;
-use stadttor_gateway::auth::session::{SessionData, COOKIE};
-use stadttor_gateway::auth::Auth;
-use stadttor_gateway::config::{self, Level};
+use stadttor_gateway::authn::cookie::CookieKeys;
+use stadttor_gateway::authn::session::{SessionData, COOKIE};
+use stadttor_gateway::authn::Auth;
+use stadttor_gateway::config;
+use stadttor_gateway::identity::Level;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -352,7 +352,7 @@ pub fn request_entry(
     request_id: &str,
     listener: &str,
     client_subject: Option<&str>,
-    identity: Option<&crate::auth::Identity>,
+    identity: Option<&crate::identity::Identity>,
     decision: Option<AuditedDecision<'_>>,
 ) -> Result<Vec<u8>, stadttor_audit::Error> {
     let subject = match (identity, client_subject) {
@@ -373,11 +373,25 @@ pub fn request_entry(
             .attr("auth", id.method.name())
             .attr("idp", id.provider.as_str());
         if let Some(l) = id.level {
-            ev = ev.attr("level", l.name());
+            ev = ev.attr("level", l.as_str());
         }
     }
     if let Some((z, d)) = decision {
-        ev = crate::policy::audit_attrs(ev, z, d);
+        ev = audit_attrs(ev, z, d);
     }
     ev.to_entry().map_err(stadttor_audit::Error::Event)
+}
+
+/// Adds a decision's attributes to an audit event.
+fn audit_attrs<'a>(
+    ev: EntryBuilder<'a>,
+    route: &'a crate::config::RouteAuthz,
+    d: &stadttor_policies::DecisionRecord,
+) -> EntryBuilder<'a> {
+    ev.tenant(route.domain.as_str())
+        .attr("authz_domain", route.domain.as_str())
+        .attr("authz_decision", d.decision.as_str())
+        .attr("authz_reason", d.reason.as_str())
+        .attr("authz_line", d.line.unwrap_or(0))
+        .attr("policy_version", d.version)
 }

@@ -2,13 +2,15 @@
 //!
 //! One module per stage of a request's life (see `ARCHITECTURE.md`):
 //! [`config`] → [`http::listener`] (accept, limits) → [`http::tls`] (rustls,
-//! keys from `stadttor-hsm`) → hyper (HTTP/1.1, h2) → [`proxy`] (framing
-//! checks, [`state`] route match, [`http::headers`] hygiene,
-//! [`http::upstream`] exchange, [`http::body`] limits) → [`errors`] (the one
-//! place errors become responses). The process-wide state the request path
-//! reads is in [`runtime`]. Around them: [`server`] (reload, drain),
-//! [`admin`] and [`metrics`]. The login code keeps single-use markers and
-//! session revocations in `stadttor-sessions` (TLS material for it from
+//! keys from `stadttor-hsm`) → hyper (HTTP/1.1, h2) → `proxy` (framing
+//! checks, [`state`] route match, [`http::headers`] hygiene, [`authn`],
+//! [`policy`], [`audit_event`], [`http::upstream`] exchange, [`http::body`]
+//! limits, [`signing`]) → [`respond`] (the one place errors become
+//! responses). The process-wide state the request path reads is in
+//! [`runtime`]; who a caller is, in [`identity`]. Around them: [`server`]
+//! (reload, drain), [`admin`] (health, metrics, the officers' page) and
+//! [`metrics`]. The login code keeps single-use markers and session
+//! revocations in `stadttor-sessions` (TLS material for it from
 //! [`store_tls`]).
 //!
 //! The command line (`serve`, `config check`, `keys`, `sign`, `verify`,
@@ -20,15 +22,15 @@
 
 pub mod admin;
 pub mod audit_event;
-pub mod auth;
+pub mod authn;
 pub mod config;
-pub mod errors;
 pub mod http;
+pub mod identity;
 pub mod keys;
 pub mod metrics;
-pub mod officer;
 pub mod policy;
 pub(crate) mod proxy;
+pub mod respond;
 pub mod runtime;
 pub mod server;
 pub mod signing;

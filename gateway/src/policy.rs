@@ -13,15 +13,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stadttor_audit::event::{EntryBuilder, Event, Outcome};
+use stadttor_audit::event::{Event, Outcome};
 use stadttor_policies::{
     AccessRequest, Authorizer, DecisionRecord, PolicyStore, StoreError, WatchEvent, WatchHandle,
     Workflow,
 };
 
 use crate::audit_event::AuditLog;
-use crate::auth::Identity;
-use crate::config::{self, Policies, PolicyStorage, RouteAuthz};
+use crate::config::{Policies, PolicyStorage, RouteAuthz};
+use crate::identity::Identity;
 
 /// Opens the store a configuration names.
 pub fn open_store(storage: &PolicyStorage) -> Result<Arc<dyn PolicyStore>, StoreError> {
@@ -212,15 +212,6 @@ impl PolicyRuntime {
     }
 }
 
-/// The eIDAS level in the policy crate's terms.
-pub fn level(l: config::Level) -> stadttor_policies::Level {
-    match l {
-        config::Level::Low => stadttor_policies::Level::Low,
-        config::Level::Substantial => stadttor_policies::Level::Substantial,
-        config::Level::High => stadttor_policies::Level::High,
-    }
-}
-
 /// The policy subject of a verified identity: its `sub`, or the string
 /// value of the route's claim if [`verified_claim`] accepts it (empty,
 /// which the policy denies, when the claim is missing, not a string, or
@@ -308,25 +299,11 @@ pub fn decide(
         domain: &route.domain,
         path,
         method,
-        level: id.level.map(level),
+        level: id.level,
         provider: Some(&id.provider),
         client_cert,
     };
     authz.decide(&req)
-}
-
-/// Adds a decision's attributes to an audit event.
-pub fn audit_attrs<'a>(
-    ev: EntryBuilder<'a>,
-    route: &'a RouteAuthz,
-    d: &DecisionRecord,
-) -> EntryBuilder<'a> {
-    ev.tenant(route.domain.as_str())
-        .attr("authz_domain", route.domain.as_str())
-        .attr("authz_decision", d.decision.as_str())
-        .attr("authz_reason", d.reason.as_str())
-        .attr("authz_line", d.line.unwrap_or(0))
-        .attr("policy_version", d.version)
 }
 
 /// What an observer last saw of a proposal: status and approval.

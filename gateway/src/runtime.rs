@@ -26,11 +26,11 @@ pub struct Shared {
     /// The audit log, if configured.
     pub(crate) audit: Option<Arc<crate::audit_event::AuditLog>>,
     /// Logins and sessions, if `[identity]` is configured.
-    pub(crate) auth: Option<Arc<crate::auth::Auth>>,
+    pub(crate) auth: Option<Arc<crate::authn::Auth>>,
     /// Document signing, if `[signing]` is configured.
     pub(crate) signer: Option<Arc<crate::signing::Signer>>,
     /// The policy store and active policy, if `[policies]` is configured.
     pub(crate) policy: Option<Arc<crate::policy::PolicyRuntime>>,
     /// Officers' logins on the admin listener, if configured.
-    pub(crate) officers: Option<Arc<crate::officer::Officers>>,
+    pub(crate) officers: Option<Arc<crate::admin::officer::Officers>>,
 }

@@ -71,13 +71,13 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
                     file: state.config.path.clone(),
                     issues: vec![config::Issue {
                         key: "audit".into(),
-                        reason: crate::errors::error_chain(&e),
+                        reason: crate::respond::error_chain(&e),
                     }],
                 },
             )?,
         ),
     };
-    let auth = crate::auth::Auth::new(&state.config, &keys, audit.clone())
+    let auth = crate::authn::Auth::new(&state.config, &keys, audit.clone())
         .await
         .map_err(|reason| ConfigError {
             file: state.config.path.clone(),
@@ -124,7 +124,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             });
         }
     }
-    let officers = crate::officer::Officers::new(&state.config)
+    let officers = crate::admin::officer::Officers::new(&state.config)
         .map_err(|e| ConfigError {
             file: state.config.path.clone(),
             issues: vec![config::Issue {

@@ -40,7 +40,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use stadttor_hsm::{Protection, SigningKey};
 use stadttor_pki::sign::{cms, httpsig, jws, pades, tsa::HttpTsa, SealCertificate};
 
-use crate::auth::provider::unix_now;
+use crate::authn::provider::unix_now;
 use crate::config::{self, SignFormat, SignRule};
 use crate::http::body::ProxyBody;
 use stadttor_pki::hex::encode as hex;
@@ -316,7 +316,7 @@ impl Signer {
         }
         // The response an audited route gives when its access event cannot
         // be recorded (built by errors.rs, like every error).
-        Some(crate::errors::GatewayError::AuditUnavailable(e.to_string()).to_response(request_id))
+        Some(crate::respond::GatewayError::AuditUnavailable(e.to_string()).to_response(request_id))
     }
 
     async fn record(
@@ -382,7 +382,7 @@ impl Signer {
                 };
                 let sig =
                     cms::sign_detached(self.key.as_ref(), &self.cert, body, &opts).map_err(err)?;
-                let id = crate::auth::random_token(18);
+                let id = crate::authn::random_token(18);
                 self.store.put(&id, &sig).map_err(SignError::Store)?;
                 Ok(Signed::Stored(
                     id.clone(),

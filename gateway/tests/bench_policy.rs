@@ -21,9 +21,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stadttor_gateway::auth::cookie::CookieKeys;
-use stadttor_gateway::auth::session::{SessionData, COOKIE};
-use stadttor_gateway::config::Level;
+use stadttor_gateway::authn::cookie::CookieKeys;
+use stadttor_gateway::authn::session::{SessionData, COOKIE};
+use stadttor_gateway::identity::Level;
 use testkit::{free_port, require_tool, Gateway, TempDir, TestPki};
 
 struct Kill(Child);

@@ -102,7 +102,7 @@ fn open_audit(url: &str, tls: Option<StoreTls>) -> Result<(), String> {
         .unwrap();
     let mut pc = stadttor_audit::pg::PgConfig::new(url, "tls_audit", "stadttor.test/tls");
     pc.connector = stadttor_gateway::store_tls::sync_connector(tls.as_ref()).unwrap();
-    let chain = |e: stadttor_audit::Error| stadttor_gateway::errors::error_chain(&e);
+    let chain = |e: stadttor_audit::Error| stadttor_gateway::respond::error_chain(&e);
     let (log, _) = stadttor_audit::pg::PgLog::open(pc, key).map_err(chain)?;
     log.close().map_err(chain)
 }
@@ -122,7 +122,7 @@ async fn gateway_keeps_audit_log_and_policies_in_postgresql_over_verified_tls() 
     })
     .err()
     .expect("plaintext must be refused");
-    let plain = stadttor_gateway::errors::error_chain(&plain);
+    let plain = stadttor_gateway::respond::error_chain(&plain);
     assert!(plain.contains("no encryption"), "{plain}");
 
     let b = Backend::start("app").await;

@@ -26,6 +26,18 @@ pub enum Level {
 }
 
 impl Level {
+    /// All levels, lowest first.
+    pub const ALL: [Level; 3] = [Self::Low, Self::Substantial, Self::High];
+
+    /// The eIDAS URI of the level (`http://eidas.europa.eu/LoA/…`).
+    pub fn uri(self) -> &'static str {
+        match self {
+            Self::Low => "http://eidas.europa.eu/LoA/low",
+            Self::Substantial => "http://eidas.europa.eu/LoA/substantial",
+            Self::High => "http://eidas.europa.eu/LoA/high",
+        }
+    }
+
     /// The lowercase name used in policies and test tables.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -274,7 +274,7 @@ pub(crate) fn rotate_session_key(file: &Path, keep: usize) -> Result<usize, KeyC
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .take(keep)
         .collect();
-    let new = stadttor_gateway::auth::cookie::CookieKeys::generate()
+    let new = stadttor_gateway::authn::cookie::CookieKeys::generate()
         .ok_or_else(|| KeyCmdError::Usage("no randomness from the operating system".into()))?;
     let mut text = format!("{new}\n");
     for k in &old {

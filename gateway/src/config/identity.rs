@@ -14,65 +14,7 @@ use stadttor_hsm::KeyRef;
 
 use super::duration;
 use super::stores::{self, StoreTls};
-
-/// An eIDAS level of assurance, ordered `Low < Substantial < High`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// `http://eidas.europa.eu/LoA/low`.
-    Low,
-    /// `http://eidas.europa.eu/LoA/substantial`.
-    Substantial,
-    /// `http://eidas.europa.eu/LoA/high`.
-    High,
-}
-
-impl Level {
-    /// The eIDAS URI of the level.
-    pub fn uri(self) -> &'static str {
-        match self {
-            Self::Low => "http://eidas.europa.eu/LoA/low",
-            Self::Substantial => "http://eidas.europa.eu/LoA/substantial",
-            Self::High => "http://eidas.europa.eu/LoA/high",
-        }
-    }
-
-    /// The short name (`low`, `substantial`, `high`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Low => "low",
-            Self::Substantial => "substantial",
-            Self::High => "high",
-        }
-    }
-
-    /// Parses the short name.
-    pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "low" => Some(Self::Low),
-            "substantial" => Some(Self::Substantial),
-            "high" => Some(Self::High),
-            _ => None,
-        }
-    }
-
-    /// All levels, lowest first.
-    pub const ALL: [Level; 3] = [Self::Low, Self::Substantial, Self::High];
-}
-
-/// How a route authenticates its clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    /// A login session (browser, cookie), started at an OIDC provider.
-    Session,
-    /// An OAuth bearer JWT access token from one of the route's providers.
-    Bearer,
-    /// The verified TLS client certificate.
-    ClientCert,
-}
+use crate::identity::{AuthMethod, Level};
 
 /// Raw shapes, exactly as in the file.
 #[allow(missing_docs)]

@@ -28,9 +28,7 @@ mod server;
 mod signing;
 mod stores;
 mod upstreams;
-pub use identity::{
-    url_origin, AuthMethod, Identity, Level, Provider, ProviderAuth, RouteAuth, SessionStorage,
-};
+pub use identity::{url_origin, Identity, Provider, ProviderAuth, RouteAuth, SessionStorage};
 pub use paths::PathRules;
 pub use policies::{Officers, Policies, PolicyStorage, RouteAuthz, DEFAULT_SCHEMA};
 pub use signing::{DelegationAlgorithm, SignFormat, SignRule, Signing};

@@ -226,7 +226,7 @@ pub(super) fn validate_policies(
 pub(super) fn validate_route_authz(
     k: &str,
     raw: Option<&raw::RouteAuthz>,
-    methods: &[super::AuthMethod],
+    methods: &[crate::identity::AuthMethod],
     policies: bool,
     issue: &mut dyn FnMut(String, String),
 ) -> Option<RouteAuthz> {
@@ -293,7 +293,7 @@ pub(super) fn validate_route_authz(
              anonymous route has none"
                 .into(),
         );
-    } else if subject_claim != "sub" && methods == [super::AuthMethod::ClientCert] {
+    } else if subject_claim != "sub" && methods == [crate::identity::AuthMethod::ClientCert] {
         issue(
             format!("{key}.subject_claim"),
             "a client certificate has no claims; its subject is `sub`".into(),

@@ -19,13 +19,14 @@
 //!   logged and counted.
 //! - [`request_host`]: the host a sealed cookie is bound to.
 //!
-//! It does not decide who the caller is (that is [`crate::auth`]) and does
+//! It does not decide who the caller is (that is [`crate::authn`]) and does
 //! not touch other headers (that is [`crate::http::headers`]).
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Uri;
 
-use crate::config::{AuthMethod, RouteAuth};
+use crate::config::RouteAuth;
+use crate::identity::AuthMethod;
 
 /// Every cookie the gateway sets starts with this (compared without case).
 pub(crate) const GATEWAY_COOKIE_PREFIX: &str = "__Host-stadttor-";

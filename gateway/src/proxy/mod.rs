@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Any failure is a [`GatewayError`], turned into a response in
-//! [`crate::errors`] and nowhere else.
+//! [`crate::respond`] and nowhere else.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,11 +26,11 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::errors::{error_chain, GatewayError, Source};
 use crate::http::body::{ProxyBody, Tripwire};
 use crate::http::headers;
 use crate::http::target::TargetFacts;
 use crate::http::tls::ClientCert;
+use crate::respond::{error_chain, GatewayError, Source};
 use crate::runtime::Shared;
 use crate::state::{Route, State};
 use stages::TargetRule;

@@ -25,10 +25,10 @@ use tokio::time::Instant;
 
 use super::{empty, send, ConnInfo, Ctx};
 use crate::config::{AuditMode, PathRules};
-use crate::errors::GatewayError;
 use crate::http::body::{Guarded, ProxyBody, Tripwire};
 use crate::http::headers;
 use crate::http::target::{Refusal, TargetFacts};
+use crate::respond::GatewayError;
 use crate::state::{Route, State};
 
 /// The host a request is for: canonical with the port as sent (for `Host`
@@ -141,7 +141,7 @@ pub(super) async fn gateway_endpoints(
         return Ok((parts, body));
     };
     let req = Request::from_parts(parts, body);
-    match crate::auth::flow::handle(auth, ctx.state, req, ctx.request_id).await {
+    match crate::authn::flow::handle(auth, ctx.state, req, ctx.request_id).await {
         Ok(resp) => Err(GatewayError::Answered(Box::new(resp))),
         Err(req) => Ok(req.into_parts()),
     }
@@ -223,9 +223,9 @@ pub(super) async fn authenticate(
     ctx: &Ctx<'_>,
     cfg: &crate::config::Route,
     parts: &Parts,
-) -> Result<crate::auth::Verified, GatewayError> {
+) -> Result<crate::authn::Verified, GatewayError> {
     match (ctx.shared.auth.as_deref(), cfg.auth.methods.is_empty()) {
-        (_, true) => Ok(crate::auth::Verified::default()),
+        (_, true) => Ok(crate::authn::Verified::default()),
         (None, false) => Err(GatewayError::Internal(
             "route needs authentication but [identity] is missing".into(),
         )),
@@ -242,7 +242,7 @@ pub(super) async fn authenticate(
 pub(super) fn authorize<'r>(
     ctx: &Ctx<'_>,
     cfg: &'r crate::config::Route,
-    verified: &crate::auth::Verified,
+    verified: &crate::authn::Verified,
     decision_path: &str,
     method: &Method,
 ) -> Option<(
@@ -267,7 +267,7 @@ pub(super) fn authorize<'r>(
 
 /// What the audit event of a request says about its identity and decision.
 pub(super) struct AccessFacts<'a> {
-    pub(super) verified: &'a crate::auth::Verified,
+    pub(super) verified: &'a crate::authn::Verified,
     pub(super) decision: Option<crate::audit_event::AuditedDecision<'a>>,
     pub(super) denied: bool,
 }
@@ -373,22 +373,18 @@ pub(super) async fn deny(
     let browser = cfg
         .auth
         .methods
-        .contains(&crate::config::AuthMethod::Session)
+        .contains(&crate::identity::AuthMethod::Session)
         && !cfg.auth.api;
-    let resp = if browser {
-        let lang = crate::auth::pages::Lang::from_headers(&parts.headers);
-        crate::auth::html(
-            StatusCode::FORBIDDEN,
-            crate::auth::pages::error(
-                lang,
-                crate::auth::pages::Problem::Forbidden,
-                request_id,
-                None,
-            ),
+    let page = browser.then(|| {
+        let lang = crate::authn::pages::Lang::from_headers(&parts.headers);
+        crate::authn::pages::error(
+            lang,
+            crate::authn::pages::Problem::Forbidden,
+            request_id,
+            None,
         )
-    } else {
-        crate::auth::plain(StatusCode::FORBIDDEN, "access denied by policy", request_id)
-    };
+    });
+    let resp = crate::respond::Refusal::Forbidden { page }.into_response(request_id);
     if let Some(e) = evidence {
         if let Err(e) = e.settled().await {
             return GatewayError::AuditUnavailable(e.to_string());

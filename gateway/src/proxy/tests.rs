@@ -8,8 +8,8 @@ use super::stages::{
     TargetRule,
 };
 use crate::config::{AuditMode, PathRules};
-use crate::errors::GatewayError;
 use crate::http::target::{Refusal, TargetFacts};
+use crate::respond::GatewayError;
 
 fn rules(merge_slashes: bool, redirect_to_canonical: bool, parameters: bool) -> PathRules {
     PathRules {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::{json, Value};
-use stadttor_gateway::auth::session::COOKIE;
+use stadttor_gateway::authn::session::COOKIE;
 use testkit::client::{self, Proto, Resp};
 use testkit::jwt;
 use testkit::oidc::{Level, CITIZEN_HIGH};

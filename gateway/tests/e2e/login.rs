@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stadttor_gateway::auth::cookie::CookieKeys;
-use stadttor_gateway::auth::session::{SessionData, COOKIE};
+use stadttor_gateway::authn::cookie::CookieKeys;
+use stadttor_gateway::authn::session::{SessionData, COOKIE};
 use testkit::backend::Backend;
 use testkit::browser::{query_param, Browser, Chain};
 use testkit::jwt;
@@ -739,8 +739,8 @@ async fn tampered_expired_and_foreign_session_cookies_are_refused() {
         iss: t.op().issuer(),
         sub: CITIZEN_HIGH.sub.into(),
         sid: None,
-        base: Some(stadttor_gateway::config::Level::High),
-        lvl: Some(stadttor_gateway::config::Level::High),
+        base: Some(stadttor_gateway::identity::Level::High),
+        lvl: Some(stadttor_gateway::identity::Level::High),
         auth: now - 100,
         iat: now - 100,
         exp: now + 3600,

@@ -1,7 +1,7 @@
 //! The security officers' login on the admin listener faces the threats
 //! the citizens' login faces (`login.rs`,
 //! `callback_threats_forged_missing_replayed_state_replayed_code_and_mix_up`)
-//! and is refused by the same checks (`gateway/src/auth/login_tx.rs`):
+//! and is refused by the same checks (`gateway/src/authn/login_tx.rs`):
 //! the real `stadttor` binary, the real test OpenID Provider (which
 //! promises RFC 9207 `iss`), the officers' page.
 //!

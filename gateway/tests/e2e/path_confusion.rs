@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
-use stadttor_gateway::auth::cookie::CookieKeys;
+use stadttor_gateway::authn::cookie::CookieKeys;
 use testkit::client::{self, Proto};
 use testkit::nginx::Nginx;
 use testkit::normalising::{NormalisingUpstream, SECRET_MARKER};

@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use stadttor_gateway::auth::cookie::CookieKeys;
+use stadttor_gateway::authn::cookie::CookieKeys;
 use stadttor_policies::set::{DEFAULT_POLICY, DEFAULT_TESTS};
 use testkit::backend::Backend;
 use testkit::browser::{Browser, Chain};

@@ -1,6 +1,6 @@
 //! The OIDC login transaction and the checks of an authorization response:
 //! the one implementation behind every login of the gateway, the citizens'
-//! (`flow`) and the security officers' (`crate::officer`).
+//! (`flow`) and the security officers' (`crate::admin::officer`).
 //!
 //! [`begin`] makes state, nonce and PKCE verifier, asks the provider for
 //! the authorization URL and seals the transaction into a `__Host-` cookie
@@ -31,12 +31,12 @@ use serde::{Deserialize, Serialize};
 use super::pages::Problem;
 use super::provider::{unix_now, Login, Provider, ProviderError, LEEWAY};
 use super::{cookie, random_token, Auth, CookieKeys};
-use crate::config::Level;
+use crate::identity::Level;
 
 /// What the authorization request leaves for the callback, sealed in the
 /// transaction cookie.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct LoginTx {
+pub(crate) struct LoginTx {
     state: String,
     nonce: String,
     pkce: String,
@@ -54,7 +54,7 @@ pub struct LoginTx {
 /// Where a login runs: the keys and name of its transaction cookie, the
 /// host it is bound to, the redirect URI and how long it may take.
 #[derive(Debug, Clone, Copy)]
-pub struct LoginSite<'a> {
+pub(crate) struct LoginSite<'a> {
     /// Seals the transaction cookie.
     pub cookies: &'a CookieKeys,
     /// The transaction cookie's name before the state's first characters
@@ -70,7 +70,7 @@ pub struct LoginSite<'a> {
 
 impl LoginSite<'_> {
     /// The transaction cookie's name for `state`.
-    pub fn cookie_name(&self, state: &str) -> String {
+    pub(crate) fn cookie_name(&self, state: &str) -> String {
         let short: String = state.chars().take(12).collect();
         format!("{}{short}", self.cookie_prefix)
     }
@@ -78,7 +78,7 @@ impl LoginSite<'_> {
 
 /// A started login: send the browser to `url` with `set_cookie`.
 #[derive(Debug)]
-pub struct Started {
+pub(crate) struct Started {
     /// The provider's authorization URL.
     pub url: String,
     /// The `Set-Cookie` value of the transaction cookie.
@@ -87,7 +87,7 @@ pub struct Started {
 
 /// Why a login could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum BeginError {
+pub(crate) enum BeginError {
     /// The provider cannot be reached.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -97,7 +97,7 @@ pub enum BeginError {
 }
 
 /// Starts a login at `p`: the authorization URL and the sealed transaction.
-pub async fn begin(
+pub(crate) async fn begin(
     site: &LoginSite<'_>,
     p: &Provider,
     level: Option<Level>,
@@ -133,7 +133,7 @@ pub async fn begin(
 /// Why an authorization response was refused. The texts go to logs and
 /// the audit log, never to pages.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// No `state` in the response.
     #[error("missing state")]
     MissingState,
@@ -181,12 +181,12 @@ pub enum Refused {
     ProviderDown,
     /// The tokens did not verify.
     #[error("tokens refused")]
-    TokensRefused,
+    BadTokens,
 }
 
 impl Refused {
     /// The status of the refusal page.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::UnknownProvider => StatusCode::NOT_FOUND,
             Self::ProviderError => StatusCode::FORBIDDEN,
@@ -196,7 +196,7 @@ impl Refused {
     }
 
     /// What the refusal page tells the user.
-    pub fn problem(&self) -> Problem {
+    pub(crate) fn problem(&self) -> Problem {
         match self {
             Self::NoTransaction | Self::Expired => Problem::LoginExpired,
             Self::ProviderError => Problem::Cancelled,
@@ -209,7 +209,7 @@ impl Refused {
 
 /// A refused response, and the transaction cookie to clear, if any.
 #[derive(Debug)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// Why.
     pub why: Refused,
     /// The transaction cookie's name, to be cleared.
@@ -218,7 +218,7 @@ pub struct Refusal {
 
 /// A verified login.
 #[derive(Debug)]
-pub struct Completed<'a> {
+pub(crate) struct Completed<'a> {
     /// The transaction it completes.
     pub tx: LoginTx,
     /// What the provider said, verified.
@@ -232,7 +232,7 @@ pub struct Completed<'a> {
 /// Checks the authorization response `query` that arrived at the callback
 /// of `provider_name`, marks state and code used and exchanges the code
 /// (see the module documentation for the order).
-pub async fn complete<'a>(
+pub(crate) async fn complete<'a>(
     auth: &'a Auth,
     site: &LoginSite<'_>,
     provider_name: &str,
@@ -290,7 +290,7 @@ pub async fn complete<'a>(
             tracing::warn!(provider = provider_name, error = %e, "token exchange failed");
             refuse(match e {
                 ProviderError::Unavailable { .. } => Refused::ProviderDown,
-                _ => Refused::TokensRefused,
+                _ => Refused::BadTokens,
             })
         })?;
     Ok(Completed {

@@ -1,6 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus), `/healthz`, `/readyz`,
 //! `/jwks.json`, and, with `[admin.tls]` and `officer_provider`, the
-//! officers' policy page and API ([`crate::officer`]).
+//! officers' policy page and API ([`officer`]).
 //!
 //! Without `[admin.tls]` it is plain HTTP and meant for loopback or a
 //! management network only; none of these paths exist on the public
@@ -15,9 +15,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,6 +23,8 @@ use tokio::net::TcpListener;
 
 use crate::http::body::ProxyBody;
 use crate::runtime::Shared;
+
+pub mod officer;
 
 /// Serves admin requests for the life of the process. It deliberately
 /// keeps running while the gateway drains, so that `/readyz` can tell load
@@ -96,19 +96,13 @@ pub async fn run(
     }
 }
 
-fn full(s: impl Into<Bytes>) -> ProxyBody {
-    Full::new(s.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
 async fn answer(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    if crate::officer::owns(req.uri().path()) {
+    if crate::admin::officer::owns(req.uri().path()) {
         if let Some(o) = shared.officers.clone() {
-            return Ok(crate::officer::handle(shared, &o, req).await);
+            return Ok(crate::admin::officer::handle(shared, &o, req).await);
         }
     }
     let (status, ctype, body) = match req.uri().path() {
@@ -168,10 +162,5 @@ async fn answer(
             "not found\n".to_owned(),
         ),
     };
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    if let Ok(v) = header::HeaderValue::from_str(ctype) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
-    Ok(resp)
+    Ok(crate::respond::officer::admin(status, ctype, body))
 }

@@ -1,7 +1,7 @@
 //! The officers' OIDC login on the admin listener. The login transaction
 //! and every check of the authorization response (state, PKCE, nonce,
 //! RFC 9207 `iss`, state and code single use in the session store, token
-//! verification) are the citizens' ([`crate::auth::login_tx`]); what is
+//! verification) are the citizens' ([`crate::authn::login_tx`]); what is
 //! officer-specific is here: which claim names an officer, and the officer
 //! session cookie.
 //!
@@ -18,14 +18,15 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use stadttor_audit::event::{Event, Outcome};
 
-use super::{html, plain, redirect, OfficerSession, Officers, LOGIN_TIMEOUT, SESSION};
-use crate::auth::cookie;
-use crate::auth::login_tx::{self, BeginError, Completed, LoginSite, Refused};
-use crate::auth::pages::{self, Lang, Problem};
-use crate::auth::provider::{unix_now, Login};
-use crate::auth::random_token;
+use super::{OfficerSession, Officers, LOGIN_TIMEOUT, SESSION};
+use crate::authn::cookie;
+use crate::authn::login_tx::{self, BeginError, Completed, LoginSite, Refused};
+use crate::authn::pages::{self, Lang, Problem};
+use crate::authn::provider::{unix_now, Login};
+use crate::authn::random_token;
 use crate::http::body::ProxyBody;
 use crate::policy::SubjectRefused;
+use crate::respond::officer::{html, plain, redirect};
 use crate::runtime::Shared;
 
 /// The officers' login transaction cookies: this and the state's first

@@ -26,9 +26,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use stadttor_audit::event::{Event, Outcome};
@@ -37,15 +36,19 @@ use stadttor_policies::{
     WorkflowError,
 };
 
-use crate::auth::cookie::{self, CookieKeys};
-use crate::auth::pages::Lang;
-use crate::auth::provider::unix_now;
+use crate::authn::cookie::{self, CookieKeys};
+use crate::authn::pages::Lang;
+use crate::authn::provider::unix_now;
 use crate::config;
 use crate::http::body::ProxyBody;
+use crate::respond::officer::{html, json, plain, redirect};
 use crate::runtime::Shared;
 
+mod api;
 mod login;
 mod page;
+
+use api::{api_post, history_json, view_json};
 
 use login::{callback, start_login};
 use page::{logged_out, policy_page};
@@ -103,71 +106,6 @@ impl Officers {
         let s: OfficerSession = serde_json::from_slice(&plain).ok()?;
         (unix_now() < s.exp).then_some(s)
     }
-}
-
-fn full(s: impl Into<Bytes>) -> ProxyBody {
-    Full::new(s.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-fn harden(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=31536000"),
-    );
-    r
-}
-
-fn html(status: StatusCode, body: String) -> Response<ProxyBody> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    harden(r)
-}
-
-fn json(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBody> {
-    let mut r = Response::new(full(v.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    harden(r)
-}
-
-fn redirect(location: &str, cookies: &[String]) -> Response<ProxyBody> {
-    let mut r = Response::new(full(Bytes::new()));
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    for c in cookies {
-        if let Ok(v) = HeaderValue::from_str(c) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    harden(r)
 }
 
 fn ct_eq(a: &str, b: &str) -> bool {
@@ -337,40 +275,6 @@ async fn post(
     form_post(shared, wf, session, path, &form, lang, request_id).await
 }
 
-/// Every policy version, as JSON.
-async fn history_json(wf: Arc<Workflow>) -> Response<ProxyBody> {
-    match blocking(wf, |wf| wf.history().map_err(|e| e.to_string())).await {
-        Ok(h) => json(
-            StatusCode::OK,
-            &serde_json::Value::Array(
-                h.into_iter()
-                    .map(|e| {
-                        serde_json::json!({
-                            "meta": e.meta, "active": e.active,
-                            "approved_by": e.approved_by,
-                            "awaiting_approval": e.awaiting_approval,
-                        })
-                    })
-                    .collect(),
-            ),
-        ),
-        Err(e) => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "error": e }),
-        ),
-    }
-}
-
-fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
-    let mut r = Response::new(full(format!("{text}\n")));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    harden(r)
-}
-
 /// Runs blocking store work off the reactor.
 async fn blocking<T: Send + 'static>(
     wf: Arc<Workflow>,
@@ -425,21 +329,6 @@ fn view(wf: &Workflow) -> Result<View, String> {
         active_meta,
         open,
         history,
-    })
-}
-
-fn view_json(v: &View) -> serde_json::Value {
-    serde_json::json!({
-        "active_version": v.active.as_ref().map(|p| p.version()),
-        "active": v.active_meta,
-        "officers": v.active.as_ref().map(|p| p.officers()),
-        "open": v.open.iter().map(|(p, t, d)| serde_json::json!({
-            "id": p.id, "author": p.author, "base_version": p.base_version,
-            "emergency": p.emergency, "comment": p.comment, "status": p.status,
-            "stale": matches!(p.status, ProposalStatus::Pending) && p.base_version != v.active.as_ref().map(|a| a.version()),
-            "tests": match t { Ok(r) => serde_json::json!({"passed": r.passed, "failures": r.failures}), Err(e) => serde_json::json!({"error": e}) },
-            "diff": d,
-        })).collect::<Vec<_>>(),
     })
 }
 
@@ -513,119 +402,6 @@ fn status_of(e: &WorkflowError) -> StatusCode {
             | stadttor_policies::StoreError::ProposalConflict(_),
         ) => StatusCode::CONFLICT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProposeBody {
-    policy: String,
-    tests: String,
-    model: Option<String>,
-    #[serde(default)]
-    comment: String,
-    #[serde(default)]
-    emergency: bool,
-    /// The version the change was written against (default: the active one).
-    base_version: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RejectBody {
-    #[serde(default)]
-    reason: String,
-}
-
-async fn api_post(
-    shared: &Shared,
-    wf: Arc<Workflow>,
-    session: &OfficerSession,
-    path: &str,
-    body: &[u8],
-    request_id: &str,
-) -> Response<ProxyBody> {
-    let me = session.name.clone();
-    let bad = |e: String| json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e }));
-    let result: Result<(serde_json::Value, Vec<ChangeEvent>), (String, WorkflowError)> = if path
-        == "/api/policy/proposals"
-    {
-        let p: ProposeBody = match serde_json::from_slice(body) {
-            Ok(p) => p,
-            Err(e) => return bad(format!("body: {e}")),
-        };
-        let set = PolicySet {
-            model: p
-                .model
-                .unwrap_or_else(|| stadttor_policies::set::DEFAULT_MODEL.to_string()),
-            policy: p.policy,
-            tests: p.tests,
-        };
-        let who = me.clone();
-        match tokio::task::spawn_blocking(move || {
-            let base = match p.base_version {
-                Some(b) => Some(b),
-                None => wf.active_policy().map(|a| a.version()).ok(),
-            };
-            wf.propose(&who, set, base, p.emergency, &p.comment)
-        })
-        .await
-        {
-            Ok(Ok(done)) => Ok((
-                serde_json::json!({
-                    "id": done.proposal.id, "status": done.proposal.status,
-                    "tests_passed": done.tests.passed, "diff": done.diff,
-                }),
-                done.events,
-            )),
-            Ok(Err(e)) => Err(("propose".into(), e)),
-            Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        }
-    } else if let Some(rest) = path.strip_prefix("/api/policy/proposals/") {
-        let Some((id, action)) = rest.split_once('/') else {
-            return plain(StatusCode::NOT_FOUND, "not found");
-        };
-        let (id, action) = (id.to_owned(), action.to_owned());
-        let reason = if action == "reject" {
-            match serde_json::from_slice::<RejectBody>(body) {
-                Ok(r) => r.reason,
-                Err(e) => return bad(format!("body: {e}")),
-            }
-        } else {
-            String::new()
-        };
-        let who = me.clone();
-        let act = action.clone();
-        let r = tokio::task::spawn_blocking(move || match act.as_str() {
-            "approve" => Some(wf.approve(&id, &who)),
-            "reject" => Some(wf.reject(&id, &who, &reason)),
-            _ => None,
-        })
-        .await;
-        match r {
-            Ok(Some(Ok(c))) => Ok((
-                serde_json::json!({ "version": c.version, "proposal": c.proposal.map(|p| p.status) }),
-                c.events,
-            )),
-            Ok(Some(Err(e))) => Err((action, e)),
-            Ok(None) => return plain(StatusCode::NOT_FOUND, "not found"),
-            Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        }
-    } else {
-        return plain(StatusCode::NOT_FOUND, "not found");
-    };
-    match result {
-        Ok((v, events)) => match audit_changes(shared, &events, request_id).await {
-            Ok(()) => json(StatusCode::OK, &v),
-            Err(unrecorded) => unrecorded,
-        },
-        Err((action, e)) => {
-            audit_refusal(shared, &me, &action, &e.to_string(), request_id);
-            json(
-                status_of(&e),
-                &serde_json::json!({ "error": e.to_string() }),
-            )
-        }
     }
 }
 

@@ -29,7 +29,7 @@ struct Cached {
 
 /// Signs and caches assertions.
 #[derive(Debug)]
-pub struct Assertions {
+pub(crate) struct Assertions {
     key: Arc<dyn SigningKey>,
     kid: String,
     jwks: String,
@@ -41,7 +41,7 @@ pub struct Assertions {
 impl Assertions {
     /// Prepares the signer; the key must have a JWS algorithm (ES256,
     /// ES384, EdDSA, PS256).
-    pub fn new(key: Arc<dyn SigningKey>, cfg: &config::Identity) -> Result<Self, String> {
+    pub(crate) fn new(key: Arc<dyn SigningKey>, cfg: &config::Identity) -> Result<Self, String> {
         let jwk =
             jose::public_jwk(key.as_ref()).map_err(|e| format!("identity assertion key: {e}"))?;
         if key.protection() == Protection::Software {
@@ -61,19 +61,19 @@ impl Assertions {
     }
 
     /// The JWKS document.
-    pub fn jwks(&self) -> &str {
+    pub(crate) fn jwks(&self) -> &str {
         &self.jwks
     }
 
     /// The assertion for `id` on `route`, from the cache or freshly signed.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         id: &Identity,
         route: &str,
         claims: Map<String, Value>,
     ) -> Result<Arc<str>, String> {
         let now = unix_now();
-        let level = id.level.map(|l| l.name()).unwrap_or("-");
+        let level = id.level.map(|l| l.as_str()).unwrap_or("-");
         let key = format!(
             "{}\u{0}{route}\u{0}{level}\u{0}{}",
             id.cache_key, id.auth_time

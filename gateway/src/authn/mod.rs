@@ -14,15 +14,16 @@
 //! checks, shared with the officers' login), [`flow`] (the gateway's own
 //! endpoints), [`assertion`] (the signed identity
 //! assertion to services, cached per session), [`pages`] (citizen-facing
-//! HTML). Every refusal is a response built here; nothing fails open: a
+//! HTML). Every refusal is a `respond::Refusal` or a page, made a response by
+//! [`crate::respond`]; nothing fails open: a
 //! provider, key or session store that cannot answer means no access.
 
-pub mod assertion;
+pub(crate) mod assertion;
 pub mod cookie;
-pub mod flow;
-pub mod login_tx;
-pub mod pages;
-pub mod provider;
+pub(crate) mod flow;
+pub(crate) mod login_tx;
+pub(crate) mod pages;
+pub(crate) mod provider;
 pub mod session;
 pub mod verify;
 
@@ -30,60 +31,17 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response};
 use ring::rand::SecureRandom;
 use stadttor_sessions::{SessionRef, SessionStore, StoreConfig, StoreError, StoreOptions};
 
-use crate::config::{self, AuthMethod, Level};
+use crate::config;
 use crate::http::body::ProxyBody;
+use crate::identity::{AuthMethod, Identity, Level};
+use crate::respond::{redirect, Refusal};
 use cookie::CookieKeys;
 use provider::{unix_now, Provider};
 use session::SessionData;
-
-/// How an identity was established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// Login session.
-    Session,
-    /// Bearer access token.
-    Bearer,
-    /// TLS client certificate.
-    ClientCert,
-}
-
-impl Method {
-    /// Short name for headers and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Session => "session",
-            Self::Bearer => "bearer",
-            Self::ClientCert => "client_cert",
-        }
-    }
-}
-
-/// A verified identity.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// How it was verified.
-    pub method: Method,
-    /// Provider name (`client-cert` for certificates).
-    pub provider: String,
-    /// Issuer.
-    pub issuer: String,
-    /// Subject.
-    pub sub: String,
-    /// Level that counts now.
-    pub level: Option<Level>,
-    /// Time of authentication.
-    pub auth_time: u64,
-    /// Gateway session id or a hash of the token: the assertion cache key.
-    pub cache_key: String,
-    /// Claims available for forwarding.
-    pub claims: serde_json::Map<String, serde_json::Value>,
-}
 
 /// What the request stage adds after a successful authentication.
 #[derive(Debug, Default)]
@@ -359,60 +317,11 @@ impl Auth {
         let mut set_cookie = None;
         for m in &a.methods {
             match m {
-                AuthMethod::Session => match self.session(&parts.headers, &host) {
-                    Ok(Some(mut s)) => {
-                        if !a.providers.contains(&s.p) {
-                            continue;
-                        }
-                        let issued_at = UNIX_EPOCH + Duration::from_secs(s.iat);
-                        let r = SessionRef {
-                            id: &s.id,
-                            issuer: &s.iss,
-                            sub: &s.sub,
-                            sid: s.sid.as_deref(),
-                            issued_at,
-                        };
-                        match self.store.is_revoked(&r) {
-                            Ok(false) => {}
-                            Ok(true) => {
-                                tracing::info!(request_id, "session revoked (logout)");
-                                continue;
-                            }
-                            Err(e) => {
-                                tracing::warn!(request_id, error = %e, "session store unavailable; refusing (fail closed)");
-                                return Err(html(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    pages::error(
-                                        lang,
-                                        pages::Problem::SessionsDown,
-                                        request_id,
-                                        None,
-                                    ),
-                                ));
-                            }
-                        }
-                        if now.saturating_sub(s.seen) >= 60 {
-                            s.seen = now;
-                            set_cookie = self.seal_session(&s, &host);
-                        }
-                        identity = Some(Identity {
-                            method: Method::Session,
-                            provider: s.p.clone(),
-                            issuer: s.iss.clone(),
-                            level: s.level(now, secs(self.cfg.step_up_lifetime)),
-                            auth_time: s.auth,
-                            cache_key: s.id.clone(),
-                            sub: s.sub,
-                            claims: s.claims,
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(why) => {
-                        tracing::info!(request_id, reason = ?why, "session cookie refused");
-                        // Clear it, so the browser stops sending it.
-                        set_cookie = HeaderValue::from_str(&cookie::clear(session::COOKIE)).ok();
-                    }
-                },
+                AuthMethod::Session => {
+                    identity = self
+                        .session_identity(a, parts, &host, lang, request_id, &mut set_cookie)
+                        .map_err(|r| *r)?;
+                }
                 AuthMethod::Bearer => {
                     let Some(token) = bearer(&parts.headers) else {
                         continue;
@@ -421,25 +330,26 @@ impl Auth {
                         Ok(id) => identity = Some(id),
                         Err(BearerFailure::Invalid(detail)) => {
                             tracing::info!(request_id, error = %detail, "bearer token refused");
-                            return Err(unauthorized(
-                                "Bearer realm=\"stadttor\", error=\"invalid_token\"".into(),
-                                request_id,
-                            ));
+                            return Err(Refusal::Unauthenticated {
+                                challenge: "Bearer realm=\"stadttor\", error=\"invalid_token\""
+                                    .into(),
+                            }
+                            .into_response(request_id));
                         }
                         Err(BearerFailure::Unavailable(detail)) => {
                             tracing::warn!(request_id, error = %detail, "cannot validate bearer token; refusing (fail closed)");
-                            return Err(plain(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "identity provider unavailable",
-                                request_id,
-                            ));
+                            return Err(Refusal::Unavailable {
+                                what: "identity provider unavailable",
+                                page: None,
+                            }
+                            .into_response(request_id));
                         }
                     }
                 }
                 AuthMethod::ClientCert => {
                     if let Some(cc) = client_cert {
                         identity = Some(Identity {
-                            method: Method::ClientCert,
+                            method: AuthMethod::ClientCert,
                             provider: "client-cert".into(),
                             issuer: "client-cert".into(),
                             sub: cc.subject.clone(),
@@ -465,35 +375,110 @@ impl Auth {
             if id.level.is_none_or(|l| l < min) {
                 tracing::info!(request_id, have = ?id.level, need = ?min, method = id.method.name(), "level of assurance too low");
                 return Err(match id.method {
-                    Method::Session => {
+                    AuthMethod::Session => {
                         self.login_required(route, parts, lang, request_id, Some(min), set_cookie)
                             .await
                     }
-                    Method::Bearer => {
-                        let acr = a
-                            .providers
-                            .iter()
-                            .filter_map(|p| self.provider(p))
-                            .find(|p| p.cfg.name == id.provider)
-                            .and_then(|p| p.cfg.acr_for(min).map(str::to_owned))
-                            .unwrap_or_else(|| min.uri().to_owned());
-                        unauthorized(
-                            format!(
-                                "Bearer realm=\"stadttor\", error=\"insufficient_user_authentication\", \
-                                 error_description=\"a higher level of assurance is required\", acr_values=\"{acr}\""
-                            ),
-                            request_id,
-                        )
+                    AuthMethod::Bearer => Refusal::StepUp {
+                        acr: self.acr_for(a, &id.provider, min),
                     }
-                    Method::ClientCert => plain(
-                        StatusCode::FORBIDDEN,
-                        "level of assurance too low",
-                        request_id,
-                    ),
+                    .into_response(request_id),
+                    AuthMethod::ClientCert => Refusal::LevelTooLow.into_response(request_id),
                 });
             }
         }
 
+        let upstream_headers = self
+            .upstream_headers(route, &id, request_id)
+            .map_err(|r| *r)?;
+        Ok(Verified {
+            identity: Some(id),
+            upstream_headers,
+            set_cookie,
+        })
+    }
+
+    /// The identity of the route's session cookie, if any: `Ok(None)` for
+    /// no, a refused, a revoked or another provider's session (a refused
+    /// cookie is cleared through `set_cookie`, a refreshed one set there).
+    fn session_identity(
+        &self,
+        a: &config::RouteAuth,
+        parts: &http::request::Parts,
+        host: &str,
+        lang: pages::Lang,
+        request_id: &str,
+        set_cookie: &mut Option<HeaderValue>,
+    ) -> Result<Option<Identity>, Box<Response<ProxyBody>>> {
+        let now = unix_now();
+        match self.session(&parts.headers, host) {
+            Ok(Some(mut s)) => {
+                if !a.providers.contains(&s.p) {
+                    return Ok(None);
+                }
+                let issued_at = UNIX_EPOCH + Duration::from_secs(s.iat);
+                let r = SessionRef {
+                    id: &s.id,
+                    issuer: &s.iss,
+                    sub: &s.sub,
+                    sid: s.sid.as_deref(),
+                    issued_at,
+                };
+                match self.store.is_revoked(&r) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tracing::info!(request_id, "session revoked (logout)");
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        tracing::warn!(request_id, error = %e, "session store unavailable; refusing (fail closed)");
+                        return Err(Box::new(
+                            Refusal::Unavailable {
+                                what: "session store unavailable",
+                                page: Some(pages::error(
+                                    lang,
+                                    pages::Problem::SessionsDown,
+                                    request_id,
+                                    None,
+                                )),
+                            }
+                            .into_response(request_id),
+                        ));
+                    }
+                }
+                if now.saturating_sub(s.seen) >= 60 {
+                    s.seen = now;
+                    *set_cookie = self.seal_session(&s, host);
+                }
+                Ok(Some(Identity {
+                    method: AuthMethod::Session,
+                    provider: s.p.clone(),
+                    issuer: s.iss.clone(),
+                    level: s.level(now, secs(self.cfg.step_up_lifetime)),
+                    auth_time: s.auth,
+                    cache_key: s.id.clone(),
+                    sub: s.sub,
+                    claims: s.claims,
+                }))
+            }
+            Ok(None) => Ok(None),
+            Err(why) => {
+                tracing::info!(request_id, reason = ?why, "session cookie refused");
+                // Clear it, so the browser stops sending it.
+                *set_cookie = HeaderValue::from_str(&cookie::clear(session::COOKIE)).ok();
+                Ok(None)
+            }
+        }
+    }
+
+    /// The identity headers for the service: subject, provider, method,
+    /// level, the route's forwarded claims and the signed assertion.
+    fn upstream_headers(
+        &self,
+        route: &config::Route,
+        id: &Identity,
+        request_id: &str,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, Box<Response<ProxyBody>>> {
         let mut upstream_headers = Vec::new();
         let mut push = |suffix: &str, value: &str| {
             if let (Ok(n), Ok(v)) = (
@@ -507,10 +492,10 @@ impl Auth {
         push("provider", &id.provider);
         push("auth-method", id.method.name());
         if let Some(l) = id.level {
-            push("level", l.name());
+            push("level", l.as_str());
         }
         let mut forwarded = serde_json::Map::new();
-        for (claim, suffix) in &a.claims {
+        for (claim, suffix) in &route.auth.claims {
             if let Some(v) = id.claims.get(claim) {
                 let text = match v {
                     serde_json::Value::String(s) => s.clone(),
@@ -520,22 +505,31 @@ impl Auth {
                 forwarded.insert(claim.clone(), v.clone());
             }
         }
-        match self.assertions.get(&id, &route.name, forwarded) {
+        match self.assertions.get(id, &route.name, forwarded) {
             Ok(jwt) => push("assertion", &jwt),
             Err(e) => {
                 tracing::error!(request_id, error = %e, "cannot sign the identity assertion; refusing (fail closed)");
-                return Err(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "identity assertion unavailable",
-                    request_id,
+                return Err(Box::new(
+                    Refusal::Unavailable {
+                        what: "identity assertion unavailable",
+                        page: None,
+                    }
+                    .into_response(request_id),
                 ));
             }
         }
-        Ok(Verified {
-            identity: Some(id),
-            upstream_headers,
-            set_cookie,
-        })
+        Ok(upstream_headers)
+    }
+
+    /// The `acr` value that asks `provider` (one of the route's) for
+    /// `level`, or the level's eIDAS URI.
+    fn acr_for(&self, a: &config::RouteAuth, provider: &str, level: Level) -> String {
+        a.providers
+            .iter()
+            .filter_map(|p| self.provider(p))
+            .find(|p| p.cfg.name == provider)
+            .and_then(|p| p.cfg.acr_for(level).map(str::to_owned))
+            .unwrap_or_else(|| level.uri().to_owned())
     }
 
     async fn bearer(&self, a: &config::RouteAuth, token: &str) -> Result<Identity, BearerFailure> {
@@ -566,7 +560,7 @@ impl Auth {
         })?;
         let hash = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         Ok(Identity {
-            method: Method::Bearer,
+            method: AuthMethod::Bearer,
             provider: p.cfg.name.clone(),
             issuer: iss.to_owned(),
             level: login.level,
@@ -595,7 +589,7 @@ impl Auth {
             } else {
                 "stadttor-client-certificate".to_owned()
             };
-            return unauthorized(challenge, request_id);
+            return Refusal::Unauthenticated { challenge }.into_response(request_id);
         }
         let return_to = parts
             .uri
@@ -632,20 +626,15 @@ impl Auth {
                     .append_pair("route", &route.name)
                     .finish()
             );
-            let mut r = html(
-                StatusCode::UNAUTHORIZED,
-                pages::error(
+            Refusal::LoginRequired {
+                page: pages::error(
                     lang,
                     pages::Problem::LoginRequired,
                     request_id,
                     Some(&login),
                 ),
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("stadttor-login"),
-            );
-            r
+            }
+            .into_response(request_id)
         };
         if let Some(c) = set_cookie {
             resp.headers_mut().append(header::SET_COOKIE, c);
@@ -680,72 +669,8 @@ fn header_safe(s: &str) -> String {
     o
 }
 
+/// Lowercase hex (the one implementation, in pki).
 pub(crate) use stadttor_pki::hex::encode as hex;
-
-fn body(s: impl Into<Bytes>) -> ProxyBody {
-    Full::new(s.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-/// An HTML page response that is never cached.
-pub fn html(status: StatusCode, page: String) -> Response<ProxyBody> {
-    let mut r = Response::new(body(page));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-/// A short plain-text response with the request id.
-pub fn plain(status: StatusCode, text: &str, request_id: &str) -> Response<ProxyBody> {
-    let mut r = Response::new(body(format!(
-        "{} {}\n{text}\nRequest id: {request_id}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    )));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn unauthorized(challenge: String, request_id: &str) -> Response<ProxyBody> {
-    let mut r = plain(
-        StatusCode::UNAUTHORIZED,
-        "authentication required",
-        request_id,
-    );
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    r
-}
-
-/// A 303 to `location` with cookies to set.
-pub fn redirect(location: &str, cookies: Vec<String>) -> Response<ProxyBody> {
-    let mut r = Response::new(body(Bytes::new()));
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        h.insert(header::LOCATION, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    for c in cookies {
-        if let Ok(v) = HeaderValue::from_str(&c) {
-            h.append(header::SET_COOKIE, v);
-        }
-    }
-    r
-}
 
 #[cfg(test)]
 mod tests {

@@ -20,12 +20,12 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
-    CoreClient, CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey, CoreJsonWebKeySet,
-    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
-    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+    CoreClient, CoreClientAuthMethod, CoreGrantType, CoreIdToken, CoreJsonWebKey,
+    CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
+    CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
-    AccessTokenHash, AdditionalProviderMetadata, AuthType, AuthenticationContextClass,
+    AccessToken, AccessTokenHash, AdditionalProviderMetadata, AuthType, AuthenticationContextClass,
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, JsonWebKeySet, Nonce,
     OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
     Scope, TokenResponse as _,
@@ -36,12 +36,13 @@ use stadttor_hsm::SigningKey;
 use tokio::sync::{Mutex, RwLock};
 
 use super::verify::{Token, VerifyError};
-use crate::config::{self, Level, ProviderAuth};
-use crate::errors::error_chain;
+use crate::config::{self, ProviderAuth};
+use crate::identity::Level;
+use crate::respond::error_chain;
 use stadttor_pki::jose::{self, JwsHeader};
 
 /// Clock skew allowed on token times, in seconds.
-pub const LEEWAY: u64 = 60;
+pub(crate) const LEEWAY: u64 = 60;
 /// Least time between two JWKS fetches caused by unknown key ids.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Least time between two discovery attempts after a failure.
@@ -75,7 +76,7 @@ pub enum ProviderError {
 
 /// Metadata fields openidconnect's core type lacks.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct ExtraMetadata {
+pub(crate) struct ExtraMetadata {
     /// RFC 9207.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: Option<bool>,
@@ -600,47 +601,9 @@ impl Provider {
         let raw = id_token.to_string();
         let parsed = Token::parse(&raw).map_err(|e| self.refused(e.to_string()))?;
 
-        let mut d = d;
-        let mut refetched = false;
-        loop {
-            let client = CoreClient::from_provider_metadata(
-                d.metadata.clone(),
-                ClientId::new(self.cfg.client_id.clone()),
-                None,
-            );
-            let verifier = client
-                .id_token_verifier()
-                .set_allowed_algs(self.algs())
-                .set_other_audience_verifier_fn(|_| false);
-            match id_token.claims(&verifier, &Nonce::new(nonce.to_owned())) {
-                Ok(claims) => {
-                    if let Some(expected) = claims.access_token_hash() {
-                        let alg = id_token
-                            .signing_alg()
-                            .map_err(|e| self.refused(e.to_string()))?;
-                        let key = id_token
-                            .signing_key(&verifier)
-                            .map_err(|e| self.refused(e.to_string()))?;
-                        let actual = AccessTokenHash::from_token(tokens.access_token(), alg, key)
-                            .map_err(|e| self.refused(e.to_string()))?;
-                        if &actual != expected {
-                            return Err(self.refused("at_hash does not match the access token"));
-                        }
-                    }
-                    break;
-                }
-                Err(openidconnect::ClaimsVerificationError::SignatureVerification(
-                    openidconnect::SignatureVerificationError::NoMatchingKey,
-                )) if !refetched => {
-                    refetched = true;
-                    if !self.refetch_jwks(&d).await? {
-                        return Err(self.refused("no key in the JWKS matches the ID token"));
-                    }
-                    d = self.metadata().await?;
-                }
-                Err(e) => return Err(self.refused(format!("ID token: {}", error_chain(&e)))),
-            }
-        }
+        let d = self
+            .verify_id_token(d, id_token, tokens.access_token(), nonce)
+            .await?;
         let now = unix_now();
         parsed
             .check_times(now, LEEWAY, true, Some(max_age.as_secs()))
@@ -662,12 +625,89 @@ impl Provider {
         }
 
         // Userinfo: more claims, and the same subject (OIDC Core 5.3.2).
+        self.userinfo(&d, tokens.access_token().secret(), &sub, &mut claims)
+            .await?;
+        Ok(Login {
+            level: acr.as_deref().and_then(|a| self.cfg.level_of(a)),
+            sid: parsed.str_claim("sid").map(str::to_owned),
+            auth_time: parsed
+                .claims
+                .get("auth_time")
+                .and_then(Value::as_u64)
+                .unwrap_or(now),
+            acr,
+            sub,
+            claims,
+        })
+    }
+
+    /// Verifies the ID token's signature (refetching the JWKS once for an
+    /// unknown key), nonce and `at_hash`; returns the metadata it used.
+    async fn verify_id_token(
+        &self,
+        mut d: Arc<Discovered>,
+        id_token: &CoreIdToken,
+        access_token: &AccessToken,
+        nonce: &str,
+    ) -> Result<Arc<Discovered>, ProviderError> {
+        let mut refetched = false;
+        loop {
+            let client = CoreClient::from_provider_metadata(
+                d.metadata.clone(),
+                ClientId::new(self.cfg.client_id.clone()),
+                None,
+            );
+            let verifier = client
+                .id_token_verifier()
+                .set_allowed_algs(self.algs())
+                .set_other_audience_verifier_fn(|_| false);
+            match id_token.claims(&verifier, &Nonce::new(nonce.to_owned())) {
+                Ok(claims) => {
+                    if let Some(expected) = claims.access_token_hash() {
+                        let alg = id_token
+                            .signing_alg()
+                            .map_err(|e| self.refused(e.to_string()))?;
+                        let key = id_token
+                            .signing_key(&verifier)
+                            .map_err(|e| self.refused(e.to_string()))?;
+                        let actual = AccessTokenHash::from_token(access_token, alg, key)
+                            .map_err(|e| self.refused(e.to_string()))?;
+                        if &actual != expected {
+                            return Err(self.refused("at_hash does not match the access token"));
+                        }
+                    }
+                    break;
+                }
+                Err(openidconnect::ClaimsVerificationError::SignatureVerification(
+                    openidconnect::SignatureVerificationError::NoMatchingKey,
+                )) if !refetched => {
+                    refetched = true;
+                    if !self.refetch_jwks(&d).await? {
+                        return Err(self.refused("no key in the JWKS matches the ID token"));
+                    }
+                    d = self.metadata().await?;
+                }
+                Err(e) => return Err(self.refused(format!("ID token: {}", error_chain(&e)))),
+            }
+        }
+        Ok(d)
+    }
+
+    /// Adds the userinfo endpoint's claims (when scopes beyond `openid`
+    /// were asked for), refusing a userinfo answer for another subject.
+    async fn userinfo(
+        &self,
+        d: &Discovered,
+        access_token: &str,
+        sub: &str,
+        claims: &mut Map<String, Value>,
+    ) -> Result<(), ProviderError> {
         if let Some(url) = d.metadata.userinfo_endpoint() {
             if self.cfg.scopes.len() > 1 {
                 let req = http::Request::get(url.as_str())
                     .header(
                         http::header::AUTHORIZATION,
-                        format!("Bearer {}", tokens.access_token().secret()),
+                        format!("Bearer {access_token}"),
                     )
                     .header(http::header::ACCEPT, "application/json")
                     .body(Vec::new())
@@ -682,7 +722,7 @@ impl Provider {
                 }
                 let info: Map<String, Value> = serde_json::from_slice(resp.body())
                     .map_err(|_| self.refused("userinfo is not a JSON object"))?;
-                if info.get("sub").and_then(Value::as_str) != Some(sub.as_str()) {
+                if info.get("sub").and_then(Value::as_str) != Some(sub) {
                     return Err(self.refused("userinfo sub differs from the ID token's"));
                 }
                 for (k, v) in info {
@@ -690,18 +730,7 @@ impl Provider {
                 }
             }
         }
-        Ok(Login {
-            level: acr.as_deref().and_then(|a| self.cfg.level_of(a)),
-            sid: parsed.str_claim("sid").map(str::to_owned),
-            auth_time: parsed
-                .claims
-                .get("auth_time")
-                .and_then(Value::as_u64)
-                .unwrap_or(now),
-            acr,
-            sub,
-            claims,
-        })
+        Ok(())
     }
 
     /// Verifies a token's signature with the provider's JWKS, refetching
@@ -820,7 +849,7 @@ impl Provider {
 }
 
 /// Seconds since the epoch.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -4,11 +4,12 @@
 //! no JavaScript; every value is escaped.
 
 use http::{Response, StatusCode};
-use stadttor_policies::{PolicyDiff, ProposalStatus};
+use stadttor_policies::{PolicyDiff, Proposal, ProposalStatus, TestReport};
 
-use super::{html, OfficerSession, View};
-use crate::auth::pages::{esc, Lang};
+use super::{OfficerSession, View};
+use crate::authn::pages::{esc, Lang};
 use crate::http::body::ProxyBody;
+use crate::respond::officer::html;
 
 pub(super) fn page(lang: Lang, title: &str, body: &str) -> String {
     format!(
@@ -71,6 +72,8 @@ pub(super) fn diff_html(d: &PolicyDiff) -> String {
     s
 }
 
+/// The officers' policy page: session, messages, the active version, the
+/// open proposals with their tests and diffs, and the latest history.
 pub(super) fn policy_page(
     lang: Lang,
     session: &OfficerSession,
@@ -88,6 +91,30 @@ pub(super) fn policy_page(
         esc(&session.name),
         t("Abmelden", "Log out")
     ));
+    status_html(&mut b, lang, done, error);
+    active_html(&mut b, lang, v);
+    let active_version = v.active.as_ref().map(|p| p.version());
+    b.push_str(&format!(
+        "<h2>{}</h2>\n",
+        t("Offene Vorschläge", "Open proposals")
+    ));
+    if v.open.is_empty() {
+        b.push_str(&format!(
+            "<p>{}</p>\n",
+            t("Keine offenen Vorschläge.", "No open proposals.")
+        ));
+    }
+    for (p, tests, diff) in &v.open {
+        proposal_html(&mut b, lang, session, p, tests, diff, active_version);
+    }
+    history_html(&mut b, lang, v);
+    page(lang, t("Zugriffsrichtlinie", "Access policy"), &b)
+}
+
+/// The results of the last action (`done`) or why it was not done.
+fn status_html(b: &mut String, lang: Lang, done: Option<&str>, error: Option<&str>) {
+    let de = lang == Lang::De;
+    let t = |de_text: &'static str, en_text: &'static str| if de { de_text } else { en_text };
     if let Some(e) = error {
         b.push_str(&format!(
             "<p class=\"msg\" role=\"alert\"><strong>{}</strong> {}</p>\n",
@@ -113,6 +140,12 @@ pub(super) fn policy_page(
             b.push_str(&format!("<p class=\"ok\" role=\"status\">{text}</p>\n"));
         }
     }
+}
+
+/// The active version and its policy.
+fn active_html(b: &mut String, lang: Lang, v: &View) {
+    let de = lang == Lang::De;
+    let t = |de_text: &'static str, en_text: &'static str| if de { de_text } else { en_text };
     b.push_str(&format!(
         "<h2>{}</h2>\n",
         t("Aktive Richtlinie", "Active policy")
@@ -145,82 +178,90 @@ pub(super) fn policy_page(
             )
         )),
     }
-    let active_version = v.active.as_ref().map(|p| p.version());
+}
+
+/// One open proposal, with approve (not for its author) and reject forms.
+fn proposal_html(
+    b: &mut String,
+    lang: Lang,
+    session: &OfficerSession,
+    p: &Proposal,
+    tests: &Result<TestReport, String>,
+    diff: &PolicyDiff,
+    active_version: Option<u64>,
+) {
+    let de = lang == Lang::De;
+    let t = |de_text: &'static str, en_text: &'static str| if de { de_text } else { en_text };
+    let csrf = esc(&session.csrf);
+    let id = esc(&p.id);
+    let awaiting = p.awaiting_approval();
+    let stale = matches!(p.status, ProposalStatus::Pending) && p.base_version != active_version;
     b.push_str(&format!(
-        "<h2>{}</h2>\n",
-        t("Offene Vorschläge", "Open proposals")
+        "<section class=\"proposal\" data-proposal=\"{id}\" aria-labelledby=\"h-{id}\">\n<h3 id=\"h-{id}\">{} {} {}</h3>\n",
+        t("Vorschlag von", "Proposal by"),
+        esc(&p.author),
+        if awaiting {
+            t("(NOTFALLÄNDERUNG, bereits aktiv, Freigabe ausstehend)", "(EMERGENCY CHANGE, already active, awaiting approval)")
+        } else {
+            ""
+        }
     ));
-    if v.open.is_empty() {
+    b.push_str(&format!(
+        "<p>ID <code>{id}</code> · {} {} · {}</p>\n",
+        t("auf Version", "on version"),
+        p.base_version.map_or("–".into(), |v| v.to_string()),
+        esc(&p.comment)
+    ));
+    if stale {
+        b.push_str(&format!(
+            "<p class=\"msg\">{}</p>\n",
+            t(
+                "Veraltet: seit dem Vorschlag wurde eine andere Version aktiv. Er kann nicht mehr freigegeben werden.",
+                "Stale: another version became active since it was proposed. It can no longer be approved."
+            )
+        ));
+    }
+    match tests {
+        Ok(r) => b.push_str(&format!(
+            "<p class=\"tests\">{}: {} {}, {} {}</p>\n",
+            t("Tests der Richtlinie", "The policy's tests"),
+            r.passed,
+            t("bestanden", "passed"),
+            r.failures.len(),
+            t("fehlgeschlagen", "failed")
+        )),
+        Err(e) => b.push_str(&format!("<p class=\"msg\">{}</p>\n", esc(e))),
+    }
+    b.push_str(&format!(
+        "<h4>{}</h4>\n{}\n",
+        t("Änderungen", "Changes"),
+        diff_html(diff)
+    ));
+    if p.author == session.name {
         b.push_str(&format!(
             "<p>{}</p>\n",
-            t("Keine offenen Vorschläge.", "No open proposals.")
+            t(
+                "Ihr eigener Vorschlag: eine zweite Person muss ihn freigeben (Vier-Augen-Prinzip).",
+                "Your own proposal: a second officer must approve it (four eyes)."
+            )
+        ));
+    } else {
+        b.push_str(&format!(
+            "<form method=\"post\" action=\"/policy/approve\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"id\" value=\"{id}\"><button type=\"submit\" name=\"approve\">{}</button></form>\n",
+            t("Freigeben", "Approve")
         ));
     }
-    for (p, tests, diff) in &v.open {
-        let id = esc(&p.id);
-        let awaiting = p.awaiting_approval();
-        let stale = matches!(p.status, ProposalStatus::Pending) && p.base_version != active_version;
-        b.push_str(&format!(
-            "<section class=\"proposal\" data-proposal=\"{id}\" aria-labelledby=\"h-{id}\">\n<h3 id=\"h-{id}\">{} {} {}</h3>\n",
-            t("Vorschlag von", "Proposal by"),
-            esc(&p.author),
-            if awaiting {
-                t("(NOTFALLÄNDERUNG, bereits aktiv, Freigabe ausstehend)", "(EMERGENCY CHANGE, already active, awaiting approval)")
-            } else {
-                ""
-            }
-        ));
-        b.push_str(&format!(
-            "<p>ID <code>{id}</code> · {} {} · {}</p>\n",
-            t("auf Version", "on version"),
-            p.base_version.map_or("–".into(), |v| v.to_string()),
-            esc(&p.comment)
-        ));
-        if stale {
-            b.push_str(&format!(
-                "<p class=\"msg\">{}</p>\n",
-                t(
-                    "Veraltet: seit dem Vorschlag wurde eine andere Version aktiv. Er kann nicht mehr freigegeben werden.",
-                    "Stale: another version became active since it was proposed. It can no longer be approved."
-                )
-            ));
-        }
-        match tests {
-            Ok(r) => b.push_str(&format!(
-                "<p class=\"tests\">{}: {} {}, {} {}</p>\n",
-                t("Tests der Richtlinie", "The policy's tests"),
-                r.passed,
-                t("bestanden", "passed"),
-                r.failures.len(),
-                t("fehlgeschlagen", "failed")
-            )),
-            Err(e) => b.push_str(&format!("<p class=\"msg\">{}</p>\n", esc(e))),
-        }
-        b.push_str(&format!(
-            "<h4>{}</h4>\n{}\n",
-            t("Änderungen", "Changes"),
-            diff_html(diff)
-        ));
-        if p.author == session.name {
-            b.push_str(&format!(
-                "<p>{}</p>\n",
-                t(
-                    "Ihr eigener Vorschlag: eine zweite Person muss ihn freigeben (Vier-Augen-Prinzip).",
-                    "Your own proposal: a second officer must approve it (four eyes)."
-                )
-            ));
-        } else {
-            b.push_str(&format!(
-                "<form method=\"post\" action=\"/policy/approve\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"id\" value=\"{id}\"><button type=\"submit\" name=\"approve\">{}</button></form>\n",
-                t("Freigeben", "Approve")
-            ));
-        }
-        b.push_str(&format!(
-            "<form method=\"post\" action=\"/policy/reject\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"id\" value=\"{id}\"><label for=\"r-{id}\">{}</label> <input id=\"r-{id}\" name=\"reason\" required> <button type=\"submit\" name=\"reject\">{}</button></form>\n</section>\n",
-            t("Grund", "Reason"),
-            t("Ablehnen", "Reject")
-        ));
-    }
+    b.push_str(&format!(
+        "<form method=\"post\" action=\"/policy/reject\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"id\" value=\"{id}\"><label for=\"r-{id}\">{}</label> <input id=\"r-{id}\" name=\"reason\" required> <button type=\"submit\" name=\"reject\">{}</button></form>\n</section>\n",
+        t("Grund", "Reason"),
+        t("Ablehnen", "Reject")
+    ));
+}
+
+/// The latest 20 versions, newest first.
+fn history_html(b: &mut String, lang: Lang, v: &View) {
+    let de = lang == Lang::De;
+    let t = |de_text: &'static str, en_text: &'static str| if de { de_text } else { en_text };
     b.push_str(&format!(
         "<h2>{}</h2>\n<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>\n",
         t("Verlauf", "History"),
@@ -258,7 +299,6 @@ pub(super) fn policy_page(
         ));
     }
     b.push_str("</tbody></table>\n");
-    page(lang, t("Zugriffsrichtlinie", "Access policy"), &b)
 }
 
 /// The "logged out" page (no session needed).

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::Level;
+use crate::identity::Level;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "__Host-stadttor-session";

@@ -10,7 +10,7 @@ use http::HeaderMap;
 
 /// Page language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
+pub(crate) enum Lang {
     /// Deutsch (default).
     De,
     /// English.
@@ -19,7 +19,7 @@ pub enum Lang {
 
 impl Lang {
     /// From the first language in `Accept-Language` that we have.
-    pub fn from_headers(h: &HeaderMap) -> Self {
+    pub(crate) fn from_headers(h: &HeaderMap) -> Self {
         let Some(v) = h
             .get(http::header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok())
@@ -52,7 +52,7 @@ impl Lang {
 }
 
 /// Escapes text for HTML content and attribute values.
-pub fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -101,7 +101,7 @@ button{{padding:.6rem 1.2rem;border:2px solid #0b3d91;background:#fff;border-rad
 
 /// One entry of the provider choice.
 #[derive(Debug)]
-pub struct Choice {
+pub(crate) struct Choice {
     /// Name shown.
     pub label: String,
     /// Where the link goes.
@@ -109,7 +109,7 @@ pub struct Choice {
 }
 
 /// "Choose how to log in".
-pub fn choice(lang: Lang, choices: &[Choice]) -> String {
+pub(crate) fn choice(lang: Lang, choices: &[Choice]) -> String {
     let (title, intro) = match lang {
         Lang::De => (
             "Anmelden",
@@ -134,7 +134,7 @@ pub fn choice(lang: Lang, choices: &[Choice]) -> String {
 
 /// What went wrong, as citizens are told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// The login could not be completed (state, code, token problems).
     LoginFailed,
     /// The login took too long or was started in another browser.
@@ -154,7 +154,7 @@ pub enum Problem {
 }
 
 /// An error page with the request id.
-pub fn error(lang: Lang, problem: Problem, request_id: &str, retry: Option<&str>) -> String {
+pub(crate) fn error(lang: Lang, problem: Problem, request_id: &str, retry: Option<&str>) -> String {
     use Problem::*;
     let (title, text) = match (lang, problem) {
         (Lang::De, LoginFailed) => ("Anmeldung fehlgeschlagen", "Die Anmeldung konnte nicht abgeschlossen werden. Bitte versuchen Sie es erneut."),
@@ -199,7 +199,7 @@ pub fn error(lang: Lang, problem: Problem, request_id: &str, retry: Option<&str>
 
 /// "Log out?" with a POST button (a GET must not log out: link
 /// prefetchers and cross-site images would).
-pub fn logout_confirm(lang: Lang) -> String {
+pub(crate) fn logout_confirm(lang: Lang) -> String {
     let (title, text, button) = match lang {
         Lang::De => ("Abmelden", "Möchten Sie sich abmelden?", "Abmelden"),
         Lang::En => ("Log out", "Do you want to log out?", "Log out"),
@@ -214,7 +214,7 @@ pub fn logout_confirm(lang: Lang) -> String {
 }
 
 /// "You are logged out".
-pub fn logged_out(lang: Lang) -> String {
+pub(crate) fn logged_out(lang: Lang) -> String {
     let (title, text) = match lang {
         Lang::De => (
             "Abgemeldet",

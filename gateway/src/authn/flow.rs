@@ -23,11 +23,12 @@ use super::login_tx::{self, BeginError, Completed, LoginSite};
 use super::pages::{self, Lang, Problem};
 use super::provider::{unix_now, Login, Provider, ProviderError, LEEWAY};
 use super::session::{self, SessionData};
-use super::{cookie, html, plain, random_token, redirect, Auth};
-use crate::config::{url_origin, AuthMethod, Level};
+use super::{cookie, random_token, Auth};
+use crate::config::url_origin;
 use crate::http::body::ProxyBody;
+use crate::identity::{AuthMethod, Level};
+use crate::respond::{self, html, plain, redirect};
 use crate::state::State;
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -38,7 +39,7 @@ use stadttor_sessions::Revocation;
 const TX_PREFIX: &str = "__Host-stadttor-login-";
 
 /// Whether `return_to` is safe: a path on this origin, or an allowed origin.
-pub fn safe_return_to(auth: &Auth, r: &str) -> bool {
+pub(crate) fn safe_return_to(auth: &Auth, r: &str) -> bool {
     if r.is_empty() || r.len() > 2048 || r.chars().any(|c| c.is_control() || c == '\\') {
         return false;
     }
@@ -56,7 +57,7 @@ pub fn safe_return_to(auth: &Auth, r: &str) -> bool {
 /// transaction cookie set, sealed for `host` (the callback must come back
 /// to the same host).
 #[allow(clippy::too_many_arguments)]
-pub async fn start_login(
+pub(crate) async fn start_login(
     auth: &Auth,
     host: &str,
     provider_name: &str,
@@ -110,7 +111,7 @@ fn login_site<'a>(auth: &'a Auth, host: &'a str, p: &'a Provider) -> LoginSite<'
 }
 
 /// Handles a request under `/.stadttor/`, or returns it if it is not one.
-pub async fn handle(
+pub(crate) async fn handle(
     auth: &Auth,
     state: &State,
     req: Request<Incoming>,
@@ -167,18 +168,7 @@ pub async fn handle(
             let name = r["backchannel-logout/".len()..].to_owned();
             backchannel(auth, &name, req, request_id).await
         }
-        (Method::GET, "jwks.json") => {
-            let mut r = Response::new(super::body(Bytes::from(auth.jwks().to_owned())));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/jwk-set+json"),
-            );
-            r.headers_mut().insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("max-age=300"),
-            );
-            r
-        }
+        (Method::GET, "jwks.json") => respond::jwks(auth.jwks().to_owned()),
         _ => plain(StatusCode::NOT_FOUND, "not found", request_id),
     };
     Ok(resp)
@@ -385,7 +375,7 @@ async fn record_login(
         Some((&s.iss, &s.sub)),
         &[
             ("idp", s.p.clone().into()),
-            ("level", s.lvl.map(|l| l.name()).unwrap_or("none").into()),
+            ("level", s.lvl.map(|l| l.as_str()).unwrap_or("none").into()),
         ],
     )
     .await
@@ -491,6 +481,46 @@ async fn logout(
     redirect(&location, vec![cookie::clear(session::COOKIE)])
 }
 
+/// The `logout_token` form field of a back-channel logout request.
+async fn logout_token(req: Request<Incoming>) -> Result<String, &'static str> {
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err("body too large or broken"),
+    };
+    url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned())
+        .ok_or("no logout_token")
+}
+
+/// What a verified logout token ends: the provider session (`sid`), or
+/// else every session of the subject that began before now.
+fn revocations(
+    logout: &super::provider::Logout,
+    issuer: &str,
+    until: std::time::SystemTime,
+) -> Vec<Revocation> {
+    let mut revocations = Vec::new();
+    if let Some(sid) = &logout.sid {
+        revocations.push(Revocation::ProviderSession {
+            issuer: issuer.to_owned(),
+            sid: sid.clone(),
+            until,
+        });
+    }
+    if let Some(sub) = &logout.sub {
+        if logout.sid.is_none() {
+            revocations.push(Revocation::Subject {
+                issuer: issuer.to_owned(),
+                sub: sub.clone(),
+                before: std::time::SystemTime::now(),
+                until,
+            });
+        }
+    }
+    revocations
+}
+
 async fn backchannel(
     auth: &Auth,
     provider_name: &str,
@@ -511,23 +541,14 @@ async fn backchannel(
             None,
             &[("idp", provider_name.into()), ("reason", why.into())],
         );
-        let mut r = plain(StatusCode::BAD_REQUEST, "invalid logout token", request_id);
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
+        plain(StatusCode::BAD_REQUEST, "invalid logout token", request_id)
     };
     let Some(p) = auth.provider(provider_name) else {
         return bad("unknown provider");
     };
-    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return bad("body too large or broken"),
-    };
-    let Some(token) = url::form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "logout_token")
-        .map(|(_, v)| v.into_owned())
-    else {
-        return bad("no logout_token");
+    let token = match logout_token(req).await {
+        Ok(t) => t,
+        Err(why) => return bad(why),
     };
     let logout = match p.validate_logout_token(&token).await {
         Ok(l) => l,
@@ -561,24 +582,7 @@ async fn backchannel(
     }
     let until =
         UNIX_EPOCH + Duration::from_secs(unix_now() + auth.cfg.session_absolute_timeout.as_secs());
-    let mut revocations = Vec::new();
-    if let Some(sid) = &logout.sid {
-        revocations.push(Revocation::ProviderSession {
-            issuer: issuer.clone(),
-            sid: sid.clone(),
-            until,
-        });
-    }
-    if let Some(sub) = &logout.sub {
-        if logout.sid.is_none() {
-            revocations.push(Revocation::Subject {
-                issuer: issuer.clone(),
-                sub: sub.clone(),
-                before: std::time::SystemTime::now(),
-                until,
-            });
-        }
-    }
+    let revocations = revocations(&logout, &issuer, until);
     for r in revocations {
         if let Err(e) = auth.store.revoke(r).await {
             tracing::warn!(request_id, error = %e, "cannot record the back-channel logout");
@@ -614,8 +618,5 @@ async fn backchannel(
             request_id,
         );
     }
-    let mut r = Response::new(super::body(Bytes::new()));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    respond::empty_ok()
 }
