@@ -73,6 +73,7 @@ async fn sigkill_under_load_loses_no_evidence_of_a_served_request() {
     );
     let cfg = crate::config_text(&pki, b.addr, "", "audit = \"required\"", &audit);
     let mut gw = Gateway::start(BIN, &dir, &cfg);
+    assert!(gw.wait_for_log("audit log open", Duration::from_secs(10)));
     let key = verifier_key_from_logs(&gw.logs());
     let tls = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H2));
     let served = Arc::new(Mutex::new(HashSet::new()));
