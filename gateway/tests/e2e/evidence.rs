@@ -104,7 +104,11 @@ async fn sigkill_under_load_loses_no_evidence_of_a_served_request() {
     // Restart: recovery replays the WAL and signs what it holds; a clean
     // stop signs the final checkpoint.
     let mut gw = Gateway::start(BIN, &dir, &cfg);
-    assert!(gw.logs().contains("audit log open"), "{}", gw.logs());
+    assert!(
+        gw.wait_for_log("audit log open", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).unwrap().success());
 
