@@ -182,6 +182,30 @@ async fn gateway_keeps_audit_log_and_policies_in_postgresql_over_verified_tls() 
     // The audit writer and the policy store (and its LISTEN connection).
     assert!(n >= 2, "only {n} TCP connections from the gateway");
     assert!(all_tls, "a connection without TLS");
+    // A policy store that could not be opened at start (a slow, busy
+    // machine) is retried in the background; wait for its tables before
+    // stopping the gateway rather than racing the retry.
+    let dsn = pg.local_dsn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let dsn = dsn.clone();
+        let tables: i64 = tokio::task::spawn_blocking(move || {
+            let mut c = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+            c.query_one(
+                "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema = 'stadttor_policies'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+        })
+        .await
+        .unwrap();
+        if tables == 3 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(15)).unwrap().success());
 
