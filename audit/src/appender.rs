@@ -500,6 +500,118 @@ fn round<S: Storage>(
     Ok((false, lost))
 }
 
+/// What the writer took from the queue for one pass of its loop.
+struct Taken {
+    /// The events to commit (may be empty).
+    batch: Vec<Vec<u8>>,
+    /// The slot those events wait on.
+    slot: Arc<Slot>,
+    /// Whether this pass signs a checkpoint.
+    sign: bool,
+    /// Flush requests made before this pass started.
+    serves: u64,
+    /// Whether the appender is shutting down.
+    shutdown: bool,
+}
+
+/// Waits until there is work (shutdown, flush, urgency, a due tick or
+/// commit, or a full batch) and takes the queued batch and its slot.
+fn take_batch(shared: &Shared, next_tick: Instant, next_commit: Instant) -> Taken {
+    let mut q = lock(&shared.queue);
+    loop {
+        let now = Instant::now();
+        if q.shutdown
+            || q.flush
+            || q.urgent
+            || now >= next_tick
+            || now >= next_commit
+            || q.entries.len() >= COMMIT_BATCH
+        {
+            break;
+        }
+        let wake_at = next_tick.min(next_commit);
+        q = shared
+            .wake
+            .wait_timeout(q, wake_at - now)
+            .map(|r| r.0)
+            .unwrap_or_else(|e| e.into_inner().0);
+    }
+    let now = Instant::now();
+    let sign = q.shutdown || q.flush || now >= next_tick;
+    q.flush = false;
+    q.urgent = false;
+    let slot = std::mem::take(&mut q.slot);
+    if !q.entries.is_empty() {
+        q.last = Some((slot.clone(), q.entries.len() as u64 - 1));
+    }
+    Taken {
+        batch: std::mem::take(&mut q.entries),
+        slot,
+        sign,
+        serves: q.flush_requests,
+        shutdown: q.shutdown,
+    }
+}
+
+/// Signs a checkpoint covering `need`; on shutdown keeps trying (up to
+/// `SHUTDOWN_ROUNDS` more rounds) while other writers win the swap.
+fn sign_rounds<S: Storage>(
+    storage: &mut S,
+    key: &dyn SigningKey,
+    origin: &str,
+    need: u64,
+    shutdown: bool,
+) -> Result<(bool, u64), RoundError<S::Error>> {
+    let mut result = round(storage, key, origin, need);
+    // On shutdown, do not leave this writer's events unsigned because
+    // other writers kept winning the swap.
+    let mut tries = 0;
+    while shutdown && tries < SHUTDOWN_ROUNDS && storage.published_size().is_some_and(|s| s < need)
+    {
+        let Ok((signed, lost)) = result else { break };
+        tries += 1;
+        result = round(storage, key, origin, need).map(|(s, l)| (s || signed, l + lost));
+    }
+    result
+}
+
+/// Records the outcome of a signing pass in the shared state. Returns
+/// `false` if storage failed and the writer must stop.
+fn record_rounds<S: Storage>(
+    storage: &S,
+    shared: &Shared,
+    result: Result<(bool, u64), RoundError<S::Error>>,
+    serves: u64,
+) -> bool {
+    match result {
+        Ok((signed, lost)) => {
+            let mut st = lock(&shared.state);
+            st.published = storage.published_size();
+            st.checkpoints += u64::from(signed);
+            st.conflicts += lost;
+            st.flushes_done = serves;
+            st.signing = None;
+            shared.healthy.store(true, Ordering::Release);
+            drop(st);
+            shared.changed.notify_all();
+            true
+        }
+        Err(RoundError::Signing(e)) => {
+            lock(&shared.state).signing =
+                Some(format!("audit checkpoint could not be signed: {e}"));
+            shared.healthy.store(false, Ordering::Release);
+            shared.changed.notify_all();
+            true
+        }
+        Err(RoundError::Storage(e)) => {
+            fail(shared, format!("audit log storage failed: {e}"));
+            false
+        }
+    }
+}
+
+/// The writer thread: commits batches, signs checkpoints on each tick or
+/// flush, and settles what is left when it stops.
 fn run<S: Storage>(mut storage: S, key: Arc<dyn SigningKey>, opts: Options, shared: Arc<Shared>) {
     let period = opts.period;
     let commit_every = period.min(COMMIT_INTERVAL);
@@ -509,42 +621,13 @@ fn run<S: Storage>(mut storage: S, key: Arc<dyn SigningKey>, opts: Options, shar
     // asks for a first checkpoint if there is none).
     let mut need = 0u64;
     loop {
-        let (batch, slot, sign, serves, shutdown) = {
-            let mut q = lock(&shared.queue);
-            loop {
-                let now = Instant::now();
-                if q.shutdown
-                    || q.flush
-                    || q.urgent
-                    || now >= next_tick
-                    || now >= next_commit
-                    || q.entries.len() >= COMMIT_BATCH
-                {
-                    break;
-                }
-                let wake_at = next_tick.min(next_commit);
-                q = shared
-                    .wake
-                    .wait_timeout(q, wake_at - now)
-                    .map(|r| r.0)
-                    .unwrap_or_else(|e| e.into_inner().0);
-            }
-            let now = Instant::now();
-            let sign = q.shutdown || q.flush || now >= next_tick;
-            q.flush = false;
-            q.urgent = false;
-            let slot = std::mem::take(&mut q.slot);
-            if !q.entries.is_empty() {
-                q.last = Some((slot.clone(), q.entries.len() as u64 - 1));
-            }
-            (
-                std::mem::take(&mut q.entries),
-                slot,
-                sign,
-                q.flush_requests,
-                q.shutdown,
-            )
-        };
+        let Taken {
+            batch,
+            slot,
+            sign,
+            serves,
+            shutdown,
+        } = take_batch(&shared, next_tick, next_commit);
         let now = Instant::now();
         next_commit = now + commit_every;
         if !batch.is_empty() {
@@ -566,41 +649,9 @@ fn run<S: Storage>(mut storage: S, key: Arc<dyn SigningKey>, opts: Options, shar
             continue;
         }
         next_tick = now + period;
-        let mut result = round(&mut storage, key.as_ref(), &opts.origin, need);
-        // On shutdown, do not leave this writer's events unsigned because
-        // other writers kept winning the swap.
-        let mut tries = 0;
-        while shutdown
-            && tries < SHUTDOWN_ROUNDS
-            && storage.published_size().is_some_and(|s| s < need)
-        {
-            let Ok((signed, lost)) = result else { break };
-            tries += 1;
-            result = round(&mut storage, key.as_ref(), &opts.origin, need)
-                .map(|(s, l)| (s || signed, l + lost));
-        }
-        match result {
-            Ok((signed, lost)) => {
-                let mut st = lock(&shared.state);
-                st.published = storage.published_size();
-                st.checkpoints += u64::from(signed);
-                st.conflicts += lost;
-                st.flushes_done = serves;
-                st.signing = None;
-                shared.healthy.store(true, Ordering::Release);
-                drop(st);
-                shared.changed.notify_all();
-            }
-            Err(RoundError::Signing(e)) => {
-                lock(&shared.state).signing =
-                    Some(format!("audit checkpoint could not be signed: {e}"));
-                shared.healthy.store(false, Ordering::Release);
-                shared.changed.notify_all();
-            }
-            Err(RoundError::Storage(e)) => {
-                fail(&shared, format!("audit log storage failed: {e}"));
-                break;
-            }
+        let result = sign_rounds(&mut storage, key.as_ref(), &opts.origin, need, shutdown);
+        if !record_rounds(&storage, &shared, result, serves) {
+            break;
         }
         if shutdown {
             break;

@@ -244,6 +244,9 @@ impl Store {
         result
     }
 
+    /// Recovers the log in `dir`: reads the checkpoint history and file,
+    /// replays the WAL into the tiles, cuts torn tails and makes the
+    /// checkpoint file and the history agree.
     fn recover(
         dir: &Path,
         origin: &str,
@@ -260,31 +263,8 @@ impl Store {
         let hist_path = dir.join(HISTORY);
         let (mut history, hist_good, hist_len) = read_history(&hist_path, origin, key, &corrupt)?;
         report.history_bytes_cut = hist_len - hist_good;
-        let cp_path = dir.join(CHECKPOINT);
-        let current = match fs::read_to_string(&cp_path) {
-            Ok(s) => Some(s),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(&cp_path)(e)),
-        };
-        let mut append_to_history = false;
-        if let Some(note) = &current {
-            let cp = note::verify_checkpoint(note, key).map_err(|e| {
-                corrupt(format!(
-                    "{CHECKPOINT} does not verify with the log key: {e}"
-                ))
-            })?;
-            if cp.origin != origin {
-                return Err(corrupt(format!(
-                    "{CHECKPOINT} is for origin {:?}, expected {origin:?}",
-                    cp.origin
-                )));
-            }
-            let newest = history.last().map(|(c, _)| c.size);
-            if newest.is_none_or(|n| cp.size > n) {
-                history.push((cp, note.clone()));
-                append_to_history = true;
-            }
-        }
+        let (current, append_to_history) =
+            read_current_checkpoint(dir, origin, key, &corrupt, &mut history)?;
         report.checkpoints = history.len() as u64;
 
         // 2. Replay the WAL into the tree, rewriting tiles as needed.
@@ -298,65 +278,13 @@ impl Store {
             published: None,
             poisoned: false,
         };
-        let last_size = history.last().map(|(cp, _)| cp.size);
-        let mut want = history.iter().map(|(cp, _)| (cp.size, cp.root)).peekable();
-        let mut check_roots = |store: &mut Self| -> Result<(), StoreError> {
-            while let Some((size, root)) = want.peek().copied() {
-                if size != store.tiles.size() {
-                    break;
-                }
-                if store.tiles.root() != root {
-                    return Err(corrupt(format!(
-                        "the signed checkpoint at size {size} does not match the entries in the WAL"
-                    )));
-                }
-                if Some(size) == last_size {
-                    // Older checkpoints are served from the full tiles.
-                    store.tiles.write_partials()?;
-                }
-                want.next();
-            }
-            Ok(())
-        };
-        check_roots(&mut store)?;
-        let (wal_good, wal_len) = {
-            let file = File::open(&wal_path).map_err(io_err(&wal_path))?;
-            let wal_len = file.metadata().map_err(io_err(&wal_path))?.len();
-            let mut r = BufReader::with_capacity(1 << 20, file);
-            let mut good = 0u64;
-            while let Some((len, entries)) =
-                read_wal_record(&mut r, store.tiles.size()).map_err(io_err(&wal_path))?
-            {
-                for (e, leaf) in entries {
-                    store.tiles.push_leaf(e, leaf)?;
-                    check_roots(&mut store)?;
-                }
-                good += len;
-            }
-            (good, wal_len)
-        };
-        if let Some((size, _)) = want.next() {
-            return Err(corrupt(format!(
-                "a signed checkpoint covers {size} entries but the WAL holds only {}: acknowledged entries are missing",
-                store.tiles.size()
-            )));
-        }
+        let (wal_good, wal_len) = store.replay_wal(&wal_path, &history, &corrupt)?;
         if wal_good < wal_len {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&wal_path)
-                .map_err(io_err(&wal_path))?;
-            f.set_len(wal_good).map_err(io_err(&wal_path))?;
-            f.sync_all().map_err(io_err(&wal_path))?;
+            truncate_durable(&wal_path, wal_good)?;
             report.wal_bytes_cut = wal_len - wal_good;
         }
         if hist_good < hist_len {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&hist_path)
-                .map_err(io_err(&hist_path))?;
-            f.set_len(hist_good).map_err(io_err(&hist_path))?;
-            f.sync_all().map_err(io_err(&hist_path))?;
+            truncate_durable(&hist_path, hist_good)?;
         }
 
         // 3. The checkpoint file and the history must end in the same note.
@@ -379,6 +307,61 @@ impl Store {
         // knows what it wrote.
         store.tiles.trusted = true;
         Ok((store, report))
+    }
+
+    /// Replays the WAL at `wal_path` into the tiles, checking each signed
+    /// checkpoint in `history` against the tree as its size is reached.
+    /// Returns the length of the WAL's good prefix and the file length.
+    fn replay_wal(
+        &mut self,
+        wal_path: &Path,
+        history: &History,
+        corrupt: &dyn Fn(String) -> StoreError,
+    ) -> Result<(u64, u64), StoreError> {
+        let last_size = history.last().map(|(cp, _)| cp.size);
+        let mut want = history.iter().map(|(cp, _)| (cp.size, cp.root)).peekable();
+        let mut check_roots = |store: &mut Self| -> Result<(), StoreError> {
+            while let Some((size, root)) = want.peek().copied() {
+                if size != store.tiles.size() {
+                    break;
+                }
+                if store.tiles.root() != root {
+                    return Err(corrupt(format!(
+                        "the signed checkpoint at size {size} does not match the entries in the WAL"
+                    )));
+                }
+                if Some(size) == last_size {
+                    // Older checkpoints are served from the full tiles.
+                    store.tiles.write_partials()?;
+                }
+                want.next();
+            }
+            Ok(())
+        };
+        check_roots(self)?;
+        let (wal_good, wal_len) = {
+            let file = File::open(wal_path).map_err(io_err(wal_path))?;
+            let wal_len = file.metadata().map_err(io_err(wal_path))?.len();
+            let mut r = BufReader::with_capacity(1 << 20, file);
+            let mut good = 0u64;
+            while let Some((len, entries)) =
+                read_wal_record(&mut r, self.tiles.size()).map_err(io_err(wal_path))?
+            {
+                for (e, leaf) in entries {
+                    self.tiles.push_leaf(e, leaf)?;
+                    check_roots(self)?;
+                }
+                good += len;
+            }
+            (good, wal_len)
+        };
+        if let Some((size, _)) = want.next() {
+            return Err(corrupt(format!(
+                "a signed checkpoint covers {size} entries but the WAL holds only {}: acknowledged entries are missing",
+                self.tiles.size()
+            )));
+        }
+        Ok((wal_good, wal_len))
     }
 
     /// The log directory.
@@ -772,6 +755,55 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Reads and verifies the checkpoint file in `dir`, if there is one. A
+/// checkpoint newer than the newest in `history` is pushed onto it. Returns
+/// the file's note and whether the history must be completed with it.
+fn read_current_checkpoint(
+    dir: &Path,
+    origin: &str,
+    key: &VerifierKey,
+    corrupt: &dyn Fn(String) -> StoreError,
+    history: &mut History,
+) -> Result<(Option<String>, bool), StoreError> {
+    let cp_path = dir.join(CHECKPOINT);
+    let current = match fs::read_to_string(&cp_path) {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(&cp_path)(e)),
+    };
+    let mut append_to_history = false;
+    if let Some(note) = &current {
+        let cp = note::verify_checkpoint(note, key).map_err(|e| {
+            corrupt(format!(
+                "{CHECKPOINT} does not verify with the log key: {e}"
+            ))
+        })?;
+        if cp.origin != origin {
+            return Err(corrupt(format!(
+                "{CHECKPOINT} is for origin {:?}, expected {origin:?}",
+                cp.origin
+            )));
+        }
+        let newest = history.last().map(|(c, _)| c.size);
+        if newest.is_none_or(|n| cp.size > n) {
+            history.push((cp, note.clone()));
+            append_to_history = true;
+        }
+    }
+    Ok((current, append_to_history))
+}
+
+/// Cuts the file at `path` to `len` bytes and syncs it.
+fn truncate_durable(path: &Path, len: u64) -> Result<(), StoreError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.set_len(len).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))?;
+    Ok(())
 }
 
 type History = Vec<(Checkpoint, String)>;

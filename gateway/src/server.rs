@@ -61,22 +61,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let mut metrics = Metrics::new();
     metrics.register_keys(keys.clone());
     let state = State::build(config, &metrics, &keys)?;
-    let audit = match &state.config.audit {
-        None => None,
-        Some(a) => Some(
-            // Opening may block (recovery, a PostgreSQL client with its own
-            // runtime): keep it off the async worker.
-            tokio::task::block_in_place(|| crate::audit_event::AuditLog::open(a, &keys)).map_err(
-                |e| ConfigError {
-                    file: state.config.path.clone(),
-                    issues: vec![config::Issue {
-                        key: "audit".into(),
-                        reason: crate::respond::error_chain(&e),
-                    }],
-                },
-            )?,
-        ),
-    };
+    let audit = open_audit(&state.config, &keys)?;
     let auth = crate::authn::Auth::new(&state.config, &keys, audit.clone())
         .await
         .map_err(|reason| ConfigError {
@@ -87,42 +72,14 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             }],
         })?
         .map(Arc::new);
-    let signer = match &state.config.signing {
-        None => None,
-        Some(s) => Some(Arc::new(
-            tokio::task::block_in_place(|| Signer::new(s, &keys, audit.clone(), &mut metrics))
-                .map_err(|reason| ConfigError {
-                    file: state.config.path.clone(),
-                    issues: vec![config::Issue {
-                        key: "signing".into(),
-                        reason,
-                    }],
-                })?,
-        )),
-    };
+    let signer = open_signer(&state.config, &keys, audit.clone(), &mut metrics)?;
     let policy = state
         .config
         .policies
         .as_ref()
         .map(|p| crate::policy::PolicyRuntime::start(p, audit.clone()));
     if let Some(a) = &audit {
-        a.lifecycle(
-            "gateway.start",
-            stadttor_audit::event::Outcome::Success,
-            None,
-        );
-        if let Some(every) = state.config.audit.as_ref().map(|c| c.key_use_interval) {
-            let (a, keys) = (a.clone(), keys.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await; // the first tick is immediate
-                loop {
-                    tick.tick().await;
-                    a.key_use(&keys.usage_since_last_report());
-                }
-            });
-        }
+        announce_start(&state.config, a, &keys);
     }
     let officers = crate::admin::officer::Officers::new(&state.config)
         .map_err(|e| ConfigError {
@@ -134,42 +91,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
         })?
         .map(Arc::new);
     let admin_tls = admin_tls_config(&state.config, &keys)?;
-    let mut sockets = Vec::new();
-    let mut bound = Bound {
-        listeners: Vec::new(),
-        admin: None,
-        admin_https: state.config.admin_tls.is_some(),
-    };
-    for l in &state.config.listeners {
-        let sock = TcpListener::bind(l.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                what: format!("listener `{}`", l.name),
-                addr: l.listen,
-                source,
-            })?;
-        let addr = sock.local_addr().map_err(|source| ServeError::Bind {
-            what: format!("listener `{}`", l.name),
-            addr: l.listen,
-            source,
-        })?;
-        bound.listeners.push((l.name.clone(), addr));
-        sockets.push(sock);
-    }
-    let admin = match state.config.admin {
-        None => None,
-        Some(addr) => {
-            let sock = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    what: "admin listener".into(),
-                    addr,
-                    source,
-                })?;
-            bound.admin = sock.local_addr().ok();
-            Some(sock)
-        }
-    };
+    let (sockets, admin, bound) = bind_all(&state.config).await?;
     let limits = ConnLimits::new(&state.config.server);
     // Handlers are installed before the sockets are announced: a SIGHUP
     // that follows the "listening" line at once must reload, not kill.
@@ -197,6 +119,119 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
         bound,
         limits,
     })
+}
+
+/// Opens the audit log if `[audit]` is configured; errors name the
+/// `audit` key.
+fn open_audit(
+    config: &Config,
+    keys: &Keys,
+) -> Result<Option<Arc<crate::audit_event::AuditLog>>, ConfigError> {
+    let Some(a) = &config.audit else {
+        return Ok(None);
+    };
+    // Opening may block (recovery, a PostgreSQL client with its own
+    // runtime): keep it off the async worker.
+    let log = tokio::task::block_in_place(|| crate::audit_event::AuditLog::open(a, keys)).map_err(
+        |e| ConfigError {
+            file: config.path.clone(),
+            issues: vec![config::Issue {
+                key: "audit".into(),
+                reason: crate::respond::error_chain(&e),
+            }],
+        },
+    )?;
+    Ok(Some(log))
+}
+
+/// Creates the signer if `[signing]` is configured; errors name the
+/// `signing` key.
+fn open_signer(
+    config: &Config,
+    keys: &Keys,
+    audit: Option<Arc<crate::audit_event::AuditLog>>,
+    metrics: &mut Metrics,
+) -> Result<Option<Arc<Signer>>, ConfigError> {
+    let Some(s) = &config.signing else {
+        return Ok(None);
+    };
+    let signer =
+        tokio::task::block_in_place(|| Signer::new(s, keys, audit, metrics)).map_err(|reason| {
+            ConfigError {
+                file: config.path.clone(),
+                issues: vec![config::Issue {
+                    key: "signing".into(),
+                    reason,
+                }],
+            }
+        })?;
+    Ok(Some(Arc::new(signer)))
+}
+
+/// Records the `gateway.start` audit event and starts the periodic
+/// key-use reports.
+fn announce_start(config: &Config, a: &Arc<crate::audit_event::AuditLog>, keys: &Arc<Keys>) {
+    a.lifecycle(
+        "gateway.start",
+        stadttor_audit::event::Outcome::Success,
+        None,
+    );
+    if let Some(every) = config.audit.as_ref().map(|c| c.key_use_interval) {
+        let (a, keys) = (a.clone(), keys.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is immediate
+            loop {
+                tick.tick().await;
+                a.key_use(&keys.usage_since_last_report());
+            }
+        });
+    }
+}
+
+/// Binds every public listener and the admin listener; returns the
+/// sockets and the addresses actually bound.
+async fn bind_all(
+    config: &Config,
+) -> Result<(Vec<TcpListener>, Option<TcpListener>, Bound), ServeError> {
+    let mut sockets = Vec::new();
+    let mut bound = Bound {
+        listeners: Vec::new(),
+        admin: None,
+        admin_https: config.admin_tls.is_some(),
+    };
+    for l in &config.listeners {
+        let sock = TcpListener::bind(l.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                what: format!("listener `{}`", l.name),
+                addr: l.listen,
+                source,
+            })?;
+        let addr = sock.local_addr().map_err(|source| ServeError::Bind {
+            what: format!("listener `{}`", l.name),
+            addr: l.listen,
+            source,
+        })?;
+        bound.listeners.push((l.name.clone(), addr));
+        sockets.push(sock);
+    }
+    let admin = match config.admin {
+        None => None,
+        Some(addr) => {
+            let sock = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    what: "admin listener".into(),
+                    addr,
+                    source,
+                })?;
+            bound.admin = sock.local_addr().ok();
+            Some(sock)
+        }
+    };
+    Ok((sockets, admin, bound))
 }
 
 /// The admin listener's TLS configuration (`[admin.tls]`), HTTP/1.1 only;
@@ -371,100 +406,7 @@ pub fn reload(shared: &Shared) {
     let current = shared.state.load_full();
     let path = current.config.path.clone();
     let result = config::load(&path).and_then(|new| {
-        let old_l: Vec<_> = current
-            .config
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.listen))
-            .collect();
-        let new_l: Vec<_> = new
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.listen))
-            .collect();
-        if current.config.signing != new.signing {
-            return Err(ConfigError {
-                file: path.clone(),
-                issues: vec![config::Issue {
-                    key: "signing".into(),
-                    reason: "the [signing] settings changed; that needs a restart".into(),
-                }],
-            });
-        }
-        if format!("{:?}", current.config.identity) != format!("{:?}", new.identity) {
-            return Err(ConfigError {
-                file: path.clone(),
-                issues: vec![config::Issue {
-                    key: "identity".into(),
-                    reason: "the [identity] settings changed; that needs a restart".into(),
-                }],
-            });
-        }
-        if current.config.policies != new.policies {
-            return Err(ConfigError {
-                file: path.clone(),
-                issues: vec![config::Issue {
-                    key: "policies".into(),
-                    reason: "the [policies] settings changed; that needs a restart".into(),
-                }],
-            });
-        }
-        if format!(
-            "{:?}{:?}",
-            current.config.admin_tls, current.config.officers
-        ) != format!("{:?}{:?}", new.admin_tls, new.officers)
-        {
-            return Err(ConfigError {
-                file: path.clone(),
-                issues: vec![config::Issue {
-                    key: "admin".into(),
-                    reason: "the admin listener's TLS or officer settings changed; that needs a \
-                             restart"
-                        .into(),
-                }],
-            });
-        }
-        if current.config.audit != new.audit {
-            return Err(ConfigError {
-                file: path.clone(),
-                issues: vec![config::Issue {
-                    key: "audit".into(),
-                    reason: "the audit log settings changed; that needs a restart".into(),
-                }],
-            });
-        }
-        if format!("{:?}", current.config.keys) != format!("{:?}", new.keys) {
-            return Err(ConfigError {
-                file: path.clone(),
-                issues: vec![config::Issue {
-                    key: "keys".into(),
-                    reason: "the key store settings changed; that needs a restart".into(),
-                }],
-            });
-        }
-        let restart = restart_needed(&current.config.server, &new.server);
-        if !restart.is_empty() {
-            return Err(ConfigError {
-                file: path.clone(),
-                issues: restart
-                    .into_iter()
-                    .map(|k| config::Issue {
-                        key: format!("server.{k}"),
-                        reason: "changed; this setting is fixed at start-up and needs a restart"
-                            .into(),
-                    })
-                    .collect(),
-            });
-        }
-        if old_l != new_l || current.config.admin != new.admin {
-            return Err(ConfigError {
-                file: path.clone(),
-                issues: vec![config::Issue {
-                    key: "listeners".into(),
-                    reason: "listener names or addresses changed; that needs a restart".into(),
-                }],
-            });
-        }
+        check_reloadable(&current.config, &new)?;
         State::build(new, &shared.metrics, &shared.keys)
     });
     match result {
@@ -492,4 +434,96 @@ pub fn reload(shared: &Shared) {
             tracing::error!(error = %e, "reload rejected; the previous configuration keeps serving");
         }
     }
+}
+
+/// A reload error at `key` of `current`'s file: the setting needs a restart.
+fn needs_restart(current: &Config, key: &str, reason: &str) -> ConfigError {
+    ConfigError {
+        file: current.path.clone(),
+        issues: vec![config::Issue {
+            key: key.into(),
+            reason: reason.into(),
+        }],
+    }
+}
+
+/// Rejects a reload from `current` to `new` that changes anything fixed at
+/// start-up (signing, identity, policies, admin TLS and officers, audit,
+/// key store, fixed server settings, listeners).
+fn check_reloadable(current: &Config, new: &Config) -> Result<(), ConfigError> {
+    let old_l: Vec<_> = current
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.listen))
+        .collect();
+    let new_l: Vec<_> = new
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.listen))
+        .collect();
+    if current.signing != new.signing {
+        return Err(needs_restart(
+            current,
+            "signing",
+            "the [signing] settings changed; that needs a restart",
+        ));
+    }
+    if format!("{:?}", current.identity) != format!("{:?}", new.identity) {
+        return Err(needs_restart(
+            current,
+            "identity",
+            "the [identity] settings changed; that needs a restart",
+        ));
+    }
+    if current.policies != new.policies {
+        return Err(needs_restart(
+            current,
+            "policies",
+            "the [policies] settings changed; that needs a restart",
+        ));
+    }
+    if format!("{:?}{:?}", current.admin_tls, current.officers)
+        != format!("{:?}{:?}", new.admin_tls, new.officers)
+    {
+        return Err(needs_restart(
+            current,
+            "admin",
+            "the admin listener's TLS or officer settings changed; that needs a restart",
+        ));
+    }
+    if current.audit != new.audit {
+        return Err(needs_restart(
+            current,
+            "audit",
+            "the audit log settings changed; that needs a restart",
+        ));
+    }
+    if format!("{:?}", current.keys) != format!("{:?}", new.keys) {
+        return Err(needs_restart(
+            current,
+            "keys",
+            "the key store settings changed; that needs a restart",
+        ));
+    }
+    let restart = restart_needed(&current.server, &new.server);
+    if !restart.is_empty() {
+        return Err(ConfigError {
+            file: current.path.clone(),
+            issues: restart
+                .into_iter()
+                .map(|k| config::Issue {
+                    key: format!("server.{k}"),
+                    reason: "changed; this setting is fixed at start-up and needs a restart".into(),
+                })
+                .collect(),
+        });
+    }
+    if old_l != new_l || current.admin != new.admin {
+        return Err(needs_restart(
+            current,
+            "listeners",
+            "listener names or addresses changed; that needs a restart",
+        ));
+    }
+    Ok(())
 }

@@ -217,15 +217,7 @@ pub fn verify_detached(cms: &[u8], detached: Option<&[u8]>) -> Result<Verified, 
         Some(t) => Some(der::read_exact(t.value, tag::OCTET_STRING)?.value.to_vec()),
         None => None,
     };
-    let mut certificates = Vec::new();
-    if let Some(certs) = r.optional(0xa0)? {
-        let mut c = Reader::new(certs.value);
-        while let Some(t) = c.any()? {
-            if t.tag == tag::SEQUENCE {
-                certificates.push(t.raw.to_vec());
-            }
-        }
-    }
+    let certificates = read_certificates(r.optional(0xa0)?)?;
     r.optional(0xa1)?;
     let infos = r.expect(tag::SET)?;
     let mut s = Reader::new(infos.value);
@@ -252,32 +244,12 @@ pub fn verify_detached(cms: &[u8], detached: Option<&[u8]>) -> Result<Verified, 
     let signature = r.expect(tag::OCTET_STRING)?.value;
     let unsigned = r.optional(0xa1)?;
 
-    let mut message_digest = None;
-    let mut attr_content_type = None;
-    let mut signing_time = None;
-    let mut signing_certificate_v2 = false;
-    let mut a = Reader::new(signed.value);
-    while let Some(attr) = a.any()? {
-        let mut f = Reader::new(attr.value);
-        let t = f.expect(tag::OID)?.value;
-        let values = f.expect(tag::SET)?;
-        let mut v = Reader::new(values.value);
-        let first = v.any()?.ok_or_else(|| mal("attribute without a value"))?;
-        match t {
-            oid::MESSAGE_DIGEST => message_digest = Some(first.value),
-            oid::CONTENT_TYPE => attr_content_type = Some(first.value),
-            oid::SIGNING_TIME => signing_time = Some(first.raw.to_vec()),
-            oid::SIGNING_CERTIFICATE_V2 => {
-                signing_certificate_v2 = ess_names(first, &signer)?;
-            }
-            _ => {}
-        }
-    }
-    if attr_content_type != Some(content_type.as_slice()) {
+    let attrs = read_signed_attributes(signed, &signer)?;
+    if attrs.content_type != Some(content_type.as_slice()) {
         return Err(bad("the contentType attribute does not match the content"));
     }
     let computed = ring::digest::digest(digest, content);
-    if message_digest != Some(computed.as_ref()) {
+    if attrs.message_digest != Some(computed.as_ref()) {
         return Err(bad(
             "the content's digest does not match the signed messageDigest",
         ));
@@ -287,6 +259,83 @@ pub fn verify_detached(cms: &[u8], detached: Option<&[u8]>) -> Result<Verified, 
     let spki = spki_of_cert(&signer)?;
     verify_with(sig_alg, &spki, &to_verify, signature)?;
 
+    let timestamp = read_timestamp(unsigned, signature)?;
+    Ok(Verified {
+        signer,
+        certificates,
+        content_type,
+        content: econtent,
+        signing_time: attrs.signing_time,
+        signing_certificate_v2: attrs.signing_certificate_v2,
+        timestamp,
+    })
+}
+
+/// Collects the DER of each certificate in the `certificates` field, if
+/// present (other certificate choices are skipped).
+fn read_certificates(certs: Option<Tlv<'_>>) -> Result<Vec<Vec<u8>>, Error> {
+    let mut certificates = Vec::new();
+    if let Some(certs) = certs {
+        let mut c = Reader::new(certs.value);
+        while let Some(t) = c.any()? {
+            if t.tag == tag::SEQUENCE {
+                certificates.push(t.raw.to_vec());
+            }
+        }
+    }
+    Ok(certificates)
+}
+
+/// The signed attributes the verifier looks at.
+struct SignedAttributes<'a> {
+    /// The `messageDigest` value.
+    message_digest: Option<&'a [u8]>,
+    /// The `contentType` value.
+    content_type: Option<&'a [u8]>,
+    /// The raw `signingTime` value.
+    signing_time: Option<Vec<u8>>,
+    /// Whether `signingCertificateV2` names the signer.
+    signing_certificate_v2: bool,
+}
+
+/// Reads the signed attributes, checking `signingCertificateV2` against
+/// the `signer` certificate.
+fn read_signed_attributes<'a>(
+    signed: Tlv<'a>,
+    signer: &[u8],
+) -> Result<SignedAttributes<'a>, Error> {
+    let mut attrs = SignedAttributes {
+        message_digest: None,
+        content_type: None,
+        signing_time: None,
+        signing_certificate_v2: false,
+    };
+    let mut a = Reader::new(signed.value);
+    while let Some(attr) = a.any()? {
+        let mut f = Reader::new(attr.value);
+        let t = f.expect(tag::OID)?.value;
+        let values = f.expect(tag::SET)?;
+        let mut v = Reader::new(values.value);
+        let first = v.any()?.ok_or_else(|| mal("attribute without a value"))?;
+        match t {
+            oid::MESSAGE_DIGEST => attrs.message_digest = Some(first.value),
+            oid::CONTENT_TYPE => attrs.content_type = Some(first.value),
+            oid::SIGNING_TIME => attrs.signing_time = Some(first.raw.to_vec()),
+            oid::SIGNING_CERTIFICATE_V2 => {
+                attrs.signing_certificate_v2 = ess_names(first, signer)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(attrs)
+}
+
+/// Verifies each signature timestamp token among the unsigned attributes
+/// against `signature`; returns the last one's info, if any.
+fn read_timestamp(
+    unsigned: Option<Tlv<'_>>,
+    signature: &[u8],
+) -> Result<Option<tsa::TstInfo>, Error> {
     let mut timestamp = None;
     if let Some(u) = unsigned {
         let mut a = Reader::new(u.value);
@@ -304,15 +353,7 @@ pub fn verify_detached(cms: &[u8], detached: Option<&[u8]>) -> Result<Verified, 
             }
         }
     }
-    Ok(Verified {
-        signer,
-        certificates,
-        content_type,
-        content: econtent,
-        signing_time,
-        signing_certificate_v2,
-        timestamp,
-    })
+    Ok(timestamp)
 }
 
 fn find_signer(certificates: &[Vec<u8>], sid: Tlv<'_>) -> Result<Vec<u8>, Error> {

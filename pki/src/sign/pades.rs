@@ -114,6 +114,11 @@ struct Prepared {
 
 const BYTE_RANGE_PLACEHOLDER: &[u8] = b"[0 0000000000 0000000000 0000000000]";
 
+/// An object to (re)write in the update: number, generation, value.
+type PendingObject = (u32, u16, Object);
+
+/// Builds the incremental update that adds an invisible signature field
+/// on page 1 of `pdf`, with placeholders for `/ByteRange` and `/Contents`.
 fn prepare(pdf: &[u8], opts: &PadesOptions<'_>, reserve: usize) -> Result<Prepared, Error> {
     let doc = Pdf::parse(pdf)?;
     let root_ref = match doc.trailer.get("Root") {
@@ -123,30 +128,7 @@ fn prepare(pdf: &[u8], opts: &PadesOptions<'_>, reserve: usize) -> Result<Prepar
     let Object::Dict(mut catalog) = doc.get(root_ref)? else {
         return Err(err("catalog is not a dictionary"));
     };
-    // Page 1: first leaf of the page tree.
-    let mut node_ref = match catalog.get("Pages") {
-        Some(Object::Ref(n, _)) => *n,
-        _ => return Err(err("catalog without /Pages reference")),
-    };
-    let (page_ref, mut page) = 'walk: {
-        for _ in 0..64 {
-            let Object::Dict(node) = doc.get(node_ref)? else {
-                return Err(err("page tree node is not a dictionary"));
-            };
-            if node.is_name("Type", "Page") {
-                break 'walk (node_ref, node);
-            }
-            let kids = doc.resolve(node.get("Kids").unwrap_or(&Object::Null))?;
-            match kids {
-                Object::Array(k) => match k.first() {
-                    Some(Object::Ref(n, _)) => node_ref = *n,
-                    _ => return Err(err("page tree node without kids")),
-                },
-                _ => return Err(err("page tree node without /Kids")),
-            }
-        }
-        return Err(err("page tree too deep"));
-    };
+    let (page_ref, mut page) = first_page(&doc, &catalog)?;
 
     let mut next = doc.size()?;
     let mut alloc = || {
@@ -158,9 +140,80 @@ fn prepare(pdf: &[u8], opts: &PadesOptions<'_>, reserve: usize) -> Result<Prepar
     let field_num = alloc();
     let field_ref = Object::Ref(field_num, 0);
     // Objects to (re)write, in order.
-    let mut objects: Vec<(u32, u16, Object)> = Vec::new();
+    let mut objects: Vec<PendingObject> = Vec::new();
 
     // /Annots of page 1.
+    add_to_annots(&doc, &mut page, &field_ref, &mut objects)?;
+    objects.push((page_ref, doc.generation(page_ref), Object::Dict(page)));
+
+    // The AcroForm.
+    let catalog_changed =
+        add_to_acroform(&doc, &mut catalog, &field_ref, &mut objects, &mut alloc)?;
+    if catalog_changed {
+        objects.push((root_ref, doc.generation(root_ref), Object::Dict(catalog)));
+    }
+
+    // The field, merged with its widget annotation.
+    let field = signature_field(sig_num, page_ref, doc.generation(page_ref));
+    objects.push((field_num, 0, Object::Dict(field)));
+
+    // Write: original, then objects, the signature dictionary first.
+    let mut out = Vec::with_capacity(pdf.len() + 2 * reserve + 4096);
+    out.extend_from_slice(pdf);
+    if !pdf.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    let mut offsets: Vec<(u32, u16, usize)> = Vec::new();
+    offsets.push((sig_num, 0, out.len()));
+    let (byte_range, contents) = write_signature_dict(&mut out, sig_num, opts, reserve);
+    for (num, generation, obj) in &objects {
+        offsets.push((*num, *generation, out.len()));
+        out.extend_from_slice(format!("{num} {generation} obj\n").as_bytes());
+        obj.write(&mut out);
+        out.extend_from_slice(b"\nendobj\n");
+    }
+    write_xref(&doc, &mut out, &mut offsets, &mut alloc)?;
+    Ok(Prepared {
+        out,
+        byte_range,
+        contents,
+    })
+}
+
+/// Finds page 1, the first leaf of the page tree under `catalog`, and
+/// returns its object number and dictionary.
+fn first_page(doc: &Pdf<'_>, catalog: &Dict) -> Result<(u32, Dict), Error> {
+    let mut node_ref = match catalog.get("Pages") {
+        Some(Object::Ref(n, _)) => *n,
+        _ => return Err(err("catalog without /Pages reference")),
+    };
+    for _ in 0..64 {
+        let Object::Dict(node) = doc.get(node_ref)? else {
+            return Err(err("page tree node is not a dictionary"));
+        };
+        if node.is_name("Type", "Page") {
+            return Ok((node_ref, node));
+        }
+        let kids = doc.resolve(node.get("Kids").unwrap_or(&Object::Null))?;
+        match kids {
+            Object::Array(k) => match k.first() {
+                Some(Object::Ref(n, _)) => node_ref = *n,
+                _ => return Err(err("page tree node without kids")),
+            },
+            _ => return Err(err("page tree node without /Kids")),
+        }
+    }
+    Err(err("page tree too deep"))
+}
+
+/// Appends `field_ref` to the page's `/Annots`, rewriting an indirect
+/// annotations array as its own object in `objects`.
+fn add_to_annots(
+    doc: &Pdf<'_>,
+    page: &mut Dict,
+    field_ref: &Object,
+    objects: &mut Vec<PendingObject>,
+) -> Result<(), Error> {
     match page.get("Annots").cloned() {
         None | Some(Object::Null) => page.set("Annots", Object::Array(vec![field_ref.clone()])),
         Some(Object::Array(mut a)) => {
@@ -176,56 +229,73 @@ fn prepare(pdf: &[u8], opts: &PadesOptions<'_>, reserve: usize) -> Result<Prepar
         }
         Some(_) => return Err(err("/Annots is not an array")),
     }
-    objects.push((page_ref, doc.generation(page_ref), Object::Dict(page)));
+    Ok(())
+}
 
-    // The AcroForm.
-    let add_field = |form: &mut Dict, objects: &mut Vec<(u32, u16, Object)>| -> Result<(), Error> {
-        match form.get("Fields").cloned() {
-            None | Some(Object::Null) => form.set("Fields", Object::Array(vec![field_ref.clone()])),
-            Some(Object::Array(mut a)) => {
-                a.push(field_ref.clone());
-                form.set("Fields", Object::Array(a));
-            }
-            Some(Object::Ref(n, _)) => {
-                let Object::Array(mut a) = doc.get(n)? else {
-                    return Err(err("/Fields is not an array"));
-                };
-                a.push(field_ref.clone());
-                objects.push((n, doc.generation(n), Object::Array(a)));
-            }
-            Some(_) => return Err(err("/Fields is not an array")),
+/// Appends `field_ref` to the form's `/Fields` (rewriting an indirect
+/// fields array in `objects`) and sets `/SigFlags 3`.
+fn add_field(
+    doc: &Pdf<'_>,
+    form: &mut Dict,
+    field_ref: &Object,
+    objects: &mut Vec<PendingObject>,
+) -> Result<(), Error> {
+    match form.get("Fields").cloned() {
+        None | Some(Object::Null) => form.set("Fields", Object::Array(vec![field_ref.clone()])),
+        Some(Object::Array(mut a)) => {
+            a.push(field_ref.clone());
+            form.set("Fields", Object::Array(a));
         }
-        form.set("SigFlags", Object::Int(3));
-        Ok(())
-    };
-    let mut catalog_changed = false;
+        Some(Object::Ref(n, _)) => {
+            let Object::Array(mut a) = doc.get(n)? else {
+                return Err(err("/Fields is not an array"));
+            };
+            a.push(field_ref.clone());
+            objects.push((n, doc.generation(n), Object::Array(a)));
+        }
+        Some(_) => return Err(err("/Fields is not an array")),
+    }
+    form.set("SigFlags", Object::Int(3));
+    Ok(())
+}
+
+/// Adds the field to the catalog's AcroForm, creating one (with a number
+/// from `alloc`) if there is none. Returns whether the catalog changed.
+fn add_to_acroform(
+    doc: &Pdf<'_>,
+    catalog: &mut Dict,
+    field_ref: &Object,
+    objects: &mut Vec<PendingObject>,
+    alloc: &mut dyn FnMut() -> u32,
+) -> Result<bool, Error> {
     match catalog.get("AcroForm").cloned() {
         Some(Object::Ref(n, _)) => {
             let Object::Dict(mut form) = doc.get(n)? else {
                 return Err(err("/AcroForm is not a dictionary"));
             };
-            add_field(&mut form, &mut objects)?;
+            add_field(doc, &mut form, field_ref, objects)?;
             objects.push((n, doc.generation(n), Object::Dict(form)));
+            Ok(false)
         }
         Some(Object::Dict(mut form)) => {
-            add_field(&mut form, &mut objects)?;
+            add_field(doc, &mut form, field_ref, objects)?;
             catalog.set("AcroForm", Object::Dict(form));
-            catalog_changed = true;
+            Ok(true)
         }
         _ => {
             let n = alloc();
             let mut form = Dict::default();
-            add_field(&mut form, &mut objects)?;
+            add_field(doc, &mut form, field_ref, objects)?;
             objects.push((n, 0, Object::Dict(form)));
             catalog.set("AcroForm", Object::Ref(n, 0));
-            catalog_changed = true;
+            Ok(true)
         }
     }
-    if catalog_changed {
-        objects.push((root_ref, doc.generation(root_ref), Object::Dict(catalog)));
-    }
+}
 
-    // The field, merged with its widget annotation.
+/// The invisible signature field, merged with its widget annotation on
+/// the page `page_ref` (generation `page_gen`), with value `sig_num`.
+fn signature_field(sig_num: u32, page_ref: u32, page_gen: u16) -> Dict {
     let mut field = Dict::default();
     field.set("Type", Object::Name(b"/Annot".to_vec()));
     field.set("Subtype", Object::Name(b"/Widget".to_vec()));
@@ -242,16 +312,19 @@ fn prepare(pdf: &[u8], opts: &PadesOptions<'_>, reserve: usize) -> Result<Prepar
             Object::Int(0),
         ]),
     );
-    field.set("P", Object::Ref(page_ref, doc.generation(page_ref)));
-    objects.push((field_num, 0, Object::Dict(field)));
+    field.set("P", Object::Ref(page_ref, page_gen));
+    field
+}
 
-    // Write: original, then objects, the signature dictionary first.
-    let mut out = Vec::with_capacity(pdf.len() + 2 * reserve + 4096);
-    out.extend_from_slice(pdf);
-    if !pdf.ends_with(b"\n") {
-        out.push(b'\n');
-    }
-    let mut offsets: Vec<(u32, u16, usize)> = Vec::new();
+/// Writes the signature dictionary `sig_num` with placeholders reserving
+/// `reserve` bytes for the signature. Returns the byte ranges of the
+/// `/ByteRange` and `/Contents` placeholders.
+fn write_signature_dict(
+    out: &mut Vec<u8>,
+    sig_num: u32,
+    opts: &PadesOptions<'_>,
+    reserve: usize,
+) -> ((usize, usize), (usize, usize)) {
     let t = opts
         .signing_time
         .unwrap_or_else(time::OffsetDateTime::now_utc)
@@ -265,15 +338,14 @@ fn prepare(pdf: &[u8], opts: &PadesOptions<'_>, reserve: usize) -> Result<Prepar
         t.minute(),
         t.second()
     );
-    offsets.push((sig_num, 0, out.len()));
     out.extend_from_slice(format!("{sig_num} 0 obj\n<</Type /Sig /Filter /Adobe.PPKLite /SubFilter /ETSI.CAdES.detached /M {m}").as_bytes());
     if let Some(r) = opts.reason {
         out.extend_from_slice(b" /Reason ");
-        text_string(r).write(&mut out);
+        text_string(r).write(out);
     }
     if let Some(l) = opts.location {
         out.extend_from_slice(b" /Location ");
-        text_string(l).write(&mut out);
+        text_string(l).write(out);
     }
     out.extend_from_slice(b" /ByteRange ");
     let br_start = out.len();
@@ -286,18 +358,7 @@ fn prepare(pdf: &[u8], opts: &PadesOptions<'_>, reserve: usize) -> Result<Prepar
     out.push(b'>');
     let c_end = out.len();
     out.extend_from_slice(b">>\nendobj\n");
-    for (num, generation, obj) in &objects {
-        offsets.push((*num, *generation, out.len()));
-        out.extend_from_slice(format!("{num} {generation} obj\n").as_bytes());
-        obj.write(&mut out);
-        out.extend_from_slice(b"\nendobj\n");
-    }
-    write_xref(&doc, &mut out, &mut offsets, &mut alloc)?;
-    Ok(Prepared {
-        out,
-        byte_range: (br_start, br_end),
-        contents: (c_start, c_end),
-    })
+    ((br_start, br_end), (c_start, c_end))
 }
 
 fn write_xref(

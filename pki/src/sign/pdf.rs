@@ -182,6 +182,7 @@ impl<'a> Lexer<'a> {
             .ok_or_else(|| err(format!("expected a number at byte {}", self.i)))
     }
 
+    /// Parses one object at the cursor; `depth` bounds nesting.
     fn object(&mut self, depth: u32) -> Result<Object, Error> {
         if depth > 64 {
             return Err(err("objects nested too deeply"));
@@ -195,112 +196,130 @@ impl<'a> Lexer<'a> {
                 self.regular();
                 Ok(Object::Name(self.s[start..self.i].to_vec()))
             }
-            Some(b'(') => {
-                let mut level = 0usize;
-                loop {
-                    match self.peek() {
-                        None => return Err(err("unterminated string")),
-                        Some(b'\\') => self.i += 2,
-                        Some(b'(') => {
-                            level += 1;
-                            self.i += 1;
-                        }
-                        Some(b')') => {
-                            level -= 1;
-                            self.i += 1;
-                            if level == 0 {
-                                break;
-                            }
-                        }
-                        Some(_) => self.i += 1,
-                    }
-                }
-                Ok(Object::Str(self.s[start..self.i].to_vec()))
-            }
-            Some(b'<') if self.s.get(self.i + 1) == Some(&b'<') => {
-                self.i += 2;
-                let mut d = Dict::default();
-                loop {
-                    self.skip_ws();
-                    match self.peek() {
-                        Some(b'>') if self.s.get(self.i + 1) == Some(&b'>') => {
-                            self.i += 2;
-                            return Ok(Object::Dict(d));
-                        }
-                        Some(b'/') => {
-                            let Object::Name(k) = self.object(depth + 1)? else {
-                                return Err(err("bad dictionary key"));
-                            };
-                            let v = self.object(depth + 1)?;
-                            d.0.push((k, v));
-                        }
-                        _ => return Err(err(format!("bad dictionary at byte {}", self.i))),
-                    }
-                }
-            }
-            Some(b'<') => {
-                while self.peek().is_some_and(|c| c != b'>') {
+            Some(b'(') => self.literal_string(start),
+            Some(b'<') if self.s.get(self.i + 1) == Some(&b'<') => self.dict(depth),
+            Some(b'<') => self.hex_string(start),
+            Some(b'[') => self.array(depth),
+            Some(_) => self.token(),
+        }
+    }
+
+    /// Parses a literal string `( … )` starting at `start` (the cursor),
+    /// balancing nested parentheses; keeps it raw, delimiters included.
+    fn literal_string(&mut self, start: usize) -> Result<Object, Error> {
+        let mut level = 0usize;
+        loop {
+            match self.peek() {
+                None => return Err(err("unterminated string")),
+                Some(b'\\') => self.i += 2,
+                Some(b'(') => {
+                    level += 1;
                     self.i += 1;
                 }
-                if self.peek().is_none() {
-                    return Err(err("unterminated hex string"));
-                }
-                self.i += 1;
-                Ok(Object::Str(self.s[start..self.i].to_vec()))
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                loop {
-                    self.skip_ws();
-                    if self.peek() == Some(b']') {
-                        self.i += 1;
-                        return Ok(Object::Array(items));
+                Some(b')') => {
+                    level -= 1;
+                    self.i += 1;
+                    if level == 0 {
+                        break;
                     }
-                    items.push(self.object(depth + 1)?);
                 }
-            }
-            Some(_) => {
-                let t = self.regular();
-                match t {
-                    b"true" => return Ok(Object::Bool(true)),
-                    b"false" => return Ok(Object::Bool(false)),
-                    b"null" => return Ok(Object::Null),
-                    _ => {}
-                }
-                if t.is_empty() {
-                    return Err(err(format!("unexpected byte at {}", self.i)));
-                }
-                let text = std::str::from_utf8(t).map_err(|_| err("bad number"))?;
-                if let Ok(n) = text.parse::<i64>() {
-                    // `N G R`?
-                    let save = self.i;
-                    if n >= 0 {
-                        if let Ok(g) = self.uint() {
-                            self.skip_ws();
-                            if self.peek() == Some(b'R')
-                                && self
-                                    .s
-                                    .get(self.i + 1)
-                                    .is_none_or(|c| is_ws(*c) || is_delim(*c))
-                            {
-                                self.i += 1;
-                                return Ok(Object::Ref(
-                                    u32::try_from(n).map_err(|_| err("object number"))?,
-                                    u16::try_from(g).map_err(|_| err("generation"))?,
-                                ));
-                            }
-                        }
-                    }
-                    self.i = save;
-                    return Ok(Object::Int(n));
-                }
-                if text.parse::<f64>().is_ok() {
-                    return Ok(Object::Real(t.to_vec()));
-                }
-                Err(err(format!("unknown token `{text}`")))
+                Some(_) => self.i += 1,
             }
         }
+        Ok(Object::Str(self.s[start..self.i].to_vec()))
+    }
+
+    /// Parses a dictionary `<< … >>` at the cursor; values at `depth + 1`.
+    fn dict(&mut self, depth: u32) -> Result<Object, Error> {
+        self.i += 2;
+        let mut d = Dict::default();
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                Some(b'>') if self.s.get(self.i + 1) == Some(&b'>') => {
+                    self.i += 2;
+                    return Ok(Object::Dict(d));
+                }
+                Some(b'/') => {
+                    let Object::Name(k) = self.object(depth + 1)? else {
+                        return Err(err("bad dictionary key"));
+                    };
+                    let v = self.object(depth + 1)?;
+                    d.0.push((k, v));
+                }
+                _ => return Err(err(format!("bad dictionary at byte {}", self.i))),
+            }
+        }
+    }
+
+    /// Parses a hex string `< … >` starting at `start` (the cursor); keeps
+    /// it raw, delimiters included.
+    fn hex_string(&mut self, start: usize) -> Result<Object, Error> {
+        while self.peek().is_some_and(|c| c != b'>') {
+            self.i += 1;
+        }
+        if self.peek().is_none() {
+            return Err(err("unterminated hex string"));
+        }
+        self.i += 1;
+        Ok(Object::Str(self.s[start..self.i].to_vec()))
+    }
+
+    /// Parses an array `[ … ]` at the cursor; items at `depth + 1`.
+    fn array(&mut self, depth: u32) -> Result<Object, Error> {
+        self.i += 1;
+        let mut items = Vec::new();
+        loop {
+            self.skip_ws();
+            if self.peek() == Some(b']') {
+                self.i += 1;
+                return Ok(Object::Array(items));
+            }
+            items.push(self.object(depth + 1)?);
+        }
+    }
+
+    /// Parses a bare token at the cursor: `true`, `false`, `null`, an
+    /// integer, an indirect reference `N G R`, or a real number.
+    fn token(&mut self) -> Result<Object, Error> {
+        let t = self.regular();
+        match t {
+            b"true" => return Ok(Object::Bool(true)),
+            b"false" => return Ok(Object::Bool(false)),
+            b"null" => return Ok(Object::Null),
+            _ => {}
+        }
+        if t.is_empty() {
+            return Err(err(format!("unexpected byte at {}", self.i)));
+        }
+        let text = std::str::from_utf8(t).map_err(|_| err("bad number"))?;
+        if let Ok(n) = text.parse::<i64>() {
+            // `N G R`?
+            let save = self.i;
+            if n >= 0 {
+                if let Ok(g) = self.uint() {
+                    self.skip_ws();
+                    if self.peek() == Some(b'R')
+                        && self
+                            .s
+                            .get(self.i + 1)
+                            .is_none_or(|c| is_ws(*c) || is_delim(*c))
+                    {
+                        self.i += 1;
+                        return Ok(Object::Ref(
+                            u32::try_from(n).map_err(|_| err("object number"))?,
+                            u16::try_from(g).map_err(|_| err("generation"))?,
+                        ));
+                    }
+                }
+            }
+            self.i = save;
+            return Ok(Object::Int(n));
+        }
+        if text.parse::<f64>().is_ok() {
+            return Ok(Object::Real(t.to_vec()));
+        }
+        Err(err(format!("unknown token `{text}`")))
     }
 }
 
