@@ -102,7 +102,12 @@ async fn answer(
 ) -> Result<Response<ProxyBody>, Infallible> {
     if crate::admin::officer::owns(req.uri().path()) {
         if let Some(o) = shared.officers.clone() {
-            return Ok(crate::admin::officer::handle(shared, &o, req).await);
+            let ctx = crate::admin::officer::Context {
+                audit: shared.audit.clone(),
+                auth: shared.auth.clone(),
+                policy: shared.policy.clone(),
+            };
+            return Ok(crate::admin::officer::handle(ctx, &o, req).await);
         }
     }
     let (status, ctype, body) = match req.uri().path() {

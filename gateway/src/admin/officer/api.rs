@@ -8,10 +8,10 @@ use http::{Response, StatusCode};
 use serde::Deserialize;
 use stadttor_policies::{ChangeEvent, PolicySet, ProposalStatus, Workflow, WorkflowError};
 
+use super::Context;
 use super::{audit_changes, audit_refusal, blocking, status_of, OfficerSession, View};
 use crate::http::body::ProxyBody;
 use crate::respond::officer::{json, plain};
-use crate::runtime::Shared;
 
 /// Every policy version, as JSON.
 pub(super) async fn history_json(wf: Arc<Workflow>) -> Response<ProxyBody> {
@@ -75,7 +75,7 @@ struct RejectBody {
 }
 
 pub(super) async fn api_post(
-    shared: &Shared,
+    shared: &Context,
     wf: Arc<Workflow>,
     session: &OfficerSession,
     path: &str,

@@ -18,6 +18,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use stadttor_audit::event::{Event, Outcome};
 
+use super::Context;
 use super::{OfficerSession, Officers, LOGIN_TIMEOUT, SESSION};
 use crate::authn::cookie;
 use crate::authn::login_tx::{self, BeginError, Completed, LoginSite, Refused};
@@ -27,7 +28,6 @@ use crate::authn::random_token;
 use crate::http::body::ProxyBody;
 use crate::policy::SubjectRefused;
 use crate::respond::officer::{html, plain, redirect};
-use crate::runtime::Shared;
 
 /// The officers' login transaction cookies: this and the state's first
 /// characters.
@@ -46,7 +46,7 @@ fn site<'a>(officers: &'a Officers, host: &'a str) -> LoginSite<'a> {
 }
 
 pub(super) async fn start_login(
-    shared: &Shared,
+    shared: &Context,
     officers: &Officers,
     host: &str,
     lang: Lang,
@@ -81,7 +81,7 @@ pub(super) async fn start_login(
 /// The officers' callback: the citizens' checks ([`login_tx::complete`]),
 /// then the officer's name and the officer session.
 pub(super) async fn callback(
-    shared: &Shared,
+    shared: &Context,
     officers: &Officers,
     req: &Request<Incoming>,
     lang: Lang,
@@ -199,7 +199,7 @@ fn officer_name(officers: &Officers, login: &Login) -> Result<String, SubjectRef
 /// Refuses a login whose name claim is not verified: a page that says
 /// why, the login cookie cleared, a denied `admin.login` audit event.
 fn refuse_unverified(
-    shared: &Shared,
+    shared: &Context,
     sub: &str,
     e: &SubjectRefused,
     tx_cookie: &str,

@@ -42,7 +42,6 @@ use crate::authn::provider::unix_now;
 use crate::config;
 use crate::http::body::ProxyBody;
 use crate::respond::officer::{html, json, plain, redirect};
-use crate::runtime::Shared;
 
 mod api;
 mod login;
@@ -125,9 +124,23 @@ pub fn owns(path: &str) -> bool {
         || path.starts_with("/.stadttor/callback/")
 }
 
+/// What the officers' pages need of the running gateway: the audit log,
+/// the login (its transaction checks and session store) and the policy
+/// workflow. The admin listener hands it in, so this module does not
+/// depend on the process-wide `runtime::Shared` that holds it.
+#[derive(Clone, Default)]
+pub struct Context {
+    /// The audit log, if configured.
+    pub audit: Option<Arc<crate::audit_event::AuditLog>>,
+    /// Logins (`[identity]`), if configured.
+    pub auth: Option<Arc<crate::authn::Auth>>,
+    /// The policy store and workflow, if configured.
+    pub policy: Option<Arc<crate::policy::PolicyRuntime>>,
+}
+
 /// Handles one officer request on the admin listener.
 pub async fn handle(
-    shared: Arc<Shared>,
+    shared: Context,
     officers: &Officers,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -239,7 +252,7 @@ async fn is_officer(policy: &crate::policy::PolicyRuntime, wf: &Arc<Workflow>, n
 /// A POST by a logged-in officer: CSRF token checked, then the API or the
 /// page's forms.
 async fn post(
-    shared: &Shared,
+    shared: &Context,
     wf: Arc<Workflow>,
     session: &OfficerSession,
     req: Request<Incoming>,
@@ -336,7 +349,7 @@ fn view(wf: &Workflow) -> Result<View, String> {
 /// durable. `Err` when the log could not make them durable: the change is
 /// stored, but the officer is told that its evidence is missing (503).
 async fn audit_changes(
-    shared: &Shared,
+    shared: &Context,
     events: &[ChangeEvent],
     request_id: &str,
 ) -> Result<(), Response<ProxyBody>> {
@@ -367,7 +380,7 @@ async fn audit_changes(
     Ok(())
 }
 
-fn audit_refusal(shared: &Shared, who: &str, action: &str, why: &str, request_id: &str) {
+fn audit_refusal(shared: &Context, who: &str, action: &str, why: &str, request_id: &str) {
     tracing::info!(request_id, action, reason = why, "policy change refused");
     if let Some(log) = &shared.audit {
         let ev = Event::new("policy.change", Outcome::Denied)
@@ -406,7 +419,7 @@ fn status_of(e: &WorkflowError) -> StatusCode {
 }
 
 async fn form_post(
-    shared: &Shared,
+    shared: &Context,
     wf: Arc<Workflow>,
     session: &OfficerSession,
     path: &str,
