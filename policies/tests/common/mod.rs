@@ -1,5 +1,11 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code, unused_imports, missing_docs, unreachable_pub, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used
+)]
 
 use stadttor_policies::PolicySet;
 
