@@ -7,9 +7,6 @@
 #![cfg(all(feature = "tpm", feature = "pkcs11"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../../hsm/tests/support/mod.rs"]
-mod hw;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +15,7 @@ use rustls::HandshakeKind;
 use rustls_pki_types::pem::PemObject;
 use testkit::backend::Backend;
 use testkit::client::{self, Proto};
-use testkit::{Gateway, TempDir};
+use testkit::{hw, Gateway, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stadttor");
 

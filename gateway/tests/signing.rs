@@ -7,15 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../../pki/tests/common/mod.rs"]
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{check_pades, openssl_cms_verify, pyhanko_cms, verify_py, Pki};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -23,7 +19,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use stadttor_hsm::file::FileKey;
+use stadttor_hsm::SigningKey;
+use stadttor_pki::sign::pades;
 use testkit::client::{self, Proto};
+use testkit::signing::{self as common, openssl_cms_verify, pyhanko_cms, verify_py, Pki};
 use testkit::{Gateway, TempDir, TestPki};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stadttor");
@@ -112,7 +111,7 @@ impl Setup {
         let key_path = dir.path().join("seal.p8");
         std::fs::write(&key_path, pkcs8.as_ref()).unwrap();
         let key = FileKey::from_pkcs8("file:seal".into(), pkcs8.as_ref()).unwrap();
-        let (_, seal_pem) = seal.seal_for(&key);
+        let seal_pem = seal.seal_cert_for_spki(key.public_key_spki());
         let tsa = seal.start_tsa();
         let upstream = service(common::minimal_pdf()).await;
         let audit = format!("{}{extra_audit}", audit_toml(&dir));
@@ -236,8 +235,13 @@ async fn pdf_notices_leave_with_a_pades_b_t_seal_that_pdfsig_and_pyhanko_accept(
         "an incremental update keeps the original bytes"
     );
     // pdfsig + pyHanko on the signed file; tampered copies fail both.
-    let tmp = common::TempDir::new("gw-pades");
-    check_pades(&s.seal, &tmp, "bescheid", &signed, true);
+    let tmp = TempDir::new("gw-pades");
+    common::check_pades_independent(&s.seal, &tmp, "bescheid", &signed, true);
+    // And stadttor's own verifier.
+    let v = pades::verify_pdf(&signed).unwrap();
+    assert!(v.covers_whole_file && v.cms.signing_time.is_none() && v.cms.signing_certificate_v2);
+    assert!(v.cms.timestamp.is_some());
+    assert!(pades::verify_pdf(&common::tamper_pdf(&signed)).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,7 +262,7 @@ async fn any_file_gets_a_detached_cades_b_t_signature_retrievable_by_id() {
     let sig = s.get(&url).await;
     assert_eq!(sig.status, 200);
     assert_eq!(sig.headers["content-type"], "application/pkcs7-signature");
-    let tmp = common::TempDir::new("gw-cades");
+    let tmp = TempDir::new("gw-cades");
     let (ok, out) = openssl_cms_verify(&s.seal, &sig.body, &content, &tmp);
     assert!(ok, "openssl cms -verify -cades: {out}");
     let (ok, out) = pyhanko_cms(&s.seal, &tmp, &content, true);
@@ -287,7 +291,7 @@ async fn json_gets_a_detached_jws_that_jwcrypto_verifies() {
     assert_eq!(r.body.as_ref(), JSON_DOC.as_bytes());
     let token = r.headers["stadttor-jws"].to_str().unwrap().to_owned();
     assert!(token.contains(".."), "detached: {token}");
-    let tmp = common::TempDir::new("gw-jws");
+    let tmp = TempDir::new("gw-jws");
     std::fs::write(tmp.join("token"), &token).unwrap();
     std::fs::write(tmp.join("payload"), &r.body).unwrap();
     let seal = s.seal_pem.to_str().unwrap().to_owned();
@@ -308,12 +312,7 @@ async fn json_gets_a_detached_jws_that_jwcrypto_verifies() {
     assert!(!ok, "a changed payload must not verify");
 }
 
-fn response_json(
-    r: &client::Resp,
-    tmp: &common::TempDir,
-    name: &str,
-    body: &[u8],
-) -> std::path::PathBuf {
+fn response_json(r: &client::Resp, tmp: &TempDir, name: &str, body: &[u8]) -> std::path::PathBuf {
     use base64::Engine as _;
     let input = r.headers["signature-input"].to_str().unwrap();
     let keyid = input
@@ -368,7 +367,7 @@ async fn every_response_carries_an_rfc9421_signature_by_a_delegated_key() {
     // The delegation statement, signed by the seal key, is public.
     let st = s.get(&format!("/.stadttor/keys/{keyid}.jws")).await;
     assert_eq!(st.status, 200);
-    let tmp = common::TempDir::new("gw-httpsig");
+    let tmp = TempDir::new("gw-httpsig");
     std::fs::write(tmp.join("statement"), &st.body).unwrap();
     let resp = response_json(&r, &tmp, "resp.json", &r.body);
     let seal = s.seal_pem.to_str().unwrap().to_owned();
@@ -598,7 +597,7 @@ async fn anonymous_requests_cannot_fill_the_disk_with_stored_signatures() {
 #[test]
 fn sign_and_verify_from_the_command_line() {
     let seal = Pki::new();
-    let dir = common::TempDir::new("sign-cli");
+    let dir = TempDir::new("sign-cli");
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
         &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -608,7 +607,7 @@ fn sign_and_verify_from_the_command_line() {
     let key_path = dir.join("seal.p8");
     std::fs::write(&key_path, pkcs8.as_ref()).unwrap();
     let key = FileKey::from_pkcs8("file:seal".into(), pkcs8.as_ref()).unwrap();
-    let (_, seal_pem) = seal.seal_for(&key);
+    let seal_pem = seal.seal_cert_for_spki(key.public_key_spki());
     let doc = dir.join("bescheid.txt");
     std::fs::write(&doc, "Bescheid Nr. 42\n").unwrap();
     let pdf = dir.join("bescheid.pdf");

@@ -6,7 +6,7 @@
 // inside `#[test]` functions, not in the shared helpers below).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use stadttor_test_harness::hw as support;
 
 use std::sync::Arc;
 #[cfg(any(feature = "tpm", feature = "pkcs11"))]
@@ -17,7 +17,7 @@ use ring::signature::{self, UnparsedPublicKey};
 use stadttor_hsm::KeyStoreConfig;
 use stadttor_hsm::{Algorithm, Error, KeyRef, KeyStore, SigningKey};
 
-use support::TempDir;
+use stadttor_test_harness::TempDir;
 
 /// Verifies with ring (independent of every backend).
 fn ring_verify(key: &dyn SigningKey, msg: &[u8], sig: &[u8]) -> bool {

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "tpm")]
 
-mod support;
+use stadttor_test_harness::hw as support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{check_pades, hw, openssl_cms_verify, pyhanko_cms, verify_py, Pki, TempDir};
+use common::{check_pades, hw, openssl_cms_verify, pyhanko_cms, verify_py, Pki, PkiExt, TempDir};
 use stadttor_hsm::{Algorithm, KeyStore, KeyStoreConfig, SigningKey};
 use stadttor_pki::sign::cms::{self, CmsOptions};
 use stadttor_pki::sign::jws;

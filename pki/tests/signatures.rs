@@ -11,7 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{check_pades, openssl_cms_verify, pyhanko_cms, run, verify_py, Pki, TempDir};
+use common::{check_pades, openssl_cms_verify, pyhanko_cms, run, verify_py, Pki, PkiExt, TempDir};
 use stadttor_hsm::{Algorithm, SigningKey};
 use stadttor_pki::sign::cms::{self, CmsOptions};
 use stadttor_pki::sign::pades::{self, PadesOptions};
@@ -224,7 +224,7 @@ fn pades_second_signature_keeps_the_first_valid() {
     for (name, pdf) in common::test_pdfs() {
         let once = pades::sign_pdf(&key, &seal, &pdf, &Default::default()).unwrap();
         let twice = pades::sign_pdf(&key, &seal, &once, &Default::default()).unwrap();
-        let file = dir.join(&format!("{name}-twice.pdf"));
+        let file = dir.join(format!("{name}-twice.pdf"));
         std::fs::write(&file, &twice).unwrap();
         let out = common::pdfsig(&pki, &file);
         assert_eq!(

@@ -29,7 +29,7 @@ struct Env {
 }
 
 fn env() -> Env {
-    let dir = TempDir::new();
+    let dir = TempDir::new("policies");
     let store = Arc::new(FileStore::open(dir.path().join("store")).unwrap());
     let authz = Arc::new(Authorizer::new());
     let wf = Workflow::new(store.clone()).with_authorizer(authz.clone());
@@ -393,7 +393,7 @@ fn history_rollback_and_diff() {
 
 #[test]
 fn empty_or_broken_store_means_deny_and_a_broken_version_keeps_the_old_policy() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("policies");
     let store = FileStore::open(dir.path()).unwrap();
     let a = Authorizer::new();
     a.sync(&store).unwrap();

@@ -1,29 +1,15 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code, missing_docs, unreachable_pub, clippy::unwrap_used)]
-
-use std::path::{Path, PathBuf};
+#![allow(
+    dead_code,
+    unused_imports,
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used
+)]
 
 use stadttor_policies::PolicySet;
 
-/// A temporary directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("stadttor-policies-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use stadttor_test_harness::TempDir;
 
 /// The default policy with officers alice, bob and carol.
 pub fn base() -> PolicySet {

@@ -17,6 +17,10 @@
 //!   the path-confusion corpus, each logging the target it received.
 //! - [`stores`] runs PostgreSQL and Redis servers that accept TLS only,
 //!   with certificates the test issued.
+//! - [`TempDir`], [`hw`] (swtpm, SoftHSM2) and [`signing`] (test seal PKI,
+//!   TSA, pdfsig/pyHanko/openssl) are re-exported from
+//!   `stadttor-test-harness`, which depends on no stadttor crate so that
+//!   stadttor-hsm's and stadttor-pki's own tests can use them too.
 //!
 //! Nothing here uses fixed ports, `pkill` or global state.
 
@@ -45,42 +49,9 @@ use std::time::{Duration, Instant};
 
 use stadttor_pki::devca::DevCa;
 
-/// A temporary directory, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!(
-            "stadttor-test-{tag}-{}-{n}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let p = self.0.join(name);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-        }
-        std::fs::write(&p, contents).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// The workspace's one temporary directory type and the swtpm/SoftHSM2 and
+/// signature-verifier harnesses (from `stadttor-test-harness`).
+pub use stadttor_test_harness::{hw, signing, TempDir};
 
 /// Certificates for a test: one CA, a server certificate for `localhost`,
 /// `127.0.0.1` and the extra names, and a client certificate.

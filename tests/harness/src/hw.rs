@@ -1,9 +1,9 @@
 //! Test harness for real key hardware: swtpm and SoftHSM2 in temporary
 //! directories, on free ports, cleaned up on `Drop`.
 //!
-//! Written to be copied or `#[path]`-included by other crates' tests (the
-//! gateway's). Missing tools make tests FAIL with an install hint: a green
-//! run must mean the hardware paths were exercised.
+//! Used by the tests of stadttor-hsm, stadttor-pki and the gateway. Missing
+//! tools make tests FAIL with an install hint: a green run must mean the
+//! hardware paths were exercised.
 //!
 //! Call [`init`] first in every test: it sets the process environment once
 //! (SoftHSM reads `SOFTHSM2_CONF` at `C_Initialize`, which happens once per
@@ -13,18 +13,14 @@
 //! [`init`] initialises a pool of tokens up front (with `softhsm2-util`) and
 //! [`SoftHsm::token`] hands each test its own, unused one.
 
-#![allow(dead_code, unreachable_pub)]
-// each test binary uses a subset
-// Test harness: failing loudly is the point (clippy.toml allows this only in
-// `#[test]` functions, not in helpers of integration tests).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::TempDir;
 
 /// The SoftHSM2 module on Debian.
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -78,44 +74,6 @@ pub fn run(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// A temporary directory, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates a fresh directory under the system temp dir.
-    pub fn new(tag: &str) -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "stadttor-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// A path inside the directory.
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Returns a port `p` such that `p` and `p + 1` were both free just now.
@@ -363,7 +321,8 @@ pub struct SoftHsm {
     pub conf: PathBuf,
     tokens: Vec<TestToken>,
     next: AtomicU32,
-    dir: TempDir,
+    /// Holds the configuration and token files; removed on drop.
+    _dir: TempDir,
 }
 
 impl SoftHsm {
@@ -401,7 +360,7 @@ impl SoftHsm {
                         "--so-pin",
                         SO_PIN,
                     ]));
-                let pin_file = dir.join(&format!("{label}.pin"));
+                let pin_file = dir.join(format!("{label}.pin"));
                 std::fs::write(&pin_file, format!("{USER_PIN}\n")).expect("write PIN file");
                 TestToken {
                     label,
@@ -415,7 +374,7 @@ impl SoftHsm {
             conf,
             tokens,
             next: AtomicU32::new(0),
-            dir,
+            _dir: dir,
         }
     }
 
@@ -475,9 +434,9 @@ pub fn spki_pem(spki: &[u8], path: &Path) {
 pub fn openssl_verify(spki: &[u8], hash: &str, msg: &[u8], sig: &[u8], dir: &TempDir) -> bool {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let (pem, m, s) = (
-        dir.join(&format!("ossl{n}.pub.pem")),
-        dir.join(&format!("ossl{n}.msg")),
-        dir.join(&format!("ossl{n}.sig")),
+        dir.join(format!("ossl{n}.pub.pem")),
+        dir.join(format!("ossl{n}.msg")),
+        dir.join(format!("ossl{n}.sig")),
     );
     spki_pem(spki, &pem);
     std::fs::write(&m, msg).expect("write msg");
