@@ -10,12 +10,12 @@ use std::sync::LazyLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use openidconnect::core::CoreJsonWebKeySet;
+use stadttor_gateway::authn::jwk::KeySet;
 use stadttor_gateway::authn::verify::Token;
 
 const NOW: u64 = 1_790_000_000;
 
-static JWKS: LazyLock<CoreJsonWebKeySet> = LazyLock::new(|| {
+static JWKS: LazyLock<KeySet> = LazyLock::new(|| {
     use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
@@ -27,7 +27,7 @@ static JWKS: LazyLock<CoreJsonWebKeySet> = LazyLock::new(|| {
         "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
         "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
     }]});
-    serde_json::from_value(jwks).unwrap()
+    KeySet::from_json(&jwks)
 });
 
 fn check(token: &str) {

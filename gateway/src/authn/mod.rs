@@ -25,6 +25,7 @@ pub(crate) mod login_tx;
 pub(crate) mod pages;
 pub(crate) mod provider;
 pub mod session;
+pub mod jwk;
 pub mod verify;
 
 use std::collections::BTreeSet;

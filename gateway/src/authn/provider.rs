@@ -35,6 +35,7 @@ use serde_json::{Map, Value};
 use stadttor_hsm::SigningKey;
 use tokio::sync::{Mutex, RwLock};
 
+use super::jwk::KeySet;
 use super::verify::{Token, VerifyError};
 use crate::config::{self, ProviderAuth};
 use crate::identity::Level;
@@ -105,6 +106,15 @@ type Metadata = ProviderMetadata<
 #[derive(Debug)]
 struct Discovered {
     metadata: Metadata,
+    /// The JWKS's signing keys, decoded for ring once per fetch.
+    keys: KeySet,
+}
+
+impl Discovered {
+    fn new(metadata: Metadata) -> Self {
+        let keys = KeySet::from_jwks(metadata.jwks());
+        Self { metadata, keys }
+    }
 }
 
 /// The outcome of a successful login at the provider.
@@ -332,7 +342,7 @@ impl Provider {
             .map_err(|e| self.unavailable(format!("issuer URL: {e}")))?;
         match Metadata::discover_async(issuer, &self.http).await {
             Ok(metadata) => {
-                let d = Arc::new(Discovered { metadata });
+                let d = Arc::new(Discovered::new(metadata));
                 tracing::info!(provider = %self.cfg.name, "identity provider discovered");
                 *self.discovered.write().await = Some(d.clone());
                 *last = None;
@@ -360,7 +370,7 @@ impl Provider {
             .map_err(|e| self.unavailable(format!("JWKS: {}", error_chain(&e))))?;
         tracing::info!(provider = %self.cfg.name, keys = jwks.keys().len(), "JWKS refreshed after an unknown key id");
         let metadata = d.metadata.clone().set_jwks(jwks);
-        *self.discovered.write().await = Some(Arc::new(Discovered { metadata }));
+        *self.discovered.write().await = Some(Arc::new(Discovered::new(metadata)));
         Ok(true)
     }
 
@@ -737,12 +747,12 @@ impl Provider {
     /// the JWKS once (rate-limited) for an unknown key id.
     async fn verify_signature(&self, token: &Token<'_>) -> Result<Arc<Discovered>, ProviderError> {
         let d = self.metadata().await?;
-        match token.verify(&self.cfg.id_token_algs, d.metadata.jwks()) {
+        match token.verify(&self.cfg.id_token_algs, &d.keys) {
             Ok(()) => Ok(d),
             Err(VerifyError::UnknownKid(_)) if self.refetch_jwks(&d).await? => {
                 let d = self.metadata().await?;
                 token
-                    .verify(&self.cfg.id_token_algs, d.metadata.jwks())
+                    .verify(&self.cfg.id_token_algs, &d.keys)
                     .map_err(|e| self.refused(e.to_string()))?;
                 Ok(d)
             }

@@ -13,9 +13,9 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use openidconnect::core::{CoreJsonWebKey, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
-use openidconnect::JsonWebKey as _;
 use serde_json::{Map, Value};
+
+use super::jwk::KeySet;
 
 /// Why a token was refused. The texts go to logs, never to clients.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -106,39 +106,21 @@ impl<'a> Token<'a> {
         self.claims.get(name).and_then(Value::as_str)
     }
 
-    /// Verifies the signature with a key of `jwks`, `alg` from `allowed`.
-    pub fn verify(&self, allowed: &[String], jwks: &CoreJsonWebKeySet) -> Result<(), VerifyError> {
-        let alg_name = self.alg();
-        if !allowed.iter().any(|a| a == alg_name)
-            || alg_name == "none"
-            || alg_name.starts_with("HS")
-        {
-            return Err(VerifyError::AlgorithmNotAllowed(alg_name.to_owned()));
+    /// Verifies the signature with a key of `keys`, `alg` from `allowed`
+    /// (never `none` or an HMAC algorithm). The signature primitive is
+    /// ring's (see [`super::jwk`]).
+    pub fn verify(&self, allowed: &[String], keys: &KeySet) -> Result<(), VerifyError> {
+        let alg = self.alg();
+        if !allowed.iter().any(|a| a == alg) || alg == "none" || alg.starts_with("HS") {
+            return Err(VerifyError::AlgorithmNotAllowed(alg.to_owned()));
         }
-        let alg: CoreJwsSigningAlgorithm =
-            serde_json::from_value(Value::String(alg_name.to_owned()))
-                .map_err(|_| VerifyError::AlgorithmNotAllowed(alg_name.to_owned()))?;
         let kid = self.kid();
-        let candidates: Vec<&CoreJsonWebKey> = jwks
-            .keys()
-            .iter()
-            .filter(|k| match kid {
-                Some(kid) => k.key_id().is_some_and(|id| id.as_str() == kid),
-                None => true,
-            })
-            .filter(|k| {
-                k.key_use()
-                    .is_none_or(|u| matches!(u, openidconnect::core::CoreJsonWebKeyUse::Signature))
-            })
-            .collect();
-        if candidates.is_empty() {
+        let mut candidates = keys.candidates(kid).peekable();
+        if candidates.peek().is_none() {
             return Err(VerifyError::UnknownKid(kid.unwrap_or("(none)").to_owned()));
         }
-        let ok = candidates.iter().any(|k| {
-            k.verify_signature(&alg, self.signing_input.as_bytes(), &self.signature)
-                .is_ok()
-        });
-        if ok {
+        let input = self.signing_input.as_bytes();
+        if candidates.any(|k| k.verify(alg, input, &self.signature)) {
             Ok(())
         } else {
             Err(VerifyError::BadSignature)
@@ -147,7 +129,37 @@ impl<'a> Token<'a> {
 
     /// `iss` must equal `issuer`.
     pub fn check_issuer(&self, issuer: &str) -> Result<(), VerifyError> {
-        match self.str_claim("iss") {
+        check_issuer(&self.claims, issuer)
+    }
+
+    /// See [`check_audience`].
+    pub fn check_audience(
+        &self,
+        audience: &str,
+        azp_expected: Option<&str>,
+    ) -> Result<(), VerifyError> {
+        check_audience(&self.claims, audience, azp_expected)
+    }
+
+    /// See [`check_times`].
+    pub fn check_times(
+        &self,
+        now: u64,
+        leeway: u64,
+        require_exp: bool,
+        max_age: Option<u64>,
+    ) -> Result<(), VerifyError> {
+        check_times(&self.claims, now, leeway, require_exp, max_age)
+    }
+}
+
+fn str_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c str> {
+    claims.get(name).and_then(Value::as_str)
+}
+
+/// `iss` of `claims` must equal `issuer`.
+pub fn check_issuer(claims: &Map<String, Value>, issuer: &str) -> Result<(), VerifyError> {
+        match str_claim(claims, "iss") {
             Some(i) if i == issuer => Ok(()),
             Some(i) => Err(VerifyError::Claim(
                 "iss",
@@ -157,14 +169,14 @@ impl<'a> Token<'a> {
         }
     }
 
-    /// `aud` (string or array) must contain `audience`; with several
-    /// audiences, `azp` must be `azp_expected` when given.
-    pub fn check_audience(
-        &self,
+/// `aud` (string or array) must contain `audience`; with several
+/// audiences, `azp` must be `azp_expected` when given.
+pub fn check_audience(
+        claims: &Map<String, Value>,
         audience: &str,
         azp_expected: Option<&str>,
     ) -> Result<(), VerifyError> {
-        let auds: Vec<&str> = match self.claims.get("aud") {
+        let auds: Vec<&str> = match claims.get("aud") {
             Some(Value::String(s)) => vec![s.as_str()],
             Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
             _ => return Err(VerifyError::Claim("aud", "missing".into())),
@@ -177,7 +189,7 @@ impl<'a> Token<'a> {
         }
         if auds.len() > 1 {
             if let Some(azp) = azp_expected {
-                if self.str_claim("azp") != Some(azp) {
+                if str_claim(claims, "azp") != Some(azp) {
                     return Err(VerifyError::Claim(
                         "azp",
                         "several audiences and azp is not us".into(),
@@ -188,10 +200,10 @@ impl<'a> Token<'a> {
         Ok(())
     }
 
-    /// `exp` (required if `require_exp`), `nbf` and `iat` against `now`
-    /// with `leeway` seconds; `iat` not older than `max_age` if given.
-    pub fn check_times(
-        &self,
+/// `exp` (required if `require_exp`), `nbf` and `iat` of `claims` against
+/// `now` with `leeway` seconds; `iat` not older than `max_age` if given.
+pub fn check_times(
+        claims: &Map<String, Value>,
         now: u64,
         leeway: u64,
         require_exp: bool,
@@ -199,7 +211,7 @@ impl<'a> Token<'a> {
     ) -> Result<(), VerifyError> {
         // `as u64` saturates (1e30 becomes u64::MAX, negatives 0); the sums
         // saturate too, so a far-future claim never wraps into the past.
-        let num = |n: &str| self.claims.get(n).and_then(Value::as_f64).map(|f| f as u64);
+        let num = |n: &str| claims.get(n).and_then(Value::as_f64).map(|f| f as u64);
         let late = now.saturating_add(leeway);
         match num("exp") {
             Some(exp) if exp.saturating_add(leeway) <= now => {
@@ -229,7 +241,6 @@ impl<'a> Token<'a> {
         }
         Ok(())
     }
-}
 
 fn decode_json(part: &str) -> Result<Map<String, Value>, VerifyError> {
     let bytes = URL_SAFE_NO_PAD
@@ -246,7 +257,7 @@ mod tests {
     use super::*;
     use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 
-    fn es256_pair() -> (EcdsaKeyPair, CoreJsonWebKeySet) {
+    fn es256_pair() -> (EcdsaKeyPair, KeySet) {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
@@ -254,9 +265,7 @@ mod tests {
         let pt = kp.public_key().as_ref();
         let jwk = serde_json::json!({"kty":"EC","crv":"P-256","kid":"k1","use":"sig",
             "x": URL_SAFE_NO_PAD.encode(&pt[1..33]), "y": URL_SAFE_NO_PAD.encode(&pt[33..])});
-        let set: CoreJsonWebKeySet =
-            serde_json::from_value(serde_json::json!({"keys":[jwk]})).unwrap();
-        (kp, set)
+        (kp, KeySet::from_json(&serde_json::json!({"keys":[jwk]})))
     }
 
     fn make(kp: &EcdsaKeyPair, header: Value, claims: Value) -> String {
