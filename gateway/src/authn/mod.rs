@@ -19,6 +19,7 @@
 //! provider, key or session store that cannot answer means no access.
 
 pub(crate) mod assertion;
+pub mod bearer_cache;
 pub mod cookie;
 pub(crate) mod flow;
 pub(crate) mod login_tx;
@@ -66,6 +67,8 @@ pub struct Auth {
     assertions: assertion::Assertions,
     /// Claims some route forwards: the only ones kept in session cookies.
     kept_claims: BTreeSet<String>,
+    /// Verified bearer tokens (per-request checks still run on a hit).
+    bearer_cache: bearer_cache::BearerCache,
     prefix: String,
     audit: Option<Arc<crate::audit_event::AuditLog>>,
 }
@@ -183,6 +186,7 @@ impl Auth {
             store,
             assertions,
             kept_claims,
+            bearer_cache: bearer_cache::BearerCache::default(),
             audit,
         }))
     }
@@ -533,23 +537,76 @@ impl Auth {
             .unwrap_or_else(|| level.uri().to_owned())
     }
 
+    /// Authenticates a bearer token: from the cache or by full validation
+    /// (signature and claims), then, on every request, the route's
+    /// provider and audience, the token's times and revocation.
     async fn bearer(&self, a: &config::RouteAuth, token: &str) -> Result<Identity, BearerFailure> {
+        let key = bearer_cache::key(token);
+        let now = unix_now();
+        let mut cached = self.bearer_cache.get(&key, now);
+        if let Some(v) = &cached {
+            // Only if this route would pick the same provider for its issuer.
+            let same = self
+                .route_provider(a, &v.issuer)
+                .await
+                .is_some_and(|p| p.cfg.name == v.provider);
+            if !same {
+                cached = None;
+            }
+        }
+        let v = match cached {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(self.validate_bearer(a, token).await?);
+                let exp = v.login.claims.get("exp").and_then(serde_json::Value::as_f64);
+                let exp = exp.map_or(0, |e| e as u64);
+                self.bearer_cache.insert(key, v.clone(), now, exp);
+                v
+            }
+        };
+        let audience = a.bearer_audience.as_deref().unwrap_or("");
+        v.check(audience, now)
+            .map_err(|e| BearerFailure::Invalid(e.to_string()))?;
+        let cache_key = format!("bearer:{}", hex(&key[..16]));
+        self.bearer_revocation(&v, &cache_key)?;
+        Ok(Identity {
+            method: AuthMethod::Bearer,
+            provider: v.provider.clone(),
+            issuer: v.issuer.clone(),
+            level: v.login.level,
+            auth_time: v.login.auth_time,
+            cache_key,
+            sub: v.login.sub.clone(),
+            claims: v.login.claims.clone(),
+        })
+    }
+
+    /// The first of the route's providers whose issuer is `iss`.
+    async fn route_provider(&self, a: &config::RouteAuth, iss: &str) -> Option<&Arc<Provider>> {
+        for name in &a.providers {
+            if let Some(p) = self.provider(name) {
+                if p.issuer().await == iss {
+                    return Some(p);
+                }
+            }
+        }
+        None
+    }
+
+    /// Full validation of a bearer token not in the cache: signature with
+    /// the provider's keys and every claim check of `validate_bearer`.
+    async fn validate_bearer(
+        &self,
+        a: &config::RouteAuth,
+        token: &str,
+    ) -> Result<bearer_cache::VerifiedToken, BearerFailure> {
         let t = verify::Token::parse(token).map_err(|e| BearerFailure::Invalid(e.to_string()))?;
         let iss = t
             .str_claim("iss")
             .ok_or_else(|| BearerFailure::Invalid("no iss".into()))?;
         // The issuer picks which configured provider's keys verify it;
         // nothing else is taken from the token.
-        let mut provider = None;
-        for name in &a.providers {
-            if let Some(p) = self.provider(name) {
-                if p.issuer().await == iss {
-                    provider = Some(p);
-                    break;
-                }
-            }
-        }
-        let p = provider.ok_or_else(|| {
+        let p = self.route_provider(a, iss).await.ok_or_else(|| {
             BearerFailure::Invalid(format!("issuer `{iss}` is not accepted on this route"))
         })?;
         let audience = a.bearer_audience.as_deref().unwrap_or("");
@@ -559,17 +616,39 @@ impl Auth {
             }
             _ => BearerFailure::Invalid(e.to_string()),
         })?;
-        let hash = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-        Ok(Identity {
-            method: AuthMethod::Bearer,
+        Ok(bearer_cache::VerifiedToken {
             provider: p.cfg.name.clone(),
             issuer: iss.to_owned(),
-            level: login.level,
-            auth_time: login.auth_time,
-            cache_key: format!("bearer:{}", hex(&hash.as_ref()[..16])),
-            sub: login.sub,
-            claims: login.claims,
+            login,
         })
+    }
+
+    /// Refuses a bearer token whose provider session (`sid`) or subject
+    /// was logged out by back-channel logout after it was issued, as for
+    /// sessions; a session store that cannot answer refuses (fail closed).
+    fn bearer_revocation(
+        &self,
+        v: &bearer_cache::VerifiedToken,
+        id: &str,
+    ) -> Result<(), BearerFailure> {
+        let iat = v.login.claims.get("iat").and_then(serde_json::Value::as_f64);
+        let issued_at = iat
+            .and_then(|i| UNIX_EPOCH.checked_add(Duration::from_secs(i as u64)))
+            .unwrap_or(UNIX_EPOCH);
+        let r = SessionRef {
+            id,
+            issuer: &v.issuer,
+            sub: &v.login.sub,
+            sid: v.login.sid.as_deref(),
+            issued_at,
+        };
+        match self.store.is_revoked(&r) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(BearerFailure::Invalid(
+                "token revoked (back-channel logout)".into(),
+            )),
+            Err(e) => Err(BearerFailure::Unavailable(format!("session store: {e}"))),
+        }
     }
 
     /// No identity (or too low a level): send browsers to a login, APIs a 401.

@@ -1470,3 +1470,45 @@ async fn citizen_pages_pass_automated_wcag_2_1_aa_checks_in_chromium() {
         "error pages were checked: {log}"
     );
 }
+
+/// A bearer token the gateway has verified (and cached) must still be
+/// refused once the provider logs its subject out over the back channel:
+/// the cache never outlives a revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_bearer_token_is_refused_after_back_channel_logout() {
+    let t = Login::start(&["buerger"]).await;
+    let b = t.browser();
+    let key = t.op().key("es256-1");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let tok = jwt::sign_jws(
+        &json!({"alg":"ES256","kid":"es256-1","typ":"at+jwt"}),
+        &access_token(&t, json!({"iat": now - 1})),
+        &key,
+    );
+    let call = || b.send(b.client().get(t.url("/api/akten")).bearer_auth(&tok));
+    assert_eq!(call().await.status, 200, "first use: verified and cached");
+    assert_eq!(call().await.status, 200, "second use: from the cache");
+
+    let logout = jwt::sign_jws(
+        &json!({"alg":"ES256","kid":"es256-1","typ":"logout+jwt"}),
+        &json!({
+            "iss": t.op().issuer(), "aud": "stadttor", "iat": now, "exp": now + 120,
+            "jti": oidc::random_token(12), "sub": CITIZEN_HIGH.sub,
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        }),
+        &key,
+    );
+    let r = b
+        .post_form(
+            &t.url("/.stadttor/backchannel-logout/buerger"),
+            &[("logout_token", logout.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = call().await;
+    assert_eq!(r.status, 401, "revoked token served from the cache: {r:?}");
+    assert_eq!(t.backend.requests(), 2);
+}
