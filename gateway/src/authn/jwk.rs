@@ -277,10 +277,16 @@ mod tests {
         // Signed by another key under the same kid.
         let (other, _) = p256();
         let t = sign(&other, "ES256", "e1", &claims);
-        assert_eq!(verify(&t, ALL, &[ec_jwk.clone()]), Err(VerifyError::BadSignature));
+        assert_eq!(
+            verify(&t, ALL, &[ec_jwk.clone()]),
+            Err(VerifyError::BadSignature)
+        );
         let (other_ed, _) = ed25519();
         let t = sign(&other_ed, "EdDSA", "d1", &claims);
-        assert_eq!(verify(&t, ALL, &[ed_jwk.clone()]), Err(VerifyError::BadSignature));
+        assert_eq!(
+            verify(&t, ALL, &[ed_jwk.clone()]),
+            Err(VerifyError::BadSignature)
+        );
         // A changed payload under a good signature.
         for (alg, s, jwk) in [
             ("RS256", &rs, &rs_jwk),
@@ -312,13 +318,19 @@ mod tests {
             &b64(json!({"alg":"PS256","kid":"r1"}).to_string().as_bytes()),
             1,
         );
-        assert_eq!(verify(&t, ALL, &[rs_jwk.clone()]), Err(VerifyError::BadSignature));
+        assert_eq!(
+            verify(&t, ALL, &[rs_jwk.clone()]),
+            Err(VerifyError::BadSignature)
+        );
         // An allowed algorithm that does not fit the key's type.
         let (ec, _) = p256();
         let mut ec_as_rsa = rs_jwk.clone();
         ec_as_rsa["kid"] = json!("e1");
         let t = sign(&ec, "ES256", "e1", &claims);
-        assert_eq!(verify(&t, ALL, &[ec_as_rsa]), Err(VerifyError::BadSignature));
+        assert_eq!(
+            verify(&t, ALL, &[ec_as_rsa]),
+            Err(VerifyError::BadSignature)
+        );
         // A key pinned to RS256 refuses PS256.
         let mut pinned = rs_jwk.clone();
         pinned["alg"] = json!("RS256");
@@ -353,6 +365,8 @@ mod tests {
         assert_eq!(set.len(), 2);
         assert_eq!(set.candidates(Some("x")).count(), 0);
         assert_eq!(set.candidates(Some("p5")).count(), 1);
-        assert!(!set.candidates(Some("p5")).any(|k| k.verify("ES256", b"", b"")));
+        assert!(!set
+            .candidates(Some("p5"))
+            .any(|k| k.verify("ES256", b"", b"")));
     }
 }

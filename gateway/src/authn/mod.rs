@@ -22,11 +22,11 @@ pub(crate) mod assertion;
 pub mod bearer_cache;
 pub mod cookie;
 pub(crate) mod flow;
+pub mod jwk;
 pub(crate) mod login_tx;
 pub(crate) mod pages;
 pub(crate) mod provider;
 pub mod session;
-pub mod jwk;
 pub mod verify;
 
 use std::collections::BTreeSet;
@@ -558,7 +558,11 @@ impl Auth {
             Some(v) => v,
             None => {
                 let v = Arc::new(self.validate_bearer(a, token).await?);
-                let exp = v.login.claims.get("exp").and_then(serde_json::Value::as_f64);
+                let exp = v
+                    .login
+                    .claims
+                    .get("exp")
+                    .and_then(serde_json::Value::as_f64);
                 let exp = exp.map_or(0, |e| e as u64);
                 self.bearer_cache.insert(key, v.clone(), now, exp);
                 v
@@ -631,7 +635,11 @@ impl Auth {
         v: &bearer_cache::VerifiedToken,
         id: &str,
     ) -> Result<(), BearerFailure> {
-        let iat = v.login.claims.get("iat").and_then(serde_json::Value::as_f64);
+        let iat = v
+            .login
+            .claims
+            .get("iat")
+            .and_then(serde_json::Value::as_f64);
         let issued_at = iat
             .and_then(|i| UNIX_EPOCH.checked_add(Duration::from_secs(i as u64)))
             .unwrap_or(UNIX_EPOCH);

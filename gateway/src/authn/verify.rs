@@ -159,88 +159,88 @@ fn str_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c str> 
 
 /// `iss` of `claims` must equal `issuer`.
 pub fn check_issuer(claims: &Map<String, Value>, issuer: &str) -> Result<(), VerifyError> {
-        match str_claim(claims, "iss") {
-            Some(i) if i == issuer => Ok(()),
-            Some(i) => Err(VerifyError::Claim(
-                "iss",
-                format!("`{i}` is not `{issuer}`"),
-            )),
-            None => Err(VerifyError::Claim("iss", "missing".into())),
-        }
+    match str_claim(claims, "iss") {
+        Some(i) if i == issuer => Ok(()),
+        Some(i) => Err(VerifyError::Claim(
+            "iss",
+            format!("`{i}` is not `{issuer}`"),
+        )),
+        None => Err(VerifyError::Claim("iss", "missing".into())),
     }
+}
 
 /// `aud` (string or array) must contain `audience`; with several
 /// audiences, `azp` must be `azp_expected` when given.
 pub fn check_audience(
-        claims: &Map<String, Value>,
-        audience: &str,
-        azp_expected: Option<&str>,
-    ) -> Result<(), VerifyError> {
-        let auds: Vec<&str> = match claims.get("aud") {
-            Some(Value::String(s)) => vec![s.as_str()],
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-            _ => return Err(VerifyError::Claim("aud", "missing".into())),
-        };
-        if !auds.contains(&audience) {
-            return Err(VerifyError::Claim(
-                "aud",
-                format!("does not contain `{audience}`"),
-            ));
-        }
-        if auds.len() > 1 {
-            if let Some(azp) = azp_expected {
-                if str_claim(claims, "azp") != Some(azp) {
-                    return Err(VerifyError::Claim(
-                        "azp",
-                        "several audiences and azp is not us".into(),
-                    ));
-                }
+    claims: &Map<String, Value>,
+    audience: &str,
+    azp_expected: Option<&str>,
+) -> Result<(), VerifyError> {
+    let auds: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => return Err(VerifyError::Claim("aud", "missing".into())),
+    };
+    if !auds.contains(&audience) {
+        return Err(VerifyError::Claim(
+            "aud",
+            format!("does not contain `{audience}`"),
+        ));
+    }
+    if auds.len() > 1 {
+        if let Some(azp) = azp_expected {
+            if str_claim(claims, "azp") != Some(azp) {
+                return Err(VerifyError::Claim(
+                    "azp",
+                    "several audiences and azp is not us".into(),
+                ));
             }
         }
-        Ok(())
     }
+    Ok(())
+}
 
 /// `exp` (required if `require_exp`), `nbf` and `iat` of `claims` against
 /// `now` with `leeway` seconds; `iat` not older than `max_age` if given.
 pub fn check_times(
-        claims: &Map<String, Value>,
-        now: u64,
-        leeway: u64,
-        require_exp: bool,
-        max_age: Option<u64>,
-    ) -> Result<(), VerifyError> {
-        // `as u64` saturates (1e30 becomes u64::MAX, negatives 0); the sums
-        // saturate too, so a far-future claim never wraps into the past.
-        let num = |n: &str| claims.get(n).and_then(Value::as_f64).map(|f| f as u64);
-        let late = now.saturating_add(leeway);
-        match num("exp") {
-            Some(exp) if exp.saturating_add(leeway) <= now => {
-                return Err(VerifyError::Claim("exp", "expired".into()))
-            }
-            None if require_exp => return Err(VerifyError::Claim("exp", "missing".into())),
-            _ => {}
+    claims: &Map<String, Value>,
+    now: u64,
+    leeway: u64,
+    require_exp: bool,
+    max_age: Option<u64>,
+) -> Result<(), VerifyError> {
+    // `as u64` saturates (1e30 becomes u64::MAX, negatives 0); the sums
+    // saturate too, so a far-future claim never wraps into the past.
+    let num = |n: &str| claims.get(n).and_then(Value::as_f64).map(|f| f as u64);
+    let late = now.saturating_add(leeway);
+    match num("exp") {
+        Some(exp) if exp.saturating_add(leeway) <= now => {
+            return Err(VerifyError::Claim("exp", "expired".into()))
         }
-        if let Some(nbf) = num("nbf") {
-            if nbf > late {
-                return Err(VerifyError::Claim("nbf", "not yet valid".into()));
-            }
+        None if require_exp => return Err(VerifyError::Claim("exp", "missing".into())),
+        _ => {}
+    }
+    if let Some(nbf) = num("nbf") {
+        if nbf > late {
+            return Err(VerifyError::Claim("nbf", "not yet valid".into()));
         }
-        match num("iat") {
-            Some(iat) if iat > late => {
-                return Err(VerifyError::Claim("iat", "issued in the future".into()))
-            }
-            Some(iat) => {
-                if let Some(max) = max_age {
-                    if now > iat.saturating_add(max).saturating_add(leeway) {
-                        return Err(VerifyError::Claim("iat", "too old".into()));
-                    }
+    }
+    match num("iat") {
+        Some(iat) if iat > late => {
+            return Err(VerifyError::Claim("iat", "issued in the future".into()))
+        }
+        Some(iat) => {
+            if let Some(max) = max_age {
+                if now > iat.saturating_add(max).saturating_add(leeway) {
+                    return Err(VerifyError::Claim("iat", "too old".into()));
                 }
             }
-            None if max_age.is_some() => return Err(VerifyError::Claim("iat", "missing".into())),
-            None => {}
         }
-        Ok(())
+        None if max_age.is_some() => return Err(VerifyError::Claim("iat", "missing".into())),
+        None => {}
     }
+    Ok(())
+}
 
 fn decode_json(part: &str) -> Result<Map<String, Value>, VerifyError> {
     let bytes = URL_SAFE_NO_PAD
