@@ -245,9 +245,9 @@ mod tests {
         format!("{input}.{}", b64(&sig))
     }
 
-    fn verify(token: &str, algs: &[&str], jwks: &[Value]) -> Result<(), VerifyError> {
+    fn verify(token: &str, algs: &[&str], jwk: &Value) -> Result<(), VerifyError> {
         let algs: Vec<String> = algs.iter().map(|a| (*a).to_owned()).collect();
-        let keys = KeySet::from_json(&json!({ "keys": jwks }));
+        let keys = KeySet::from_json(&json!({ "keys": [jwk] }));
         Token::parse(token)?.verify(&algs, &keys)
     }
 
@@ -264,7 +264,7 @@ mod tests {
         ] {
             let kid = jwk["kid"].as_str().unwrap().to_owned();
             let t = sign(&signer, alg, &kid, &claims);
-            assert_eq!(verify(&t, ALL, &[jwk]), Ok(()), "{alg}");
+            assert_eq!(verify(&t, ALL, &jwk), Ok(()), "{alg}");
         }
     }
 
@@ -277,16 +277,10 @@ mod tests {
         // Signed by another key under the same kid.
         let (other, _) = p256();
         let t = sign(&other, "ES256", "e1", &claims);
-        assert_eq!(
-            verify(&t, ALL, &[ec_jwk.clone()]),
-            Err(VerifyError::BadSignature)
-        );
+        assert_eq!(verify(&t, ALL, &ec_jwk), Err(VerifyError::BadSignature));
         let (other_ed, _) = ed25519();
         let t = sign(&other_ed, "EdDSA", "d1", &claims);
-        assert_eq!(
-            verify(&t, ALL, &[ed_jwk.clone()]),
-            Err(VerifyError::BadSignature)
-        );
+        assert_eq!(verify(&t, ALL, &ed_jwk), Err(VerifyError::BadSignature));
         // A changed payload under a good signature.
         for (alg, s, jwk) in [
             ("RS256", &rs, &rs_jwk),
@@ -301,7 +295,7 @@ mod tests {
             parts[1] = &evil;
             let forged = parts.join(".");
             assert_eq!(
-                verify(&forged, ALL, &[jwk.clone()]),
+                verify(&forged, ALL, jwk),
                 Err(VerifyError::BadSignature),
                 "{alg}"
             );
@@ -318,28 +312,22 @@ mod tests {
             &b64(json!({"alg":"PS256","kid":"r1"}).to_string().as_bytes()),
             1,
         );
-        assert_eq!(
-            verify(&t, ALL, &[rs_jwk.clone()]),
-            Err(VerifyError::BadSignature)
-        );
+        assert_eq!(verify(&t, ALL, &rs_jwk), Err(VerifyError::BadSignature));
         // An allowed algorithm that does not fit the key's type.
         let (ec, _) = p256();
         let mut ec_as_rsa = rs_jwk.clone();
         ec_as_rsa["kid"] = json!("e1");
         let t = sign(&ec, "ES256", "e1", &claims);
-        assert_eq!(
-            verify(&t, ALL, &[ec_as_rsa]),
-            Err(VerifyError::BadSignature)
-        );
+        assert_eq!(verify(&t, ALL, &ec_as_rsa), Err(VerifyError::BadSignature));
         // A key pinned to RS256 refuses PS256.
         let mut pinned = rs_jwk.clone();
         pinned["alg"] = json!("RS256");
         let t = sign(&rs, "PS256", "r1", &claims);
-        assert_eq!(verify(&t, ALL, &[pinned]), Err(VerifyError::BadSignature));
+        assert_eq!(verify(&t, ALL, &pinned), Err(VerifyError::BadSignature));
         // Not in the provider's id_token_algs.
         let t = sign(&rs, "RS256", "r1", &claims);
         assert!(matches!(
-            verify(&t, &["ES256"], &[rs_jwk.clone()]),
+            verify(&t, &["ES256"], &rs_jwk),
             Err(VerifyError::AlgorithmNotAllowed(_))
         ));
         // alg none, even if "allowed", with or without a signature.
@@ -349,7 +337,7 @@ mod tests {
             b64(claims.to_string().as_bytes())
         );
         assert!(matches!(
-            verify(&none, &["none", "RS256"], &[rs_jwk]),
+            verify(&none, &["none", "RS256"], &rs_jwk),
             Err(VerifyError::AlgorithmNotAllowed(_))
         ));
     }

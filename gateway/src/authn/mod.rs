@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Submodules: [`cookie`] (sealed cookies), [`session`] (what a session
-//! holds), [`verify`] (JWT parsing and checks), [`provider`] (one OIDC
+//! holds), [`verify`] (JWT parsing and checks), [`jwk`] (a provider's
+//! keys for ring signature verification), [`bearer_cache`] (verified bearer
+//! tokens), [`provider`] (one OIDC
 //! provider: discovery, JWKS, code exchange, token validation),
 //! [`login_tx`] (the login transaction and the authorization response's
 //! checks, shared with the officers' login), [`flow`] (the gateway's own

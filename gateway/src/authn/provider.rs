@@ -8,7 +8,9 @@
 //! check (in `flow`), refusal of keys in token headers, `iat` freshness,
 //! `azp`, `at_hash`, `acr` mapping, userinfo `sub` equality, logout and
 //! bearer tokens, and a rate-limited JWKS refetch when a token names an
-//! unknown `kid`. A provider that cannot be reached is an error, never
+//! unknown `kid`. Bearer and logout token signatures are verified with
+//! ring against the keys decoded once per JWKS fetch (`jwk`); ID token
+//! signatures still by openidconnect. A provider that cannot be reached is an error, never
 //! a pass: callers fail closed.
 
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! JWT verification: compact JWS parsing with the header checks RFC 8725
-//! asks for, signature verification against a provider's JWKS, and claim
-//! checks. Signing is not here: the gateway's own JWTs (identity
+//! asks for, signature verification against a provider's JWKS (with ring,
+//! keys decoded by [`super::jwk`]), and claim checks (free functions over
+//! a claims map, so cached bearer claims are checked by the same code). Signing is not here: the gateway's own JWTs (identity
 //! assertions, `private_key_jwt` client assertions) and its JWKS are made
 //! by `stadttor_pki::jose`.
 //!
