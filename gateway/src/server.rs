@@ -190,6 +190,20 @@ fn announce_start(config: &Config, a: &Arc<crate::audit_event::AuditLog>, keys: 
     }
 }
 
+/// A listening socket on `addr` with the configured backlog (`listen(2)`;
+/// the kernel caps it at `net.core.somaxconn`) and `SO_REUSEADDR`, so a
+/// restart does not wait for old connections in TIME_WAIT.
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(backlog)
+}
+
 /// Binds every public listener and the admin listener; returns the
 /// sockets and the addresses actually bound.
 async fn bind_all(
@@ -202,9 +216,8 @@ async fn bind_all(
         admin_https: config.admin_tls.is_some(),
     };
     for l in &config.listeners {
-        let sock = TcpListener::bind(l.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
+        let sock =
+            listen(l.listen, config.server.listen_backlog).map_err(|source| ServeError::Bind {
                 what: format!("listener `{}`", l.name),
                 addr: l.listen,
                 source,
@@ -220,9 +233,8 @@ async fn bind_all(
     let admin = match config.admin {
         None => None,
         Some(addr) => {
-            let sock = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Bind {
+            let sock =
+                listen(addr, config.server.listen_backlog).map_err(|source| ServeError::Bind {
                     what: "admin listener".into(),
                     addr,
                     source,
@@ -373,6 +385,9 @@ fn restart_needed(old: &config::Server, new: &config::Server) -> Vec<&'static st
     }
     if old.log_format != new.log_format {
         keys.push("log_format");
+    }
+    if old.listen_backlog != new.listen_backlog {
+        keys.push("listen_backlog");
     }
     keys
 }

@@ -331,6 +331,9 @@ pub struct Server {
     pub access_log: bool,
     /// HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// Pending connections the kernel queues per listening socket
+    /// (`listen(2)` backlog; capped by `net.core.somaxconn`).
+    pub listen_backlog: u32,
 }
 
 /// A public TLS listener.

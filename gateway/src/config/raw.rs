@@ -43,6 +43,7 @@ pub struct Server {
     pub log_format: LogFormat,
     pub access_log: bool,
     pub h2_max_concurrent_streams: u32,
+    pub listen_backlog: u32,
 }
 
 impl Default for Server {
@@ -57,6 +58,7 @@ impl Default for Server {
             log_format: LogFormat::Text,
             access_log: true,
             h2_max_concurrent_streams: 128,
+            listen_backlog: 4096,
         }
     }
 }

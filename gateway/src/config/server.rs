@@ -40,6 +40,12 @@ pub(super) fn validate(s: &raw::Server, issue: &mut dyn FnMut(String, String)) -
         );
     }
 
+    if s.listen_backlog == 0 || s.listen_backlog > 65_535 {
+        issue(
+            "server.listen_backlog".into(),
+            "must be between 1 and 65535 (the kernel caps it at net.core.somaxconn)".into(),
+        );
+    }
     Server {
         max_connections: s.max_connections,
         max_connections_per_ip: s.max_connections_per_ip,
@@ -50,5 +56,6 @@ pub(super) fn validate(s: &raw::Server, issue: &mut dyn FnMut(String, String)) -
         log_format: s.log_format,
         access_log: s.access_log,
         h2_max_concurrent_streams: s.h2_max_concurrent_streams,
+        listen_backlog: s.listen_backlog,
     }
 }

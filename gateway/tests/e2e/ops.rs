@@ -357,3 +357,37 @@ async fn admin_connection_flood_is_capped_and_public_traffic_is_served() {
         "{m}"
     );
 }
+
+/// The listening sockets' backlog (`ss` shows it as Send-Q of a LISTEN
+/// socket): the configured one on the public and the admin listener, and a
+/// default above the kernel's old 128 (capped by `net.core.somaxconn`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_backlog_is_applied_to_every_listening_socket() {
+    fn backlog(port: u16) -> u32 {
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH"])
+            .output()
+            .expect("ss (iproute2) is installed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .is_some_and(|a| a.ends_with(&format!(":{port}")))
+            })
+            .unwrap_or_else(|| panic!("no listening socket on port {port}: {text}"));
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    }
+    let b = Backend::start("app").await;
+    let s = Setup::start(b.addr, "listen_backlog = 77", "", "");
+    assert_eq!(backlog(s.gw.addr().port()), 77);
+    assert_eq!(backlog(s.gw.admin.unwrap().port()), 77);
+    let d = Setup::start(b.addr, "", "", "");
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(backlog(d.gw.addr().port()), somaxconn.min(4096));
+}
