@@ -571,8 +571,15 @@ mod sf {
                         .map_err(|_| mal("bad base64"))
                 }
                 Some(b'?') => {
+                    // RFC 8941 §4.2.8: `?0` or `?1`, nothing else. Never
+                    // step past the end (a trailing `?` used to, and the
+                    // caller's slice then panicked: found by fuzzing).
                     self.i += 1;
-                    let b = self.peek() == Some(b'1');
+                    let b = match self.peek() {
+                        Some(b'1') => true,
+                        Some(b'0') => false,
+                        _ => return Err(mal("bad boolean")),
+                    };
                     self.i += 1;
                     Ok(Bare::Bool(b))
                 }
@@ -713,6 +720,26 @@ mod tests {
             _ => panic!(),
         }
         assert!(matches!(&d[1].1, sf::Member::Bytes(b) if b == &[0, 1]));
+    }
+
+    /// Threat: a crafted `Signature-Input` crashes the verifier. A trailing
+    /// `?` once stepped past the end of the header and a slice panicked
+    /// (found by the `httpsig` fuzz target); booleans other than `?0`/`?1`
+    /// are malformed.
+    #[test]
+    fn malformed_booleans_are_errors_not_panics() {
+        for input in [
+            "sig1=(\"@status\");x=?",
+            "sig1=(\"@status\");x=?2",
+            "sig1=?",
+            "sig1=(\"@status\");x=?1;y=?0",
+        ] {
+            let r = std::panic::catch_unwind(|| sf::dictionary(input));
+            assert!(r.is_ok(), "panicked on {input:?}");
+        }
+        assert!(sf::dictionary("sig1=(\"@status\");x=?").is_err());
+        assert!(sf::dictionary("sig1=(\"@status\");x=?2").is_err());
+        assert!(sf::dictionary("sig1=(\"@status\");x=?1;y=?0").is_ok());
     }
 
     #[test]
