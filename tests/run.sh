@@ -26,6 +26,7 @@ APT_PACKAGES=(
   chromium                                              # headless browser: officer approval page
   lintian dpkg-dev binutils systemd slowhttptest        # appliance: .deb lint + shlibdeps/objcopy, systemd-analyze, slow clients
   nginx python3                                         # path-confusion corpus: two upstreams that resolve paths on their own
+  iproute2                                              # ss: the listen backlog test reads it from the kernel
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
