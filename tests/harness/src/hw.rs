@@ -13,7 +13,7 @@
 //! [`init`] initialises a pool of tokens up front (with `softhsm2-util`) and
 //! [`SoftHsm::token`] hands each test its own, unused one.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -78,14 +78,7 @@ pub fn run(cmd: &mut Command) -> Output {
 
 /// Returns a port `p` such that `p` and `p + 1` were both free just now.
 pub fn free_port_pair() -> u16 {
-    for _ in 0..50 {
-        let first = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let port = first.local_addr().expect("local addr").port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free pair of adjacent ports on 127.0.0.1");
+    crate::ports::free_ports(2)
 }
 
 /// A software TPM (swtpm) on free loopback ports, with its own state dir.

@@ -4,6 +4,7 @@
 //!
 //! - [`TempDir`]: the one temporary directory type of the workspace.
 //! - [`hw`]: a software TPM (swtpm) and SoftHSM2 tokens.
+//! - [`ports`]: ports known before the process that binds them starts.
 //! - [`signing`]: a test PKI for seals, a local RFC 3161 TSA and the
 //!   independent verifiers (pdfsig, pyHanko, `openssl cms`).
 //!
@@ -13,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod hw;
+pub mod ports;
 pub mod signing;
 
 use std::path::{Path, PathBuf};

@@ -344,14 +344,9 @@ pub fn require_tool(name: &str, package: &str) -> PathBuf {
     panic!("required tool `{name}` is missing: install the Debian package `{package}` (tests/run.sh does)");
 }
 
-/// A port that was free a moment ago on 127.0.0.1: bound to port 0, read,
-/// released. For the few places that must know a port before the process
-/// that binds it starts (the test OP needs the gateway's exact redirect
-/// URIs); another process may take it in between, so prefer port 0.
+/// A port that was free a moment ago and that the kernel does not hand out
+/// on its own (see [`stadttor_test_harness::ports`]); prefer port 0 where
+/// the port need not be known in advance.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    stadttor_test_harness::ports::free_port()
 }
