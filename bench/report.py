@@ -11,12 +11,22 @@ import math
 import sys
 
 NAMES = {
-    "h1": "HTTP/1.1 keep-alive, 100 B (wrk -t1 -c50)",
-    "h2": "h2, 100 B (h2load -t1 -c10 -m10)",
     "big": "HTTP/1.1 keep-alive, 1 MiB (wrk -t1 -c10)",
     "hsfull": "full TLS handshake per connection + 100 B GET",
     "hsresume": "resumed TLS handshake per connection + 100 B GET",
+    "bearer": "bearer route (PS256 token, strip_prefix, audit off) vs nginx as bare proxy, 100 B, wrk",
+    "session": "session cookie + casbin policy + audit vs nginx as bare proxy, 100 B, wrk",
 }
+
+
+def name(test):
+    """What a test measures; h1-cN and h2-cN carry their concurrency."""
+    kind, _, conns = test.partition("-c")
+    if kind == "h1" and conns:
+        return f"HTTP/1.1 keep-alive, 100 B (wrk -t1 -c{conns})"
+    if kind == "h2" and conns:
+        return f"h2, 100 B (h2load -t1 -c{conns} -m10)"
+    return NAMES.get(test, test)
 
 
 def f(x):
@@ -51,7 +61,7 @@ def main():
         out.append(open(sys.argv[2]).read().rstrip())
         out.append("```\n")
     runs = sorted({r["run"] for r in rows}, key=int)
-    tests = [t for t in NAMES if any(r["test"] == t for r in rows)]
+    tests = list(dict.fromkeys(r["test"] for r in rows))
     by = {(r["run"], r["test"], r["proxy"]): r for r in rows}
 
     out.append("## Ratios stadttor / nginx\n")
@@ -65,6 +75,7 @@ def main():
             ("p50_ms", "p50 latency"),
             ("p99_ms", "p99 latency"),
             ("cpu_us_per_req", "CPU / request"),
+            ("rss_kib", "RSS after the test"),
         ):
             vals = []
             for r in runs:
@@ -77,11 +88,12 @@ def main():
             )
     out.append("")
     out.append("## Raw numbers\n")
-    out.append("| run | test | proxy | requests | req/s | p50 ms | p99 ms | CPU µs/req | schedstat µs/req | errors | load avg | note |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out.append("| run | test | proxy | requests | req/s | p50 ms | p99 ms | CPU µs/req | schedstat µs/req | errors | load avg | RSS KiB | note |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         out.append(
-            "| {run} | {test} | {proxy} | {requests} | {rps} | {p50} | {p99} | {cpu} | {sched} | {errors} | {loadavg} | {note} |".format(
+            "| {run} | {test} | {proxy} | {requests} | {rps} | {p50} | {p99} | {cpu} | {sched} | {errors} | {loadavg} | {rss} | {note} |".format(
+                rss=r.get("rss_kib", "n/a"),
                 p50=fmt(f(r["p50_ms"]), 3),
                 p99=fmt(f(r["p99_ms"]), 3),
                 cpu=r["cpu_us_per_req"],
@@ -93,7 +105,7 @@ def main():
     out.append("")
     out.append("Tests:")
     for t in tests:
-        out.append(f"- `{t}`: {NAMES[t]}")
+        out.append(f"- `{t}`: {name(t)}")
     print("\n".join(out))
 
 

@@ -17,6 +17,13 @@
 #                         scheduler.
 #                    none no change.
 #   BENCH_TESTS      space-separated subset of: h1 h2 big hsfull hsresume
+#                    bearer session  (default: all)
+#   BENCH_CONNS      concurrency levels of h1 (wrk -cN) and h2 (h2load -cN
+#                    -m10)                                   (default "10 64 256")
+#   BENCH_SECURE_CONNS  connections of the bearer and session tests (default 64)
+#   BENCH_SESSION_AUDIT the session route's audit mode: required (default:
+#                    the response waits until its event is on disk) or
+#                    best-effort (queued; the response does not wait)
 #   BENCH_HS_PROCS   client processes for the handshake tests (default 4)
 #   BENCH_PERF       set to 1 to add, after the suite, one profiled run per
 #                    proxy and test (perf record, not counted in the table;
@@ -25,6 +32,13 @@
 #   STADTTOR_BIN     the stadttor binary to measure (default: the release build)
 #   BENCH_KEEP       set to 1 to keep the scratch directory
 #   CARGO_TARGET_DIR (default /work/target-bench)
+#
+# The secure-path tests (#14 item 2) compare a request that stadttor
+# authenticates, authorizes and audits with the same request through nginx
+# as a bare proxy: `bearer` (PS256 access token from the real test OP,
+# `methods = ["bearer"]`, strip_prefix, audit off) and `session` (session
+# cookie from a real login through the gateway, casbin policy, audit on).
+# tests/testkit's `bench_identity` runs the OP and does the login.
 #
 # Pinning: both proxies on core 0 (taskset -c 0); the load generators and
 # the backend on core 1. Every run is bounded by BENCH_DURATION. Traffic
@@ -47,7 +61,10 @@ nice) PRIO=(nice -n -10) ;;
 none) PRIO=(env) ;;
 *) echo "BENCH_SCHED must be rr, nice or none" >&2; exit 2 ;;
 esac
-TESTS=${BENCH_TESTS:-"h1 h2 big hsfull hsresume"}
+TESTS=${BENCH_TESTS:-"h1 h2 big hsfull hsresume bearer session"}
+CONNS=${BENCH_CONNS:-"10 64 256"}
+SECURE_CONNS=${BENCH_SECURE_CONNS:-64}
+SESSION_AUDIT=${BENCH_SESSION_AUDIT:-required}
 HS_PROCS=${BENCH_HS_PROCS:-4}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
 HOST=127.0.0.1
@@ -130,6 +147,16 @@ ns_of() {
     done
     echo "$total"
 }
+# Resident memory (KiB) of the given processes, summed (nginx: master and
+# worker), right after a test: the connections are still open.
+rss_of() {
+    local total=0 p
+    for p in "$@"; do
+        total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
 proc_tree() { # pid and its direct children (nginx master + workers)
     echo "$1"
     cat "/proc/$1/task/"*/children 2>/dev/null | tr ' ' '\n' | grep -v '^$' || true
@@ -148,14 +175,34 @@ setup_files() {
     WORK=$(mktemp -d /tmp/stadttor-bench.XXXXXX)
     chmod 755 "$WORK"
     mkdir -p "$WORK/www" "$WORK/tmp" "$RESULTS"
-    # One ECDSA P-256 certificate and key for both proxies; the key as
-    # PKCS#8 (stadttor's file: backend wants PKCS#8, nginx reads it too).
+    # One ECDSA P-256 leaf for both proxies, issued by a throw-away CA (the
+    # login of the session test verifies the gateway like a browser); the
+    # key as PKCS#8 (stadttor's file: backend wants PKCS#8, nginx reads it).
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$WORK/ca.key" -out "$WORK/ca.pem" -subj "/CN=stadttor bench CA" -days 7 2>/dev/null
     openssl ecparam -name prime256v1 -genkey -noout -out "$WORK/ec.pem" 2>/dev/null
     openssl pkcs8 -topk8 -nocrypt -in "$WORK/ec.pem" -out "$WORK/key.pem"
-    openssl req -x509 -new -key "$WORK/key.pem" -sha256 -days 7 \
-        -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-        -out "$WORK/cert.pem" 2>/dev/null
-    chmod 600 "$WORK/key.pem" "$WORK/ec.pem"
+    openssl req -new -key "$WORK/key.pem" -subj "/CN=localhost" -out "$WORK/leaf.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+        "keyUsage=digitalSignature" "extendedKeyUsage=serverAuth" >"$WORK/leaf.ext"
+    openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+        -CAcreateserial -days 7 -sha256 -extfile "$WORK/leaf.ext" -out "$WORK/cert.pem" 2>/dev/null
+    chmod 600 "$WORK/key.pem" "$WORK/ec.pem" "$WORK/ca.key"
+    # Identity, policy and audit for the secure-path tests.
+    openssl genpkey -algorithm ed25519 -outform DER -out "$WORK/audit-ed25519.key"
+    openssl ecparam -name prime256v1 -genkey -noout -out "$WORK/assertion-ec.pem" 2>/dev/null
+    openssl pkcs8 -topk8 -nocrypt -in "$WORK/assertion-ec.pem" -outform DER -out "$WORK/assertion.p8"
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/audit-pseudonym.key"
+    chmod 600 "$WORK/audit-ed25519.key" "$WORK/assertion.p8" "$WORK/assertion-ec.pem" "$WORK/audit-pseudonym.key"
+    "$BIN" keys session-key "$WORK/session.keys" >/dev/null
+    mkdir -p "$WORK/policy-src" "$WORK/sessions"
+    cp "$ROOT/policies/default/model.conf" "$ROOT/policies/default/tests.csv" "$WORK/policy-src/"
+    { cat "$ROOT/policies/default/policy.csv"
+      echo "# bench: citizens read the benchmark's files"
+      echo "p, *, musterstadt, /session/*, GET|HEAD, substantial, *, *, allow"
+    } >"$WORK/policy-src/policy.csv"
+    "$BIN" policy init --store "file:$WORK/policy" --from "$WORK/policy-src" \
+        --officers bench-a,bench-b >/dev/null
     printf '%0100d' 0 | tr 0 a >"$WORK/www/small"           # 100 bytes
     head -c 1048576 /dev/urandom >"$WORK/www/1m"             # 1 MiB
     # Client-side OpenSSL config (wrk, h2load): offer P-256/P-384 only, so
@@ -236,6 +283,18 @@ http {
         listen $HOST:$NGINX_PORT ssl http2 backlog=4096;
         ssl_certificate $WORK/cert.pem;
         ssl_certificate_key $WORK/key.pem;
+        # The secure-path tests' prefixes, stripped as stadttor does; nginx
+        # checks nothing (the bare proxy the issue compares against).
+        location /bearer/ {
+            proxy_pass http://backend/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        location /session/ {
+            proxy_pass http://backend/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -247,7 +306,8 @@ http {
 }
 EOF
     cat >"$WORK/stadttor.toml" <<EOF
-# stadttor for the benchmark: one listener, one route, no access log.
+# stadttor for the benchmark: one listener, no access log; the anonymous
+# route all bare-proxy tests use, and the two secure-path routes.
 [server]
 access_log = false
 max_connections_per_ip = 16384
@@ -255,7 +315,7 @@ max_connections = 16384
 
 [[listeners]]
 name = "bench"
-listen = "$HOST:0"
+listen = "$HOST:$STADTTOR_PORT"
 
 [[listeners.tls.certificates]]
 chain = "cert.pem"
@@ -265,11 +325,81 @@ key = "file:key.pem"
 name = "backend"
 addresses = ["$HOST:$BACKEND_PORT"]
 
+[audit]
+dir = "audit"
+origin = "bench/run"
+key = "file:audit-ed25519.key"
+pseudonym_key_file = "audit-pseudonym.key"
+
+[policies]
+store = "file:policy"
+
+[identity]
+session_key_file = "session.keys"
+store = "file:sessions"
+assertion_key = "file:assertion.p8"
+
+EOF
+    # The provider table comes from bench_identity (the OP's issuer).
+    cat "$WORK/provider.toml" >>"$WORK/stadttor.toml"
+    cat >>"$WORK/stadttor.toml" <<EOF
+
+[[routes]]
+name = "bearer"
+upstream = "backend"
+path_prefix = "/bearer/"
+strip_prefix = true
+audit = "off"
+[routes.auth]
+methods = ["bearer"]
+providers = ["op"]
+bearer_audience = "https://api.bench.example"
+api = true
+[routes.authz]
+off = true
+
+[[routes]]
+name = "session"
+upstream = "backend"
+path_prefix = "/session/"
+strip_prefix = true
+audit = "$SESSION_AUDIT"
+[routes.auth]
+methods = ["session"]
+providers = ["op"]
+min_level = "substantial"
+[routes.authz]
+domain = "musterstadt"
+
 [[routes]]
 name = "all"
 upstream = "backend"
 path_prefix = "/"
+audit = "off"
 EOF
+}
+
+# The test OP and the login (tests/testkit src/bin/bench_identity.rs).
+start_identity() {
+    local tool="$CARGO_TARGET_DIR/release/bench_identity"
+    "${PRIO[@]}" taskset -c 1 "$tool" --dir "$WORK" --gateway-port "$STADTTOR_PORT" \
+        --ca "$WORK/ca.pem" >"$WORK/identity.out" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 300); do
+        [[ -s "$WORK/provider.toml" ]] && return
+        kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$WORK/identity.out" >&2; die "bench_identity exited"; }
+        sleep 0.1
+    done
+    die "bench_identity wrote no provider.toml"
+}
+
+wait_login() {
+    for _ in $(seq 300); do
+        [[ -s "$WORK/cookie.txt" ]] && { COOKIE=$(cat "$WORK/cookie.txt"); BEARER=$(cat "$WORK/bearer.txt"); return; }
+        sleep 0.1
+    done
+    cat "$WORK/identity.out" >&2
+    die "the benchmark login did not complete"
 }
 
 start_backend() {
@@ -300,12 +430,26 @@ start_stadttor() {
         sleep 0.1
     done
     [[ -n "$line" ]] || die "stadttor did not announce its listener"
-    STADTTOR_ADDR=${line##*https://}
-    STADTTOR_PORT=${STADTTOR_ADDR##*:}
     wait_http "https://$HOST:$STADTTOR_PORT/small"
 }
 
 # ---------------------------------------------------------------- tests ---
+# The credential of a secure-path test. The session cookie is bound to the
+# host it was issued for, so these tests send `Host: localhost`.
+secure_header() { # test
+    if [[ $1 == session ]]; then echo "Cookie: $COOKIE"; else echo "Authorization: $BEARER"; fi
+}
+
+# wrk counts a 3xx as success; a secure-path test that measured login
+# redirects instead of served requests would be worthless. So the request
+# must be answered 200 with the backend's 100 bytes, before and after.
+check_secure() { # test port
+    local got
+    got=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' -H "$(secure_header "$1")" \
+        -H "Host: localhost" "https://$HOST:$2/$1/small")
+    [[ $got == "200 100" ]] || die "$1 on :$2 answered '$got' instead of '200 100'"
+}
+
 # Each test prints: requests p50_ms p99_ms errors note   (on one line)
 loader() { OPENSSL_CONF="$WORK/openssl-client.cnf" "${PRIO[@]}" taskset -c 1 "$@"; }
 
@@ -351,22 +495,33 @@ EOF
 }
 
 run_tool() { # test port outfile  -> prints "requests p50 p99 errors note"
-    local test=$1 port=$2 out=$3 url="https://$HOST:$2"
+    local test=$1 port=$2 out=$3 url="https://$HOST:$2" c=${1##*-c}
     case $test in
-    h1)
-        loader wrk -t1 -c50 -d"${WARM}s" "$url/small" >/dev/null
+    h1-c*)
+        loader wrk -t1 -c"$c" -d"${WARM}s" "$url/small" >/dev/null
         echo "@@measure" >"$out.mark"
-        loader wrk -t1 -c50 -d"${DUR}s" --latency "$url/small" >"$out"
+        loader wrk -t1 -c"$c" -d"${DUR}s" --latency "$url/small" >"$out"
         ;;
-    h2)
-        loader h2load -t1 -c10 -m10 -D "$WARM" "$url/small" >/dev/null
+    h2-c*)
+        loader h2load -t1 -c"$c" -m10 -D "$WARM" "$url/small" >/dev/null
         echo "@@measure" >"$out.mark"
-        loader h2load -t1 -c10 -m10 -D "$DUR" --log-file="$out.log" "$url/small" >"$out"
+        loader h2load -t1 -c"$c" -m10 -D "$DUR" --log-file="$out.log" "$url/small" >"$out"
         ;;
     big)
         loader wrk -t1 -c10 -d"${WARM}s" "$url/1m" >/dev/null
         echo "@@measure" >"$out.mark"
         loader wrk -t1 -c10 -d"${DUR}s" --latency "$url/1m" >"$out"
+        ;;
+    bearer | session)
+        local hdr
+        hdr=$(secure_header "$test")
+        check_secure "$test" "$port"
+        loader wrk -t1 -c"$SECURE_CONNS" -d"${WARM}s" -H "$hdr" -H "Host: localhost" \
+            "$url/$test/small" >/dev/null
+        echo "@@measure" >"$out.mark"
+        loader wrk -t1 -c"$SECURE_CONNS" -d"${DUR}s" --latency -H "$hdr" -H "Host: localhost" \
+            "$url/$test/small" >"$out"
+        check_secure "$test" "$port"
         ;;
     hsfull | hsresume)
         local mode=full
@@ -399,8 +554,8 @@ measure() { # run proxy test port pids...
     read -r t0 s0 <"$out.t0"
     local parsed
     case $test in
-    h1 | big) parsed=$(parse_wrk "$out") ;;
-    h2) parsed=$(parse_h2load "$out" "$out.log"); rm -f "$out.log" ;;
+    h1-c* | big | bearer | session) parsed=$(parse_wrk "$out") ;;
+    h2-c*) parsed=$(parse_h2load "$out" "$out.log"); rm -f "$out.log" ;;
     hs*)
         parsed=$(python3 - "$out" "$test" <<'EOF'
 import json, sys
@@ -420,30 +575,49 @@ EOF
     local cpu_us sched_us
     cpu_us=$(python3 -c "d=($t1-$t0)*1e6/$CLK_TCK; n=$n; print('%.1f' % (d/n if n else float('nan')))")
     sched_us=$(python3 -c "d=($s1-$s0)/1e3; n=$n; print('%.1f' % (d/n if n else float('nan')))")
-    local rps
+    local rps rss
     rps=$(python3 -c "print('%.1f' % ($n/$DUR))")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$run" "$test" "$proxy" "$n" "$rps" "$p50" "$p99" "$cpu_us" "$sched_us" "$err" "$load" "$note" >>"$RAW"
-    log "run $run $test $proxy: ${rps} req/s p50=${p50}ms p99=${p99}ms cpu=${cpu_us}us/req (schedstat ${sched_us}) err=$err load=$load $note"
+    rss=$(rss_of "$@")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$run" "$test" "$proxy" "$n" "$rps" "$p50" "$p99" "$cpu_us" "$sched_us" "$err" "$load" "$rss" "$note" >>"$RAW"
+    log "run $run $test $proxy: ${rps} req/s p50=${p50}ms p99=${p99}ms cpu=${cpu_us}us/req (schedstat ${sched_us}) err=$err load=$load rss=${rss}KiB $note"
 }
 
 # ----------------------------------------------------------------- main ---
 ensure_tools
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     log "building stadttor (release) into $CARGO_TARGET_DIR"
-    (cd "$ROOT" && cargo build --release -p stadttor-gateway --bin stadttor >&2)
+    # With the OP driver of the secure-path tests (one build: the same
+    # feature set as stadttor, so nothing is built twice).
+    (cd "$ROOT" && cargo build --release -p stadttor-gateway --bin stadttor \
+        -p testkit --bin bench_identity >&2)
 fi
+[[ -x "$CARGO_TARGET_DIR/release/bench_identity" ]] ||
+    die "no $CARGO_TARGET_DIR/release/bench_identity: run once without BENCH_SKIP_BUILD"
 BIN="${STADTTOR_BIN:-$CARGO_TARGET_DIR/release/stadttor}"
 [[ -x "$BIN" ]] || die "no binary at $BIN"
 
 setup_files
 BACKEND_PORT=$(free_port)
 NGINX_PORT=$(free_port)
-[[ "$BACKEND_PORT" != "$NGINX_PORT" ]] || NGINX_PORT=$(free_port)
+STADTTOR_PORT=$(free_port)
+[[ "$BACKEND_PORT $NGINX_PORT" != *"$STADTTOR_PORT"* && "$BACKEND_PORT" != "$NGINX_PORT" ]] ||
+    die "free_port returned one port twice; run again"
+start_identity
 write_configs
 start_backend
 start_nginx_proxy
 start_stadttor
+wait_login
+# h1 and h2 run at every concurrency level.
+EXPANDED=""
+for t in $TESTS; do
+    case $t in
+    h1 | h2) for c in $CONNS; do EXPANDED+=" $t-c$c"; done ;;
+    *) EXPANDED+=" $t" ;;
+    esac
+done
+TESTS=$EXPANDED
 NGINX_PIDS=$(proc_tree "$NGINX_PID" | tr '\n' ' ')
 log "backend :$BACKEND_PORT (core 1), nginx :$NGINX_PORT pids [$NGINX_PIDS] (core 0), stadttor :$STADTTOR_PORT pid $STADTTOR_PID (core 0)"
 
@@ -456,7 +630,7 @@ for p in "$NGINX_PORT" "$STADTTOR_PORT"; do
 done
 
 RAW="$WORK/raw.tsv"
-printf 'run\ttest\tproxy\trequests\trps\tp50_ms\tp99_ms\tcpu_us_per_req\tsched_us_per_req\terrors\tloadavg\tnote\n' >"$RAW"
+printf 'run\ttest\tproxy\trequests\trps\tp50_ms\tp99_ms\tcpu_us_per_req\tsched_us_per_req\terrors\tloadavg\trss_kib\tnote\n' >"$RAW"
 for run in $(seq "$RUNS"); do
     for test in $TESTS; do
         # Alternate which proxy goes first, so slow drift in the machine's
@@ -486,7 +660,7 @@ done
     for p in "$NGINX_PORT" "$STADTTOR_PORT"; do
         echo "response head bytes on :$p (GET /small, HTTP/1.1): $(curl -sk -D - -o /dev/null "https://$HOST:$p/small" | wc -c)"
     done
-    echo "duration: ${DUR}s measured after ${WARM}s warm-up; runs: $RUNS; scheduling: $SCHED (${PRIO[*]}); handshake client processes: $HS_PROCS"
+    echo "duration: ${DUR}s measured after ${WARM}s warm-up; runs: $RUNS; scheduling: $SCHED (${PRIO[*]}); handshake client processes: $HS_PROCS; secure-path connections: $SECURE_CONNS"
 } >"$WORK/versions.txt"
 
 # Optional profile: perf samples the proxy during one extra run per test.
