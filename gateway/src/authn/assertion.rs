@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use super::provider::unix_now;
 use super::Identity;
 use crate::config;
+use http::HeaderValue;
 use serde_json::{Map, Value};
 use stadttor_hsm::{Protection, SigningKey};
 use stadttor_pki::jose::{self, JwsHeader};
@@ -23,7 +24,8 @@ const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Debug)]
 struct Cached {
-    jwt: Arc<str>,
+    /// The JWT, ready to be sent as a header value (a cheap clone).
+    jwt: HeaderValue,
     renew_at: u64,
 }
 
@@ -71,7 +73,7 @@ impl Assertions {
         id: &Identity,
         route: &str,
         claims: Map<String, Value>,
-    ) -> Result<Arc<str>, String> {
+    ) -> Result<HeaderValue, String> {
         let now = unix_now();
         let level = id.level.map(|l| l.as_str()).unwrap_or("-");
         let key = format!(
@@ -112,13 +114,13 @@ impl Assertions {
             expect_alg: None,
         };
         let sign = || jose::sign_compact(self.key.as_ref(), &header, &body);
-        let jwt: Arc<str> = if self.key.protection() == Protection::Software {
+        let jwt = if self.key.protection() == Protection::Software {
             sign()
         } else {
             tokio::task::block_in_place(sign)
         }
-        .map_err(|e| e.to_string())?
-        .into();
+        .map_err(|e| e.to_string())?;
+        let jwt = HeaderValue::from_str(&jwt).map_err(|e| format!("assertion JWT: {e}"))?;
         if let Ok(mut c) = self.cache.lock() {
             if c.len() >= MAX_ENTRIES {
                 c.clear();

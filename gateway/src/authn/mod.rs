@@ -71,8 +71,39 @@ pub struct Auth {
     kept_claims: BTreeSet<String>,
     /// Verified bearer tokens (per-request checks still run on a hit).
     bearer_cache: bearer_cache::BearerCache,
+    /// `[server] identity_header_prefix`, for the routes' claim headers.
     prefix: String,
+    /// The fixed identity header names, built once.
+    names: IdentityHeaderNames,
     audit: Option<Arc<crate::audit_event::AuditLog>>,
+}
+
+/// The identity headers every authenticated request carries upstream,
+/// named once from `[server] identity_header_prefix` (the prefix is
+/// validated at load as a header-name prefix).
+#[derive(Debug)]
+struct IdentityHeaderNames {
+    sub: HeaderName,
+    provider: HeaderName,
+    auth_method: HeaderName,
+    level: HeaderName,
+    assertion: HeaderName,
+}
+
+impl IdentityHeaderNames {
+    fn new(prefix: &str) -> Result<Self, String> {
+        let name = |suffix: &str| {
+            HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes())
+                .map_err(|e| format!("identity_header_prefix `{prefix}`: {e}"))
+        };
+        Ok(Self {
+            sub: name("sub")?,
+            provider: name("provider")?,
+            auth_method: name("auth-method")?,
+            level: name("level")?,
+            assertion: name("assertion")?,
+        })
+    }
 }
 
 /// Random URL-safe text of `n` random bytes.
@@ -180,8 +211,10 @@ impl Auth {
                 }
             });
         }
+        let names = IdentityHeaderNames::new(&config.server.identity_header_prefix)?;
         Ok(Some(Self {
             prefix: config.server.identity_header_prefix.clone(),
+            names,
             cfg,
             providers,
             cookies,
@@ -486,20 +519,18 @@ impl Auth {
         id: &Identity,
         request_id: &str,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, Box<Response<ProxyBody>>> {
-        let mut upstream_headers = Vec::new();
-        let mut push = |suffix: &str, value: &str| {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(format!("{}{suffix}", self.prefix).as_bytes()),
-                HeaderValue::from_str(&header_safe(value)),
-            ) {
-                upstream_headers.push((n, v));
+        let mut upstream_headers = Vec::with_capacity(5 + route.auth.claims.len());
+        let mut push = |name: &HeaderName, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(&header_safe(value)) {
+                upstream_headers.push((name.clone(), v));
             }
         };
-        push("sub", &id.sub);
-        push("provider", &id.provider);
-        push("auth-method", id.method.name());
+        let n = &self.names;
+        push(&n.sub, &id.sub);
+        push(&n.provider, &id.provider);
+        push(&n.auth_method, id.method.name());
         if let Some(l) = id.level {
-            push("level", l.as_str());
+            push(&n.level, l.as_str());
         }
         let mut forwarded = serde_json::Map::new();
         for (claim, suffix) in &route.auth.claims {
@@ -508,12 +539,18 @@ impl Auth {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                push(suffix, &text);
+                if let Ok(name) =
+                    HeaderName::from_bytes(format!("{}{suffix}", self.prefix).as_bytes())
+                {
+                    push(&name, &text);
+                }
                 forwarded.insert(claim.clone(), v.clone());
             }
         }
         match self.assertions.get(id, &route.name, forwarded) {
-            Ok(jwt) => push("assertion", &jwt),
+            // A compact JWS is always a valid header value, made once per
+            // cached assertion.
+            Ok(jwt) => upstream_headers.push((n.assertion.clone(), jwt)),
             Err(e) => {
                 tracing::error!(request_id, error = %e, "cannot sign the identity assertion; refusing (fail closed)");
                 return Err(Box::new(
@@ -747,8 +784,11 @@ fn bearer(h: &HeaderMap) -> Option<&str> {
 }
 
 /// Percent-encodes what is not printable ASCII, so any claim fits a header.
-fn header_safe(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
+fn header_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'%') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut o = String::with_capacity(s.len() + 8);
     for b in s.bytes() {
         if (0x20..0x7f).contains(&b) && b != b'%' {
             o.push(b as char);
@@ -756,7 +796,7 @@ fn header_safe(s: &str) -> String {
             o.push_str(&format!("%{b:02X}"));
         }
     }
-    o
+    std::borrow::Cow::Owned(o)
 }
 
 /// Lowercase hex (the one implementation, in pki).
