@@ -81,7 +81,6 @@ addresses = ["{a.backend}"]
         with open(os.path.join(src, "model.conf"), "w") as f:
             f.write(model)
         with open(os.path.join(src, "policy.csv"), "w") as f:
-            f.write("g, alice, officer, stadttor-admin\ng, bob, officer, stadttor-admin\n")
             for n in range(a.policy):
                 dom, svc = divmod(n, 100)
                 f.write(f"p, rolle{svc % 10}, kommune{dom}, /dienst{svc}/*, GET|POST, substantial, *, *, allow\n")

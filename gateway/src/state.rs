@@ -7,7 +7,7 @@
 //! gateway holds the current `State` in an `ArcSwap`; each request takes a
 //! cheap snapshot of it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ use crate::http::upstream::{Pool, UpstreamClient};
 use crate::keys::Keys;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route_index::{RouteIndex, RouteKey};
+
+/// Response headers a route adds when the response lacks them.
+pub type SecurityHeaders = Arc<[(HeaderName, HeaderValue)]>;
 
 /// A route, ready to serve.
 #[derive(Debug)]
@@ -35,8 +38,9 @@ pub struct Route {
     pub client: UpstreamClient,
     /// Metric handles.
     pub metrics: RouteMetrics,
-    /// Security headers added to responses.
-    pub security_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Security headers added to responses, shared by every route with
+    /// the same `response_headers`.
+    pub security_headers: SecurityHeaders,
 }
 
 /// Everything the request path needs, swapped atomically on reload.
@@ -84,17 +88,7 @@ impl State {
                 issues,
             });
         }
-        let mut routes = build_routes(&config, &pools, metrics);
-        // Most specific first: exact host, then wildcard, then any host;
-        // within each, the longest path prefix. Ties keep file order.
-        routes.sort_by_key(|r| {
-            let host_rank = match &r.cfg.host {
-                Some(h) if h.starts_with("*.") => 1,
-                Some(_) => 0,
-                None => 2,
-            };
-            (host_rank, std::cmp::Reverse(r.cfg.path_prefix.len()))
-        });
+        let routes = build_routes(&config, &pools, metrics);
         let index = RouteIndex::build(routes.iter().map(|r| RouteKey {
             listeners: &r.listeners,
             host: r.cfg.host.as_deref(),
@@ -120,37 +114,57 @@ impl State {
     }
 }
 
-/// The routes of `config` in file order, each with its pool, metrics and
-/// security headers. Routes to the same upstream with the same connect
-/// timeout share one client and so its connections (a client per route
-/// cost kilobytes each and kept a connection pool per route).
+/// The routes of `config`, most specific first: exact host, then
+/// wildcard, then any host; within each, the longest path prefix; ties keep
+/// file order. Each with its pool, metrics and security headers. Routes to
+/// the same upstream with the same connect timeout share one client and so
+/// its connections (a client per route cost kilobytes each and kept a
+/// connection pool per route); routes with the same `response_headers`
+/// share one list of security headers.
 fn build_routes(config: &Config, pools: &[Arc<Pool>], metrics: &Metrics) -> Vec<Route> {
     let mut listener_index: HashMap<&str, usize> = HashMap::new();
     for (i, l) in config.listeners.iter().enumerate() {
         listener_index.entry(l.name.as_str()).or_insert(i);
     }
+    // Sorting indexes, not routes: a route is large, and a stable sort of
+    // ten thousand of them needs a buffer of as many.
+    let mut order: Vec<usize> = (0..config.routes.len()).collect();
+    order.sort_by_key(|&i| {
+        let r = &config.routes[i];
+        let host_rank = match &r.host {
+            Some(h) if h.starts_with("*.") => 1,
+            Some(_) => 0,
+            None => 2,
+        };
+        (host_rank, std::cmp::Reverse(r.path_prefix.len()))
+    });
     let mut clients: HashMap<(usize, Duration), UpstreamClient> = HashMap::new();
-    config
-        .routes
-        .iter()
-        .map(|r| {
-            let pool = pools[r.upstream].clone();
-            let client = clients
-                .entry((r.upstream, r.timeouts.connect))
-                .or_insert_with(|| pool.client(r.timeouts.connect))
-                .clone();
-            Route {
-                client,
-                listeners: r
-                    .listeners
-                    .iter()
-                    .filter_map(|n| listener_index.get(n.as_str()).copied())
-                    .collect(),
-                pool,
-                metrics: metrics.route(&r.name),
-                security_headers: crate::http::headers::security_headers_for(&r.response_headers),
-                cfg: r.clone(),
-            }
-        })
-        .collect()
+    let mut headers: HashMap<&BTreeMap<String, String>, SecurityHeaders> = HashMap::new();
+    let mut routes = Vec::with_capacity(order.len());
+    for r in order.into_iter().map(|i| &config.routes[i]) {
+        let pool = pools[r.upstream].clone();
+        let client = clients
+            .entry((r.upstream, r.timeouts.connect))
+            .or_insert_with(|| pool.client(r.timeouts.connect))
+            .clone();
+        let security_headers = headers
+            .entry(&r.response_headers)
+            .or_insert_with(|| {
+                crate::http::headers::security_headers_for(&r.response_headers).into()
+            })
+            .clone();
+        routes.push(Route {
+            client,
+            listeners: r
+                .listeners
+                .iter()
+                .filter_map(|n| listener_index.get(n.as_str()).copied())
+                .collect(),
+            pool,
+            metrics: metrics.route(&r.name),
+            security_headers,
+            cfg: r.clone(),
+        });
+    }
+    routes
 }

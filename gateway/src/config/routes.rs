@@ -32,7 +32,7 @@ pub(super) fn validate(
             "at least one `[[routes]]` table is needed".into(),
         );
     }
-    let mut routes = Vec::new();
+    let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.iter().enumerate() {
         if r.name.is_empty() || !route_names.insert(r.name.clone()) {
             issue(

@@ -89,7 +89,7 @@ async fn reload_to_thousands_of_routes_fails_no_request_and_serves_them() {
     }
 
     let config = std::fs::read_to_string(&s.gw.config_path).unwrap();
-    std::fs::write(&s.gw.config_path, config + &many_routes(new.addr)).unwrap();
+    std::fs::write(&s.gw.config_path, config + many_routes(new.addr).as_str()).unwrap();
     let before = sent.load(Ordering::Relaxed);
     s.gw.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(30);
