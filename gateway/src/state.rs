@@ -58,6 +58,8 @@ pub struct State {
     index: RouteIndex,
     /// Metric handles for requests that match no route.
     pub unrouted: RouteMetrics,
+    /// Security headers for answers outside any route (the defaults).
+    pub unrouted_headers: SecurityHeaders,
 }
 
 impl State {
@@ -101,6 +103,7 @@ impl State {
             routes,
             index,
             unrouted: metrics.route("-"),
+            unrouted_headers: crate::http::headers::security_headers_for(&BTreeMap::new()).into(),
         })
     }
 
