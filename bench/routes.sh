@@ -180,7 +180,7 @@ start_gw() { # dir -> sets GW_PID, GW_PORT, START_MS
         >"$1/out" 2>"$1/err" &
     GW_PID=$!
     PIDS+=($GW_PID)
-    for _ in $(seq 300); do
+    for _ in $(seq 3000); do  # up to 30 s: a busy machine without RR is slow
         line=$(grep -m1 '^stadttor listening: bench https://' "$1/out" 2>/dev/null || true)
         [[ -n "$line" ]] && break
         kill -0 "$GW_PID" 2>/dev/null || { cat "$1/err" >&2; die "stadttor exited"; }
