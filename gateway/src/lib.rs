@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod policy;
 pub(crate) mod proxy;
 pub mod respond;
+pub mod route_index;
 pub mod runtime;
 pub mod server;
 pub mod signing;

@@ -2,7 +2,7 @@
 //! authentication, authorization, auditing and signing; and that no route
 //! is shadowed by an earlier one.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{
     identity, listeners::host_problem, paths, policies, raw, signing, AuditMode, Identity, Route,
@@ -32,7 +32,7 @@ pub(super) fn validate(
             "at least one `[[routes]]` table is needed".into(),
         );
     }
-    let mut routes = Vec::new();
+    let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.iter().enumerate() {
         if r.name.is_empty() || !route_names.insert(r.name.clone()) {
             issue(
@@ -228,15 +228,20 @@ fn response_headers(
 /// Reports routes that can never match because an earlier one wins.
 fn shadowed(routes: &[Route], issue: &mut dyn FnMut(String, String)) {
     // A route is dead if an earlier one has the same host and prefix and
-    // applies to at least the same listeners: ties keep file order.
+    // applies to at least the same listeners: ties keep file order. Only
+    // routes with the same host and prefix are compared, so this stays
+    // linear in the number of routes (it compared every pair before).
+    let mut earlier: HashMap<(Option<&str>, &str), Vec<usize>> = HashMap::new();
     for (j, b) in routes.iter().enumerate() {
-        let shadow = routes[..j].iter().position(|a| {
-            a.host == b.host
-                && a.path_prefix == b.path_prefix
-                && (a.listeners.is_empty()
-                    || (!b.listeners.is_empty()
-                        && b.listeners.iter().all(|l| a.listeners.contains(l))))
+        let same = earlier
+            .entry((b.host.as_deref(), b.path_prefix.as_str()))
+            .or_default();
+        let shadow = same.iter().copied().find(|&i| {
+            let a = &routes[i];
+            a.listeners.is_empty()
+                || (!b.listeners.is_empty() && b.listeners.iter().all(|l| a.listeners.contains(l)))
         });
+        same.push(j);
         if let Some(i) = shadow {
             issue(
                 format!("routes[{j}]"),

@@ -158,10 +158,7 @@ fn answer<'s>(
     };
     match route {
         Some(r) => headers::add_missing(resp.headers_mut(), &r.security_headers),
-        None => {
-            let defaults = headers::security_headers_for(&Default::default());
-            headers::add_missing(resp.headers_mut(), &defaults);
-        }
+        None => headers::add_missing(resp.headers_mut(), &ctx.state.unrouted_headers),
     }
     (resp, route)
 }

@@ -15,6 +15,7 @@ mod ops;
 mod path_confusion;
 mod policy;
 mod proxy;
+mod route_scale;
 mod streaming;
 mod tls;
 mod upstream;
