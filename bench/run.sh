@@ -27,7 +27,9 @@
 #   BENCH_HS_PROCS   client processes for the handshake tests (default 4)
 #   BENCH_PERF       set to 1 to add, after the suite, one profiled run per
 #                    proxy and test (perf record, not counted in the table;
-#                    reports in bench/results/perf-*.txt)
+#                    reports in bench/results/perf-*.txt; for the bearer and
+#                    session tests also each stage's share of stadttor's CPU,
+#                    bench/results/stages-*.md)
 #   BENCH_SKIP_BUILD set to 1 to use an existing release binary
 #   STADTTOR_BIN     the stadttor binary to measure (default: the release build)
 #   BENCH_KEEP       set to 1 to keep the scratch directory
@@ -668,17 +670,31 @@ if [[ "${BENCH_PERF:-0}" == 1 ]] && command -v perf >/dev/null; then
     for test in $TESTS; do
         for proxy in nginx stadttor; do
             if [[ $proxy == nginx ]]; then port=$NGINX_PORT; pids=$(echo $NGINX_PIDS | tr ' ' ','); else port=$STADTTOR_PORT; pids=$STADTTOR_PID; fi
-            perf record -F 1999 -p "$pids" -o "$WORK/perf-$proxy-$test.data" -- sleep $((WARM + DUR)) 2>/dev/null &
+            # stadttor's secure-path tests also get call graphs (DWARF), for
+            # the share of each stage of the request path (perf_stages.py).
+            perf_opts=()
+            if [[ $proxy == stadttor && ( $test == bearer || $test == session ) ]]; then
+                perf_opts=(-F 499 --call-graph dwarf,16384)
+            else
+                perf_opts=(-F 1999)
+            fi
+            perf record "${perf_opts[@]}" -p "$pids" -o "$WORK/perf-$proxy-$test.data" -- sleep $((WARM + DUR)) 2>/dev/null &
             perfpid=$!
             run_tool "$test" "$port" "$WORK/perf-run-$proxy-$test.txt" >/dev/null
             wait "$perfpid" || true
             perf report -i "$WORK/perf-$proxy-$test.data" --no-children --sort dso,sym --percent-limit 0.5 \
                 --stdio 2>/dev/null | grep -v '^$' | grep -v '^# \.\.' | sed 's/ *$//' | head -80 \
-                >"$RESULTS/perf-$proxy-$test.txt"
+                >"$RESULTS/perf-$proxy-$test.txt" || true # head closes the pipe early
             # Grouped: kernel, libraries, and Rust code by crate.
             perf report -i "$WORK/perf-$proxy-$test.data" --no-children --sort dso,sym --stdio \
                 --percent-limit 0 2>/dev/null | python3 "$BENCH/perf_group.py" \
                 >"$RESULTS/perf-$proxy-$test-grouped.txt"
+            if [[ ${#perf_opts[@]} -gt 2 ]]; then
+                cpu=$(awk -F'\t' -v t="$test" '$2 == t && $3 == "stadttor" { s += $8; n++ } END { if (n) printf "%.1f", s / n; else print "nan" }' "$RAW")
+                perf report -i "$WORK/perf-$proxy-$test.data" --children --sort sym -g none --stdio \
+                    2>/dev/null | python3 "$BENCH/perf_stages.py" "$cpu" >"$RESULTS/stages-$test.md"
+                log "stages: bench/results/stages-$test.md"
+            fi
             log "profile: bench/results/perf-$proxy-$test.txt"
         done
     done
