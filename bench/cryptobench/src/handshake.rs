@@ -59,13 +59,29 @@ pub struct Variant {
 
 /// The variants, in report order.
 pub fn variants() -> Vec<Variant> {
-    let v = |label, server, client, group, resumed| Variant {
+    let mut all = classic();
+    all.extend(post_quantum());
+    all
+}
+
+fn v(
+    label: &'static str,
+    server: Server,
+    client: Lib,
+    group: &'static dyn SupportedKxGroup,
+    resumed: bool,
+) -> Variant {
+    Variant {
         label,
         server,
         client,
         group,
         resumed,
-    };
+    }
+}
+
+/// Classic groups: P-256 full and resumed, X25519.
+fn classic() -> Vec<Variant> {
     use Lib::{AwsLc, Ring};
     vec![
         v(
@@ -110,6 +126,13 @@ pub fn variants() -> Vec<Variant> {
             aws_lc_rs::kx_group::X25519,
             false,
         ),
+    ]
+}
+
+/// The hybrid groups, and a classic client against a listener offering them.
+fn post_quantum() -> Vec<Variant> {
+    use Lib::{AwsLc, Ring};
+    vec![
         v(
             "SECP256R1MLKEM768, full",
             Server::RingPq,
@@ -143,6 +166,13 @@ pub fn variants() -> Vec<Variant> {
             Server::AwsLcPq,
             AwsLc,
             aws_lc_rs::kx_group::X25519MLKEM768,
+            false,
+        ),
+        v(
+            "P-256 client, PQ server, full",
+            Server::RingPq,
+            Ring,
+            ring::kx_group::SECP256R1,
             false,
         ),
         v(

@@ -119,10 +119,32 @@ fn fmt_stat(st: Option<(f64, f64, f64)>, digits: usize) -> String {
     }
 }
 
-fn ratio(a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>) -> String {
-    match (a, b) {
-        (Some((a, ..)), Some((b, ..))) if b > 0.0 => format!("{:.2}×", a / b),
-        _ => "–".into(),
+/// `f(aws-lc-rs) / f(ring)` within each round, where both ran: the
+/// round's load hits both figures of the pair alike.
+fn paired(rows: &[Row], part: &str, label: &str, f: fn(&Row) -> f64) -> Option<(f64, f64, f64)> {
+    per_round(
+        &pick(rows, part, label, "aws-lc-rs"),
+        &pick(rows, part, label, "ring"),
+        f,
+    )
+}
+
+/// `f(a) / f(b)` of the rows of the same round.
+fn per_round(a: &[&Row], b: &[&Row], f: fn(&Row) -> f64) -> Option<(f64, f64, f64)> {
+    let ratios = b
+        .iter()
+        .filter_map(|r| {
+            let x = a.iter().find(|x| x.round == r.round)?;
+            (f(r) > 0.0).then(|| f(x) / f(r))
+        })
+        .collect();
+    stats(ratios)
+}
+
+fn fmt_ratio(st: Option<(f64, f64, f64)>) -> String {
+    match st {
+        Some((m, lo, hi)) => format!("{m:.2}× ({lo:.2}–{hi:.2})"),
+        None => "–".into(),
     }
 }
 
@@ -138,7 +160,9 @@ fn labels(rows: &[Row], part: &str) -> Vec<&'static str> {
 
 fn prim_table(rows: &[Row], out: &mut String) {
     out.push_str("\n### Primitives\n\nCPU µs per operation (lower is better); AES-GCM in MB per CPU second (higher is better).\n\n");
-    out.push_str("| primitive | ring | aws-lc-rs | aws-lc-rs / ring |\n|---|---|---|---|\n");
+    out.push_str(
+        "| primitive | ring | aws-lc-rs | aws-lc-rs / ring, per round |\n|---|---|---|---|\n",
+    );
     for label in labels(rows, "prim") {
         let of = |base| {
             stats(
@@ -154,7 +178,7 @@ fn prim_table(rows: &[Row], out: &mut String) {
             "| {label} | {} | {} | {} |",
             fmt_stat(r, 1),
             fmt_stat(a, 1),
-            ratio(a, r)
+            fmt_ratio(paired(rows, "prim", label, Row::value))
         );
     }
 }
@@ -166,7 +190,7 @@ fn handshake_table(rows: &[Row], out: &mut String) {
          (and an aws-lc-rs client: ring has no ML-KEM).\n\n",
     );
     out.push_str(
-        "| handshake | server: ring | server: aws-lc-rs | aws-lc-rs / ring | client: ring column | client: aws-lc-rs column | bytes c→s / s→c |\n\
+        "| handshake | server: ring | server: aws-lc-rs | server aws-lc-rs / ring, per round | client: ring column | client: aws-lc-rs column | bytes c→s / s→c |\n\
          |---|---|---|---|---|---|---|\n",
     );
     for label in labels(rows, "handshake") {
@@ -184,7 +208,7 @@ fn handshake_table(rows: &[Row], out: &mut String) {
             "| {label} | {} | {} | {} | {} | {} | {bytes} |",
             fmt_stat(srv(&r), 0),
             fmt_stat(srv(&a), 0),
-            ratio(srv(&a), srv(&r)),
+            fmt_ratio(paired(rows, "handshake", label, Row::server_us)),
             fmt_stat(cli(&r), 0),
             fmt_stat(cli(&a), 0),
         );
@@ -192,26 +216,26 @@ fn handshake_table(rows: &[Row], out: &mut String) {
 }
 
 fn pq_table(rows: &[Row], out: &mut String) {
-    out.push_str("\n### Against classic P-256 (full handshakes, same server provider)\n\n");
-    out.push_str("| group | server provider | server CPU / P-256 | client CPU / P-256 |\n|---|---|---|---|\n");
+    out.push_str(
+        "\n### Against classic P-256 (full handshakes, same server provider, per round)\n\n",
+    );
+    out.push_str(
+        "| group | server provider | server CPU / P-256 | client CPU / P-256 |\n|---|---|---|---|\n",
+    );
     for base in ["ring", "aws-lc-rs"] {
         let p256 = pick(rows, "handshake", "P-256, full", base);
-        let s0 = stats(p256.iter().map(|r| r.server_us()).collect());
-        let c0 = stats(p256.iter().map(|r| r.client_us()).collect());
         for label in labels(rows, "handshake") {
             if label == "P-256, full" || label.ends_with("resumed") {
                 continue;
             }
             let v = pick(rows, "handshake", label, base);
             let Some(first) = v.first() else { continue };
-            let s = stats(v.iter().map(|r| r.server_us()).collect());
-            let c = stats(v.iter().map(|r| r.client_us()).collect());
             let _ = writeln!(
                 out,
                 "| {label} | {} | {} | {} |",
                 first.who,
-                ratio(s, s0),
-                ratio(c, c0)
+                fmt_ratio(per_round(&v, &p256, Row::server_us)),
+                fmt_ratio(per_round(&v, &p256, Row::client_us)),
             );
         }
     }
