@@ -16,8 +16,10 @@
 //!   (`stadttor_sessions::pg_tls::MakeRustlsConnect`, tokio-postgres's TLS
 //!   hook with `tls-server-end-point` channel binding).
 //! * Redis: the `redis` crate builds its own rustls configuration from PEM
-//!   roots; [`redis_tls`] hands the session store the same CA file,
-//!   checked here.
+//!   roots, with the process's default provider; [`redis_tls`] hands the
+//!   session store the same CA file, checked here, and makes the BSI
+//!   profile that default ([`crate::http::tls::install_process_default`]),
+//!   so Redis gets the same suites and groups as PostgreSQL.
 //!
 //! Where the mode comes from and which configurations are refused:
 //! `crate::config::stores`.
@@ -68,6 +70,7 @@ pub fn client_config(tls: &StoreTls) -> Result<Arc<ClientConfig>, StoreTlsError>
 /// crate), after checking that it holds usable certificates (the same
 /// check as [`client_config`]).
 pub fn redis_tls(tls: &StoreTls) -> Result<stadttor_sessions::RedisTls, StoreTlsError> {
+    crate::http::tls::install_process_default();
     crate::http::tls::ca_roots(&tls.ca_file).map_err(StoreTlsError::Ca)?;
     let root_pem = std::fs::read(&tls.ca_file)
         .map_err(|e| StoreTlsError::Ca(format!("cannot read {}: {e}", tls.ca_file.display())))?;

@@ -191,6 +191,8 @@ pub(crate) fn main() -> ExitCode {
             .into();
         }
     };
+    // Before anything builds a rustls configuration (see the function).
+    stadttor_gateway::http::tls::install_process_default();
     run(cli.command).into()
 }
 

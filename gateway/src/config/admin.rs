@@ -84,6 +84,7 @@ pub(super) fn tls_config(
             mode: c.mode,
         }),
         allow_x25519: t.allow_x25519,
+        post_quantum_key_exchange: t.post_quantum_key_exchange,
         session_tickets: t.session_tickets,
     }
 }

@@ -65,6 +65,7 @@ pub(super) fn validate(
                     mode: c.mode,
                 }),
                 allow_x25519: l.tls.allow_x25519,
+                post_quantum_key_exchange: l.tls.post_quantum_key_exchange,
                 session_tickets: l.tls.session_tickets,
             },
         });

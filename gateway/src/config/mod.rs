@@ -356,6 +356,9 @@ pub struct Tls {
     pub client_auth: Option<ClientAuth>,
     /// Offer X25519 in addition to the BSI groups P-256 and P-384.
     pub allow_x25519: bool,
+    /// Offer hybrid post-quantum key exchange first: SECP256R1MLKEM768,
+    /// and X25519MLKEM768 when `allow_x25519` is also set.
+    pub post_quantum_key_exchange: bool,
     /// Stateless, rotating session tickets for resumption.
     pub session_tickets: bool,
 }

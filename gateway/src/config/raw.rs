@@ -138,6 +138,8 @@ pub struct Tls {
     pub client_auth: Option<ClientAuth>,
     #[serde(default)]
     pub allow_x25519: bool,
+    #[serde(default)]
+    pub post_quantum_key_exchange: bool,
     #[serde(default = "default_true")]
     pub session_tickets: bool,
 }

@@ -145,6 +145,39 @@ fn kommune_example_resolves_as_documented() {
 }
 
 #[test]
+fn post_quantum_key_exchange_is_off_unless_set_on_each_listener() {
+    let path = Path::new("/etc/stadttor/stadttor.toml");
+    let cfg = parse(path, &base()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!cfg.listeners[0].tls.post_quantum_key_exchange);
+    let on = base().replace(
+        "[[listeners.tls.certificates]]",
+        "[listeners.tls]\npost_quantum_key_exchange = true\n\n[[listeners.tls.certificates]]",
+    ) + r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[admin.tls]
+post_quantum_key_exchange = true
+
+[[admin.tls.certificates]]
+chain = "tls/admin.pem"
+key = "file:tls/admin.key"
+"#;
+    let cfg = parse(path, &on).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.listeners[0].tls.post_quantum_key_exchange);
+    assert!(!cfg.listeners[0].tls.allow_x25519);
+    let admin = cfg.admin_tls.as_ref().map(|t| t.post_quantum_key_exchange);
+    assert_eq!(admin, Some(true));
+    // A value that is not a bool is refused with the key named.
+    let bad = base().replace(
+        "[[listeners.tls.certificates]]",
+        "[listeners.tls]\npost_quantum_key_exchange = \"yes\"\n\n[[listeners.tls.certificates]]",
+    );
+    let e = parse(path, &bad).unwrap_err().to_string();
+    assert!(e.contains("post_quantum_key_exchange"), "{e}");
+}
+
+#[test]
 fn relative_paths_resolve_against_the_config_directory() {
     let path = Path::new("/etc/stadttor/stadttor.toml");
     let cfg = parse(path, &base()).unwrap_or_else(|e| panic!("{e}"));

@@ -2,11 +2,21 @@
 //!
 //! The profile: TLS 1.3 and 1.2 only; AES-GCM suites only (no ChaCha20, no
 //! CBC); key exchange over P-256 and P-384, X25519 only when the operator
-//! opts in; the server's suite order wins; resumption through stateless,
+//! opts in, and the hybrid post-quantum groups (ML-KEM-768 with P-256, or
+//! with X25519 where X25519 is allowed) only when the operator switches
+//! them on; the server's suite order wins; resumption through stateless,
 //! rotating session tickets (and a session cache for TLS 1.2 ids); ALPN `h2`
 //! and `http/1.1`. Certificates are picked by SNI. Private keys are only ever
 //! [`stadttor_hsm::SigningKey`]s wrapped by [`stadttor_pki::tls_key`], so this
 //! module does not change when keys move into a TPM or an HSM.
+//!
+//! The crypto provider is rustls's **ring** provider; aws-lc-rs supplies
+//! only the two hybrid groups, which ring does not have. `bench/crypto.sh`
+//! measured both providers in one run (docs/BENCHMARKS.md, "Crypto provider
+//! and post-quantum key exchange"): aws-lc-rs seals AES-GCM 1.2–1.4× faster,
+//! but with it a TLS 1.3 handshake costs the server 1.14× the CPU (full)
+//! and 1.22× (resumed), and handshakes are what a gateway for small
+//! requests spends its TLS time on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +25,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{ring, CryptoProvider};
+use rustls::crypto::{aws_lc_rs, ring, CryptoProvider};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -29,8 +39,19 @@ use crate::config::{self, CertMode, ClientAuthMode, Issue};
 pub(crate) mod dn;
 use crate::keys::Keys;
 
-/// The crypto provider restricted to the BSI TR-02102-2 profile.
+/// The crypto provider restricted to the BSI TR-02102-2 profile, with
+/// classic key exchange only (the TLS clients: upstreams, state stores,
+/// `audit verify URL`).
 pub fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
+    listener_provider(allow_x25519, false)
+}
+
+/// The crypto provider of a listener: the BSI TR-02102-2 profile, X25519
+/// if `allow_x25519`, and with `post_quantum` the hybrid groups in front of
+/// the classic ones: SECP256R1MLKEM768, then X25519MLKEM768 if X25519 is
+/// allowed too. (rustls picks the first group in the *client's* list that
+/// is offered here, so the order matters only for the record.)
+pub fn listener_provider(allow_x25519: bool, post_quantum: bool) -> CryptoProvider {
     let base = ring::default_provider();
     let cipher_suites = vec![
         ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
@@ -40,7 +61,16 @@ pub fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
         ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
         ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
     ];
-    let mut kx_groups = vec![ring::kx_group::SECP256R1, ring::kx_group::SECP384R1];
+    let mut kx_groups = Vec::new();
+    if post_quantum {
+        // ML-KEM exists only in aws-lc-rs; these two groups (TLS 1.3 only)
+        // are all this provider takes from it.
+        kx_groups.push(aws_lc_rs::kx_group::SECP256R1MLKEM768);
+        if allow_x25519 {
+            kx_groups.push(aws_lc_rs::kx_group::X25519MLKEM768);
+        }
+    }
+    kx_groups.extend([ring::kx_group::SECP256R1, ring::kx_group::SECP384R1]);
     if allow_x25519 {
         kx_groups.push(ring::kx_group::X25519);
     }
@@ -48,6 +78,18 @@ pub fn bsi_provider(allow_x25519: bool) -> CryptoProvider {
         cipher_suites,
         kx_groups,
         ..base
+    }
+}
+
+/// Makes the BSI profile the process's default rustls provider, for the
+/// one library that builds its own rustls configuration from it (the
+/// `redis` crate, for `rediss://`). With both of rustls's providers
+/// compiled in there is no default otherwise, and such a library would
+/// panic. Idempotent; the first installed provider stays.
+pub fn install_process_default() {
+    if CryptoProvider::get_default().is_none() {
+        // Err: another thread installed one first; that one stays.
+        let _ = CryptoProvider::install_default(bsi_provider(true));
     }
 }
 
@@ -88,7 +130,10 @@ pub(crate) fn server_config(
             }),
         }
     }
-    let provider = Arc::new(bsi_provider(listener.tls.allow_x25519));
+    let provider = Arc::new(listener_provider(
+        listener.tls.allow_x25519,
+        listener.tls.post_quantum_key_exchange,
+    ));
     let verifier = match &listener.tls.client_auth {
         None => None,
         Some(ca) => match client_verifier(ca, provider.clone()) {

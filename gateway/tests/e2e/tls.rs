@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use rustls::crypto::ring;
-use rustls::ClientConfig;
+use rustls::crypto::aws_lc_rs::kx_group::{SECP256R1MLKEM768, X25519MLKEM768};
+use rustls::crypto::{ring, SupportedKxGroup};
+use rustls::{ClientConfig, NamedGroup};
 use testkit::backend::Backend;
 use testkit::client::{self, Proto};
 use testkit::{Gateway, TempDir, TestPki};
@@ -135,6 +136,125 @@ async fn x25519_only_when_the_operator_opts_in() {
         .await
         .unwrap();
     assert_eq!(r.status, 200);
+    // X25519 alone does not bring the hybrid X25519MLKEM768 with it.
+    assert_eq!(
+        negotiated(&pki.ca_pem, gw.addr(), X25519MLKEM768).await,
+        None
+    );
+}
+
+/// A gateway whose listener has `tls` in its `[listeners.tls]` table.
+fn tls_gateway(b: &Backend, tls: &str) -> (TempDir, TestPki, Gateway) {
+    let dir = TempDir::new("pq");
+    let pki = TestPki::new(&dir, "main", &[]);
+    let cfg = crate::config_text(&pki, b.addr, "", "", "").replace(
+        "[[listeners.tls.certificates]]",
+        &format!("[listeners.tls]\n{tls}\n\n[[listeners.tls.certificates]]"),
+    );
+    let gw = Gateway::start(BIN, &dir, &cfg);
+    (dir, pki, gw)
+}
+
+/// The group a TLS 1.3 client offering only `groups` (in that order)
+/// negotiates with the gateway at `addr`; `None` if it is refused.
+async fn negotiated_with(
+    ca_pem: &str,
+    addr: std::net::SocketAddr,
+    groups: Vec<&'static dyn SupportedKxGroup>,
+) -> Option<NamedGroup> {
+    let c = restricted_client(
+        ca_pem,
+        vec![ring::cipher_suite::TLS13_AES_128_GCM_SHA256],
+        groups,
+        &[&rustls::version::TLS13],
+    );
+    let tls = client::connect(c, addr, "localhost").await.ok()?;
+    tls.get_ref()
+        .1
+        .negotiated_key_exchange_group()
+        .map(|g| g.name())
+}
+
+async fn negotiated(
+    ca_pem: &str,
+    addr: std::net::SocketAddr,
+    group: &'static dyn SupportedKxGroup,
+) -> Option<NamedGroup> {
+    negotiated_with(ca_pem, addr, vec![group]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_post_quantum_key_exchange_only_when_switched_on() {
+    let b = Backend::start("app").await;
+    // Off by default: a client offering only a hybrid group is refused.
+    let (_d, pki, gw) = tls_gateway(&b, "");
+    assert_eq!(
+        negotiated(&pki.ca_pem, gw.addr(), SECP256R1MLKEM768).await,
+        None
+    );
+    assert_eq!(
+        negotiated(&pki.ca_pem, gw.addr(), X25519MLKEM768).await,
+        None
+    );
+    drop(gw);
+
+    // On: SECP256R1MLKEM768 is negotiated and requests go through; the
+    // classic groups are unchanged; X25519MLKEM768 still needs X25519.
+    let (_d, pki, gw) = tls_gateway(&b, "post_quantum_key_exchange = true");
+    let (ca, addr) = (&pki.ca_pem, gw.addr());
+    assert_eq!(
+        negotiated(ca, addr, SECP256R1MLKEM768).await,
+        Some(NamedGroup::secp256r1MLKEM768)
+    );
+    let pq = restricted_client(
+        ca,
+        vec![ring::cipher_suite::TLS13_AES_256_GCM_SHA384],
+        vec![SECP256R1MLKEM768],
+        &[&rustls::version::TLS13],
+    );
+    let r = client::get(pq, addr, "localhost", Proto::H1, "/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        negotiated(ca, addr, ring::kx_group::SECP256R1).await,
+        Some(NamedGroup::secp256r1)
+    );
+    assert_eq!(
+        negotiated(ca, addr, ring::kx_group::SECP384R1).await,
+        Some(NamedGroup::secp384r1)
+    );
+    assert_eq!(negotiated(ca, addr, X25519MLKEM768).await, None);
+    assert_eq!(negotiated(ca, addr, ring::kx_group::X25519).await, None);
+    // A browser-like client (X25519MLKEM768, X25519, P-256, P-384) falls
+    // back to P-256, as without the switch.
+    let browser = vec![
+        X25519MLKEM768,
+        ring::kx_group::X25519,
+        ring::kx_group::SECP256R1,
+        ring::kx_group::SECP384R1,
+    ];
+    assert_eq!(
+        negotiated_with(ca, addr, browser.clone()).await,
+        Some(NamedGroup::secp256r1)
+    );
+    drop(gw);
+
+    // Both switches: X25519MLKEM768 too, and the browser-like client gets it.
+    let (_d, pki, gw) = tls_gateway(&b, "allow_x25519 = true\npost_quantum_key_exchange = true");
+    let (ca, addr) = (&pki.ca_pem, gw.addr());
+    assert_eq!(
+        negotiated(ca, addr, X25519MLKEM768).await,
+        Some(NamedGroup::X25519MLKEM768)
+    );
+    assert_eq!(
+        negotiated(ca, addr, SECP256R1MLKEM768).await,
+        Some(NamedGroup::secp256r1MLKEM768)
+    );
+    assert_eq!(
+        negotiated_with(ca, addr, browser).await,
+        Some(NamedGroup::X25519MLKEM768)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
