@@ -126,6 +126,9 @@ enum Next {
     Stop,
 }
 
+/// Head buffer capacity kept between requests; larger buffers are freed.
+const KEEP_HEAD_CAPACITY: usize = 512;
+
 /// Wraps an inbound HTTP/1.1 stream and watches its request heads.
 #[derive(Debug)]
 pub(crate) struct HeadWatch<T> {
@@ -217,7 +220,7 @@ impl<T> HeadWatch<T> {
         self.buf.extend_from_slice(&rest[..take]);
         if end.is_some() {
             let (ambiguous, next) = classify(&self.buf);
-            self.buf.clear();
+            self.release_head();
             if ambiguous {
                 self.found.0.store(self.heads, Ordering::Relaxed);
             }
@@ -236,6 +239,18 @@ impl<T> HeadWatch<T> {
             };
         }
         skipped + take
+    }
+
+    /// Empties the head buffer once a head is classified. A connection
+    /// that sent one large head (big cookies, a bearer token) does not keep
+    /// that capacity while it sits idle: above [`KEEP_HEAD_CAPACITY`] the
+    /// buffer is freed (#14 item 3, memory per connection).
+    fn release_head(&mut self) {
+        if self.buf.capacity() > KEEP_HEAD_CAPACITY {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
     }
 
     /// Index just past the blank line ending the head (`\n\r\n` or `\n\n`)
@@ -865,5 +880,34 @@ mod tests {
                 }
             );
         }
+    }
+    #[test]
+    fn a_large_head_does_not_stay_buffered_while_the_connection_idles() {
+        // One request with a big cookie, then an idle keep-alive connection:
+        // the head buffer must not keep the big head's capacity.
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nCookie: {}\r\n\r\n",
+            "c".repeat(900)
+        );
+        let (mut w, found) = watcher();
+        w.feed(big.as_bytes());
+        assert!(
+            w.buf.capacity() <= KEEP_HEAD_CAPACITY,
+            "{}",
+            w.buf.capacity()
+        );
+        // Small heads keep their (small) buffer between requests.
+        w.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(w.buf.capacity() <= KEEP_HEAD_CAPACITY);
+        // And the watch goes on as before.
+        w.feed(CL_TE);
+        assert_eq!(
+            seen(&w, &found),
+            Seen {
+                flagged: Some(2),
+                watching: false,
+                heads: 3
+            }
+        );
     }
 }

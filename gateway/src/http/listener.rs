@@ -24,6 +24,18 @@ use crate::http::tls::ClientCert;
 use crate::proxy::ConnInfo;
 use crate::runtime::Shared;
 
+/// The per-request service future, boxed (see [`serve_connection`]).
+type ServeFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    hyper::Response<crate::http::body::ProxyBody>,
+                    std::convert::Infallible,
+                >,
+            > + Send,
+    >,
+>;
+
 /// Connection counters shared by all listeners.
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
@@ -210,7 +222,13 @@ async fn serve_connection(
         requests: std::sync::atomic::AtomicU32::new(0),
     });
     let shared = shared.clone();
-    let svc = service_fn(move |req| crate::proxy::serve(shared.clone(), conn.clone(), req));
+    // Boxed: hyper's HTTP/1.1 dispatcher keeps a slot for the service
+    // future for the whole connection, sized for that future (about 10 KB
+    // here). Boxed, the slot is a pointer and the future exists only while
+    // a request is in flight (#14 item 3, memory per idle connection).
+    let svc = service_fn(move |req| -> ServeFuture {
+        Box::pin(crate::proxy::serve(shared.clone(), conn.clone(), req))
+    });
     let fut = http.serve_connection_with_upgrades(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(fut.into_owned()).await {
         tracing::debug!(error = %e, "connection ended with error");
