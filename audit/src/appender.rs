@@ -639,8 +639,11 @@ fn run<S: Storage>(mut storage: S, key: Arc<dyn SigningKey>, opts: Options, shar
                 }
                 Err(e) => {
                     let why = format!("audit log storage failed: {e}");
-                    slot.settle(Err(why.clone()));
-                    fail(&shared, why);
+                    // Mark the log failed before any waiter learns of the
+                    // failure: whoever saw a durable append fail must find
+                    // the next append refused, never accepted.
+                    fail(&shared, why.clone());
+                    slot.settle(Err(why));
                     break;
                 }
             }
