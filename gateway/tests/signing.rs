@@ -633,6 +633,35 @@ fn sign_and_verify_from_the_command_line() {
         assert_eq!(code, 0, "sign {format}: {out}");
     }
     let p7s = dir.join("bescheid.txt.p7s");
+    // An existing signature is never replaced silently: exit 1, the file
+    // untouched; `--force` replaces it.
+    let before = std::fs::read(&p7s).unwrap();
+    let sign_again = |extra: &[&str]| {
+        let mut args = vec![
+            "sign",
+            doc.to_str().unwrap(),
+            "--key",
+            &keyarg,
+            "--cert",
+            cert,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, out) = sign_again(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("exists already") && out.contains("--force"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&p7s).unwrap(), before);
+    let (code, out) = sign_again(&["--force"]);
+    assert_eq!(code, 0, "{out}");
+    assert_ne!(
+        std::fs::read(&p7s).unwrap(),
+        before,
+        "a fresh signature (new signing time)"
+    );
     let jws = dir.join("bescheid.txt.jws");
     let signed_pdf = dir.join("bescheid.signed.pdf");
     // Our verifier says valid ...

@@ -48,6 +48,7 @@ use stadttor_audit::verify::{
 
 use super::Exit;
 
+mod operator;
 mod remote;
 use remote::verify_url;
 
@@ -163,6 +164,13 @@ pub(crate) enum AuditCommand {
         #[arg(long, short, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Operator: print the log's public verifier key (for auditors'
+    /// `--key`), from the configuration's `[audit] key` in the key store.
+    Key(operator::KeyArgs),
+    /// Operator: print the pseudonym under which a subject's events are
+    /// recorded (for `search --subject`; a GDPR access request), computed
+    /// with the configuration's `[audit] pseudonym_key_file`.
+    Pseudonym(operator::PseudonymArgs),
 }
 
 /// The log's public verifier key, given inline or in a file.
@@ -344,6 +352,12 @@ fn run(command: AuditCommand, out: &mut dyn Write) -> Result<(), AuditCmdError> 
             key,
             out: file,
         } => export(&open(&dir, &key.load()?)?, file.as_deref(), out),
+        AuditCommand::Key(args) => {
+            writeln!(out, "{}", operator::verifier_key(&args)?).map_err(stdout_err)
+        }
+        AuditCommand::Pseudonym(args) => {
+            writeln!(out, "{}", operator::pseudonym(&args)?).map_err(stdout_err)
+        }
     }
 }
 

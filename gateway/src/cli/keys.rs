@@ -24,9 +24,10 @@ pub(crate) enum KeysCommand {
     Generate {
         /// `tpm:handle=0x81010002`, `tpm:pem=FILE`, `pkcs11:token=…;object=…`, `file:PATH`.
         key: String,
-        /// p256 (default), p384 or ed25519 (backend permitting).
-        #[arg(long, default_value = "p256")]
-        algorithm: String,
+        /// p256 (default), p384 or ed25519 (backend permitting). Anything
+        /// else is a command-line error (exit 64).
+        #[arg(long, default_value = "p256", value_parser = parse_algorithm)]
+        algorithm: Algorithm,
     },
     /// Show a key: backend, protection, algorithm, fingerprint, public key.
     Show {
@@ -103,8 +104,7 @@ fn execute(store: &KeyStore, command: KeysCommand) -> anyhow::Result<()> {
     let parse = |s: &str| s.parse::<KeyRef>();
     match command {
         KeysCommand::Generate { key, algorithm } => {
-            let alg = parse_algorithm(&algorithm)?;
-            let k = generate(store, &parse(&key)?, alg)?;
+            let k = generate(store, &parse(&key)?, algorithm)?;
             print!("{}", describe(&k));
         }
         KeysCommand::Show { key } => {
@@ -189,19 +189,23 @@ pub(crate) fn keys_config_from_file(path: &Path) -> Result<KeyStoreConfig, Confi
     Ok(cfg)
 }
 
-/// Parses an algorithm name as used on the command line.
-pub(crate) fn parse_algorithm(s: &str) -> Result<Algorithm, KeyCmdError> {
+/// Parses an algorithm name as used on the command line (clap's value
+/// parser, so a wrong name is a usage error like any other flag).
+pub(crate) fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     match s {
         "p256" | "ecdsa-p256" => Ok(Algorithm::EcdsaP256Sha256),
         "p384" | "ecdsa-p384" => Ok(Algorithm::EcdsaP384Sha384),
         "ed25519" => Ok(Algorithm::Ed25519),
-        other => Err(KeyCmdError::Usage(format!(
+        other => Err(format!(
             "unknown algorithm `{other}`; use p256 (default), p384 or ed25519"
-        ))),
+        )),
     }
 }
 
-/// What `keys show` prints.
+/// What `keys show` prints: reference, algorithm, protection, the SPKI's
+/// SHA-256 fingerprint, the public key as JWK (RFC 7517, `kid` its RFC
+/// 7638 thumbprint: what an OpenID Provider wants for `private_key_jwt`)
+/// and as PEM SPKI.
 pub(crate) fn describe(key: &Arc<dyn SigningKey>) -> String {
     use ring::digest::{digest, SHA256};
     let spki = key.public_key_spki();
@@ -211,9 +215,13 @@ pub(crate) fn describe(key: &Arc<dyn SigningKey>) -> String {
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":");
+    let jwk = match stadttor_pki::jose::public_jwk(key.as_ref()) {
+        Ok(jwk) => jwk.to_json().to_string(),
+        Err(e) => format!("(none: {e})"),
+    };
     let pem = pem::encode(&pem::Pem::new("PUBLIC KEY", spki.to_vec()));
     format!(
-        "key:         {}\nalgorithm:   {}\nprotection:  {}\nfingerprint: SHA256:{fp}\n{pem}",
+        "key:         {}\nalgorithm:   {}\nprotection:  {}\nfingerprint: SHA256:{fp}\njwk:         {jwk}\n{pem}",
         key.reference(),
         key.algorithm(),
         key.protection(),

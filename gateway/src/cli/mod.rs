@@ -53,11 +53,26 @@ impl From<Exit> for ExitCode {
     }
 }
 
+/// What `--version` prints: the version and the key and storage backends
+/// compiled into this binary (a `tpm:` key or a PostgreSQL store in a
+/// configuration needs the matching feature).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nfeatures: tpm=",
+    cfg!(feature = "tpm"),
+    " pkcs11=",
+    cfg!(feature = "pkcs11"),
+    " postgres=",
+    cfg!(feature = "postgres"),
+    " redis=",
+    cfg!(feature = "redis"),
+);
+
 /// stadttor: a hardened TLS gateway for municipal online services.
 #[derive(Debug, Parser)]
 #[command(
     name = "stadttor",
-    version,
+    version = VERSION,
     about = "stadttor: a hardened TLS gateway for municipal online services",
     long_about = None
 )]

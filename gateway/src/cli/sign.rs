@@ -36,9 +36,13 @@ pub(crate) struct SignArgs {
     /// RFC 3161 timestamp authority (`http://…`) for B-T.
     #[arg(long)]
     tsa: Option<String>,
-    /// Output file (default: next to FILE).
+    /// Output file (default: next to FILE). An existing file is never
+    /// replaced unless `--force` is given.
     #[arg(long, short)]
     out: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Runs `stadttor sign` with a key from `store`.
@@ -56,6 +60,7 @@ pub(super) fn run_sign(store: &KeyStore, args: &SignArgs) -> Exit {
                 args.format,
                 args.tsa.as_deref(),
                 args.out.as_deref(),
+                args.force,
             )
             .map_err(anyhow::Error::from)
         })
@@ -126,11 +131,45 @@ fn read(p: &Path) -> Result<Vec<u8>, SignCmdError> {
     })
 }
 
-fn write(p: &Path, data: &[u8]) -> Result<(), SignCmdError> {
-    std::fs::write(p, data).map_err(|source| SignCmdError::Io {
+/// Writes `data` to `p`; without `replace`, only if `p` does not exist yet
+/// (checked atomically by the open).
+fn write(p: &Path, data: &[u8], replace: bool) -> Result<(), SignCmdError> {
+    use std::io::Write as _;
+    let io = |source| SignCmdError::Io {
         path: p.to_owned(),
         source,
-    })
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if replace {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut f = opts.open(p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            exists(p)
+        } else {
+            io(e)
+        }
+    })?;
+    f.write_all(data).map_err(io)
+}
+
+fn exists(p: &Path) -> SignCmdError {
+    SignCmdError::Usage(format!(
+        "{} exists already; remove it or pass --force to replace it",
+        p.display()
+    ))
+}
+
+/// Where `sign` writes when no `--out` is given: next to `file`.
+fn default_out(file: &Path, format: Format) -> PathBuf {
+    match format {
+        Format::Cades => file.with_extension(extension_plus(file, "p7s")),
+        Format::Pades => file.with_extension("signed.pdf"),
+        Format::Jws => file.with_extension(extension_plus(file, "jws")),
+    }
 }
 
 /// Signs `file`; returns the path written.
@@ -142,7 +181,13 @@ fn sign(
     format: Format,
     tsa_url: Option<&str>,
     out: Option<&Path>,
+    replace: bool,
 ) -> Result<PathBuf, SignCmdError> {
+    let out = out.map_or_else(|| default_out(file, format), Path::to_owned);
+    // Before the key signs (a TPM or a TSA costs time): refuse early.
+    if !replace && out.exists() {
+        return Err(exists(&out));
+    }
     let key = store.resolve(key)?;
     let cert = SealCertificate::load(certificate, key.as_ref())?;
     let tsa = tsa_url
@@ -152,16 +197,13 @@ fn sign(
         .as_ref()
         .map(|t| t as &dyn stadttor_pki::sign::tsa::TimestampAuthority);
     let content = read(file)?;
-    let (data, default_out) = match format {
+    let data = match format {
         Format::Cades => {
             let opts = cms::CmsOptions {
                 signing_time: Some(time::OffsetDateTime::now_utc()),
                 tsa: tsa_ref,
             };
-            (
-                cms::sign_detached(key.as_ref(), &cert, &content, &opts)?,
-                file.with_extension(extension_plus(file, "p7s")),
-            )
+            cms::sign_detached(key.as_ref(), &cert, &content, &opts)?
         }
         Format::Pades => {
             if !content.starts_with(b"%PDF-") {
@@ -177,10 +219,7 @@ fn sign(
                 location: None,
                 reserve: None,
             };
-            (
-                pades::sign_pdf(key.as_ref(), &cert, &content, &opts)?,
-                file.with_extension("signed.pdf"),
-            )
+            pades::sign_pdf(key.as_ref(), &cert, &content, &opts)?
         }
         Format::Jws => {
             if tsa.is_some() {
@@ -188,14 +227,10 @@ fn sign(
                     "--tsa applies to cades and pades only".into(),
                 ));
             }
-            (
-                jws::sign_detached(key.as_ref(), &cert, &content, None)?.into_bytes(),
-                file.with_extension(extension_plus(file, "jws")),
-            )
+            jws::sign_detached(key.as_ref(), &cert, &content, None)?.into_bytes()
         }
     };
-    let out = out.map(Path::to_owned).unwrap_or(default_out);
-    write(&out, &data)?;
+    write(&out, &data, replace)?;
     Ok(out)
 }
 

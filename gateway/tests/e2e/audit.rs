@@ -55,6 +55,7 @@ async fn audited_requests_are_in_the_signed_log_with_pseudonymous_subjects() {
         );
     let mut gw = Gateway::start(BIN, &dir, &cfg);
     let mut ids = Vec::new();
+    let mut cert_subject = None;
     let anon = Arc::new(client::tls_config(&pki.ca_pem, None, Proto::H2));
     let with_cert = Arc::new(client::tls_config(
         &pki.ca_pem,
@@ -78,8 +79,27 @@ async fn audited_requests_are_in_the_signed_log_with_pseudonymous_subjects() {
         .unwrap();
         assert_eq!(r.status, 200);
         ids.push(r.headers["x-request-id"].to_str().unwrap().to_owned());
+        if let Some(s) = r.json()["headers"]["x-stadttor-client-cert-subject"][0].as_str() {
+            cert_subject = Some(s.to_owned());
+        }
     }
     let key = verifier_key_from_logs(&gw.logs());
+    // The operator's commands give what the running gateway uses: the
+    // verifier key it logged, and the pseudonym of the certificate's
+    // subject (checked against the log below).
+    let operator = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["audit"])
+            .args(args)
+            .args(["--config", gw.config_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "audit {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(operator(&["key"]), key.to_string());
+    let cert_subject = cert_subject.expect("the backend saw the client certificate's subject");
+    let pseudonym = operator(&["pseudonym", "--kind", "x509-subject", &cert_subject]);
     // The first checkpoint is signed one period (1 s) after start; wait for
     // it, so the audit key has a signature to report on shutdown (the final
     // checkpoint is signed after that report, which it covers).
@@ -155,6 +175,10 @@ async fn audited_requests_are_in_the_signed_log_with_pseudonymous_subjects() {
             .iter()
             .all(|s| s.starts_with("p1:") && *s == subjects[0]),
         "{subjects:?}"
+    );
+    assert_eq!(
+        subjects[0], pseudonym,
+        "`audit pseudonym` finds the subject"
     );
     // No personal data, paths or queries in the log.
     for needle in ["client-main", "Mustermann", "antrag", "CN="] {

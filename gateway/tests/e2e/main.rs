@@ -5,6 +5,7 @@
 
 mod appliance;
 mod audit;
+mod cli;
 mod credentials;
 mod evidence;
 mod foureyes;

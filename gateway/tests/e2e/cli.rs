@@ -1,0 +1,88 @@
+//! The operator's everyday commands, run as the real binary: `keys
+//! generate` and `keys show` for file keys (JWK for `private_key_jwt`),
+//! command-line errors exit 64, `--version` names the compiled features.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use testkit::TempDir;
+
+use crate::BIN;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ed25519_file_key_is_generated_and_shown_as_jwk_and_pem() {
+    let dir = TempDir::new("cli-keys");
+    let key = format!("file:{}", dir.path().join("audit.p8").display());
+    let (code, out, err) = run(&["keys", "generate", "--algorithm", "ed25519", &key]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, shown, err) = run(&["keys", "show", &key]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(shown, out, "show prints what generate printed");
+    assert!(shown.contains("algorithm:   ed25519"), "{shown}");
+    // The JWK's `x` is the key in the PEM SPKI, its `kid` the RFC 7638
+    // thumbprint over the required members in lexicographic order.
+    let jwk_line = shown.lines().find(|l| l.starts_with("jwk:")).unwrap();
+    let jwk: serde_json::Value = serde_json::from_str(jwk_line["jwk:".len()..].trim()).unwrap();
+    assert_eq!(jwk["kty"], "OKP");
+    assert_eq!(jwk["crv"], "Ed25519");
+    assert_eq!(jwk["alg"], "EdDSA");
+    let pem: String = shown
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN PUBLIC KEY"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let spki = STANDARD.decode(pem).unwrap();
+    let x = URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap();
+    assert_eq!(&spki[spki.len() - 32..], &x[..]);
+    let members = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        jwk["x"].as_str().unwrap()
+    );
+    let thumb = ring::digest::digest(&ring::digest::SHA256, members.as_bytes());
+    assert_eq!(jwk["kid"], URL_SAFE_NO_PAD.encode(thumb.as_ref()));
+    // Never overwritten.
+    let (code, _, err) = run(&["keys", "generate", "--algorithm", "ed25519", &key]);
+    assert_ne!(code, 0);
+    assert!(err.contains("exists"), "{err}");
+}
+
+#[test]
+fn unknown_algorithm_is_a_command_line_error() {
+    let dir = TempDir::new("cli-alg");
+    let key = format!("file:{}", dir.path().join("k.p8").display());
+    let (code, _, err) = run(&["keys", "generate", "--algorithm", "rsa1024", &key]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("p256") && err.contains("ed25519"), "{err}");
+    assert!(!dir.path().join("k.p8").exists());
+}
+
+#[test]
+fn version_names_the_compiled_features() {
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!("stadttor {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    // Integration tests see the package's features: the binary under test
+    // was built with the same ones.
+    for (f, on) in [
+        ("tpm", cfg!(feature = "tpm")),
+        ("pkcs11", cfg!(feature = "pkcs11")),
+        ("postgres", cfg!(feature = "postgres")),
+        ("redis", cfg!(feature = "redis")),
+    ] {
+        assert!(out.contains(&format!("{f}={on}")), "{f}: {out}");
+    }
+    let (_, out2, _) = run(&["--version"]);
+    assert_eq!(out, out2);
+}
