@@ -6,6 +6,7 @@
 mod appliance;
 mod audit;
 mod credentials;
+mod errors;
 mod evidence;
 mod foureyes;
 mod framing;
