@@ -201,44 +201,47 @@ pub async fn handle(
         return fail(Problem::MethodNotAllowed);
     }
     match path.as_str() {
-        "/policy" => {
-            let q: HashMap<String, String> = req
-                .uri()
-                .query()
-                .map(|q| {
-                    url::form_urlencoded::parse(q.as_bytes())
-                        .into_owned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            let view = match blocking(wf.clone(), view).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(request_id, error = %e, "admin: policy store unavailable");
-                    return fail(Problem::PolicyStoreDown);
-                }
-            };
-            html(
-                StatusCode::OK,
-                policy_page(
-                    lang,
-                    &session,
-                    &view,
-                    q.get("done").map(String::as_str),
-                    None,
-                ),
-            )
-        }
+        "/policy" => get_policy(wf, &session, req.uri().query(), aud, &request_id).await,
         "/api/policy" => match blocking(wf, view).await {
             Ok(v) => json(StatusCode::OK, &view_json(&v)),
-            Err(e) => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({ "error": e }),
-            ),
+            Err(e) => {
+                tracing::warn!(request_id, error = %e, "admin: policy store unavailable");
+                fail(Problem::PolicyStoreDown)
+            }
         },
         "/api/policy/history" => history_json(wf, aud, &request_id).await,
         _ => fail(Problem::NotFound),
     }
+}
+
+/// `GET /policy`: the page, with the outcome of the last form post
+/// (`?done=`).
+async fn get_policy(
+    wf: Arc<Workflow>,
+    session: &OfficerSession,
+    query: Option<&str>,
+    aud: Audience,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let q: HashMap<String, String> = query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let view = match blocking(wf, view).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "admin: policy store unavailable");
+            return problem(Problem::PolicyStoreDown.answer(), aud, request_id);
+        }
+    };
+    let done = q.get("done").map(String::as_str);
+    html(
+        StatusCode::OK,
+        policy_page(aud.lang, session, &view, done, None),
+    )
 }
 
 /// An officer of the active version, or of the version an open
