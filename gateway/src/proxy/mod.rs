@@ -191,13 +191,13 @@ type Failure<'s> = (GatewayError, Option<&'s Route>);
 /// line). hyper itself refuses heads above twice that limit (see
 /// [`crate::http::listener::http_builder`]) with a bare 431 the gateway
 /// cannot shape; everything between is refused here, with a page.
-fn head_too_large(req: &Request<Incoming>, max: usize) -> bool {
+fn head_too_large<B>(req: &Request<B>, max: usize) -> bool {
     let uri = req.uri();
     let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.path_and_query().map_or(1, |pq| pq.as_str().len());
     // "METHOD TARGET HTTP/1.1\r\n"
-    let line = req.method().as_str().len() + target + 11;
+    let line = req.method().as_str().len() + target + 12;
     let fields: usize = req
         .headers()
         .iter()

@@ -289,6 +289,15 @@ async fn without_a_preference_a_page_and_plain_text_on_request() {
         "{v}"
     );
     assert_eq!(header(&r, "content-language"), "en");
+    // The admin listener's unknown paths too (a machine's endpoint).
+    let (status, body) = s.gw.admin_get("/nothing").await;
+    assert_eq!(status, 404);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["code"], "not_found", "{v}");
+    assert!(
+        v["request_id"].as_str().is_some_and(|r| r.len() == 36),
+        "{v}"
+    );
 }
 
 /// A gateway whose listener asks for client certificates (optional):
