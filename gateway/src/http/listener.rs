@@ -109,7 +109,8 @@ impl Drop for Admission {
 /// refuses it with 431 from its error templates (`proxy::head_too_large`).
 /// Above twice the limit hyper answers itself: HTTP/1.1 with a bare
 /// `431` without body or request id (hyper 1.x has no hook for its
-/// automatic parse-error responses), h2 by refusing the stream.
+/// automatic parse-error responses), h2 with the h2 crate's bare `431` and
+/// `REFUSED_STREAM`.
 pub(crate) fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
     let hard_limit = server.max_header_bytes.saturating_mul(2).max(8192);
     let mut b = auto::Builder::new(TokioExecutor::new());
