@@ -63,6 +63,10 @@ pub enum SignError {
     /// The detached signature could not be stored.
     #[error("storing the signature: {0}")]
     Store(String),
+    /// The audit log cannot record the signature: the sealed response is
+    /// withheld (answered like an audited route's unrecordable access).
+    #[error("audit log cannot record the signature: {0}")]
+    Unrecorded(String),
 }
 
 /// Response header naming a stored detached CMS signature.
@@ -250,12 +254,8 @@ impl Signer {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::TRANSFER_ENCODING);
         parts.headers.remove(header::ETAG);
-        if let Some(withheld) = self
-            .evidence(route, rule, &parts, &original, request_id, &extra_attrs)
-            .await
-        {
-            return Ok(withheld);
-        }
+        self.evidence(route, rule, &parts, &original, request_id, &extra_attrs)
+            .await?;
         tracing::debug!(
             request_id,
             route,
@@ -269,8 +269,8 @@ impl Signer {
     }
 
     /// Records the `document.sign` event and waits until it is durable.
-    /// `Some(503 response)` when the log refuses it: the sealed response
-    /// must not leave.
+    /// [`SignError::Unrecorded`] when the log refuses it: the sealed
+    /// response must not leave.
     async fn evidence(
         &self,
         route: &str,
@@ -279,8 +279,10 @@ impl Signer {
         original: &[u8],
         request_id: &str,
         extra_attrs: &[(&str, String)],
-    ) -> Option<Response<ProxyBody>> {
-        self.audit.as_ref()?;
+    ) -> Result<(), SignError> {
+        if self.audit.is_none() {
+            return Ok(());
+        }
         // The document's hash for the log; an RFC 9421 response already
         // carries it in Content-Digest (no second pass over the body).
         let digest = parts
@@ -301,10 +303,12 @@ impl Signer {
             Some(d) => hex(&d),
             None => hex(ring::digest::digest(&ring::digest::SHA256, original).as_ref()),
         };
-        let e = self
+        let Err(e) = self
             .record(route, rule, &doc_sha256, request_id, extra_attrs)
             .await
-            .err()?;
+        else {
+            return Ok(());
+        };
         tracing::error!(
             request_id,
             route,
@@ -314,9 +318,7 @@ impl Signer {
         if let Some((_, id)) = extra_attrs.iter().find(|(k, _)| *k == "signature_id") {
             self.store.remove(id);
         }
-        // The response an audited route gives when its access event cannot
-        // be recorded (built by errors.rs, like every error).
-        Some(crate::respond::GatewayError::AuditUnavailable(e.to_string()).to_response(request_id))
+        Err(SignError::Unrecorded(e.to_string()))
     }
 
     async fn record(
@@ -478,8 +480,10 @@ impl Signer {
         Ok(dk)
     }
 
-    /// Serves `/.stadttor/signatures/ID.p7s` and `/.stadttor/keys/KEYID.jws`.
-    pub fn endpoint(&self, path: &str) -> Option<Response<ProxyBody>> {
+    /// Serves `/.stadttor/signatures/ID.p7s` and `/.stadttor/keys/KEYID.jws`:
+    /// `None` for another path, `Some(None)` when there is no such
+    /// document (the caller answers 404 from the error templates).
+    pub fn endpoint(&self, path: &str) -> Option<Option<Response<ProxyBody>>> {
         let (file, ctype) = if let Some(name) = path.strip_prefix("/.stadttor/signatures/") {
             let id = name.strip_suffix(".p7s")?;
             (
@@ -497,19 +501,17 @@ impl Signer {
         } else {
             std::fs::read(self.store_dir.join(file)).ok()
         };
-        let (status, body, ctype) = match found {
-            Some(b) => (StatusCode::OK, b, ctype),
-            None => (StatusCode::NOT_FOUND, b"not found\n".to_vec(), "text/plain"),
+        let Some(body) = found else {
+            return Some(None);
         };
         let mut r = Response::new(
             Full::new(Bytes::from(body))
                 .map_err(|never| match never {})
                 .boxed_unsync(),
         );
-        *r.status_mut() = status;
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-        Some(r)
+        Some(Some(r))
     }
 }
 

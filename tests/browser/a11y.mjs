@@ -29,7 +29,10 @@ const browser = await chromium.launch({
 let violations = 0;
 try {
   for (const locale of ['de-DE', 'en-GB']) {
-    const context = await browser.newContext({ locale, extraHTTPHeaders: { 'Accept-Language': locale } });
+    // The gateway's pages forbid every script (CSP `default-src 'none'`);
+    // the injected axe-core is the only script here, so the browser is told
+    // to bypass the page's CSP (the policy itself is tested in Rust).
+    const context = await browser.newContext({ locale, bypassCSP: true, extraHTTPHeaders: { 'Accept-Language': locale } });
     const page = await context.newPage();
     for (const url of urls) {
       const resp = await page.goto(url, { waitUntil: 'load' });

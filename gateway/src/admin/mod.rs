@@ -117,18 +117,15 @@ async fn answer(
             shared.metrics.encode(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/jwks.json" => match &shared.auth {
-            Some(a) => (
-                StatusCode::OK,
-                "application/jwk-set+json",
-                a.jwks().to_owned(),
-            ),
-            None => (
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                "no [identity] configured\n".to_owned(),
-            ),
-        },
+        "/jwks.json" if shared.auth.is_some() => (
+            StatusCode::OK,
+            "application/jwk-set+json",
+            shared
+                .auth
+                .as_ref()
+                .map(|a| a.jwks().to_owned())
+                .unwrap_or_default(),
+        ),
         "/readyz" => {
             let audit = shared.audit.as_ref().map(|a| a.health());
             let sessions = shared.auth.as_ref().map(|a| a.health());
@@ -161,11 +158,12 @@ async fn answer(
                 (StatusCode::OK, "text/plain", "ready\n".to_owned())
             }
         }
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_owned(),
-        ),
+        _ => {
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let aud = crate::respond::Audience::of(req.headers(), true);
+            let page = crate::respond::Problem::NotFound.answer();
+            return Ok(crate::respond::officer::problem(page, aud, &request_id));
+        }
     };
     Ok(crate::respond::officer::admin(status, ctype, body))
 }

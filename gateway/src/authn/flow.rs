@@ -20,14 +20,14 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::login_tx::{self, BeginError, Completed, LoginSite};
-use super::pages::{self, Lang, Problem};
+use super::pages;
 use super::provider::{unix_now, Login, Provider, ProviderError, LEEWAY};
 use super::session::{self, SessionData};
 use super::{cookie, random_token, Auth};
 use crate::config::url_origin;
 use crate::http::body::ProxyBody;
 use crate::identity::{AuthMethod, Level};
-use crate::respond::{self, html, plain, redirect};
+use crate::respond::{self, html, redirect, Audience, Lang, Problem};
 use crate::state::State;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -64,14 +64,14 @@ pub(crate) async fn start_login(
     level: Option<Level>,
     force_login: bool,
     return_to: &str,
-    lang: Lang,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
     let Some(p) = auth.provider(provider_name) else {
-        return html(
-            StatusCode::NOT_FOUND,
-            pages::error(lang, Problem::LoginFailed, request_id, None),
-        );
+        return Problem::LoginFailed
+            .answer()
+            .status(StatusCode::NOT_FOUND)
+            .render(aud, request_id);
     };
     let return_to = if safe_return_to(auth, return_to) {
         return_to
@@ -84,17 +84,13 @@ pub(crate) async fn start_login(
             tracing::info!(request_id, provider = %p.cfg.name, level = ?level, step_up = force_login, "login started");
             redirect(&started.url, vec![started.set_cookie])
         }
-        Err(BeginError::Seal) => plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot start a login",
-            request_id,
-        ),
+        Err(BeginError::Seal) => {
+            tracing::error!(request_id, "cannot seal the login transaction");
+            Problem::Internal.answer().render(aud, request_id)
+        }
         Err(BeginError::Provider(e)) => {
             tracing::warn!(request_id, error = %e, "cannot start login");
-            html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::error(lang, Problem::ProviderDown, request_id, None),
-            )
+            Problem::ProviderDown.answer().render(aud, request_id)
         }
     }
 }
@@ -121,7 +117,8 @@ pub(crate) async fn handle(
     let Some(rest) = path.strip_prefix("/.stadttor/") else {
         return Err(req);
     };
-    let lang = Lang::from_headers(req.headers());
+    let aud = Audience::of(req.headers(), false);
+    let lang = aud.lang;
     let host = crate::http::credentials::request_host(req.uri(), req.headers());
     let query: Vec<(String, String)> = req
         .uri()
@@ -144,7 +141,7 @@ pub(crate) async fn handle(
                 q("provider"),
                 q("return_to"),
                 q("step_up").is_some(),
-                lang,
+                aud,
                 request_id,
             )
             .await
@@ -156,20 +153,21 @@ pub(crate) async fn handle(
                 &r["callback/".len()..],
                 &query,
                 req.headers(),
-                lang,
+                aud,
                 request_id,
             )
             .await
         }
         (Method::GET, "logout") => html(StatusCode::OK, pages::logout_confirm(lang)),
-        (Method::POST, "logout") => logout(auth, &host, req.headers(), lang, request_id).await,
+        (Method::POST, "logout") => logout(auth, &host, req.headers(), aud, request_id).await,
         (Method::GET, "logged-out") => html(StatusCode::OK, pages::logged_out(lang)),
         (Method::POST, r) if r.starts_with("backchannel-logout/") => {
             let name = r["backchannel-logout/".len()..].to_owned();
-            backchannel(auth, &name, req, request_id).await
+            let aud = Audience::of(req.headers(), true);
+            backchannel(auth, &name, req, aud, request_id).await
         }
         (Method::GET, "jwks.json") => respond::jwks(auth.jwks().to_owned()),
-        _ => plain(StatusCode::NOT_FOUND, "not found", request_id),
+        _ => Problem::NotFound.answer().render(aud, request_id),
     };
     Ok(resp)
 }
@@ -183,9 +181,10 @@ async fn login(
     provider: Option<&str>,
     return_to: Option<&str>,
     step_up: bool,
-    lang: Lang,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
+    let lang = aud.lang;
     let route_auth = route
         .and_then(|r| state.config.routes.iter().find(|x| x.name == r))
         .map(|r| &r.auth);
@@ -200,19 +199,16 @@ async fn login(
     let return_to = return_to.filter(|r| safe_return_to(auth, r)).unwrap_or("/");
     if let Some(p) = provider {
         if !providers.iter().any(|x| x == p) {
-            return html(
-                StatusCode::BAD_REQUEST,
-                pages::error(lang, Problem::LoginFailed, request_id, None),
-            );
+            return Problem::LoginFailed.answer().render(aud, request_id);
         }
-        return start_login(auth, host, p, level, step_up, return_to, lang, request_id).await;
+        return start_login(auth, host, p, level, step_up, return_to, aud, request_id).await;
     }
     match providers.as_slice() {
-        [] => html(
-            StatusCode::NOT_FOUND,
-            pages::error(lang, Problem::LoginFailed, request_id, None),
-        ),
-        [one] => start_login(auth, host, one, level, step_up, return_to, lang, request_id).await,
+        [] => Problem::LoginFailed
+            .answer()
+            .status(StatusCode::NOT_FOUND)
+            .render(aud, request_id),
+        [one] => start_login(auth, host, one, level, step_up, return_to, aud, request_id).await,
         many => {
             let choices: Vec<pages::Choice> = many
                 .iter()
@@ -251,7 +247,7 @@ async fn callback(
     provider_name: &str,
     query: &[(String, String)],
     headers: &http::HeaderMap,
-    lang: Lang,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
     let fail = |status: StatusCode, problem: Problem, why: &str, clear: Option<&str>| {
@@ -268,10 +264,11 @@ async fn callback(
             None,
             &[("idp", provider_name.into()), ("reason", why.into())],
         );
-        let mut r = html(
-            status,
-            pages::error(lang, problem, request_id, Some("/.stadttor/login")),
-        );
+        let mut r = problem
+            .answer()
+            .status(status)
+            .login_link("/.stadttor/login")
+            .render(aud, request_id);
         if let Some(name) = clear {
             if let Ok(v) = HeaderValue::from_str(&cookie::clear(name)) {
                 r.headers_mut().append(header::SET_COOKIE, v);
@@ -331,11 +328,8 @@ async fn callback(
         );
     }
     let Some(set) = auth.seal_session(&s, host) else {
-        return plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot create the session",
-            request_id,
-        );
+        tracing::error!(request_id, "cannot seal the session");
+        return Problem::Internal.answer().render(aud, request_id);
     };
     tracing::info!(request_id, provider = provider_name, level = ?s.lvl, step_up = same_user, "login completed");
     let mut r = redirect(&tx.return_to, vec![cookie::clear(&name)]);
@@ -429,7 +423,7 @@ async fn logout(
     auth: &Auth,
     host: &str,
     headers: &http::HeaderMap,
-    lang: Lang,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
     let session = auth.session(headers, host).ok().flatten();
@@ -444,10 +438,7 @@ async fn logout(
             .await
         {
             tracing::warn!(request_id, error = %e, "cannot record the logout");
-            return html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::error(lang, Problem::SessionsDown, request_id, None),
-            );
+            return Problem::SessionsDown.answer().render(aud, request_id);
         }
         tracing::info!(request_id, provider = %s.p, "logout");
         let recorded = auth
@@ -459,10 +450,7 @@ async fn logout(
             )
             .await;
         if !recorded {
-            return html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::error(lang, Problem::SessionsDown, request_id, None),
-            );
+            return Problem::AuditUnavailable.answer().render(aud, request_id);
         }
         if let Some(p) = auth.provider(&s.p) {
             if let Some(end) = p.end_session_endpoint().await {
@@ -525,6 +513,7 @@ async fn backchannel(
     auth: &Auth,
     provider_name: &str,
     req: Request<Incoming>,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
     let bad = |why: &str| {
@@ -541,7 +530,7 @@ async fn backchannel(
             None,
             &[("idp", provider_name.into()), ("reason", why.into())],
         );
-        plain(StatusCode::BAD_REQUEST, "invalid logout token", request_id)
+        Problem::BadRequest.answer().render(aud, request_id)
     };
     let Some(p) = auth.provider(provider_name) else {
         return bad("unknown provider");
@@ -554,11 +543,7 @@ async fn backchannel(
         Ok(l) => l,
         Err(e @ ProviderError::Unavailable { .. }) => {
             tracing::warn!(request_id, error = %e, "cannot validate logout token");
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "provider unavailable",
-                request_id,
-            );
+            return Problem::ProviderDown.answer().render(aud, request_id);
         }
         Err(e) => return bad(&e.to_string()),
     };
@@ -573,11 +558,7 @@ async fn backchannel(
         Ok(false) => return bad("logout token replayed (jti seen before)"),
         Err(e) => {
             tracing::warn!(request_id, error = %e, "session store unavailable");
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "session store unavailable",
-                request_id,
-            );
+            return Problem::SessionsDown.answer().render(aud, request_id);
         }
     }
     let until =
@@ -586,11 +567,7 @@ async fn backchannel(
     for r in revocations {
         if let Err(e) = auth.store.revoke(r).await {
             tracing::warn!(request_id, error = %e, "cannot record the back-channel logout");
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "session store unavailable",
-                request_id,
-            );
+            return Problem::SessionsDown.answer().render(aud, request_id);
         }
     }
     tracing::info!(
@@ -612,11 +589,7 @@ async fn backchannel(
         .await;
     if !recorded {
         // The IdP retries a logout token that was not answered with 200.
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit log unavailable",
-            request_id,
-        );
+        return Problem::AuditUnavailable.answer().render(aud, request_id);
     }
     respond::empty_ok()
 }

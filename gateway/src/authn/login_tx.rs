@@ -28,10 +28,10 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::pages::Problem;
 use super::provider::{unix_now, Login, Provider, ProviderError, LEEWAY};
 use super::{cookie, random_token, Auth, CookieKeys};
 use crate::identity::Level;
+use crate::respond::Problem;
 
 /// What the authorization request leaves for the callback, sealed in the
 /// transaction cookie.

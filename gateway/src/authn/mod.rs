@@ -42,7 +42,7 @@ use stadttor_sessions::{SessionRef, SessionStore, StoreConfig, StoreError, Store
 use crate::config;
 use crate::http::body::ProxyBody;
 use crate::identity::{AuthMethod, Identity, Level};
-use crate::respond::{redirect, Refusal};
+use crate::respond::{is_api, redirect, Audience, Problem, Refusal};
 use cookie::CookieKeys;
 use provider::{unix_now, Provider};
 use session::SessionData;
@@ -350,7 +350,7 @@ impl Auth {
         if a.methods.is_empty() {
             return Ok(Verified::default());
         }
-        let lang = pages::Lang::from_headers(&parts.headers);
+        let aud = Audience::of(&parts.headers, is_api(a));
         let host = crate::http::credentials::request_host(&parts.uri, &parts.headers);
         let now = unix_now();
         let mut identity = None;
@@ -359,7 +359,7 @@ impl Auth {
             match m {
                 AuthMethod::Session => {
                     identity = self
-                        .session_identity(a, parts, &host, lang, request_id, &mut set_cookie)
+                        .session_identity(a, parts, &host, aud, request_id, &mut set_cookie)
                         .map_err(|r| *r)?;
                 }
                 AuthMethod::Bearer => {
@@ -374,15 +374,12 @@ impl Auth {
                                 challenge: "Bearer realm=\"stadttor\", error=\"invalid_token\""
                                     .into(),
                             }
-                            .into_response(request_id));
+                            .into_response(aud, request_id));
                         }
                         Err(BearerFailure::Unavailable(detail)) => {
                             tracing::warn!(request_id, error = %detail, "cannot validate bearer token; refusing (fail closed)");
-                            return Err(Refusal::Unavailable {
-                                what: "identity provider unavailable",
-                                page: None,
-                            }
-                            .into_response(request_id));
+                            return Err(Refusal::Unavailable(Problem::ProviderDown)
+                                .into_response(aud, request_id));
                         }
                     }
                 }
@@ -408,7 +405,7 @@ impl Auth {
 
         let Some(id) = identity else {
             return Err(self
-                .login_required(route, parts, lang, request_id, None, set_cookie)
+                .login_required(route, parts, aud, request_id, None, set_cookie)
                 .await);
         };
         if let Some(min) = a.min_level {
@@ -416,20 +413,20 @@ impl Auth {
                 tracing::info!(request_id, have = ?id.level, need = ?min, method = id.method.name(), "level of assurance too low");
                 return Err(match id.method {
                     AuthMethod::Session => {
-                        self.login_required(route, parts, lang, request_id, Some(min), set_cookie)
+                        self.login_required(route, parts, aud, request_id, Some(min), set_cookie)
                             .await
                     }
                     AuthMethod::Bearer => Refusal::StepUp {
                         acr: self.acr_for(a, &id.provider, min),
                     }
-                    .into_response(request_id),
-                    AuthMethod::ClientCert => Refusal::LevelTooLow.into_response(request_id),
+                    .into_response(aud, request_id),
+                    AuthMethod::ClientCert => Refusal::LevelTooLow.into_response(aud, request_id),
                 });
             }
         }
 
         let upstream_headers = self
-            .upstream_headers(route, &id, request_id)
+            .upstream_headers(route, &id, aud, request_id)
             .map_err(|r| *r)?;
         Ok(Verified {
             identity: Some(id),
@@ -446,7 +443,7 @@ impl Auth {
         a: &config::RouteAuth,
         parts: &http::request::Parts,
         host: &str,
-        lang: pages::Lang,
+        aud: Audience,
         request_id: &str,
         set_cookie: &mut Option<HeaderValue>,
     ) -> Result<Option<Identity>, Box<Response<ProxyBody>>> {
@@ -473,16 +470,8 @@ impl Auth {
                     Err(e) => {
                         tracing::warn!(request_id, error = %e, "session store unavailable; refusing (fail closed)");
                         return Err(Box::new(
-                            Refusal::Unavailable {
-                                what: "session store unavailable",
-                                page: Some(pages::error(
-                                    lang,
-                                    pages::Problem::SessionsDown,
-                                    request_id,
-                                    None,
-                                )),
-                            }
-                            .into_response(request_id),
+                            Refusal::Unavailable(Problem::SessionsDown)
+                                .into_response(aud, request_id),
                         ));
                     }
                 }
@@ -517,6 +506,7 @@ impl Auth {
         &self,
         route: &config::Route,
         id: &Identity,
+        aud: Audience,
         request_id: &str,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, Box<Response<ProxyBody>>> {
         let mut upstream_headers = Vec::with_capacity(5 + route.auth.claims.len());
@@ -554,11 +544,8 @@ impl Auth {
             Err(e) => {
                 tracing::error!(request_id, error = %e, "cannot sign the identity assertion; refusing (fail closed)");
                 return Err(Box::new(
-                    Refusal::Unavailable {
-                        what: "identity assertion unavailable",
-                        page: None,
-                    }
-                    .into_response(request_id),
+                    Refusal::Unavailable(Problem::IdentityUnavailable)
+                        .into_response(aud, request_id),
                 ));
             }
         }
@@ -703,20 +690,19 @@ impl Auth {
         &self,
         route: &config::Route,
         parts: &http::request::Parts,
-        lang: pages::Lang,
+        aud: Audience,
         request_id: &str,
         step_up: Option<Level>,
         set_cookie: Option<HeaderValue>,
     ) -> Response<ProxyBody> {
         let a = &route.auth;
-        let browser = a.methods.contains(&AuthMethod::Session) && !a.api;
-        if !browser {
+        if is_api(a) {
             let challenge = if a.methods.contains(&AuthMethod::Bearer) {
                 "Bearer realm=\"stadttor\"".to_owned()
             } else {
                 "stadttor-client-certificate".to_owned()
             };
-            return Refusal::Unauthenticated { challenge }.into_response(request_id);
+            return Refusal::Unauthenticated { challenge }.into_response(aud, request_id);
         }
         let return_to = parts
             .uri
@@ -733,7 +719,7 @@ impl Auth {
                     level,
                     step_up.is_some(),
                     &return_to,
-                    lang,
+                    aud,
                     request_id,
                 )
                 .await
@@ -753,15 +739,7 @@ impl Auth {
                     .append_pair("route", &route.name)
                     .finish()
             );
-            Refusal::LoginRequired {
-                page: pages::error(
-                    lang,
-                    pages::Problem::LoginRequired,
-                    request_id,
-                    Some(&login),
-                ),
-            }
-            .into_response(request_id)
+            Refusal::LoginRequired { login }.into_response(aud, request_id)
         };
         if let Some(c) = set_cookie {
             resp.headers_mut().append(header::SET_COOKIE, c);

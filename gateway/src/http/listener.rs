@@ -103,17 +103,26 @@ impl Drop for Admission {
 }
 
 /// The HTTP server settings of one listener.
+///
+/// hyper's own limit on a request head is twice `max_header_bytes`: a head
+/// above `max_header_bytes` and below that reaches the gateway, which
+/// refuses it with 431 from its error templates (`proxy::head_too_large`).
+/// Above twice the limit hyper answers itself: HTTP/1.1 with a bare
+/// `431` without body or request id (hyper 1.x has no hook for its
+/// automatic parse-error responses), h2 with the h2 crate's bare `431` and
+/// `REFUSED_STREAM`.
 pub(crate) fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
+    let hard_limit = server.max_header_bytes.saturating_mul(2).max(8192);
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes.max(8192))
+        .max_buf_size(hard_limit)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(server.h2_max_concurrent_streams)
-        .max_header_list_size(server.max_header_bytes as u32)
+        .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
         .keep_alive_timeout(server.header_read_timeout);
     b

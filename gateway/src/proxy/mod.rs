@@ -30,7 +30,7 @@ use crate::http::body::{ProxyBody, Tripwire};
 use crate::http::headers;
 use crate::http::target::TargetFacts;
 use crate::http::tls::ClientCert;
-use crate::respond::{error_chain, GatewayError, Source};
+use crate::respond::{error_chain, is_api, Audience, GatewayError, Source};
 use crate::runtime::Shared;
 use crate::state::{Route, State};
 use stages::TargetRule;
@@ -78,6 +78,12 @@ pub(crate) async fn serve(
     // it allocates nothing here.
     let logged = access_log.then(|| (req.method().clone(), req.uri().path().to_owned()));
     let client_request_id = req.headers().get(headers::REQUEST_ID).cloned();
+    // Kept for an error answer in the client's form and language (cheap:
+    // the values share the request's buffer).
+    let prefs = Prefs {
+        accept: req.headers().get(header::ACCEPT).cloned(),
+        accept_language: req.headers().get(header::ACCEPT_LANGUAGE).cloned(),
+    };
 
     let ctx = Ctx {
         shared: &shared,
@@ -86,11 +92,15 @@ pub(crate) async fn serve(
         request_id,
         request_id_value: &request_id_value,
     };
-    let outcome = match target {
-        Ok(facts) => handle(&ctx, req, facts).instrument(span).await,
-        Err(refusal) => Err(refuse_target(&ctx, req.method(), refusal, None)),
+    let outcome = if head_too_large(&req, state.config.server.max_header_bytes) {
+        Err((GatewayError::HeadersTooLarge, None))
+    } else {
+        match target {
+            Ok(facts) => handle(&ctx, req, facts).instrument(span).await,
+            Err(refusal) => Err(refuse_target(&ctx, req.method(), refusal, None)),
+        }
     };
-    let (mut resp, route_name) = answer(&ctx, outcome);
+    let (mut resp, route_name) = answer(&ctx, &prefs, outcome);
     resp.headers_mut()
         .insert(headers::REQUEST_ID, request_id_value.clone());
     if shared.draining.load(Ordering::Relaxed) {
@@ -132,11 +142,19 @@ pub(crate) struct Ctx<'a> {
     pub(crate) request_id_value: &'a HeaderValue,
 }
 
+/// What the client said about the form and language of an answer.
+struct Prefs {
+    accept: Option<HeaderValue>,
+    accept_language: Option<HeaderValue>,
+}
+
 /// The response for an outcome: a failure becomes its response here (an
-/// answered one as it is), and every response gets the security headers
-/// of its route (or the defaults) it lacks.
+/// answered one as it is), in the form the client accepts and its route
+/// suggests, and every response gets the security headers of its route
+/// (or the defaults) it lacks.
 fn answer<'s>(
     ctx: &Ctx<'_>,
+    prefs: &Prefs,
     outcome: Result<(Response<ProxyBody>, &'s Route), Failure<'s>>,
 ) -> (Response<ProxyBody>, Option<&'s Route>) {
     let request_id = ctx.request_id;
@@ -153,7 +171,10 @@ fn answer<'s>(
                 }
                 Source::Internal => tracing::error!(request_id, error = %e, "internal error"),
             }
-            (e.to_response(request_id), route)
+            let api = route.is_some_and(|r| is_api(&r.cfg.auth));
+            let aud =
+                Audience::from_values(prefs.accept.as_ref(), prefs.accept_language.as_ref(), api);
+            (e.to_response(aud, request_id), route)
         }
     };
     match route {
@@ -164,6 +185,26 @@ fn answer<'s>(
 }
 
 type Failure<'s> = (GatewayError, Option<&'s Route>);
+
+/// Whether the request head is larger than `max_header_bytes`, counted as
+/// on the wire in HTTP/1.1 (request line, `name: value` lines, the blank
+/// line). hyper itself refuses heads above twice that limit (see
+/// [`crate::http::listener::http_builder`]) with a bare 431 the gateway
+/// cannot shape; everything between is refused here, with a page.
+fn head_too_large<B>(req: &Request<B>, max: usize) -> bool {
+    let uri = req.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    // "METHOD TARGET HTTP/1.1\r\n"
+    let line = req.method().as_str().len() + target + 12;
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    line + fields + 2 > max
+}
 
 /// A request target that cannot be made unambiguous: 400, counted, and
 /// recorded as `http.rejected` with the reason.

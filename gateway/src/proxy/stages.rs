@@ -28,7 +28,7 @@ use crate::config::{AuditMode, PathRules};
 use crate::http::body::{Guarded, ProxyBody, Tripwire};
 use crate::http::headers;
 use crate::http::target::{Refusal, TargetFacts};
-use crate::respond::GatewayError;
+use crate::respond::{is_api, Audience, GatewayError};
 use crate::state::{Route, State};
 
 /// The host a request is for: canonical with the port as sent (for `Host`
@@ -133,8 +133,10 @@ pub(super) async fn gateway_endpoints(
     body: Incoming,
 ) -> Result<(Parts, Incoming), GatewayError> {
     if let Some(signer) = ctx.shared.signer.as_deref() {
-        if let Some(resp) = signer.endpoint(parts.uri.path()) {
-            return Err(GatewayError::Answered(Box::new(resp)));
+        match signer.endpoint(parts.uri.path()) {
+            Some(Some(resp)) => return Err(GatewayError::Answered(Box::new(resp))),
+            Some(None) => return Err(GatewayError::NotFound),
+            None => {}
         }
     }
     let Some(auth) = ctx.shared.auth.as_deref() else {
@@ -348,8 +350,8 @@ fn record_access(
     }
 }
 
-/// A refusal by policy: logged, answered with the 403 page (browser
-/// routes) or text, once the audit evidence (if any) is durable.
+/// A refusal by policy: logged, answered with 403 in the client's form,
+/// once the audit evidence (if any) is durable.
 pub(super) async fn deny(
     ctx: &Ctx<'_>,
     cfg: &crate::config::Route,
@@ -370,21 +372,8 @@ pub(super) async fn deny(
         policy_version = d.version,
         "access denied by policy"
     );
-    let browser = cfg
-        .auth
-        .methods
-        .contains(&crate::identity::AuthMethod::Session)
-        && !cfg.auth.api;
-    let page = browser.then(|| {
-        let lang = crate::authn::pages::Lang::from_headers(&parts.headers);
-        crate::authn::pages::error(
-            lang,
-            crate::authn::pages::Problem::Forbidden,
-            request_id,
-            None,
-        )
-    });
-    let resp = crate::respond::Refusal::Forbidden { page }.into_response(request_id);
+    let aud = Audience::of(&parts.headers, is_api(&cfg.auth));
+    let resp = crate::respond::Refusal::Forbidden.into_response(aud, request_id);
     if let Some(e) = evidence {
         if let Err(e) = e.settled().await {
             return GatewayError::AuditUnavailable(e.to_string());
@@ -575,7 +564,12 @@ pub(super) async fn sign_and_finish(
                     ctx.request_id,
                 )
                 .await
-                .map_err(|e| GatewayError::SigningFailed(e.to_string()))?;
+                .map_err(|e| match e {
+                    crate::signing::SignError::Unrecorded(why) => {
+                        GatewayError::AuditUnavailable(why)
+                    }
+                    e => GatewayError::SigningFailed(e.to_string()),
+                })?;
             headers::add_missing(signed.headers_mut(), &route.security_headers);
             if let Some(c) = set_cookie {
                 signed.headers_mut().append(header::SET_COOKIE, c);

@@ -136,3 +136,20 @@ fn framing_needs_exactly_one_host_that_agrees_with_the_authority() {
     assert!(check_framing(&differs).is_err());
     assert!(check_framing(&parts(Version::HTTP_11, "/", &["user@a.example"])).is_err());
 }
+
+#[test]
+fn a_head_over_the_limit_is_counted_as_on_the_wire() {
+    use super::head_too_large;
+    // "GET /abc HTTP/1.1\r\n" (19) + "host: x\r\n" (9) + "\r\n" (2) = 30.
+    let req = Request::get("/abc").header("host", "x").body(()).unwrap();
+    assert!(!head_too_large(&req, 30));
+    assert!(head_too_large(&req, 29));
+    // The absolute form counts scheme and authority too.
+    let req = Request::get("https://h.example/abc").body(()).unwrap();
+    assert!(head_too_large(&req, 19 + 2 + "https://h.example".len() - 1));
+    assert!(!head_too_large(&req, 19 + 2 + "https://h.example".len()));
+    let big = "a".repeat(10 * 1024);
+    let req = Request::get("/").header("x-big", big).body(()).unwrap();
+    assert!(head_too_large(&req, 8 * 1024));
+    assert!(!head_too_large(&req, 16 * 1024));
+}

@@ -288,7 +288,7 @@ path_prefix = "/"
     }
 }
 
-fn set_mode_600(p: &std::path::Path) {
+pub(crate) fn set_mode_600(p: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
@@ -1337,64 +1337,8 @@ async fn logout_on_one_gateway_ends_the_session_on_another_via_postgres() {
 async fn client_certificates_authenticate_and_carry_their_configured_level() {
     use testkit::client::{self, Proto};
     let backend = Backend::start("app").await;
-    let dir = TempDir::new("login-cert");
-    let pki = TestPki::new(&dir, "main", &[]);
-    let keys = dir.path().join("session.keys");
-    std::fs::write(&keys, format!("{}\n", CookieKeys::generate().unwrap())).unwrap();
-    set_mode_600(&keys);
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
-        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-        &rng,
-    )
-    .unwrap();
-    let akey = dir.path().join("assertion.p8");
-    std::fs::write(&akey, pkcs8.as_ref()).unwrap();
-    let config = format!(
-        r#"
-[[listeners]]
-name = "public"
-listen = "127.0.0.1:0"
-[listeners.tls.client_auth]
-ca = {ca:?}
-mode = "optional"
-{cert}
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[identity]
-session_key_file = {keys:?}
-store = "file:{store}"
-assertion_key = "file:{akey}"
-
-[[routes]]
-name = "fachverfahren"
-upstream = "app"
-path_prefix = "/fv"
-[routes.auth]
-methods = ["client_cert"]
-client_cert_level = "substantial"
-min_level = "substantial"
-
-[[routes]]
-name = "hoch"
-upstream = "app"
-path_prefix = "/hoch"
-[routes.auth]
-methods = ["client_cert"]
-client_cert_level = "substantial"
-min_level = "high"
-"#,
-        ca = pki.ca_path.display().to_string(),
-        cert = pki.certificate_toml(&[]),
-        upstream = backend.addr,
-        keys = keys.display().to_string(),
-        store = dir.path().join("sessions").display(),
-        akey = akey.display(),
-    );
-    let gw = Gateway::start(BIN, &dir, &config);
+    let crate::errors::CertGateway { dir: _dir, pki, gw } =
+        crate::errors::cert_gateway(backend.addr);
     let with = std::sync::Arc::new(client::tls_config(
         &pki.ca_pem,
         Some((&pki.client_cert_pem, &pki.client_key_pem)),
@@ -1440,12 +1384,27 @@ async fn citizen_pages_pass_automated_wcag_2_1_aa_checks_in_chromium() {
         browser_dir.join("node_modules/axe-core").is_dir(),
         "run `npm ci --prefix tests/browser` (tests/run.sh does)"
     );
-    let mut t = Login::start(&["buerger", "personal"]).await;
+    // A route to a port nothing listens on, for the 502 page.
+    let dead: &'static str = Box::leak(
+        format!(
+            "[[upstreams]]\nname = \"dead\"\naddresses = [\"127.0.0.1:{}\"]\n\n\
+             [[routes]]\nname = \"kaputt\"\nupstream = \"dead\"\npath_prefix = \"/kaputt\"\n",
+            free_port()
+        )
+        .into_boxed_str(),
+    );
+    let opts = Opts {
+        routes: dead,
+        ..Opts::default()
+    };
+    let mut t = Login::start_full(&["buerger", "personal"], "", opts).await;
     let mut urls = vec![
         t.url("/.stadttor/login?route=both&return_to=/both/x"),
         t.url("/.stadttor/callback/buerger?code=forged&state=forged"),
         t.url("/.stadttor/logout"),
         t.url("/.stadttor/logged-out"),
+        t.url("/.stadttor/unbekannt"),
+        t.url("/kaputt/antrag"),
     ];
     t.idps[0].op.stop();
     assert!(t
@@ -1464,11 +1423,13 @@ async fn citizen_pages_pass_automated_wcag_2_1_aa_checks_in_chromium() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "accessibility violations:\n{log}");
-    assert_eq!(log.matches("0 violated").count(), 10, "{log}");
-    assert!(
-        log.contains(" 503 ") && log.contains(" 400 "),
-        "error pages were checked: {log}"
-    );
+    assert_eq!(log.matches("0 violated").count(), 14, "{log}");
+    for status in [" 400 ", " 404 ", " 502 ", " 503 "] {
+        assert!(
+            log.contains(status),
+            "{status}: error pages were checked: {log}"
+        );
+    }
 }
 
 /// A bearer token the gateway has verified (and cached) must still be

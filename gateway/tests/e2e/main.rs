@@ -7,6 +7,7 @@ mod appliance;
 mod audit;
 mod cli;
 mod credentials;
+mod errors;
 mod evidence;
 mod foureyes;
 mod framing;

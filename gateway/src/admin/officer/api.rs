@@ -11,10 +11,15 @@ use stadttor_policies::{ChangeEvent, PolicySet, ProposalStatus, Workflow, Workfl
 use super::Context;
 use super::{audit_changes, audit_refusal, blocking, status_of, OfficerSession, View};
 use crate::http::body::ProxyBody;
-use crate::respond::officer::{json, plain};
+use crate::respond::officer::{json, problem};
+use crate::respond::{Audience, Problem};
 
 /// Every policy version, as JSON.
-pub(super) async fn history_json(wf: Arc<Workflow>) -> Response<ProxyBody> {
+pub(super) async fn history_json(
+    wf: Arc<Workflow>,
+    aud: Audience,
+    request_id: &str,
+) -> Response<ProxyBody> {
     match blocking(wf, |wf| wf.history().map_err(|e| e.to_string())).await {
         Ok(h) => json(
             StatusCode::OK,
@@ -30,10 +35,10 @@ pub(super) async fn history_json(wf: Arc<Workflow>) -> Response<ProxyBody> {
                     .collect(),
             ),
         ),
-        Err(e) => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "error": e }),
-        ),
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "admin: policy store unavailable");
+            problem(Problem::PolicyStoreDown.answer(), aud, request_id)
+        }
     }
 }
 
@@ -80,9 +85,15 @@ pub(super) async fn api_post(
     session: &OfficerSession,
     path: &str,
     body: &[u8],
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
     let me = session.name.clone();
+    let fail = |p: Problem| problem(p.answer(), aud, request_id);
+    let failed = |e: tokio::task::JoinError| {
+        tracing::error!(request_id, error = %e, "admin: policy change task failed");
+        problem(Problem::Internal.answer(), aud, request_id)
+    };
     let bad = |e: String| json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e }));
     let result: Result<(serde_json::Value, Vec<ChangeEvent>), (String, WorkflowError)> = if path
         == "/api/policy/proposals"
@@ -116,11 +127,11 @@ pub(super) async fn api_post(
                 done.events,
             )),
             Ok(Err(e)) => Err(("propose".into(), e)),
-            Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            Err(e) => return failed(e),
         }
     } else if let Some(rest) = path.strip_prefix("/api/policy/proposals/") {
         let Some((id, action)) = rest.split_once('/') else {
-            return plain(StatusCode::NOT_FOUND, "not found");
+            return fail(Problem::NotFound);
         };
         let (id, action) = (id.to_owned(), action.to_owned());
         let reason = if action == "reject" {
@@ -145,14 +156,14 @@ pub(super) async fn api_post(
                 c.events,
             )),
             Ok(Some(Err(e))) => Err((action, e)),
-            Ok(None) => return plain(StatusCode::NOT_FOUND, "not found"),
-            Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            Ok(None) => return fail(Problem::NotFound),
+            Err(e) => return failed(e),
         }
     } else {
-        return plain(StatusCode::NOT_FOUND, "not found");
+        return fail(Problem::NotFound);
     };
     match result {
-        Ok((v, events)) => match audit_changes(shared, &events, request_id).await {
+        Ok((v, events)) => match audit_changes(shared, &events, aud, request_id).await {
             Ok(()) => json(StatusCode::OK, &v),
             Err(unrecorded) => unrecorded,
         },

@@ -22,12 +22,13 @@ use super::Context;
 use super::{OfficerSession, Officers, LOGIN_TIMEOUT, SESSION};
 use crate::authn::cookie;
 use crate::authn::login_tx::{self, BeginError, Completed, LoginSite, Refused};
-use crate::authn::pages::{self, Lang, Problem};
+
 use crate::authn::provider::{unix_now, Login};
 use crate::authn::random_token;
 use crate::http::body::ProxyBody;
 use crate::policy::SubjectRefused;
-use crate::respond::officer::{html, plain, redirect};
+use crate::respond::officer::{html, problem, redirect};
+use crate::respond::{Audience, Problem};
 
 /// The officers' login transaction cookies: this and the state's first
 /// characters.
@@ -49,7 +50,7 @@ pub(super) async fn start_login(
     shared: &Context,
     officers: &Officers,
     host: &str,
-    lang: Lang,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
     let Some(p) = shared
@@ -57,23 +58,21 @@ pub(super) async fn start_login(
         .as_ref()
         .and_then(|a| a.provider(&officers.cfg.provider))
     else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "officer provider not configured",
-        );
+        tracing::error!(request_id, "officer provider not configured");
+        return problem(Problem::ProviderDown.answer(), aud, request_id);
     };
     match login_tx::begin(&site(officers, host), p, None, false, "/policy").await {
         Ok(started) => {
             tracing::info!(request_id, provider = %officers.cfg.provider, "officer login started");
             redirect(&started.url, &[started.set_cookie])
         }
-        Err(BeginError::Seal) => plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot start a login"),
+        Err(BeginError::Seal) => {
+            tracing::error!(request_id, "officer login: cannot seal the transaction");
+            problem(Problem::Internal.answer(), aud, request_id)
+        }
         Err(BeginError::Provider(e)) => {
             tracing::warn!(request_id, error = %e, "officer login: provider unavailable");
-            html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::error(lang, Problem::ProviderDown, request_id, None),
-            )
+            problem(Problem::ProviderDown.answer(), aud, request_id)
         }
     }
 }
@@ -84,7 +83,7 @@ pub(super) async fn callback(
     shared: &Context,
     officers: &Officers,
     req: &Request<Incoming>,
-    lang: Lang,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
     let query: Vec<(String, String)> = req
@@ -98,21 +97,19 @@ pub(super) async fn callback(
         .unwrap_or_default();
     let host = crate::http::credentials::request_host(req.uri(), req.headers());
     let Some(auth) = shared.auth.as_ref() else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "officer provider not configured",
-        );
+        tracing::error!(request_id, "officer provider not configured");
+        return problem(Problem::ProviderDown.answer(), aud, request_id);
     };
     let site = site(officers, &host);
     let done = login_tx::complete(auth, &site, &officers.cfg.provider, &query, req.headers()).await;
     let Completed { login, cookie, .. } = match done {
         Ok(c) => c,
-        Err(r) => return refuse(&r.why, r.clear.as_deref(), lang, request_id),
+        Err(r) => return refuse(&r.why, r.clear.as_deref(), aud, request_id),
     };
     let name = match officer_name(officers, &login) {
         Ok(n) => n,
         Err(e @ SubjectRefused::Unverified { .. }) => {
-            return refuse_unverified(shared, &login.sub, &e, &cookie, lang, request_id)
+            return refuse_unverified(shared, &login.sub, &e, &cookie, aud, request_id)
         }
         Err(SubjectRefused::Missing(_)) => {
             tracing::warn!(request_id, "officer login refused: no officer name claim");
@@ -120,7 +117,7 @@ pub(super) async fn callback(
                 StatusCode::BAD_REQUEST,
                 Problem::LoginFailed,
                 Some(&cookie),
-                lang,
+                aud,
                 request_id,
             );
         }
@@ -134,10 +131,8 @@ pub(super) async fn callback(
         .ok()
         .and_then(|j| officers.cookies.seal(SESSION, &j))
     else {
-        return plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot create the session",
-        );
+        tracing::error!(request_id, "officer login: cannot seal the session");
+        return problem(Problem::Internal.answer(), aud, request_id);
     };
     tracing::info!(request_id, provider = %officers.cfg.provider, "officer login completed");
     if let Some(log) = &shared.audit {
@@ -159,23 +154,29 @@ pub(super) async fn callback(
 
 /// A refused authorization response: logged with the reason, a page
 /// without it, the transaction cookie cleared.
-fn refuse(why: &Refused, clear: Option<&str>, lang: Lang, request_id: &str) -> Response<ProxyBody> {
+fn refuse(
+    why: &Refused,
+    clear: Option<&str>,
+    aud: Audience,
+    request_id: &str,
+) -> Response<ProxyBody> {
     tracing::warn!(request_id, reason = %why, "officer login refused");
-    error_page(why.status(), why.problem(), clear, lang, request_id)
+    error_page(why.status(), why.problem(), clear, aud, request_id)
 }
 
 /// The error page of a failed officer login, back to `/policy`, clearing
 /// the transaction cookie `clear`.
 fn error_page(
     status: StatusCode,
-    problem: Problem,
+    what: Problem,
     clear: Option<&str>,
-    lang: Lang,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
-    let mut r = html(
-        status,
-        pages::error(lang, problem, request_id, Some("/policy")),
+    let mut r = problem(
+        what.answer().status(status).login_link("/policy"),
+        aud,
+        request_id,
     );
     if let Some(name) = clear {
         if let Ok(v) = HeaderValue::from_str(&cookie::clear(name)) {
@@ -203,7 +204,7 @@ fn refuse_unverified(
     sub: &str,
     e: &SubjectRefused,
     tx_cookie: &str,
-    lang: Lang,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
     tracing::warn!(request_id, reason = %e, "officer login refused: claim not verified");
@@ -218,7 +219,7 @@ fn refuse_unverified(
     }
     let mut r = html(
         StatusCode::FORBIDDEN,
-        super::page::unverified(lang, &e.to_string(), request_id),
+        super::page::unverified(aud.lang, &e.to_string(), request_id),
     );
     if let Ok(v) = HeaderValue::from_str(&cookie::clear(tx_cookie)) {
         r.headers_mut().append(header::SET_COOKIE, v);

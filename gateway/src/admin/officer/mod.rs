@@ -37,11 +37,11 @@ use stadttor_policies::{
 };
 
 use crate::authn::cookie::{self, CookieKeys};
-use crate::authn::pages::Lang;
 use crate::authn::provider::unix_now;
 use crate::config;
 use crate::http::body::ProxyBody;
-use crate::respond::officer::{html, json, plain, redirect};
+use crate::respond::officer::{html, json, problem, redirect};
+use crate::respond::{Audience, Lang, Problem};
 
 mod api;
 mod login;
@@ -145,15 +145,17 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let lang = Lang::from_headers(req.headers());
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let api = path.starts_with("/api/");
+    let aud = Audience::of(req.headers(), api);
+    let lang = aud.lang;
+    let fail = |p: Problem| problem(p.answer(), aud, &request_id);
     if let Some(p) = path.strip_prefix("/.stadttor/callback/") {
         if method == Method::GET && p == officers.cfg.provider {
-            return callback(&shared, officers, &req, lang, &request_id).await;
+            return callback(&shared, officers, &req, aud, &request_id).await;
         }
-        return plain(StatusCode::NOT_FOUND, "not found");
+        return fail(Problem::NotFound);
     }
     if path == "/policy/logged-out" {
         return logged_out(lang);
@@ -167,15 +169,16 @@ pub async fn handle(
         }
         if method == Method::GET && path == "/policy" {
             let host = crate::http::credentials::request_host(req.uri(), req.headers());
-            return start_login(&shared, officers, &host, lang, &request_id).await;
+            return start_login(&shared, officers, &host, aud, &request_id).await;
         }
         return redirect("/policy", &[]);
     };
     let Some(policy) = shared.policy.clone() else {
-        return plain(StatusCode::NOT_FOUND, "no [policies] configured");
+        tracing::info!(request_id, "admin: no [policies] configured");
+        return fail(Problem::NotFound);
     };
     let Some(wf) = policy.workflow() else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "policy store unavailable");
+        return fail(Problem::PolicyStoreDown);
     };
     let wf = Arc::new(wf);
     if !is_officer(&policy, &wf, &session.name).await {
@@ -192,47 +195,53 @@ pub async fn handle(
         return html(StatusCode::FORBIDDEN, page::no_access(lang, &request_id));
     }
     if method == Method::POST {
-        return post(&shared, wf, &session, req, &path, lang, &request_id).await;
+        return post(&shared, wf, &session, req, &path, aud, &request_id).await;
     }
     if method != Method::GET && method != Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        return fail(Problem::MethodNotAllowed);
     }
     match path.as_str() {
-        "/policy" => {
-            let q: HashMap<String, String> = req
-                .uri()
-                .query()
-                .map(|q| {
-                    url::form_urlencoded::parse(q.as_bytes())
-                        .into_owned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            let view = match blocking(wf.clone(), view).await {
-                Ok(v) => v,
-                Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, &e),
-            };
-            html(
-                StatusCode::OK,
-                policy_page(
-                    lang,
-                    &session,
-                    &view,
-                    q.get("done").map(String::as_str),
-                    None,
-                ),
-            )
-        }
+        "/policy" => get_policy(wf, &session, req.uri().query(), aud, &request_id).await,
         "/api/policy" => match blocking(wf, view).await {
             Ok(v) => json(StatusCode::OK, &view_json(&v)),
-            Err(e) => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({ "error": e }),
-            ),
+            Err(e) => {
+                tracing::warn!(request_id, error = %e, "admin: policy store unavailable");
+                fail(Problem::PolicyStoreDown)
+            }
         },
-        "/api/policy/history" => history_json(wf).await,
-        _ => plain(StatusCode::NOT_FOUND, "not found"),
+        "/api/policy/history" => history_json(wf, aud, &request_id).await,
+        _ => fail(Problem::NotFound),
     }
+}
+
+/// `GET /policy`: the page, with the outcome of the last form post
+/// (`?done=`).
+async fn get_policy(
+    wf: Arc<Workflow>,
+    session: &OfficerSession,
+    query: Option<&str>,
+    aud: Audience,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let q: HashMap<String, String> = query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let view = match blocking(wf, view).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "admin: policy store unavailable");
+            return problem(Problem::PolicyStoreDown.answer(), aud, request_id);
+        }
+    };
+    let done = q.get("done").map(String::as_str);
+    html(
+        StatusCode::OK,
+        policy_page(aud.lang, session, &view, done, None),
+    )
 }
 
 /// An officer of the active version, or of the version an open
@@ -257,7 +266,7 @@ async fn post(
     session: &OfficerSession,
     req: Request<Incoming>,
     path: &str,
-    lang: Lang,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
     let api = path.starts_with("/api/");
@@ -268,7 +277,7 @@ async fn post(
         .map(str::to_owned);
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        Err(_) => return problem(Problem::PayloadTooLarge.answer(), aud, request_id),
     };
     let form: HashMap<String, String> = if api {
         HashMap::new()
@@ -280,12 +289,12 @@ async fn post(
         .unwrap_or_default();
     if !ct_eq(&sent, &session.csrf) {
         tracing::warn!(request_id, "admin: POST without a valid CSRF token refused");
-        return plain(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
+        return problem(Problem::CsrfFailed.answer(), aud, request_id);
     }
     if api {
-        return api_post(shared, wf, session, path, &body, request_id).await;
+        return api_post(shared, wf, session, path, &body, aud, request_id).await;
     }
-    form_post(shared, wf, session, path, &form, lang, request_id).await
+    form_post(shared, wf, session, path, &form, aud, request_id).await
 }
 
 /// Runs blocking store work off the reactor.
@@ -351,6 +360,7 @@ fn view(wf: &Workflow) -> Result<View, String> {
 async fn audit_changes(
     shared: &Context,
     events: &[ChangeEvent],
+    aud: Audience,
     request_id: &str,
 ) -> Result<(), Response<ProxyBody>> {
     for e in events {
@@ -370,10 +380,7 @@ async fn audit_changes(
                 .attr("via", "admin");
             if let Err(err) = log.record_durable(&ev).await {
                 tracing::error!(request_id, error = %err, "audit log cannot record a policy change");
-                return Err(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the change is stored, but the audit log could not record it: check the log (stadttor audit verify) and /readyz",
-                ));
+                return Err(problem(Problem::ChangeUnrecorded.answer(), aud, request_id));
             }
         }
     }
@@ -424,9 +431,10 @@ async fn form_post(
     session: &OfficerSession,
     path: &str,
     form: &HashMap<String, String>,
-    lang: Lang,
+    aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
+    let lang = aud.lang;
     if path == "/policy/logout" {
         return redirect("/policy/logged-out", &[cookie::clear(SESSION)]);
     }
@@ -436,14 +444,22 @@ async fn form_post(
     let action = match path {
         "/policy/approve" => "approve",
         "/policy/reject" => "reject",
-        _ => return plain(StatusCode::NOT_FOUND, "not found"),
+        _ => return problem(Problem::NotFound.answer(), aud, request_id),
     };
     if action == "reject" && reason.trim().is_empty() {
         let msg = match lang {
             Lang::De => "Bitte geben Sie einen Grund für die Ablehnung an.",
             Lang::En => "Please give a reason for the rejection.",
         };
-        return error_page(wf, session, lang, StatusCode::UNPROCESSABLE_ENTITY, msg).await;
+        return error_page(
+            wf,
+            session,
+            aud,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            msg,
+            request_id,
+        )
+        .await;
     }
     let who = me.clone();
     let (id2, reason2) = (id.clone(), reason.clone());
@@ -454,7 +470,7 @@ async fn form_post(
     .await;
     match r {
         Ok(Ok((c, _))) => {
-            if let Err(unrecorded) = audit_changes(shared, &c.events, request_id).await {
+            if let Err(unrecorded) = audit_changes(shared, &c.events, aud, request_id).await {
                 return unrecorded;
             }
             let done = match (action, c.version) {
@@ -467,23 +483,33 @@ async fn form_post(
         Ok(Err(e)) => {
             audit_refusal(shared, &me, action, &e.to_string(), request_id);
             let Some(wf) = shared.policy.as_ref().and_then(|p| p.workflow()) else {
-                return plain(status_of(&e), &e.to_string());
+                return problem(Problem::PolicyStoreDown.answer(), aud, request_id);
             };
-            error_page(Arc::new(wf), session, lang, status_of(&e), &e.to_string()).await
+            let msg = e.to_string();
+            error_page(Arc::new(wf), session, aud, status_of(&e), &msg, request_id).await
         }
-        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => {
+            tracing::error!(request_id, error = %e, "admin: policy change task failed");
+            problem(Problem::Internal.answer(), aud, request_id)
+        }
     }
 }
 
+/// The policy page with a refused step's message (the workflow's own
+/// words for the officer), or the store's 503.
 async fn error_page(
     wf: Arc<Workflow>,
     session: &OfficerSession,
-    lang: Lang,
+    aud: Audience,
     status: StatusCode,
     msg: &str,
+    request_id: &str,
 ) -> Response<ProxyBody> {
     match blocking(wf, view).await {
-        Ok(v) => html(status, policy_page(lang, session, &v, None, Some(msg))),
-        Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, &e),
+        Ok(v) => html(status, policy_page(aud.lang, session, &v, None, Some(msg))),
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "admin: policy store unavailable");
+            problem(Problem::PolicyStoreDown.answer(), aud, request_id)
+        }
     }
 }

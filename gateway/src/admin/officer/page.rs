@@ -7,9 +7,10 @@ use http::{Response, StatusCode};
 use stadttor_policies::{PolicyDiff, Proposal, ProposalStatus, TestReport};
 
 use super::{OfficerSession, View};
-use crate::authn::pages::{esc, Lang};
 use crate::http::body::ProxyBody;
+use crate::respond::html::esc;
 use crate::respond::officer::html;
+use crate::respond::Lang;
 
 pub(super) fn page(lang: Lang, title: &str, body: &str) -> String {
     format!(

@@ -1,18 +1,27 @@
 //! The one place where errors and refusals become responses, and the only
-//! builders of plain, HTML, JSON and redirect responses in the gateway.
+//! builders of HTML, JSON and redirect responses in the gateway.
 //!
 //! Every failure on the request path is a [`GatewayError`]. Each variant says
-//! whose fault it is (client, upstream, gateway) and maps to one status and
-//! one short, fixed text. Internals (addresses, error chains) go to the log
-//! under the request id, never into the response. Authentication and
-//! authorization refusals are a [`Refusal`].
+//! whose fault it is (client, upstream, gateway) and maps to one
+//! [`Problem`], whose template ([`problem`]) gives the status and a fixed
+//! text in German and English. Internals (addresses, error chains) go to
+//! the log under the request id, never into the response. Authentication
+//! and authorization refusals are a [`Refusal`], rendered from the same
+//! templates.
+//!
+//! Every error answer comes in the form the client asks for
+//! ([`negotiate`]): an accessible German-first page with the English text
+//! for browsers ([`html`] is the frame of every page the gateway writes),
+//! RFC 9457 problem details for programs, plain text for clients that
+//! accept neither; always with the request id.
 //!
 //! Each audience has one set of security headers, applied by one function:
 //!
 //! - citizens ([`harden_citizen`]): `Cache-Control: no-store` on every page
-//!   the gateway writes itself; the route's security headers (HSTS, CSP,
-//!   `X-Frame-Options`, …, `headers::security_headers_for`) are added to
-//!   every response on the public listeners by `proxy`;
+//!   the gateway writes itself, and the pages' own strict CSP
+//!   ([`html::csp`]); the route's security headers (HSTS, `X-Frame-Options`,
+//!   …, `headers::security_headers_for`) are added to every response on the
+//!   public listeners by `proxy` where the answer has none;
 //! - officers and the admin listener ([`officer::harden`]): no-store, a
 //!   strict CSP without scripts, `X-Frame-Options: DENY`, nosniff,
 //!   `Referrer-Policy: no-referrer` and HSTS;
@@ -25,6 +34,13 @@ use http_body_util::{BodyExt, Full};
 
 use crate::http::body::ProxyBody;
 
+pub(crate) mod html;
+mod negotiate;
+mod problem;
+
+pub use negotiate::{is_api, Audience, Format, Lang};
+pub use problem::Problem;
+
 /// A failure on the request path.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -34,6 +50,13 @@ pub enum GatewayError {
     /// No route matches host and path.
     #[error("no route")]
     NoRoute,
+    /// A gateway endpoint has nothing at this path (a signature, a key).
+    #[error("not found")]
+    NotFound,
+    /// The request head is larger than `max_header_bytes`; the connection
+    /// is closed.
+    #[error("request head too large")]
+    HeadersTooLarge,
     /// The request body is larger than the route allows.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -114,7 +137,9 @@ impl GatewayError {
         match self {
             Self::BadRequest(_)
             | Self::NoRoute
+            | Self::NotFound
             | Self::PayloadTooLarge
+            | Self::HeadersTooLarge
             | Self::RequestTimeout
             | Self::Answered(_) => Source::Downstream,
             Self::UpstreamUnreachable { .. }
@@ -127,51 +152,21 @@ impl GatewayError {
         }
     }
 
-    fn status_and_text(&self) -> (StatusCode, &'static str) {
+    /// What the client is told.
+    pub fn problem(&self) -> Problem {
         match self {
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "The request is malformed."),
-            Self::NoRoute => (
-                StatusCode::NOT_FOUND,
-                "No service is published at this address.",
-            ),
-            Self::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "The request body is larger than this service accepts.",
-            ),
-            Self::RequestTimeout => (
-                StatusCode::REQUEST_TIMEOUT,
-                "The request body did not arrive in time.",
-            ),
-            Self::UpstreamUnreachable { .. } => (
-                StatusCode::BAD_GATEWAY,
-                "The service behind this gateway is not reachable right now.",
-            ),
-            Self::UpstreamFailed { .. } => (
-                StatusCode::BAD_GATEWAY,
-                "The service behind this gateway gave no valid answer.",
-            ),
-            Self::UpstreamTimeout { .. } => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "The service behind this gateway did not answer in time.",
-            ),
-            Self::Draining => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The gateway is restarting; please try again.",
-            ),
-            Self::AuditUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "This service is unavailable because its access cannot be recorded right now.",
-            ),
-            Self::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The gateway could not handle the request.",
-            ),
-            Self::SigningFailed(_) => (
-                StatusCode::BAD_GATEWAY,
-                "The service's answer must be signed and could not be; it was withheld.",
-            ),
-            // Never rendered: the stage's own response is sent.
-            Self::Answered(r) => (r.status(), ""),
+            Self::BadRequest(_) => Problem::BadRequest,
+            Self::NoRoute | Self::NotFound => Problem::NotFound,
+            Self::PayloadTooLarge => Problem::PayloadTooLarge,
+            Self::HeadersTooLarge => Problem::HeadersTooLarge,
+            Self::RequestTimeout => Problem::RequestTimeout,
+            Self::UpstreamUnreachable { .. } => Problem::UpstreamUnreachable,
+            Self::UpstreamFailed { .. } => Problem::UpstreamFailed,
+            Self::UpstreamTimeout { .. } => Problem::UpstreamTimeout,
+            Self::Draining => Problem::Draining,
+            Self::AuditUnavailable(_) => Problem::AuditUnavailable,
+            Self::Internal(_) | Self::Answered(_) => Problem::Internal,
+            Self::SigningFailed(_) => Problem::SigningFailed,
         }
     }
 
@@ -179,14 +174,18 @@ impl GatewayError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            Self::BadRequest(_) | Self::PayloadTooLarge | Self::RequestTimeout
+            Self::BadRequest(_)
+                | Self::PayloadTooLarge
+                | Self::HeadersTooLarge
+                | Self::RequestTimeout
         )
     }
 
-    /// The response the client sees: status, fixed text and request id.
-    pub fn to_response(&self, request_id: &str) -> Response<ProxyBody> {
-        let (status, text) = self.status_and_text();
-        let mut resp = plain(status, text, request_id);
+    /// The response the client sees: the problem's template for `aud`,
+    /// with the request id. (An `Answered` error is sent as it is by the
+    /// caller and never rendered; here it would be a 500.)
+    pub fn to_response(&self, aud: Audience, request_id: &str) -> Response<ProxyBody> {
+        let mut resp = self.problem().answer().render(aud, request_id);
         if self.closes_connection() {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -195,9 +194,8 @@ impl GatewayError {
     }
 }
 
-/// An authentication or authorization refusal on a route. Pages for
-/// browsers are rendered by the caller (`authn::pages`), so this module
-/// does not depend on the login code.
+/// An authentication or authorization refusal on a route, rendered from
+/// the same templates for the client's [`Audience`].
 #[derive(Debug)]
 pub(crate) enum Refusal {
     /// No or an invalid credential, for a client that cannot log in
@@ -213,77 +211,52 @@ pub(crate) enum Refusal {
         acr: String,
     },
     /// A browser needs to log in, but the request cannot be redirected
-    /// (not GET/HEAD): 401 with this page and `WWW-Authenticate: stadttor-login`.
+    /// (not GET/HEAD): 401 with a link to this login and
+    /// `WWW-Authenticate: stadttor-login`.
     LoginRequired {
-        /// The rendered page.
-        page: String,
+        /// Where the page's login link goes.
+        login: String,
     },
-    /// Denied by the policy: 403, with this page for browsers.
-    Forbidden {
-        /// The rendered page (browsers), or `None` (plain text).
-        page: Option<String>,
-    },
+    /// Denied by the policy: 403.
+    Forbidden,
     /// A client certificate of too low a level: 403.
     LevelTooLow,
-    /// Something authentication depends on cannot answer (fail closed): 503.
-    Unavailable {
-        /// What, in a few words (plain text).
-        what: &'static str,
-        /// The rendered page (browsers), or `None` (plain text).
-        page: Option<String>,
-    },
+    /// Something authentication depends on cannot answer (fail closed):
+    /// 503 with this problem.
+    Unavailable(Problem),
 }
 
 impl Refusal {
     /// The response for the client.
-    pub(crate) fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        match self {
-            Self::Unauthenticated { challenge } => unauthorized(&challenge, request_id),
-            Self::StepUp { acr } => unauthorized(
-                &format!(
+    pub(crate) fn into_response(self, aud: Audience, request_id: &str) -> Response<ProxyBody> {
+        let (page, challenge) = match &self {
+            Self::Unauthenticated { challenge } => {
+                (Problem::LoginRequired.answer(), Some(challenge.clone()))
+            }
+            Self::StepUp { acr } => (
+                Problem::StepUp.answer(),
+                Some(format!(
                     "Bearer realm=\"stadttor\", error=\"insufficient_user_authentication\", \
                      error_description=\"a higher level of assurance is required\", acr_values=\"{acr}\""
-                ),
-                request_id,
+                )),
             ),
-            Self::LoginRequired { page } => {
-                let mut r = html(StatusCode::UNAUTHORIZED, page);
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("stadttor-login"),
-                );
-                r
-            }
-            Self::Forbidden { page: Some(page) } => html(StatusCode::FORBIDDEN, page),
-            Self::Forbidden { page: None } => {
-                plain(StatusCode::FORBIDDEN, "access denied by policy", request_id)
-            }
-            Self::LevelTooLow => plain(
-                StatusCode::FORBIDDEN,
-                "level of assurance too low",
-                request_id,
+            Self::LoginRequired { login } => (
+                Problem::LoginRequired.answer().login_link(login),
+                Some("stadttor-login".to_owned()),
             ),
-            Self::Unavailable { page: Some(page), .. } => {
-                html(StatusCode::SERVICE_UNAVAILABLE, page)
-            }
-            Self::Unavailable { what, page: None } => {
-                plain(StatusCode::SERVICE_UNAVAILABLE, what, request_id)
-            }
+            Self::Forbidden => (Problem::Forbidden.answer(), None),
+            Self::LevelTooLow => (Problem::LevelTooLow.answer(), None),
+            Self::Unavailable(p) => (
+                p.answer().status(StatusCode::SERVICE_UNAVAILABLE),
+                None,
+            ),
+        };
+        let mut r = page.render(aud, request_id);
+        if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
+        r
     }
-}
-
-/// A 401 with the standard text and `challenge` as `WWW-Authenticate`.
-fn unauthorized(challenge: &str, request_id: &str) -> Response<ProxyBody> {
-    let mut r = plain(
-        StatusCode::UNAUTHORIZED,
-        "authentication required",
-        request_id,
-    );
-    if let Ok(v) = HeaderValue::from_str(challenge) {
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    r
 }
 
 /// A complete body.
@@ -327,27 +300,18 @@ pub(crate) fn harden_api(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
     r
 }
 
-/// A citizen-facing HTML page that is never cached.
+/// A citizen-facing HTML page (made with [`html::page`]) that is never
+/// cached, under the pages' own CSP.
 pub(crate) fn html(status: StatusCode, page: String) -> Response<ProxyBody> {
-    harden_citizen(content(
+    let mut r = harden_citizen(content(
         status,
         HeaderValue::from_static("text/html; charset=utf-8"),
         page,
-    ))
-}
-
-/// A short plain-text answer with status line and request id.
-pub(crate) fn plain(status: StatusCode, text: &str, request_id: &str) -> Response<ProxyBody> {
-    let b = format!(
-        "{} {}\n{text}\nRequest id: {request_id}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    harden_citizen(content(
-        status,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-        b,
-    ))
+    ));
+    if let Ok(v) = HeaderValue::from_str(html::csp()) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    r
 }
 
 /// A 303 to `location` with cookies to set (citizens).
@@ -437,13 +401,13 @@ pub(crate) mod officer {
         ))
     }
 
-    /// One line of plain text.
-    pub(crate) fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
-        harden(content(
-            status,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-            format!("{text}\n"),
-        ))
+    /// An error from the templates, for officers or the admin listener.
+    pub(crate) fn problem(
+        page: super::problem::ErrorPage<'_>,
+        aud: Audience,
+        request_id: &str,
+    ) -> Response<ProxyBody> {
+        harden(page.render(aud, request_id))
     }
 
     /// A 303 to `location` with cookies to set.
@@ -465,32 +429,146 @@ pub(crate) mod officer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn responses_never_carry_internals() {
-        let e = GatewayError::UpstreamUnreachable {
-            upstream: "secret-backend".into(),
-            detail: "10.1.2.3:8080 connection refused".into(),
-        };
-        let resp = e.to_response("rid-1");
-        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
-        let body = futures_executor(resp.into_body());
-        assert!(body.contains("rid-1"));
-        assert!(!body.contains("10.1.2.3") && !body.contains("secret-backend"));
+    fn text(r: Response<ProxyBody>) -> String {
+        problem::tests::text_of(r)
     }
 
-    fn futures_executor(b: ProxyBody) -> String {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let bytes = rt.block_on(b.collect()).unwrap().to_bytes();
-        String::from_utf8(bytes.to_vec()).unwrap()
+    const EVERY: [Audience; 6] = [
+        Audience {
+            format: Format::Html,
+            lang: Lang::De,
+        },
+        Audience {
+            format: Format::Html,
+            lang: Lang::En,
+        },
+        Audience {
+            format: Format::Problem,
+            lang: Lang::De,
+        },
+        Audience {
+            format: Format::Problem,
+            lang: Lang::En,
+        },
+        Audience {
+            format: Format::Plain,
+            lang: Lang::De,
+        },
+        Audience {
+            format: Format::Plain,
+            lang: Lang::En,
+        },
+    ];
+
+    #[test]
+    fn responses_never_carry_internals() {
+        let secret = "10.1.2.3:8080 connection refused: tcp connect error: os error 111";
+        let errors = [
+            GatewayError::UpstreamUnreachable {
+                upstream: "secret-backend".into(),
+                detail: secret.into(),
+            },
+            GatewayError::UpstreamFailed {
+                upstream: "secret-backend".into(),
+                detail: secret.into(),
+            },
+            GatewayError::UpstreamTimeout {
+                upstream: "secret-backend".into(),
+            },
+            GatewayError::AuditUnavailable(secret.into()),
+            GatewayError::SigningFailed(secret.into()),
+            GatewayError::Internal(secret.into()),
+            GatewayError::BadRequest("secret-backend"),
+        ];
+        for e in &errors {
+            for aud in EVERY {
+                let resp = e.to_response(aud, "rid-1");
+                assert_eq!(resp.status(), e.problem().status());
+                let body = text(resp);
+                assert!(body.contains("rid-1"), "{body}");
+                assert!(
+                    !body.contains("10.1.2.3")
+                        && !body.contains("secret-backend")
+                        && !body.contains("os error"),
+                    "{e:?} leaks: {body}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_error_has_its_status() {
+        let aud = EVERY[0];
+        for (e, status) in [
+            (GatewayError::BadRequest("x"), 400),
+            (GatewayError::NoRoute, 404),
+            (GatewayError::NotFound, 404),
+            (GatewayError::RequestTimeout, 408),
+            (GatewayError::PayloadTooLarge, 413),
+            (GatewayError::HeadersTooLarge, 431),
+            (GatewayError::Internal("x".into()), 500),
+            (
+                GatewayError::UpstreamUnreachable {
+                    upstream: "u".into(),
+                    detail: "d".into(),
+                },
+                502,
+            ),
+            (GatewayError::Draining, 503),
+            (GatewayError::AuditUnavailable("x".into()), 503),
+            (
+                GatewayError::UpstreamTimeout {
+                    upstream: "u".into(),
+                },
+                504,
+            ),
+        ] {
+            assert_eq!(e.to_response(aud, "r").status().as_u16(), status, "{e:?}");
+        }
     }
 
     #[test]
     fn framing_errors_close_the_connection() {
-        let r = GatewayError::BadRequest("cl+te").to_response("x");
+        let aud = EVERY[2];
+        let r = GatewayError::BadRequest("cl+te").to_response(aud, "x");
         assert_eq!(r.headers()[header::CONNECTION], "close");
-        let r = GatewayError::NoRoute.to_response("x");
+        let r = GatewayError::HeadersTooLarge.to_response(aud, "x");
+        assert_eq!(r.headers()[header::CONNECTION], "close");
+        let r = GatewayError::NoRoute.to_response(aud, "x");
         assert!(r.headers().get(header::CONNECTION).is_none());
+    }
+
+    #[test]
+    fn refusals_keep_their_challenges() {
+        let api = EVERY[2];
+        let r = Refusal::StepUp { acr: "high".into() }.into_response(api, "rid");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let c = r.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            c.contains("insufficient_user_authentication") && c.contains("acr_values=\"high\"")
+        );
+        let v: serde_json::Value = serde_json::from_str(&text(r)).unwrap();
+        assert_eq!(v["code"], "insufficient_user_authentication");
+        assert_eq!(v["request_id"], "rid");
+
+        let r = Refusal::LoginRequired {
+            login: "/.stadttor/login?route=a".into(),
+        }
+        .into_response(EVERY[0], "rid");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "stadttor-login");
+        assert!(text(r).contains("href=\"/.stadttor/login?route=a\""));
+
+        let r = Refusal::Unavailable(Problem::ProviderDown).into_response(api, "rid");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let r = Refusal::LevelTooLow.into_response(EVERY[0], "rid");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
     }
 }
