@@ -10,6 +10,7 @@
 //!
 //! Usage: cryptobench [--rounds 3] [--seconds 1] [--warmup 0.2]
 //!                    [--parts prims,handshakes] [--tsv FILE]
+//!                    [--prims ecdsa-sign,ed25519-sign,sha256-10k,...]
 //!
 //! Prints a markdown report (medians, min–max over the rounds) on stdout.
 
@@ -32,6 +33,7 @@ pub struct Args {
     prims: bool,
     handshakes: bool,
     tsv: Option<String>,
+    only: Option<Vec<Prim>>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -42,6 +44,7 @@ fn parse() -> Result<Args, String> {
         prims: true,
         handshakes: true,
         tsv: None,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +59,17 @@ fn parse() -> Result<Args, String> {
                 a.handshakes = v.split(',').any(|p| p == "handshakes");
             }
             "--tsv" => a.tsv = Some(val()?),
+            "--prims" => {
+                let mut only = Vec::new();
+                for name in val()?.split(',') {
+                    let p = Prim::ALL.into_iter().find(|p| p.key() == name).ok_or_else(|| {
+                        let names: Vec<_> = Prim::ALL.iter().map(|p| p.key()).collect();
+                        format!("--prims: unknown {name:?}; known: {}", names.join(","))
+                    })?;
+                    only.push(p);
+                }
+                a.only = Some(only);
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -74,7 +88,8 @@ fn measure_prims(a: &Args, round: usize, rows: &mut Vec<Row>) -> Result<(), Stri
     } else {
         [Lib::AwsLc, Lib::Ring]
     };
-    for p in Prim::ALL {
+    let wanted = |p: &Prim| a.only.as_ref().is_none_or(|o| o.contains(p));
+    for p in Prim::ALL.into_iter().filter(wanted) {
         for lib in order.into_iter().filter(|l| p.available(*l)) {
             let s = prims::run(p, lib, a.seconds, a.warmup)
                 .map_err(|e| format!("{} ({}): {e}", p.label(), lib.name()))?;

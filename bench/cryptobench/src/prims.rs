@@ -13,6 +13,8 @@ use crate::measure::{run_for, Sample};
 const SIGNED_LEN: usize = 64 + 33 + 1 + 48;
 /// A full TLS record's plaintext.
 pub const RECORD: usize = 16 * 1024;
+/// The document `bench/signing.sh` signs with RFC 9421: 10 KiB of JSON.
+pub const DOCUMENT: usize = 10 * 1024;
 
 /// A crypto library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub enum Prim {
     EcdsaVerify,
     /// Ed25519 signature.
     Ed25519Sign,
+    /// SHA-256 of a 10 KiB document (RFC 9530 `Content-Digest`).
+    Sha256Document,
     /// P-256 ECDHE, one side: key generation, public key, agreement.
     EcdhP256,
     /// ML-KEM-768 encapsulation (the server's side), key parsed each time.
@@ -56,10 +60,11 @@ pub enum Prim {
 
 impl Prim {
     /// Every primitive, in report order.
-    pub const ALL: [Prim; 8] = [
+    pub const ALL: [Prim; 9] = [
         Prim::EcdsaSign,
         Prim::EcdsaVerify,
         Prim::Ed25519Sign,
+        Prim::Sha256Document,
         Prim::EcdhP256,
         Prim::MlKemEncap,
         Prim::MlKemKeygenDecap,
@@ -73,11 +78,27 @@ impl Prim {
             Self::EcdsaSign => "ECDSA P-256 sign",
             Self::EcdsaVerify => "ECDSA P-256 verify",
             Self::Ed25519Sign => "Ed25519 sign",
+            Self::Sha256Document => "SHA-256 of 10 KiB",
             Self::EcdhP256 => "P-256 ECDHE (keygen + agree)",
             Self::MlKemEncap => "ML-KEM-768 encapsulate",
             Self::MlKemKeygenDecap => "ML-KEM-768 keygen + decapsulate",
             Self::Aes128Gcm => "AES-128-GCM seal, 16 KiB",
             Self::Aes256Gcm => "AES-256-GCM seal, 16 KiB",
+        }
+    }
+
+    /// Its short name for `--prims`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::EcdsaSign => "ecdsa-sign",
+            Self::EcdsaVerify => "ecdsa-verify",
+            Self::Ed25519Sign => "ed25519-sign",
+            Self::Sha256Document => "sha256-10k",
+            Self::EcdhP256 => "ecdh",
+            Self::MlKemEncap => "mlkem-encap",
+            Self::MlKemKeygenDecap => "mlkem-decap",
+            Self::Aes128Gcm => "aes128gcm",
+            Self::Aes256Gcm => "aes256gcm",
         }
     }
 
@@ -105,7 +126,7 @@ fn e<T: std::fmt::Debug>(what: &'static str) -> impl Fn(T) -> String {
 }
 
 fn ring_prim(p: Prim, secs: f64, warm: f64) -> Result<Sample, String> {
-    use ring::{aead, agreement, rand, signature};
+    use ring::{aead, agreement, digest, rand, signature};
     use signature::KeyPair;
     let rng = rand::SystemRandom::new();
     let msg = [0x20u8; SIGNED_LEN];
@@ -134,6 +155,13 @@ fn ring_prim(p: Prim, secs: f64, warm: f64) -> Result<Sample, String> {
             let kp = signature::Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(e("key"))?;
             run_for(secs, warm, 64, || {
                 std::hint::black_box(kp.sign(&msg));
+                Ok(0)
+            })
+        }
+        Prim::Sha256Document => {
+            let doc = vec![0x7bu8; DOCUMENT];
+            run_for(secs, warm, 64, || {
+                std::hint::black_box(digest::digest(&digest::SHA256, &doc));
                 Ok(0)
             })
         }
@@ -187,7 +215,7 @@ fn ring_prim(p: Prim, secs: f64, warm: f64) -> Result<Sample, String> {
 }
 
 fn aws_prim(p: Prim, secs: f64, warm: f64) -> Result<Sample, String> {
-    use aws_lc_rs::{aead, agreement, rand, signature};
+    use aws_lc_rs::{aead, agreement, digest, rand, signature};
     use signature::KeyPair;
     let rng = rand::SystemRandom::new();
     let msg = [0x20u8; SIGNED_LEN];
@@ -215,6 +243,13 @@ fn aws_prim(p: Prim, secs: f64, warm: f64) -> Result<Sample, String> {
             let kp = signature::Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(e("key"))?;
             run_for(secs, warm, 64, || {
                 std::hint::black_box(kp.sign(&msg));
+                Ok(0)
+            })
+        }
+        Prim::Sha256Document => {
+            let doc = vec![0x7bu8; DOCUMENT];
+            run_for(secs, warm, 64, || {
+                std::hint::black_box(digest::digest(&digest::SHA256, &doc));
                 Ok(0)
             })
         }
