@@ -651,7 +651,7 @@ async fn audit_checkpoints_signed_in_the_tpm_fail_closed_when_the_tpm_goes() {
     let issued = ca.issue_server(&["localhost"]).unwrap();
     let chain = dir.write("tls.pem", &issued.cert_pem);
     let tls_key = dir.write("tls.key", &issued.key_pem);
-    let pseudo = dir.write(
+    let pseudo = dir.write_secret(
         "pseudonym.key",
         "0123456789abcdef0123456789abcdef-pseudonym",
     );
