@@ -308,3 +308,58 @@ fn rsa_2048_is_refused_by_both_with_the_bsi_reason() {
         "{issues:?}"
     );
 }
+
+fn session_key(file: &Path) {
+    let out = Command::new(BIN)
+        .args(["keys", "session-key"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Threat: a rotation by root that leaves the key unreadable for the
+/// service (the next start fails) or readable for others. `keys
+/// session-key` keeps the old file's owner, group and mode; a new file gets
+/// the documented 0640 and its directory's group; the check accepts it.
+#[test]
+fn session_key_rotation_keeps_owner_group_and_mode() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = TempDir::new("preflight-rotate");
+    let file = dir.path().join("session.keys");
+    session_key(&file);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!(meta.gid(), std::fs::metadata(dir.path()).unwrap().gid());
+    let first = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(first.lines().count(), 1);
+
+    // As the package sets it up: root:stadttor 0640 (a group id stands in
+    // for `stadttor`; changing it needs root, as on the appliance).
+    let me = meta.uid();
+    let group = if me == 0 { 4242 } else { meta.gid() };
+    if me == 0 {
+        std::os::unix::fs::chown(&file, Some(0), Some(group)).unwrap();
+    }
+    for mode in [0o640, 0o600] {
+        chmod(&file, mode);
+        session_key(&file);
+        let after = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            (after.uid(), after.gid(), after.mode() & 0o7777),
+            (me, group, mode),
+            "owner, group and mode kept"
+        );
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[2], first.trim(), "the first key is kept below");
+    assert!(stadttor_gateway::authn::cookie::CookieKeys::load(&file).is_ok());
+    // No temporary file left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["session.keys"]);
+}

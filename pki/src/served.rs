@@ -215,9 +215,10 @@ mod tests {
         let mut m = vec![0u8, 0x80];
         m.extend([0u8; 255]);
         assert_eq!(modulus_bits(&m), 2048);
-        let mut m = vec![0x0b_u8]; // 3000 bits: top byte holds 4 bits
-        m.extend([0u8; 374]);
-        assert_eq!(modulus_bits(&m), 3000);
+        // No sign byte, top byte 0x0b holds 4 bits: 4 + 375 * 8.
+        let mut m = vec![0x0b_u8];
+        m.extend([0u8; 375]);
+        assert_eq!(modulus_bits(&m), 3004);
     }
 
     #[test]
