@@ -760,7 +760,11 @@ fn the_file_store_creates_directories_0750_and_files_0640() {
     for d in ["versions", "proposals", "versions/0001"] {
         assert_eq!(mode(&root.join(d)), 0o750, "{d}");
     }
-    for f in ["active", "versions/0001/policy.csv", "versions/0001/meta.json"] {
+    for f in [
+        "active",
+        "versions/0001/policy.csv",
+        "versions/0001/meta.json",
+    ] {
         assert_eq!(mode(&root.join(f)), 0o640, "{f}");
     }
 }
