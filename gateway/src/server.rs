@@ -260,12 +260,15 @@ async fn bind_all(
     Ok((sockets, admin, bound))
 }
 
+/// The admin listener's TLS configuration and the certificates it serves.
+pub type AdminTls = (Arc<rustls::ServerConfig>, Vec<crate::certs::Served>);
+
 /// The admin listener's TLS configuration (`[admin.tls]`), HTTP/1.1 only;
 /// errors name `admin.…` keys. Part of [`crate::preflight::check`].
 pub fn admin_tls_config(
     config: &config::Config,
     keys: &Arc<Keys>,
-) -> Result<Option<(Arc<rustls::ServerConfig>, Vec<crate::certs::Served>)>, ConfigError> {
+) -> Result<Option<AdminTls>, ConfigError> {
     let Some(t) = &config.admin_tls else {
         return Ok(None);
     };
