@@ -238,7 +238,7 @@ setup_softhsm() {
         "$WORK/softhsm/tokens" >"$WORK/softhsm/softhsm2.conf"
     export SOFTHSM2_CONF="$WORK/softhsm/softhsm2.conf"
     softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 5678 >/dev/null
-    printf '1234\n' >"$WORK/pin"
+    (umask 077; printf '1234\n' >"$WORK/pin")
     chmod 600 "$WORK/pin"
 }
 

@@ -87,7 +87,7 @@ if [[ " $BACKENDS " == *" pkcs11 "* ]]; then
     mkdir -p "$W/hsm"; printf 'directories.tokendir = %s\nobjectstore.backend = file\n' "$W/hsm" > "$W/softhsm2.conf"
     export SOFTHSM2_CONF="$W/softhsm2.conf"
     softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 5678 >/dev/null
-    printf '1234' > "$W/pin"
+    (umask 077; printf '1234' > "$W/pin")
     "$BIN" keys --pkcs11-module "$MOD" --pin-file "$W/pin" generate "pkcs11:token=bench;object=seal" >/dev/null
     seal_cert "pkcs11:token=bench;object=seal" pkcs11 --pkcs11-module "$MOD" --pin-file "$W/pin"
     KEYREF[pkcs11]="pkcs11:token=bench;object=seal"

@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use stadttor_audit::event::{EntryBuilder, Event, Outcome, Pseudonymiser};
 use stadttor_audit::{Log, LogConfig};
-use zeroize::Zeroizing;
 
 use crate::config::{Audit, AuditStorage};
 use crate::keys::Keys;
@@ -143,6 +142,19 @@ impl Backend {
     }
 }
 
+/// Reads the pseudonym key (`audit.pseudonym_key_file`, a secret file:
+/// `stadttor_hsm::secret_file`) and builds the pseudonymiser. Used by
+/// [`AuditLog::open`] and by the start-up check.
+pub fn load_pseudonymiser(cfg: &Audit) -> Result<Pseudonymiser, AuditOpenError> {
+    let err = |reason: String| AuditOpenError::PseudonymKey {
+        path: cfg.pseudonym_key_file.display().to_string(),
+        reason,
+    };
+    let secret =
+        stadttor_hsm::secret_file::read(&cfg.pseudonym_key_file).map_err(|e| err(e.to_string()))?;
+    Pseudonymiser::new(&secret).map_err(|e| err(e.to_string()))
+}
+
 /// The process's audit log.
 #[derive(Debug)]
 pub struct AuditLog {
@@ -155,16 +167,7 @@ impl AuditLog {
     /// Opens the log (running crash recovery, which is logged).
     pub fn open(cfg: &Audit, keys: &Keys) -> Result<Arc<Self>, AuditOpenError> {
         let key = keys.resolve(&cfg.key)?;
-        let secret = Zeroizing::new(std::fs::read(&cfg.pseudonym_key_file).map_err(|e| {
-            AuditOpenError::PseudonymKey {
-                path: cfg.pseudonym_key_file.display().to_string(),
-                reason: e.to_string(),
-            }
-        })?);
-        let pseudonyms = Pseudonymiser::new(&secret).map_err(|e| AuditOpenError::PseudonymKey {
-            path: cfg.pseudonym_key_file.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let pseudonyms = load_pseudonymiser(cfg)?;
         let log = match &cfg.storage {
             AuditStorage::Dir(dir) => {
                 let mut lc = LogConfig::new(dir, &cfg.origin);

@@ -7,7 +7,9 @@
 //! [`policy`], [`audit_event`], [`http::upstream`] exchange, [`http::body`]
 //! limits, [`signing`]) → [`respond`] (the one place errors become
 //! responses). The process-wide state the request path reads is in
-//! [`runtime`]; who a caller is, in [`identity`]. Around them: [`server`]
+//! [`runtime`]; who a caller is, in [`identity`]. Around them: [`preflight`]
+//! (the one load-and-validate path of `serve` and `config check`),
+//! [`certs`] (served certificates: checks, expiry), [`server`]
 //! (reload, drain), [`admin`] (health, metrics, the officers' page) and
 //! [`metrics`]. The login code keeps single-use markers and session
 //! revocations in `stadttor-sessions` (TLS material for it from
@@ -23,12 +25,14 @@
 pub mod admin;
 pub mod audit_event;
 pub mod authn;
+pub mod certs;
 pub mod config;
 pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod preflight;
 pub(crate) mod proxy;
 pub mod respond;
 pub mod route_index;

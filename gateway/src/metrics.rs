@@ -53,6 +53,7 @@ pub struct Metrics {
     upstream_ejections: Family<NameLabel, Counter>,
     reloads: Family<NameLabel, Counter>,
     rejected_targets: Family<NameLabel, Counter>,
+    certificates: crate::certs::CertCollector,
 }
 
 /// Pre-resolved metric handles for one route.
@@ -146,8 +147,11 @@ impl Metrics {
             "Requests refused before routing or at the route because their target or credentials were ambiguous, by reason",
             rejected_targets.clone(),
         );
+        let certificates = crate::certs::CertCollector::default();
+        registry.register_collector(Box::new(certificates.clone()));
         Self {
             registry,
+            certificates,
             rejected_targets,
             requests,
             durations,
@@ -212,6 +216,13 @@ impl Metrics {
     /// Counts a refused connection.
     pub fn refused(&self, reason: &str) {
         Self::named(&self.refused, reason).inc();
+    }
+
+    /// The certificates served now, for `stadttor_certificate_expiry_seconds`
+    /// (seconds until each one's `notAfter`, computed at every scrape).
+    /// Replaces the previous set: called at start and on every reload.
+    pub fn set_certificates<'a>(&self, served: impl Iterator<Item = &'a crate::certs::Served>) {
+        self.certificates.set(served.cloned().collect());
     }
 
     /// Adds the key store's per-key statistics to the exposition.

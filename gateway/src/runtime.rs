@@ -33,4 +33,6 @@ pub struct Shared {
     pub(crate) policy: Option<Arc<crate::policy::PolicyRuntime>>,
     /// Officers' logins on the admin listener, if configured.
     pub(crate) officers: Option<Arc<crate::admin::officer::Officers>>,
+    /// The admin listener's certificates (fixed at start, like its TLS).
+    pub(crate) admin_certificates: Vec<crate::certs::Served>,
 }

@@ -55,12 +55,26 @@ pub struct Bound {
     pub admin_https: bool,
 }
 
-/// Builds the state and binds every socket, without serving yet.
-pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
-    let keys = Keys::new(config.keys.clone());
+/// Builds the state and binds every socket, without serving yet: first
+/// the one load-and-validate path [`crate::preflight::check`] (exactly
+/// what `stadttor config check` runs), then the subsystems and the
+/// sockets.
+pub async fn prepare(path: &std::path::Path) -> Result<Prepared, ServeError> {
     let mut metrics = Metrics::new();
+    let checked =
+        crate::preflight::check(path, &metrics, crate::preflight::Options::default()).await?;
+    for w in &checked.warnings {
+        tracing::warn!(key = %w.key, "{}", w.reason);
+    }
+    let crate::preflight::Checked {
+        state,
+        keys,
+        admin_tls,
+        admin_certificates,
+        ..
+    } = checked;
     metrics.register_keys(keys.clone());
-    let state = State::build(config, &metrics, &keys)?;
+    metrics.set_certificates(state.certificates.iter().chain(&admin_certificates));
     let audit = open_audit(&state.config, &keys)?;
     let auth = crate::authn::Auth::new(&state.config, &keys, audit.clone())
         .await
@@ -90,7 +104,6 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             }],
         })?
         .map(Arc::new);
-    let admin_tls = admin_tls_config(&state.config, &keys)?;
     let (sockets, admin, bound) = bind_all(&state.config).await?;
     let limits = ConnLimits::new(&state.config.server);
     // Handlers are installed before the sockets are announced: a SIGHUP
@@ -111,6 +124,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServeError> {
             signer,
             policy,
             officers,
+            admin_certificates,
             draining: AtomicBool::new(false),
         }),
         sockets,
@@ -246,12 +260,15 @@ async fn bind_all(
     Ok((sockets, admin, bound))
 }
 
+/// The admin listener's TLS configuration and the certificates it serves.
+pub type AdminTls = (Arc<rustls::ServerConfig>, Vec<crate::certs::Served>);
+
 /// The admin listener's TLS configuration (`[admin.tls]`), HTTP/1.1 only;
-/// errors name `admin.…` keys. Also used by `stadttor config check`.
+/// errors name `admin.…` keys. Part of [`crate::preflight::check`].
 pub fn admin_tls_config(
     config: &config::Config,
     keys: &Arc<Keys>,
-) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+) -> Result<Option<AdminTls>, ConfigError> {
     let Some(t) = &config.admin_tls else {
         return Ok(None);
     };
@@ -273,7 +290,7 @@ pub fn admin_tls_config(
     // The admin listener speaks HTTP/1.1 only.
     let mut c = (*built.config).clone();
     c.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(c)))
+    Ok(Some((Arc::new(c), built.served)))
 }
 
 #[derive(Debug)]
@@ -326,6 +343,8 @@ impl Prepared {
             tokio::spawn(crate::admin::run(self.shared.clone(), sock, self.admin_tls));
         }
         tokio::spawn(rotate_leaves(self.shared.clone()));
+        crate::certs::log_expiring(&self.shared);
+        tokio::spawn(crate::certs::daily_warnings(self.shared.clone()));
         let signal_name = loop {
             tokio::select! {
                 _ = hup.recv() => reload(&self.shared),
@@ -426,8 +445,12 @@ pub fn reload(shared: &Shared) {
     });
     match result {
         Ok(state) => {
+            shared
+                .metrics
+                .set_certificates(state.certificates.iter().chain(&shared.admin_certificates));
             shared.state.store(Arc::new(state));
             shared.metrics.reload("ok");
+            crate::certs::log_expiring(shared);
             if let Some(a) = &shared.audit {
                 a.lifecycle(
                     "config.reload",

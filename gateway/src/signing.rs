@@ -99,6 +99,20 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
+    /// The seal key and its certificate (checked: key usage, validity, key
+    /// match). Used by [`Signer::new`] and by the start-up check.
+    pub fn load_key(
+        cfg: &config::Signing,
+        keys: &crate::keys::Keys,
+    ) -> Result<(Arc<dyn stadttor_hsm::SigningKey>, SealCertificate), String> {
+        let key = keys
+            .resolve(&cfg.key)
+            .map_err(|e| format!("signing.key: {e}"))?;
+        let cert = SealCertificate::load(&cfg.certificate, key.as_ref())
+            .map_err(|e| format!("signing.certificate: {e}"))?;
+        Ok((key, cert))
+    }
+
     /// Loads key and certificate (checked: key usage, validity, key match)
     /// and prepares the signature store.
     /// The signature store's metrics are registered in `metrics`.
@@ -108,11 +122,7 @@ impl Signer {
         audit: Option<Arc<crate::audit_event::AuditLog>>,
         metrics: &mut crate::metrics::Metrics,
     ) -> Result<Self, String> {
-        let key = keys
-            .resolve(&cfg.key)
-            .map_err(|e| format!("signing.key: {e}"))?;
-        let cert = SealCertificate::load(&cfg.certificate, key.as_ref())
-            .map_err(|e| format!("signing.certificate: {e}"))?;
+        let (key, cert) = Self::load_key(cfg, keys)?;
         if key.protection() == Protection::Software {
             tracing::warn!(
                 key = key.reference(),

@@ -52,6 +52,8 @@ pub struct State {
     pub tls: Vec<Arc<ServerConfig>>,
     /// Short-lived leaves to rotate.
     pub leaves: Vec<Arc<crate::http::tls::LeafSlot>>,
+    /// Every certificate the listeners serve (not the admin listener's).
+    pub certificates: Vec<crate::certs::Served>,
     /// Routes, most specific first.
     pub routes: Vec<Route>,
     /// `routes` indexed by listener, host and path prefix.
@@ -68,11 +70,13 @@ impl State {
         let mut issues: Vec<Issue> = Vec::new();
         let mut tls = Vec::new();
         let mut leaves = Vec::new();
+        let mut certificates = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             match crate::http::tls::server_config(l, i, keys) {
                 Ok(c) => {
                     tls.push(c.config);
                     leaves.extend(c.leaves);
+                    certificates.extend(c.served);
                 }
                 Err(mut e) => issues.append(&mut e),
             }
@@ -100,6 +104,7 @@ impl State {
             config,
             tls,
             leaves,
+            certificates,
             routes,
             index,
             unrouted: metrics.route("-"),

@@ -29,7 +29,7 @@ async fn two_gateways_share_one_unforked_log_in_postgresql() {
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let key = dir.path().join("audit.der");
     std::fs::write(&key, pkcs8.as_ref()).unwrap();
-    let pseudo = dir.write("pseudonym.key", "0123456789abcdef0123456789abcdef-shared");
+    let pseudo = dir.write_secret("pseudonym.key", "0123456789abcdef0123456789abcdef-shared");
     let audit = format!(
         "[audit]\npostgres_url = \"{}\"\npostgres_schema = \"{schema}\"\norigin = \"stadttor.test/cluster\"\nkey = \"file:{}\"\npseudonym_key_file = {:?}\ncheckpoint_period = \"200ms\"\n",
         pg_url(),

@@ -197,7 +197,7 @@ fn policy_on_vs_off_throughput() {
     .unwrap();
     let akey = dir.path().join("assertion.p8");
     std::fs::write(&akey, pkcs8.as_ref()).unwrap();
-    std::fs::write(dir.path().join("secret"), "x").unwrap();
+    dir.write_secret("secret", "x");
 
     let route = |name: &str, authz: &str| {
         format!(

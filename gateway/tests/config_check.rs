@@ -23,8 +23,13 @@ struct Run {
 }
 
 fn config_check(file: &Path) -> Run {
+    config_check_with(file, &[])
+}
+
+fn config_check_with(file: &Path, flags: &[&str]) -> Run {
     let out = Command::new(BIN)
         .args(["config", "check"])
+        .args(flags)
         .arg(file)
         .env("STADTTOR_LOG", "warn")
         .stdin(Stdio::null())
@@ -293,14 +298,25 @@ fn a_syntax_error_is_a_config_error_with_its_line() {
     assert!(lines[0].contains("(line 2)"), "{}", lines[0]);
 }
 
+/// The audit log's key files in `pki`'s directory: an Ed25519 file key
+/// and a pseudonym key (mode 0600).
+fn audit_files(pki: &Pki) {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    std::fs::write(pki.dir.path().join("audit.der"), pkcs8.as_ref()).unwrap();
+    pki.dir.write_secret("pseudonym.key", [9u8; 32]);
+}
+
 /// Threat: passwords, sessions, policies and audit events crossing the
 /// network in clear. A store configured without TLS on a host that is not
 /// loopback is a warning (naming the key, never the password) and the
-/// check still passes; loopback and TLS stores are quiet.
+/// check still passes; loopback and TLS stores are quiet. (`--offline`:
+/// the stores named here do not exist.)
 #[cfg(feature = "postgres")]
 #[test]
 fn a_store_reached_over_the_network_without_tls_is_a_warning() {
     let pki = Pki::new("check-store-tls");
+    audit_files(&pki);
     let base = good_config(
         "127.0.0.1:1".parse().unwrap(),
         "127.0.0.1:2".parse().unwrap(),
@@ -311,6 +327,7 @@ fn a_store_reached_over_the_network_without_tls_is_a_warning() {
              key = \"file:audit.der\"\npseudonym_key_file = \"pseudonym.key\"\n"
         )
     };
+    let config_check = |file: &Path| config_check_with(file, &["--offline"]);
     let warning = |run: &Run, key: &str| {
         run.stderr
             .lines()
@@ -377,4 +394,54 @@ fn store_tls_that_cannot_verify_is_refused() {
             "{run:?}"
         );
     }
+}
+
+/// The store connections are part of the check (serve refuses a store it
+/// cannot reach at start); `--offline` skips exactly those, nothing else.
+#[cfg(feature = "postgres")]
+#[test]
+fn unreachable_stores_fail_the_check_unless_offline() {
+    let pki = Pki::new("check-offline");
+    audit_files(&pki);
+    let dead = testkit::free_port();
+    let base = good_config(
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    );
+    let file = pki.write_config(&format!(
+        "{base}\n[policies]\nstore = \"postgres://stadttor@127.0.0.1:{dead}/stadttor\"\n\n\
+         [audit]\npostgres_url = \"host=127.0.0.1 port={dead} user=audit dbname=audit\"\n\
+         origin = \"stadttor.test/a\"\nkey = \"file:audit.der\"\npseudonym_key_file = \"pseudonym.key\"\n"
+    ));
+    let run = config_check(&file);
+    assert_eq!(run.code, Some(EX_CONFIG), "{run:?}");
+    let lines = issue_lines(&run.stderr, &file);
+    assert_eq!(lines.len(), 2, "{run:?}");
+    assert!(
+        lines[0].contains("key `policies.store`: cannot reach the policy store"),
+        "{run:?}"
+    );
+    assert!(
+        lines[1].contains("key `audit.postgres_url`: cannot reach the audit database"),
+        "{run:?}"
+    );
+
+    let run = config_check_with(&file, &["--offline"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("offline: store connections not checked"),
+        "{run:?}"
+    );
+
+    // Offline still checks files: a missing pseudonym key fails.
+    std::fs::remove_file(pki.dir.path().join("pseudonym.key")).unwrap();
+    let run = config_check_with(&file, &["--offline"]);
+    assert_eq!(run.code, Some(EX_CONFIG), "{run:?}");
+    let lines = issue_lines(&run.stderr, &file);
+    assert_eq!(lines.len(), 1, "{run:?}");
+    assert!(
+        lines[0].contains("key `audit.pseudonym_key_file`"),
+        "{run:?}"
+    );
 }

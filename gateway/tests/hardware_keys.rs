@@ -288,7 +288,7 @@ async fn tls_with_a_pkcs11_key() {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    let pin = dir.write("pin", "1234\n");
+    let pin = dir.write_secret("pin", "1234\n");
     let key = "pkcs11:token=gateway;object=tls";
     let backend_flags = [
         "--pkcs11-module",
@@ -330,7 +330,7 @@ async fn tls_with_a_pkcs11_key() {
     assert_eq!(metric(&m, "stadttor_key_signatures_total", key), 5, "{m}");
 
     // A wrong PIN is a clear start-up error, exit 64, and names the token.
-    let bad_pin = dir.write("bad-pin", "9999\n");
+    let bad_pin = dir.write_secret("bad-pin", "9999\n");
     let bad = cfg.replace(pin.to_str().unwrap(), bad_pin.to_str().unwrap());
     let bad_path = dir.write("bad.toml", &bad);
     let out = Command::new(BIN)
@@ -651,7 +651,7 @@ async fn audit_checkpoints_signed_in_the_tpm_fail_closed_when_the_tpm_goes() {
     let issued = ca.issue_server(&["localhost"]).unwrap();
     let chain = dir.write("tls.pem", &issued.cert_pem);
     let tls_key = dir.write("tls.key", &issued.key_pem);
-    let pseudo = dir.write(
+    let pseudo = dir.write_secret(
         "pseudonym.key",
         "0123456789abcdef0123456789abcdef-pseudonym",
     );

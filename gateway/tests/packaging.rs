@@ -288,6 +288,10 @@ fn debian_package_passes_lintian_and_ships_what_it_promises() {
         "\"0750 /etc/stadttor\"",
         "\"0640 /etc/stadttor/stadttor.toml\"",
         "install -d -o stadttor -g stadttor -m 0750 /var/lib/stadttor",
+        // The secrets model of docs/OPERATIONS.md and the state
+        // directories (setgid: root's files stay readable by the service).
+        "install -d -o root -g stadttor -m 0750 /etc/stadttor/secrets",
+        "install -d -o stadttor -g stadttor -m 2750 \"/var/lib/stadttor/$d\"",
         "deb-systemd-helper",
     ] {
         assert!(

@@ -209,8 +209,7 @@ fn audit_toml(dir: &TempDir) -> String {
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let key = dir.path().join("audit-ed25519.der");
     std::fs::write(&key, pkcs8.as_ref()).unwrap();
-    let pseudo = dir.path().join("pseudonym.key");
-    std::fs::write(&pseudo, [7u8; 32]).unwrap();
+    let pseudo = dir.write_secret("pseudonym.key", [7u8; 32]);
     format!(
         "[audit]\ndir = {:?}\norigin = \"stadttor.test/audit\"\nkey = \"file:{}\"\npseudonym_key_file = {:?}\ncheckpoint_period = \"200ms\"\n",
         dir.path().join("audit").display().to_string(),

@@ -132,7 +132,7 @@ async fn gateway_keeps_audit_log_and_policies_in_postgresql_over_verified_tls() 
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let key = d.path().join("audit.der");
     std::fs::write(&key, pkcs8.as_ref()).unwrap();
-    let pseudo = d.write("pseudonym.key", "0123456789abcdef0123456789abcdef-tls");
+    let pseudo = d.write_secret("pseudonym.key", "0123456789abcdef0123456789abcdef-tls");
     let cfg = format!(
         "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n{}\n\
          [[upstreams]]\nname = \"app\"\naddresses = [\"{}\"]\n\

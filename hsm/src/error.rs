@@ -35,6 +35,9 @@ pub enum Error {
         /// The name of the missing [`crate::KeyStoreConfig`] field.
         setting: &'static str,
     },
+    /// A secret file (a PIN file) is missing, unreadable or too open.
+    #[error(transparent)]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
     /// Reading or writing a key file failed.
     #[error("cannot access key file {path}: {source}")]
     Io {

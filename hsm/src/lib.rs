@@ -18,6 +18,9 @@
 //! the reference points, and every built-in key exposes [`KeyStats`]
 //! (signatures, failures, queue depth, latency) through [`SigningKey::stats`].
 //!
+//! [`secret_file`] is the one permissions check for secret files (PIN
+//! files here; session keys, pseudonym keys, client secrets in the gateway).
+//!
 //! With the `tpm` feature, `KeyStore::tpm_sealer` also seals small gateway
 //! secrets (session-cookie or TLS ticket keys, ≤ 128 bytes) to the TPM,
 //! optionally bound to PCR values, as TSS2 PEM files (`tpm::Sealer`).
@@ -36,6 +39,7 @@ mod key;
 mod keyref;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod secret_file;
 pub mod spki;
 mod stats;
 mod store;

@@ -639,6 +639,7 @@ mod pkcs11 {
         let dir = TempDir::new("pin");
         let wrong = dir.join("wrong.pin");
         std::fs::write(&wrong, "98765\n").unwrap();
+        stadttor_test_harness::set_secret_mode(&wrong);
         let store_wrong = make_store(|c| {
             c.pkcs11_module = Some(SOFTHSM_MODULE.into());
             c.pkcs11_pin_file = Some(wrong.clone());

@@ -3,6 +3,8 @@
 //!
 //! - [`certs`]: load PEM certificate chains and prove that a chain's leaf
 //!   belongs to a key from `stadttor-hsm`.
+//! - [`served`]: what a served TLS certificate must be (BSI key profile,
+//!   validity, names).
 //! - [`tls_key`]: the adapter that lets rustls sign handshakes with any
 //!   `stadttor-hsm` key, keeping slow hardware off the async reactor.
 //! - [`remote`]: rcgen signing through a key-store key (CSRs, certificates).
@@ -27,6 +29,7 @@ pub mod hex;
 pub mod jose;
 pub mod leaf;
 pub mod remote;
+pub mod served;
 pub mod sign;
 pub mod tls_key;
 

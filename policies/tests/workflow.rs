@@ -743,3 +743,28 @@ fn one_open_emergency_at_a_time_and_nothing_activated_on_top_of_it() {
         Some(3)
     );
 }
+
+/// The store holds who may reach what: its directories are created 0750
+/// and its files 0640 (the service and its group, nobody else), whatever
+/// a more permissive umask of the caller (`stadttor policy init` run by
+/// root) would give.
+#[test]
+fn the_file_store_creates_directories_0750_and_files_0640() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("policies-modes");
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    let wf = Workflow::new(Arc::new(store));
+    wf.bootstrap(library(&base()), "installer").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for d in ["versions", "proposals", "versions/0001"] {
+        assert_eq!(mode(&root.join(d)), 0o750, "{d}");
+    }
+    for f in [
+        "active",
+        "versions/0001/policy.csv",
+        "versions/0001/meta.json",
+    ] {
+        assert_eq!(mode(&root.join(f)), 0o640, "{f}");
+    }
+}

@@ -155,7 +155,13 @@ async fn answer(
                     format!("not ready: {reason}\n"),
                 )
             } else {
-                (StatusCode::OK, "text/plain", "ready\n".to_owned())
+                // Still ready, but say which certificate expires when.
+                let mut body = "ready\n".to_owned();
+                for line in crate::certs::readiness_detail(&shared) {
+                    body.push_str(&line);
+                    body.push('\n');
+                }
+                (StatusCode::OK, "text/plain", body)
             }
         }
         _ => {

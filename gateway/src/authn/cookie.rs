@@ -22,13 +22,15 @@ use zeroize::Zeroizing;
 /// Why a key file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    /// Reading failed.
-    #[error("{path}: {source}")]
-    Read {
+    /// The file is missing, unreadable or too open (the one rule of
+    /// `stadttor_hsm::secret_file`).
+    #[error(transparent)]
+    Secret(#[from] stadttor_hsm::secret_file::SecretFileError),
+    /// The file is not UTF-8 text.
+    #[error("{path}: not text (one base64 key per line)")]
+    NotText {
         /// The file.
         path: String,
-        /// The cause.
-        source: std::io::Error,
     },
     /// A line is not base64 of 32 bytes.
     #[error("{path}: line {line}: not a key (base64 of 32 random bytes; make one with `stadttor keys session-key`)")]
@@ -43,14 +45,6 @@ pub enum KeyFileError {
     Empty {
         /// The file.
         path: String,
-    },
-    /// The file is readable by others.
-    #[error("{path}: readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
-    Permissions {
-        /// The file.
-        path: String,
-        /// Its mode.
-        mode: u32,
     },
 }
 
@@ -70,25 +64,9 @@ impl CookieKeys {
     /// Loads the key file.
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         let p = path.display().to_string();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let meta = std::fs::metadata(path).map_err(|source| KeyFileError::Read {
-                path: p.clone(),
-                source,
-            })?;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(KeyFileError::Permissions { path: p, mode });
-            }
-        }
+        let bytes = stadttor_hsm::secret_file::read(path)?;
         let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
-                    path: p.clone(),
-                    source,
-                })?,
-            );
+            std::str::from_utf8(&bytes).map_err(|_| KeyFileError::NotText { path: p.clone() })?;
         let mut raw = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();

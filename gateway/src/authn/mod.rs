@@ -154,6 +154,47 @@ fn secs(d: Duration) -> u64 {
     d.as_secs()
 }
 
+/// Loads every file `[identity]` names, with the constructors
+/// [`Auth::new`] uses (session keys, each provider's client secret or key
+/// and CA, the assertion key), without opening the session store or
+/// reaching a provider. Returns every problem as `(key, reason)`.
+pub(crate) fn check_files(
+    cfg: &config::Identity,
+    keys: &crate::keys::Keys,
+) -> Vec<(String, String)> {
+    let mut issues = Vec::new();
+    if let Err(e) = CookieKeys::load(&cfg.session_key_file) {
+        issues.push(("identity.session_key_file".into(), e.to_string()));
+    }
+    for (i, p) in cfg.providers.iter().enumerate() {
+        if let Err(e) = Provider::new(p.clone(), keys) {
+            issues.push((format!("identity.providers[{i}]"), e));
+        }
+    }
+    let assertions = keys
+        .resolve(&cfg.assertion_key)
+        .map_err(|e| e.to_string())
+        .and_then(|key| assertion::Assertions::new(key, cfg));
+    if let Err(e) = assertions {
+        issues.push(("identity.assertion_key".into(), e));
+    }
+    issues
+}
+
+/// Opens the session store of `cfg` and closes it again, if it is reached
+/// over the network (Redis, PostgreSQL); a directory store is created at
+/// start and not touched here. `Err` is the reason.
+pub(crate) async fn check_store(cfg: &config::Identity) -> Result<(), String> {
+    if matches!(cfg.store, config::SessionStorage::Dir(_)) {
+        return Ok(());
+    }
+    let store = SessionStore::open(&session_store_config(cfg)?, StoreOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    store.close().await;
+    Ok(())
+}
+
 impl Auth {
     /// Builds providers, loads cookie keys, opens the session store.
     pub async fn new(

@@ -274,9 +274,10 @@ impl Provider {
             Http::new(&cfg).map_err(|e| format!("identity.providers `{}`: CA: {e}", cfg.name))?;
         let (secret, client_key) = match &cfg.client_auth {
             ProviderAuth::Secret(path) => {
-                let s = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let s = s.trim();
+                let bytes = stadttor_hsm::secret_file::read(path).map_err(|e| e.to_string())?;
+                let s = std::str::from_utf8(&bytes)
+                    .map_err(|_| format!("{}: the client secret file is not text", path.display()))?
+                    .trim();
                 if s.is_empty() {
                     return Err(format!(
                         "{}: the client secret file is empty",

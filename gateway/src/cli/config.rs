@@ -1,57 +1,69 @@
-//! `stadttor config check`: validate a configuration as `serve` would,
-//! including the certificates and keys of every listener and of the admin
-//! listener, without binding a port.
+//! `stadttor config check`: validate a configuration exactly as `serve`
+//! does before it binds a port (`stadttor_gateway::preflight::check`, the
+//! one function both run): certificates and keys of every listener and of
+//! the admin listener, secret files, subsystem keys, and the state stores
+//! reached over the network (skipped with `--offline`).
 
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use stadttor_gateway::config;
-use stadttor_gateway::keys::Keys;
 use stadttor_gateway::metrics::Metrics;
-use stadttor_gateway::server;
-use stadttor_gateway::state::State;
+use stadttor_gateway::preflight::{self, Options};
 
-use super::Exit;
+use super::{runtime, Exit};
 
 /// `stadttor config …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
-    /// Validate a configuration, including its certificates and keys.
-    /// Exits 0 when usable, 64 with every problem listed otherwise.
+    /// Validate a configuration as `serve` would: certificates, keys,
+    /// secret files and store connections. Exits 0 when usable (warnings
+    /// do not change that), 64 with every problem listed otherwise.
     Check {
         /// The configuration file.
         file: PathBuf,
+        /// Do not connect to the policy, session and audit stores (build
+        /// hosts without database access); everything else is checked.
+        #[arg(long)]
+        offline: bool,
     },
 }
 
 /// Runs a `config` subcommand.
 pub(super) fn run(command: ConfigCommand) -> Exit {
     match command {
-        ConfigCommand::Check { file } => check(&file),
+        ConfigCommand::Check { file, offline } => check(&file, Options { offline }),
     }
 }
 
-fn check(file: &Path) -> Exit {
-    let result = config::load(file).and_then(|cfg| {
-        // Warnings do not change the exit code: a trusted network may be a
-        // deliberate choice, but it should be a visible one.
-        for (key, why) in config::plaintext_warnings(&cfg) {
-            eprintln!("{}: key `{key}`: warning: {why}", file.display());
+fn check(file: &Path, opts: Options) -> Exit {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stadttor: {e:#}");
+            return Exit::Failure;
         }
-        let (l, r) = (cfg.listeners.len(), cfg.routes.len());
-        let keys = Keys::new(cfg.keys.clone());
-        // The admin listener's certificates and keys too, not only the
-        // public listeners'.
-        server::admin_tls_config(&cfg, &keys)?;
-        State::build(cfg, &Metrics::new(), &keys).map(|_| (l, r))
-    });
-    match result {
-        Ok((l, r)) => {
+    };
+    match rt.block_on(preflight::check(file, &Metrics::new(), opts)) {
+        Ok(checked) => {
+            // Warnings do not change the exit code: a trusted network may be
+            // a deliberate choice, but it should be a visible one.
+            for w in &checked.warnings {
+                eprintln!("{}: key `{}`: warning: {}", file.display(), w.key, w.reason);
+            }
+            let (l, r) = (
+                checked.state.config.listeners.len(),
+                checked.state.config.routes.len(),
+            );
             println!(
-                "{}: ok ({l} listener{}, {r} route{})",
+                "{}: ok ({l} listener{}, {r} route{}{})",
                 file.display(),
                 if l == 1 { "" } else { "s" },
-                if r == 1 { "" } else { "s" }
+                if r == 1 { "" } else { "s" },
+                if opts.offline {
+                    "; offline: store connections not checked"
+                } else {
+                    ""
+                }
             );
             Exit::Ok
         }

@@ -18,7 +18,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use stadttor_gateway::config::{self, LogFormat};
+use stadttor_gateway::config::LogFormat;
 use stadttor_gateway::server;
 use tokio::net::TcpListener;
 
@@ -36,8 +36,7 @@ async fn demo(dir: PathBuf, listen: SocketAddr, admin: SocketAddr) -> anyhow::Re
         .await
         .context("cannot start the sample service")?;
     let path = write_files(&dir, listen, admin, backend)?;
-    let cfg = config::load(&path)?;
-    let prepared = server::prepare(cfg).await?;
+    let prepared = server::prepare(&path).await?;
     announce(&prepared.bound);
     let addr = prepared
         .bound

@@ -73,7 +73,8 @@ pub(crate) enum KeysCommand {
     /// the next start on; older keys stay below it and still open existing
     /// sessions. `--keep N` keeps at most N old keys.
     SessionKey {
-        /// The key file (created with mode 0600).
+        /// The key file (an existing file keeps its owner, group and mode;
+        /// a new one is 0640 with its directory's group).
         file: PathBuf,
         /// Old keys to keep below the new one.
         #[arg(long, default_value_t = 2)]
@@ -267,14 +268,26 @@ pub(crate) fn write_out(path: &Path, contents: &[u8]) -> Result<(), KeyCmdError>
 }
 
 /// Puts a fresh session-cookie key on the first line of `file`, keeping at
-/// most `keep` older keys; creates the file (mode 0600) if missing. Returns
-/// how many old keys were kept.
+/// most `keep` older keys. Returns how many old keys were kept.
+///
+/// The new file replaces the old one atomically (a temporary file in the
+/// same directory, renamed over it) and keeps the old file's owner, group
+/// and mode, so a rotation by root leaves the service able to read it. A
+/// new file gets the documented secret-file permissions: mode 0640, owned
+/// by the caller, group of its directory (`root:stadttor` in
+/// `/etc/stadttor`).
 pub(crate) fn rotate_session_key(file: &Path, keep: usize) -> Result<usize, KeyCmdError> {
     use std::io::Write as _;
-    let old = match std::fs::read_to_string(file) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(KeyCmdError::Usage(format!("{}: {e}", file.display()))),
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+
+    let usage = |p: &Path, e: std::io::Error| KeyCmdError::Usage(format!("{}: {e}", p.display()));
+    let (old, meta) = match std::fs::read_to_string(file) {
+        Ok(s) => (
+            s,
+            Some(std::fs::metadata(file).map_err(|e| usage(file, e))?),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), None),
+        Err(e) => return Err(usage(file, e)),
     };
     let old: Vec<&str> = old
         .lines()
@@ -284,25 +297,53 @@ pub(crate) fn rotate_session_key(file: &Path, keep: usize) -> Result<usize, KeyC
         .collect();
     let new = stadttor_gateway::authn::cookie::CookieKeys::generate()
         .ok_or_else(|| KeyCmdError::Usage("no randomness from the operating system".into()))?;
-    let mut text = format!("{new}\n");
-    for k in &old {
-        text.push_str(k);
-        text.push('\n');
+    let text = zeroize::Zeroizing::new(
+        std::iter::once(new.as_str())
+            .chain(old.iter().copied())
+            .fold(String::new(), |mut t, k| {
+                t.push_str(k);
+                t.push('\n');
+                t
+            }),
+    );
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // Owner, group and mode: the old file's, or the documented ones.
+    let (uid, gid, mode) = match &meta {
+        Some(m) => (Some(m.uid()), m.gid(), m.mode() & 0o7777),
+        None => (
+            None,
+            std::fs::metadata(dir).map_err(|e| usage(dir, e))?.gid(),
+            0o640,
+        ),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file.file_name()
+            .map_or("session-keys".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let io = |e: std::io::Error| usage(&tmp, e);
+    // create_new: never follows a link planted at the temporary name; 0600
+    // until owner and mode are set.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    let written = (|| {
+        std::os::unix::fs::fchown(&f, uid, Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    })();
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, file)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
     }
-    let tmp = file.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let io = |e: std::io::Error| KeyCmdError::Usage(format!("{}: {e}", tmp.display()));
-    let mut f = opts.open(&tmp).map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, file)
-        .map_err(|e| KeyCmdError::Usage(format!("{}: {e}", file.display())))?;
     Ok(old.len())
 }
 

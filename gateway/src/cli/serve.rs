@@ -3,14 +3,17 @@
 
 use std::path::Path;
 
-use stadttor_gateway::config::{self, Config};
+use stadttor_gateway::config;
 use stadttor_gateway::server::{self, Bound};
 
 use super::{finish, init_tracing, runtime, Exit};
 
 /// Runs `stadttor serve --config FILE`. An unusable configuration is
-/// reported, every problem listed, before any port is bound.
+/// reported, every problem listed, before any port is bound: the check is
+/// `stadttor_gateway::preflight::check`, the same as `config check`'s.
 pub(super) fn run(path: &Path) -> Exit {
+    // The file is read once here only for the log format, so that the
+    // check's own log lines (software keys, warnings) use it.
     match config::load(path) {
         Err(e) => {
             eprintln!("{e}");
@@ -18,16 +21,13 @@ pub(super) fn run(path: &Path) -> Exit {
         }
         Ok(cfg) => {
             init_tracing(cfg.server.log_format);
-            finish(runtime().and_then(|rt| rt.block_on(serve(cfg))))
+            finish(runtime().and_then(|rt| rt.block_on(serve(path))))
         }
     }
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
-    for (key, why) in config::plaintext_warnings(&cfg) {
-        tracing::warn!(key = %key, "{why}");
-    }
-    let prepared = server::prepare(cfg).await?;
+async fn serve(path: &Path) -> anyhow::Result<()> {
+    let prepared = server::prepare(path).await?;
     announce(&prepared.bound);
     prepared.run().await?;
     Ok(())

@@ -334,6 +334,9 @@ pub struct Server {
     /// Pending connections the kernel queues per listening socket
     /// (`listen(2)` backlog; capped by `net.core.somaxconn`).
     pub listen_backlog: u32,
+    /// A served certificate that expires within this is a warning
+    /// (`config check`, the log at start, reload and daily, `/readyz`).
+    pub certificate_expiry_warning: Duration,
 }
 
 /// A public TLS listener.

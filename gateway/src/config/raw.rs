@@ -44,6 +44,8 @@ pub struct Server {
     pub access_log: bool,
     pub h2_max_concurrent_streams: u32,
     pub listen_backlog: u32,
+    #[serde(with = "duration")]
+    pub certificate_expiry_warning: Duration,
 }
 
 impl Default for Server {
@@ -59,6 +61,7 @@ impl Default for Server {
             access_log: true,
             h2_max_concurrent_streams: 128,
             listen_backlog: 4096,
+            certificate_expiry_warning: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -57,5 +57,6 @@ pub(super) fn validate(s: &raw::Server, issue: &mut dyn FnMut(String, String)) -
         access_log: s.access_log,
         h2_max_concurrent_streams: s.h2_max_concurrent_streams,
         listen_backlog: s.listen_backlog,
+        certificate_expiry_warning: s.certificate_expiry_warning,
     }
 }

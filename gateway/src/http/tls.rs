@@ -100,6 +100,8 @@ pub(crate) struct ListenerTls {
     pub(crate) config: Arc<ServerConfig>,
     /// Rotating leaf slots (short-lived-leaf mode), for the rotation task.
     pub(crate) leaves: Vec<Arc<LeafSlot>>,
+    /// The certificates served, for expiry warnings and the gauge.
+    pub(crate) served: Vec<crate::certs::Served>,
 }
 
 /// Builds the rustls server configuration of one listener.
@@ -113,17 +115,25 @@ pub(crate) fn server_config(
     let mut issues = Vec::new();
     let mut resolver = SniResolver::default();
     let mut leaves = Vec::new();
+    let mut served = Vec::new();
+    let now = crate::certs::now_unix();
     for cert in &listener.tls.certificates {
         let slot = match cert.mode {
-            CertMode::Direct => certified_key(cert, keys).map(|ck| Slot::Fixed(Arc::new(ck))),
-            CertMode::ShortLivedLeaf => LeafSlot::new(cert, keys).map(|l| {
-                let l = Arc::new(l);
-                leaves.push(l.clone());
-                Slot::Leaf(l)
-            }),
+            CertMode::Direct => certified_key(cert, keys, &listener.name, now)
+                .map(|(ck, s)| (Slot::Fixed(Arc::new(ck)), s)),
+            CertMode::ShortLivedLeaf => {
+                LeafSlot::new(cert, keys, &listener.name, now).map(|(l, s)| {
+                    let l = Arc::new(l);
+                    leaves.push(l.clone());
+                    (Slot::Leaf(l), s)
+                })
+            }
         };
         match slot {
-            Ok(slot) => resolver.add(&cert.server_names, Arc::new(slot)),
+            Ok((slot, s)) => {
+                served.push(s);
+                resolver.add(&cert.server_names, Arc::new(slot));
+            }
             Err(reason) => issues.push(Issue {
                 key: cert.origin.clone(),
                 reason,
@@ -180,11 +190,20 @@ pub(crate) fn server_config(
     Ok(ListenerTls {
         config: Arc::new(cfg),
         leaves,
+        served,
     })
 }
 
-fn certified_key(cert: &config::Certificate, keys: &Keys) -> Result<CertifiedKey, String> {
+/// The chain and key of a directly served certificate, checked
+/// ([`crate::certs::check`], then the key matches the leaf).
+fn certified_key(
+    cert: &config::Certificate,
+    keys: &Keys,
+    listener: &str,
+    now: i64,
+) -> Result<(CertifiedKey, crate::certs::Served), String> {
     let chain = stadttor_pki::certs::load_chain(&cert.chain).map_err(|e| e.to_string())?;
+    let served = crate::certs::check(cert, &chain, listener, now)?;
     let key = keys.resolve(&cert.key).map_err(|e| e.to_string())?;
     stadttor_pki::certs::check_leaf_matches_key(&chain, &cert.chain, key.as_ref())
         .map_err(|e| e.to_string())?;
@@ -195,7 +214,7 @@ fn certified_key(cert: &config::Certificate, keys: &Keys) -> Result<CertifiedKey
         );
     }
     let signing = HsmTlsKey::new(key).map_err(|e| e.to_string())?;
-    Ok(CertifiedKey::new(chain, Arc::new(signing)))
+    Ok((CertifiedKey::new(chain, Arc::new(signing)), served))
 }
 
 fn client_verifier(
@@ -247,8 +266,14 @@ pub struct LeafSlot {
 }
 
 impl LeafSlot {
-    fn new(cert: &config::Certificate, keys: &Arc<Keys>) -> Result<Self, String> {
+    fn new(
+        cert: &config::Certificate,
+        keys: &Arc<Keys>,
+        listener: &str,
+        now: i64,
+    ) -> Result<(Self, crate::certs::Served), String> {
         let chain = stadttor_pki::certs::load_chain(&cert.chain).map_err(|e| e.to_string())?;
+        let served = crate::certs::check(cert, &chain, listener, now)?;
         let issuer = keys.resolve(&cert.key).map_err(|e| e.to_string())?;
         stadttor_pki::certs::check_leaf_matches_key(&chain, &cert.chain, issuer.as_ref())
             .map_err(|e| e.to_string())?;
@@ -273,16 +298,19 @@ impl LeafSlot {
             cert.leaf_lifetime,
             &keys,
         )?;
-        Ok(Self {
-            current: ArcSwap::from_pointee(first),
-            issuer,
-            issuer_chain: chain,
-            names: cert.server_names.clone(),
-            lifetime: cert.leaf_lifetime,
-            issued_at: Mutex::new(Instant::now()),
-            origin: cert.origin.clone(),
-            keys,
-        })
+        Ok((
+            Self {
+                current: ArcSwap::from_pointee(first),
+                issuer,
+                issuer_chain: chain,
+                names: cert.server_names.clone(),
+                lifetime: cert.leaf_lifetime,
+                issued_at: Mutex::new(Instant::now()),
+                origin: cert.origin.clone(),
+                keys,
+            },
+            served,
+        ))
     }
 
     /// Whether the leaf is past half its lifetime.

@@ -19,10 +19,9 @@ pub(crate) fn audit_toml(dir: &TempDir) -> String {
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let key = dir.path().join("audit-ed25519.der");
     std::fs::write(&key, pkcs8.as_ref()).unwrap();
-    let pseudo = dir.path().join("pseudonym.key");
     let mut secret = [0u8; 32];
     ring::rand::SecureRandom::fill(&rng, &mut secret).unwrap();
-    std::fs::write(&pseudo, secret).unwrap();
+    let pseudo = dir.write_secret("pseudonym.key", secret);
     format!(
         "[audit]\ndir = {:?}\norigin = \"stadttor.test/audit\"\nkey = \"file:{}\"\npseudonym_key_file = {:?}\ncheckpoint_period = \"200ms\"\n",
         dir.path().join("audit").display().to_string(),

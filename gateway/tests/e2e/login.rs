@@ -112,7 +112,7 @@ impl Login {
             let op = TestOp::start_with_ca(&dir, json!([client]), &pki.ca_path);
             idps.push(Idp { name, op });
         }
-        let secret = dir.write("client-secret", SECRET);
+        let secret = dir.write_secret("client-secret", SECRET);
         let session_keys = dir.path().join("session.keys");
         std::fs::write(
             &session_keys,

@@ -157,7 +157,7 @@ impl Enforced {
             clients.push(c);
         }
         let op = TestOp::start_with_ca(&dir, Value::Array(clients), &pki.ca_path);
-        let secret = dir.write("client-secret", SECRET);
+        let secret = dir.write_secret("client-secret", SECRET);
         let session_keys = dir.path().join("session.keys");
         std::fs::write(
             &session_keys,

@@ -262,7 +262,9 @@ async fn sni_selects_the_certificate() {
     let b = Backend::start("app").await;
     let dir = TempDir::new("sni");
     let a = TestPki::new(&dir, "a", &["a.test"]);
-    let bb = TestPki::new(&dir, "b", &["b.test", "x.wild.test"]);
+    // The wildcard server name needs a wildcard certificate: a certificate
+    // for x.wild.test alone is refused for `*.wild.test` at start.
+    let bb = TestPki::new(&dir, "b", &["b.test", "*.wild.test"]);
     let cfg = format!(
         r#"
 [[listeners]]

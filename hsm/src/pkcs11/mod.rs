@@ -47,7 +47,6 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use ring::digest;
-use zeroize::Zeroizing;
 
 pub use self::uri::Pkcs11Uri;
 use crate::der::{self, Reader, OCTET_STRING, OID, OID_P256, OID_P384};
@@ -399,10 +398,7 @@ fn login_reason(rv: RvError) -> Option<&'static str> {
 
 /// Reads the PIN: the first line of the file, without its line ending.
 fn read_pin(path: &Path) -> Result<AuthPin, Error> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?);
+    let bytes = crate::secret_file::read(path)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| Error::Io {
         path: path.display().to_string(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, "PIN file is not UTF-8"),

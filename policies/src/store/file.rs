@@ -7,6 +7,9 @@
 //! DIR/lock.d/         held while writing (mkdir is atomic)
 //! ```
 //!
+//! Directories are created 0750 and files 0640 (less if the umask says
+//! so): the service and its group, nobody else (docs/OPERATIONS.md).
+//!
 //! A version directory is written under a temporary name, synced and
 //! renamed into place; `active` is replaced by write-temp, fsync, rename,
 //! fsync of the directory. Writers serialise on `lock.d` (a lock older than
@@ -46,8 +49,36 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io(dir))
 }
 
+/// Mode of the store's directories: owner and group (the service) only.
+const DIR_MODE: u32 = 0o750;
+/// Mode of the store's files: written by the owner, read by the group.
+const FILE_MODE: u32 = 0o640;
+
+/// Creates `dir` and its missing parents with [`DIR_MODE`].
+fn create_dirs(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(io(dir))
+}
+
+/// Creates one directory with [`DIR_MODE`]; fails if it exists.
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new().mode(DIR_MODE).create(dir)
+}
+
 fn write_synced(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    let mut f = fs::File::create(path).map_err(io(path))?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(io(path))?;
     f.write_all(data).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
@@ -87,7 +118,7 @@ impl FileStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let dir = dir.into();
         for d in [dir.join("versions"), dir.join("proposals")] {
-            fs::create_dir_all(&d).map_err(io(&d))?;
+            create_dirs(&d)?;
         }
         Ok(Self { dir })
     }
@@ -101,7 +132,7 @@ impl FileStore {
         let path = self.dir.join("lock.d");
         let start = Instant::now();
         loop {
-            match fs::create_dir(&path) {
+            match create_dir(&path) {
                 Ok(()) => return Ok(LockGuard(path)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let age = fs::metadata(&path)
@@ -244,7 +275,7 @@ impl PolicyStore for FileStore {
         meta.parent = expected_active;
         let vdir = self.dir.join("versions");
         let tmp = vdir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-        fs::create_dir(&tmp).map_err(io(&tmp))?;
+        create_dir(&tmp).map_err(io(&tmp))?;
         write_synced(&tmp.join("model.conf"), set.model.as_bytes())?;
         write_synced(&tmp.join("policy.csv"), set.policy.as_bytes())?;
         write_synced(&tmp.join("tests.csv"), set.tests.as_bytes())?;

@@ -355,6 +355,7 @@ impl SoftHsm {
                     ]));
                 let pin_file = dir.join(format!("{label}.pin"));
                 std::fs::write(&pin_file, format!("{USER_PIN}\n")).expect("write PIN file");
+                crate::set_secret_mode(&pin_file);
                 TestToken {
                     label,
                     pin: USER_PIN.to_owned(),

@@ -67,6 +67,24 @@ impl TempDir {
     }
 }
 
+impl TempDir {
+    /// Writes a secret file (a session key, pseudonym key, client secret or
+    /// PIN) with mode 0600, as the gateway's one permissions rule for
+    /// secrets accepts it (docs/OPERATIONS.md, "Secrets and permissions").
+    pub fn write_secret(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.write(name, "");
+        set_secret_mode(&p);
+        std::fs::write(&p, contents).expect("write secret");
+        p
+    }
+}
+
+/// Sets mode 0600 on a secret file written by a test.
+pub fn set_secret_mode(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 0600");
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

@@ -51,7 +51,7 @@ use stadttor_pki::devca::DevCa;
 
 /// The workspace's one temporary directory type and the swtpm/SoftHSM2 and
 /// signature-verifier harnesses (from `stadttor-test-harness`).
-pub use stadttor_test_harness::{hw, signing, TempDir};
+pub use stadttor_test_harness::{hw, set_secret_mode, signing, TempDir};
 
 /// Certificates for a test: one CA, a server certificate for `localhost`,
 /// `127.0.0.1` and the extra names, and a client certificate.

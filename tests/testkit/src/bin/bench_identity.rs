@@ -110,6 +110,7 @@ async fn main() {
     );
     let secret_file = a.dir.join("client-secret");
     std::fs::write(&secret_file, secret).unwrap();
+    testkit::set_secret_mode(&secret_file);
     std::fs::write(
         a.dir.join("provider.toml"),
         provider_toml(&op, &secret_file, &redirect),
