@@ -146,7 +146,7 @@ async fn stores(cfg: &Config) -> Vec<Issue> {
         if let Err(reason) = crate::authn::check_store(identity).await {
             issues.push(Issue {
                 key: "identity.store".into(),
-                reason: format!("cannot reach the session store: {reason}"),
+                reason: format!("{}the session store: {reason}", config::UNREACHABLE),
             });
         }
     }
@@ -159,7 +159,7 @@ async fn stores(cfg: &Config) -> Vec<Issue> {
             if let Some(reason) = joined_error(opened) {
                 issues.push(Issue {
                     key: "policies.store".into(),
-                    reason: format!("cannot reach the policy store: {reason}"),
+                    reason: format!("{}the policy store: {reason}", config::UNREACHABLE),
                 });
             }
         }
@@ -181,7 +181,7 @@ async fn stores(cfg: &Config) -> Vec<Issue> {
         if let Some(reason) = joined_error(connected) {
             issues.push(Issue {
                 key: "audit.postgres_url".into(),
-                reason: format!("cannot reach the audit database: {reason}"),
+                reason: format!("{}the audit database: {reason}", config::UNREACHABLE),
             });
         }
     }

@@ -329,7 +329,7 @@ async fn tls_with_a_pkcs11_key() {
     let (_, m) = gw.admin_get("/metrics").await;
     assert_eq!(metric(&m, "stadttor_key_signatures_total", key), 5, "{m}");
 
-    // A wrong PIN is a clear start-up error, exit 64, and names the token.
+    // A wrong PIN is a clear start-up error, exit 78 (EX_CONFIG), and names the token.
     let bad_pin = dir.write_secret("bad-pin", "9999\n");
     let bad = cfg.replace(pin.to_str().unwrap(), bad_pin.to_str().unwrap());
     let bad_path = dir.write("bad.toml", &bad);
@@ -339,7 +339,7 @@ async fn tls_with_a_pkcs11_key() {
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("PIN") && err.contains("gateway"), "{err}");
     assert!(!err.contains("9999"), "the PIN is never printed: {err}");
@@ -509,7 +509,7 @@ fn an_unreachable_tpm_refuses_to_start_naming_the_tcti() {
         .env("TSS2_LOG", "all+none")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&tcti), "{err}");
     assert!(t.elapsed() < Duration::from_secs(10));

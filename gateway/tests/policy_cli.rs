@@ -57,10 +57,10 @@ fn usage_errors_exit_64() {
     let o = run(&["--store", &store, "init", "--officers", "alice"]);
     assert_eq!(o.status.code(), Some(64), "{}", out(&o));
     assert!(out(&o).contains("at least two officers"));
-    // A config without [policies].
+    // A config without [policies] is a configuration error: 78 (EX_CONFIG).
     let cfg = t.write("stadttor.toml", "[[listeners]]\nname = \"x\"\n");
     let o = run(&["--config", cfg.to_str().unwrap(), "history"]);
-    assert_eq!(o.status.code(), Some(64));
+    assert_eq!(o.status.code(), Some(78));
 }
 
 #[test]

@@ -16,10 +16,9 @@ use stadttor_pki::devca::DevCa;
 use testkit::{Gateway, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stadttor");
-/// What both commands exit with on an unusable configuration today (the
-/// CLI's exit-code convention is owned elsewhere; this test only needs
-/// both commands to agree and to fail).
-const CONFIG_ERROR: i32 = 64;
+/// What both commands exit with on an unusable configuration: 78,
+/// `EX_CONFIG` (sysexits), which the unit's `RestartPreventExitStatus` names.
+const CONFIG_ERROR: i32 = 78;
 
 #[derive(Debug)]
 struct Run {

@@ -221,6 +221,10 @@ pub(crate) enum AuditCmdError {
     /// The command line cannot be used.
     #[error("{0}")]
     Usage(String),
+    /// The gateway's configuration (`audit key`, `audit pseudonym`) cannot
+    /// be used.
+    #[error("{0}")]
+    Config(String),
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -243,6 +247,7 @@ impl AuditCmdError {
     pub(crate) fn exit(&self) -> Exit {
         match self {
             Self::Failed(VerifyError::OutOfRange(_)) | Self::Usage(_) => Exit::Usage,
+            Self::Config(_) => Exit::Config,
             Self::Failed(_) | Self::Missing { .. } => Exit::Rejected,
             Self::Io { .. } | Self::Fetch(_) => Exit::Failure,
         }

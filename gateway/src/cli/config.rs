@@ -17,7 +17,8 @@ use super::{runtime, Exit};
 pub(crate) enum ConfigCommand {
     /// Validate a configuration as `serve` would: certificates, keys,
     /// secret files and store connections. Exits 0 when usable (warnings
-    /// do not change that), 64 with every problem listed otherwise.
+    /// do not change that), 78 with every problem listed otherwise (69 when
+    /// the only problem is a store that cannot be reached).
     Check {
         /// The configuration file.
         file: PathBuf,
@@ -69,7 +70,7 @@ fn check(file: &Path, opts: Options) -> Exit {
         }
         Err(e) => {
             eprintln!("{e}");
-            Exit::Usage
+            Exit::of_config(&e)
         }
     }
 }

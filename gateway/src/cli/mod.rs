@@ -42,9 +42,28 @@ pub(crate) enum Exit {
     /// verification, or a policy change was refused (invalid policy,
     /// failing tests, four-eyes rules).
     Rejected = 2,
-    /// 64 (`EX_USAGE`): the command line or the configuration cannot be
-    /// used; reported before any port is bound, every problem listed.
+    /// 64 (`EX_USAGE`): the command line cannot be used.
     Usage = 64,
+    /// 69 (`EX_UNAVAILABLE`): a state store the configuration names (policy,
+    /// session or audit database) cannot be reached; the configuration
+    /// itself is fine and a retry may succeed (systemd restarts on it).
+    Unavailable = 69,
+    /// 78 (`EX_CONFIG`): the configuration cannot be used; reported before
+    /// any port is bound, every problem listed (systemd does not restart:
+    /// `RestartPreventExitStatus=78`).
+    Config = 78,
+}
+
+impl Exit {
+    /// The exit code for a configuration that `serve` or `config check`
+    /// refused.
+    pub(crate) fn of_config(e: &stadttor_gateway::config::ConfigError) -> Self {
+        if e.is_unavailable() {
+            Self::Unavailable
+        } else {
+            Self::Config
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {
@@ -168,12 +187,12 @@ pub(crate) struct KeyBackend {
 impl KeyBackend {
     /// The key store: the `[keys]` table of `--config` (if given), with
     /// `--tcti`, `--pkcs11-module` and `--pin-file` taking precedence.
-    /// An unreadable `--config` is printed and exits [`Exit::Usage`].
+    /// An unreadable `--config` is printed and exits [`Exit::Config`].
     fn key_store(&self) -> Result<KeyStore, Exit> {
         let mut cfg = match &self.config {
             Some(path) => keys::keys_config_from_file(path).map_err(|e| {
                 eprintln!("{e}");
-                Exit::Usage
+                Exit::Config
             })?,
             None => Default::default(),
         };
@@ -231,15 +250,16 @@ fn run(command: Command) -> Exit {
 }
 
 /// The exit code of a command that reports failures through `anyhow`:
-/// an unusable configuration found late (by `serve` or `demo`) is
-/// [`Exit::Usage`], everything else [`Exit::Failure`].
+/// an unusable configuration found by `serve` or `demo` is
+/// [`Exit::Config`] (or [`Exit::Unavailable`] when only a store is out of
+/// reach), everything else [`Exit::Failure`].
 fn finish(r: anyhow::Result<()>) -> Exit {
     match r {
         Ok(()) => Exit::Ok,
         Err(e) => {
             if let Some(ServeError::Config(c)) = e.downcast_ref::<ServeError>() {
                 eprintln!("{c}");
-                return Exit::Usage;
+                return Exit::of_config(c);
             }
             eprintln!("stadttor: {e:#}");
             Exit::Failure
@@ -281,6 +301,8 @@ mod tests {
         assert_eq!(Exit::Failure as u8, 1);
         assert_eq!(Exit::Rejected as u8, 2);
         assert_eq!(Exit::Usage as u8, 64);
+        assert_eq!(Exit::Unavailable as u8, 69);
+        assert_eq!(Exit::Config as u8, 78);
     }
 
     #[test]

@@ -24,7 +24,8 @@
 //! in their audit logs.
 //!
 //! Exit codes: 0 success; 2 refused (invalid policy, failing tests,
-//! four-eyes rules, stale proposal); 64 unusable command line or config;
+//! four-eyes rules, stale proposal); 64 unusable command line; 78 unusable
+//! configuration (`--config`);
 //! 1 anything else (store unreachable, I/O).
 
 use std::io::Write;
@@ -187,9 +188,12 @@ pub(crate) struct ExplainArgs {
 /// Why a policy command failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PolicyCmdError {
-    /// Bad command line or config.
+    /// Bad command line.
     #[error("{0}")]
     Usage(String),
+    /// The configuration file named by `--config` cannot be used.
+    #[error("{0}")]
+    Config(String),
     /// The policy or workflow refused.
     #[error("{0}")]
     Refused(String),
@@ -203,6 +207,7 @@ impl PolicyCmdError {
     pub(crate) fn exit(&self) -> Exit {
         match self {
             Self::Usage(_) => Exit::Usage,
+            Self::Config(_) => Exit::Config,
             Self::Refused(_) => Exit::Rejected,
             Self::Other(_) => Exit::Failure,
         }
@@ -296,10 +301,10 @@ fn store_from_args(a: &StoreArgs) -> Result<Arc<dyn PolicyStore>, PolicyCmdError
                 })?
         }
         (None, Some(path)) => {
-            let cfg = config::load(path).map_err(|e| PolicyCmdError::Usage(e.to_string()))?;
+            let cfg = config::load(path).map_err(|e| PolicyCmdError::Config(e.to_string()))?;
             cfg.policies
                 .ok_or_else(|| {
-                    PolicyCmdError::Usage(format!(
+                    PolicyCmdError::Config(format!(
                         "{}: no [policies] table; give --store",
                         path.display()
                     ))

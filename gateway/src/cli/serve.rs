@@ -17,7 +17,7 @@ pub(super) fn run(path: &Path) -> Exit {
     match config::load(path) {
         Err(e) => {
             eprintln!("{e}");
-            Exit::Usage
+            Exit::of_config(&e)
         }
         Ok(cfg) => {
             init_tracing(cfg.server.log_format);

@@ -6,7 +6,7 @@
 //! relying party's job with its trust anchors (e.g. `openssl cms -verify
 //! -CAfile`, pyHanko, pdfsig with an NSS database).
 //!
-//! Exit codes: `sign` 0 or 1 (64 for an unusable key store configuration);
+//! Exit codes: `sign` 0 or 1 (78 for an unusable key store configuration);
 //! `verify` 0 valid, 2 invalid, 64 unusable command line.
 
 use std::path::{Path, PathBuf};

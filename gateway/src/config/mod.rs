@@ -52,6 +52,23 @@ pub struct ConfigError {
     pub issues: Vec<Issue>,
 }
 
+/// How the reason of an [`Issue`] starts when a state store could not be
+/// reached: not a mistake in the file, and possibly gone in a minute.
+pub const UNREACHABLE: &str = "cannot reach ";
+
+impl ConfigError {
+    /// Whether every problem is an unreachable store (exit 69,
+    /// `EX_UNAVAILABLE`, which systemd retries) rather than a mistake in
+    /// the configuration (exit 78, `EX_CONFIG`, which it does not).
+    pub fn is_unavailable(&self) -> bool {
+        !self.issues.is_empty()
+            && self
+                .issues
+                .iter()
+                .all(|i| i.reason.starts_with(UNREACHABLE))
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.issues.len();

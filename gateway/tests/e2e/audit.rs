@@ -272,6 +272,6 @@ async fn routes_can_opt_out_and_auditing_without_a_log_is_a_config_error() {
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
     assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].audit"));
 }

@@ -46,9 +46,9 @@ pub(crate) struct PseudonymArgs {
 
 /// The configuration at `path` and its `[audit]` table.
 fn load(path: &Path) -> Result<(Config, Audit), AuditCmdError> {
-    let cfg = config::load(path).map_err(|e| AuditCmdError::Usage(e.to_string()))?;
+    let cfg = config::load(path).map_err(|e| AuditCmdError::Config(e.to_string()))?;
     let audit = cfg.audit.clone().ok_or_else(|| {
-        AuditCmdError::Usage(format!(
+        AuditCmdError::Config(format!(
             "{}: no [audit] table: this gateway keeps no audit log",
             path.display()
         ))
@@ -62,9 +62,9 @@ pub(crate) fn verifier_key(args: &KeyArgs) -> Result<String, AuditCmdError> {
     let keys = Keys::new(cfg.keys.clone());
     let key = keys
         .resolve(&audit.key)
-        .map_err(|e| AuditCmdError::Usage(format!("audit.key: {e}")))?;
+        .map_err(|e| AuditCmdError::Config(format!("audit.key: {e}")))?;
     let vk = VerifierKey::from_spki(&audit.origin, key.algorithm(), key.public_key_spki())
-        .map_err(|e| AuditCmdError::Usage(format!("audit.key: {e}")))?;
+        .map_err(|e| AuditCmdError::Config(format!("audit.key: {e}")))?;
     Ok(vk.to_string())
 }
 
@@ -77,7 +77,7 @@ pub(crate) fn pseudonym(args: &PseudonymArgs) -> Result<String, AuditCmdError> {
         source,
     })?);
     let p = Pseudonymiser::new(&secret).map_err(|e| {
-        AuditCmdError::Usage(format!("audit.pseudonym_key_file {}: {e}", path.display()))
+        AuditCmdError::Config(format!("audit.pseudonym_key_file {}: {e}", path.display()))
     })?;
     Ok(p.pseudonym(&args.kind, &args.value).as_str().to_owned())
 }
