@@ -174,12 +174,16 @@ for b in $BACKENDS; do
   if [[ -n ${PERF:-} ]]; then  # profile the RFC 9421 path (PERF=out.txt) and the unsigned one (out.txt.plain)
     for path in /httpsig/doc.json /plain/doc.json; do
       dest=$PERF; [[ $path == /plain/* ]] && dest=$PERF.plain
-      perf record -q -g -o "$W/perf.data" -p "$pid" -- sleep 4 >/dev/null 2>&1 &
+      # shellcheck disable=SC2086 # PERF_OPTS is a list of perf options
+      perf record -q ${PERF_OPTS:--F 999 --call-graph dwarf,16384} -o "$W/perf.data" -p "$pid" -- sleep 4 >/dev/null 2>&1 &
       perfpid=$!
       taskset -c 1 wrk -t1 -c50 -d4s "https://127.0.0.1:18543$path" >/dev/null
       wait "$perfpid" || true
       perf report -q -i "$W/perf.data" --no-children -g none --sort symbol --stdio 2>/dev/null | grep '%' \
         | sed 's/  *-  *-$//; s/ *$//; s/   */  /g' | head -150 > "$dest" || true
+      # Inclusive shares (call graphs): what each function costs with its callees.
+      perf report -q -i "$W/perf.data" --children --sort symbol -g none --stdio 2>/dev/null | grep '%' \
+        | sed 's/ *$//; s/   */  /g' | head -300 > "$dest.children" || true
     done
   fi
   rows=()

@@ -103,16 +103,24 @@ fn field_value(fields: &[(&str, &str)], name: &str) -> Option<String> {
     (!values.is_empty()).then(|| values.join(", "))
 }
 
-fn signature_base(status: u16, components: &[(&str, String)], params: &str) -> String {
-    let mut base = String::new();
+/// The signature base (RFC 9421 §2.5) of `components` (name and value;
+/// `@status`'s value is the status code). Runs on every signed response:
+/// one allocation, no formatting machinery.
+fn signature_base(components: &[(&str, String)], params: &str) -> String {
+    let len = components
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 5)
+        .sum::<usize>();
+    let mut base = String::with_capacity(len + params.len() + 24);
     for (name, value) in components {
-        if *name == "@status" {
-            base.push_str(&format!("\"@status\": {status}\n"));
-        } else {
-            base.push_str(&format!("\"{name}\": {value}\n"));
-        }
+        base.push('"');
+        base.push_str(name);
+        base.push_str("\": ");
+        base.push_str(value);
+        base.push('\n');
     }
-    base.push_str(&format!("\"@signature-params\": {params}"));
+    base.push_str("\"@signature-params\": ");
+    base.push_str(params);
     base
 }
 
@@ -135,16 +143,28 @@ pub fn sign_response<K: SealCreator + ?Sized>(
         components.push(("content-type", ct));
     }
     components.push(("content-digest", digest.clone()));
-    let list = components
-        .iter()
-        .map(|(n, _)| format!("\"{n}\""))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let params = format!(
-        "({list});created={created};keyid={};alg=\"{alg}\";tag=\"{TAG}\"",
-        sf_string(keyid)?
-    );
-    let base = signature_base(status, &components, &params);
+    // The signature parameters (§2.3), built in one string.
+    let keyid = sf_string(keyid)?;
+    let mut params = String::with_capacity(96 + keyid.len() + alg.len() + TAG.len());
+    params.push('(');
+    for (i, (name, _)) in components.iter().enumerate() {
+        if i > 0 {
+            params.push(' ');
+        }
+        params.push('"');
+        params.push_str(name);
+        params.push('"');
+    }
+    params.push_str(");created=");
+    params.push_str(&created.to_string());
+    params.push_str(";keyid=");
+    params.push_str(&keyid);
+    params.push_str(";alg=\"");
+    params.push_str(alg);
+    params.push_str("\";tag=\"");
+    params.push_str(TAG);
+    params.push('"');
+    let base = signature_base(&components, &params);
     let sig = key.sign(base.as_bytes())?;
     let sig = match info.ecdsa_scalar {
         Some(n) => super::ecdsa_der_to_fixed(&sig, n)?,
@@ -249,7 +269,7 @@ pub fn verify_response(
             });
         }
     }
-    let base = signature_base(status, &components, input_raw);
+    let base = signature_base(&components, input_raw);
     super::verify_raw(alg, &spki, base.as_bytes(), &sig, true)?;
     // The signature covers Content-Digest; now the body must match it.
     let cd = field_value(fields, "content-digest").unwrap_or_default();
