@@ -9,6 +9,7 @@ mod credentials;
 mod evidence;
 mod foureyes;
 mod framing;
+mod lb;
 mod login;
 mod officer_login;
 mod ops;
