@@ -266,3 +266,35 @@ async fn reader_times_out_and_sees_a_close() {
     let e = read_header(&mut server, Version::V1, Duration::from_secs(5)).await;
     assert!(matches!(e, Err(ReadError::Closed)), "{e:?}");
 }
+
+/// Every single-byte change of valid headers of both versions (the fuzz
+/// target's invariants, exhaustively on a small neighbourhood): no panic,
+/// and a header that still parses is self-delimiting.
+#[test]
+fn every_single_byte_change_is_handled() {
+    let mut inet6 = vec![0u8; 32];
+    inet6.extend_from_slice(&[0, 1, 0, 2, 0x05, 0x00, 0x01, b'x']);
+    let cases = [
+        (
+            Version::V1,
+            b"PROXY TCP4 192.0.2.7 10.0.0.1 51234 443\r\n".to_vec(),
+        ),
+        (Version::V1, b"PROXY TCP6 2001:db8::7 ::1 1 2\r\n".to_vec()),
+        (Version::V2, v2(1, 0x11, &inet4_body())),
+        (Version::V2, v2(1, 0x21, &inet6)),
+        (Version::V2, v2(0, 0x00, &[])),
+    ];
+    for (version, valid) in cases {
+        for i in 0..valid.len() {
+            for b in 0..=255u8 {
+                let mut h = valid.clone();
+                h[i] = b;
+                if let Ok((header, used)) = parse(version, &h) {
+                    assert!(used <= h.len());
+                    assert_eq!(parse(version, &h[..used]), Ok((header, used)));
+                    assert_eq!(parse(version, &h[..used - 1]), Err(ParseError::Incomplete));
+                }
+            }
+        }
+    }
+}
