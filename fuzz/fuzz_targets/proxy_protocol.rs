@@ -22,7 +22,14 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(parse(version, &data[..cut]), Err(ParseError::Incomplete));
                     }
                 }
-                if let (Version::V1, Header::Proxy { source, destination }) = (version, header) {
+                if let (
+                    Version::V1,
+                    Header::Proxy {
+                        source,
+                        destination,
+                    },
+                ) = (version, header)
+                {
                     let fam = if source.is_ipv4() { "TCP4" } else { "TCP6" };
                     let text = format!(
                         "PROXY {fam} {} {} {} {}\r\n",
