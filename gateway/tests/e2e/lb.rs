@@ -42,10 +42,15 @@ struct LbSetup {
 
 impl LbSetup {
     fn start(upstream: SocketAddr) -> Self {
+        Self::with_version(upstream, "v2")
+    }
+
+    /// With `proxy_protocol = version` on `lb`.
+    fn with_version(upstream: SocketAddr, version: &str) -> Self {
         let dir = TempDir::new("lb");
         let pki = TestPki::new(&dir, "main", &[]);
         let lb = format!(
-            "[[listeners]]\nname = \"lb\"\nlisten = \"127.0.0.1:0\"\nproxy_protocol = \"v2\"\n\
+            "[[listeners]]\nname = \"lb\"\nlisten = \"127.0.0.1:0\"\nproxy_protocol = \"{version}\"\n\
              trusted_proxies = [\"127.0.0.1\"]\nforwarded_header = \"none\"\n{}",
             pki.certificate_toml(&[])
         );
@@ -234,6 +239,23 @@ async fn haproxy_proxy_v2_names_the_client() {
     assert_eq!(audit[&other.3], other_client);
     assert_eq!(audit[&local.3], balancer, "LOCAL: the balancer itself");
     assert_ne!(clients, balancer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_proxy_v1_names_the_client_and_a_v2_header_is_refused() {
+    let b = Backend::start("app").await;
+    let s = LbSetup::with_version(b.addr, "v1");
+    let lb = s.gw.listeners["lb"];
+    let hap = Haproxy::send_proxy_v1(lb);
+    let r = tls_from(&s, CLIENT, hap.addr).await;
+    let (xff, _, _, id) = seen(&r.unwrap_or_else(|e| panic!("{e}; haproxy: {}", hap.log())));
+    assert_eq!(xff, CLIENT);
+    let line = s.access_line(&id);
+    assert!(line.contains(&format!("client={CLIENT}")), "{line}");
+    // The version is the listener's, never guessed: a v2 header is refused.
+    let mut tcp = tokio::net::TcpStream::connect(lb).await.unwrap();
+    tcp.write_all(&v2_header(None)).await.unwrap();
+    assert!(client::tls_over(s.tls(), tcp, "localhost").await.is_err());
 }
 
 /// A PROXY v2 header: LOCAL for `None`, else PROXY TCP over IPv6 from

@@ -1,5 +1,6 @@
 //! Debian's HAProxy as a load balancer in TCP mode in front of a gateway
-//! listener, sending PROXY protocol v2 (`send-proxy-v2`): started in the
+//! listener, sending PROXY protocol v2 (`send-proxy-v2`) or v1
+//! (`send-proxy`): started in the
 //! foreground (`-db`) as the current user with its configuration in a
 //! [`TempDir`]; killed on drop.
 //!
@@ -27,11 +28,21 @@ impl Haproxy {
     /// Starts HAProxy on 127.0.0.1 forwarding TCP to `backend` with a
     /// PROXY v2 header in front of each connection.
     pub fn send_proxy_v2(backend: SocketAddr) -> Self {
+        Self::start(backend, "send-proxy-v2")
+    }
+
+    /// Like [`Haproxy::send_proxy_v2`], with the v1 (text) header.
+    pub fn send_proxy_v1(backend: SocketAddr) -> Self {
+        Self::start(backend, "send-proxy")
+    }
+
+    /// HAProxy with `option` on its one server line.
+    fn start(backend: SocketAddr, option: &str) -> Self {
         let bin = require_tool("haproxy", "haproxy");
         for _ in 0..5 {
             let dir = TempDir::new("haproxy");
             let port = crate::free_port();
-            let cfg = dir.write("haproxy.cfg", &config(port, backend));
+            let cfg = dir.write("haproxy.cfg", &config(port, backend, option));
             let mut child = Command::new(&bin)
                 .arg("-db")
                 .arg("-f")
@@ -106,7 +117,7 @@ fn port_listening(port: u16) -> bool {
     })
 }
 
-fn config(port: u16, backend: SocketAddr) -> String {
+fn config(port: u16, backend: SocketAddr, option: &str) -> String {
     format!(
         r#"global
     maxconn 256
@@ -122,7 +133,7 @@ frontend citizens
     default_backend stadttor
 
 backend stadttor
-    server gw {backend} send-proxy-v2 source 127.0.0.1
+    server gw {backend} {option} source 127.0.0.1
 "#
     )
 }
