@@ -27,6 +27,7 @@ APT_PACKAGES=(
   lintian dpkg-dev binutils systemd slowhttptest        # appliance: .deb lint + shlibdeps/objcopy, systemd-analyze, slow clients
   nginx python3                                         # path-confusion corpus: two upstreams that resolve paths on their own
   iproute2                                              # ss: the listen backlog test reads it from the kernel
+  haproxy                                               # behind a load balancer: PROXY protocol v2 in front of a listener
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -21,6 +21,7 @@
 //! [`AuditLog::record_durable`] before their response.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -322,16 +323,27 @@ pub fn record_rejected(
     method: &http::Method,
     request_id: &str,
     listener: &str,
+    client: IpAddr,
 ) {
+    let client = client_pseudonym(audit, client);
     let ev = EntryBuilder::new("http.rejected", Outcome::Denied)
         .target(route)
         .request_id(request_id)
         .attr("method", method.as_str())
         .attr("listener", listener)
+        .attr("client", client.as_str())
         .attr("reason", reason);
     if let Ok(entry) = ev.to_entry() {
         let _ = audit.record_entry(entry);
     }
+}
+
+/// The pseudonym of a client address (namespace `ip`; IPv4-mapped IPv6
+/// written as IPv4): the `client` attribute of request events. The address
+/// is the one [`crate::http::client_addr`] determined, so behind a trusted
+/// load balancer it is the client's, not the balancer's.
+pub fn client_pseudonym(audit: &AuditLog, client: IpAddr) -> stadttor_audit::event::Pseudonym {
+    audit.pseudonym("ip", &client.to_canonical().to_string())
 }
 
 /// What the policy decided about a request, for its audit event.
@@ -354,6 +366,7 @@ pub fn request_entry(
     method: &http::Method,
     request_id: &str,
     listener: &str,
+    client: IpAddr,
     client_subject: Option<&str>,
     identity: Option<&crate::identity::Identity>,
     decision: Option<AuditedDecision<'_>>,
@@ -363,11 +376,13 @@ pub fn request_entry(
         (None, Some(s)) => Some(audit.pseudonym("x509-subject", s)),
         (None, None) => None,
     };
+    let client = client_pseudonym(audit, client);
     let mut ev = EntryBuilder::new(kind, outcome)
         .target(route)
         .request_id(request_id)
         .attr("method", method.as_str())
-        .attr("listener", listener);
+        .attr("listener", listener)
+        .attr("client", client.as_str());
     if let Some(p) = &subject {
         ev = ev.subject(p);
     }

@@ -276,6 +276,7 @@ pub fn admin_tls_config(
         name: "admin".into(),
         listen: config.admin.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
         tls: t.clone(),
+        client_addr: Default::default(),
     };
     let built = crate::http::tls::server_config(&l, 0, keys).map_err(|issues| ConfigError {
         file: config.path.clone(),

@@ -55,9 +55,11 @@ pub(super) fn validate(
             );
         }
         let certificates = certificates(&k, &l.tls.certificates, abs, key_ref, issue);
+        let client_addr = std::sync::Arc::new(super::proxies::validate(&k, l, issue));
         listeners.push(Listener {
             name: l.name.clone(),
             listen: l.listen,
+            client_addr,
             tls: Tls {
                 certificates,
                 client_auth: l.tls.client_auth.as_ref().map(|c| ClientAuth {

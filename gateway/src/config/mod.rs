@@ -23,6 +23,7 @@ mod identity;
 mod listeners;
 mod paths;
 mod policies;
+mod proxies;
 mod routes;
 mod server;
 mod signing;
@@ -31,6 +32,7 @@ mod upstreams;
 pub use identity::{url_origin, Identity, Provider, ProviderAuth, RouteAuth, SessionStorage};
 pub use paths::PathRules;
 pub use policies::{Officers, Policies, PolicyStorage, RouteAuthz, DEFAULT_SCHEMA};
+pub use proxies::{ClientAddrPolicy, ForwardedHeader, ProxyProtocol, TrustedProxies};
 pub use signing::{DelegationAlgorithm, SignFormat, SignRule, Signing};
 pub use stores::{plaintext_warnings, Problem, StoreTls};
 
@@ -365,6 +367,9 @@ pub struct Listener {
     pub listen: SocketAddr,
     /// TLS settings.
     pub tls: Tls,
+    /// Load balancers in front: PROXY protocol, trusted proxies and the
+    /// header they write the client into.
+    pub client_addr: std::sync::Arc<ClientAddrPolicy>,
 }
 
 /// TLS settings of a listener.

@@ -130,6 +130,11 @@ pub struct Listener {
     pub name: String,
     pub listen: SocketAddr,
     pub tls: Tls,
+    #[serde(default)]
+    pub proxy_protocol: super::ProxyProtocol,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub forwarded_header: Option<super::ForwardedHeader>,
 }
 
 /// `[listeners.tls]`.

@@ -5,14 +5,16 @@
 //! prefix is removed (also spelt with `_` for `-`: CGI, PHP, WSGI and nginx
 //! variables turn both into the same name), a client-sent request id is
 //! replaced by the gateway's,
-//! and `Forwarded` / `X-Forwarded-*` are set by the gateway from what it saw
-//! itself (it is the edge: client-sent values are not trusted).
+//! and `Forwarded` / `X-Forwarded-*` / `X-Real-IP` are set by the gateway
+//! for the client address it determined ([`crate::http::client_addr`]:
+//! the socket peer, or what a trusted load balancer named); every value a
+//! client or balancer sent is replaced.
 //!
 //! Responses: hop-by-hop headers are dropped and the security headers are
 //! added unless the upstream set them or the route overrides them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -127,9 +129,8 @@ pub(crate) struct ForwardedFor {
 }
 
 impl ForwardedFor {
-    /// Renders `peer`.
-    pub(crate) fn new(peer: SocketAddr) -> Self {
-        let ip = peer.ip();
+    /// Renders `ip`.
+    pub(crate) fn new(ip: IpAddr) -> Self {
         let node = match ip {
             std::net::IpAddr::V4(v4) => v4.to_string(),
             std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
@@ -313,7 +314,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
-        let peer = ForwardedFor::new("192.0.2.7:5555".parse().unwrap());
+        let peer = ForwardedFor::new("192.0.2.7".parse().unwrap());
         h.insert("x_forwarded_for", HeaderValue::from_static("6.6.6.6"));
         h.insert("x_real-ip", HeaderValue::from_static("6.6.6.6"));
         h.insert("x_request_id", HeaderValue::from_static("mine"));
@@ -324,7 +325,7 @@ mod tests {
             h[header::FORWARDED],
             "for=192.0.2.7;proto=https;host=\"portal.example\""
         );
-        let peer = ForwardedFor::new("[2001:db8::1]:5555".parse().unwrap());
+        let peer = ForwardedFor::new("2001:db8::1".parse().unwrap());
         set_forwarded(&mut h, &peer, &HeaderValue::from_static("evil\"host"));
         assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https");
         assert!(!h.contains_key(X_FORWARDED_HOST));

@@ -1,7 +1,10 @@
 //! Listeners: accept, connection limits, TLS handshake, HTTP/1.1 or h2.
 //!
 //! Each accepted socket must pass two limits before any byte is read: the
-//! process-wide connection cap and the per-IP cap. The TLS handshake must
+//! process-wide connection cap and the per-IP cap. On a listener with
+//! `proxy_protocol`, only trusted balancers may connect; their PROXY header
+//! (read within the header read timeout) names the client, and the per-IP
+//! cap counts that client instead of the balancer ([`ConnAddr`]). The TLS handshake must
 //! finish within the header read timeout (slow handshakes are slowloris
 //! too). Then hyper serves HTTP/1.1 or h2 (chosen by ALPN / preface) with
 //! upgrades enabled for WebSockets, under the graceful-shutdown watcher.
@@ -19,7 +22,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::config::Server;
+use crate::config::{ClientAddrPolicy, Server};
+use crate::http::client_addr::ConnAddr;
+use crate::http::proxy_protocol::{self, Prefixed, Version};
 use crate::http::tls::ClientCert;
 use crate::proxy::ConnInfo;
 use crate::runtime::Shared;
@@ -63,11 +68,27 @@ impl ConnLimits {
     /// Takes a slot for a connection from `ip`, or names the limit that
     /// refuses it. The slot is given back when the admission is dropped.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, &'static str> {
-        let permit = self
-            .total
+        let slot = self.take_slot()?;
+        self.admit_ip(slot, ip)
+    }
+
+    /// A slot under the process-wide cap, taken before the client's address
+    /// is known (a PROXY header is still to be read).
+    pub(crate) fn take_slot(&self) -> Result<OwnedSemaphorePermit, &'static str> {
+        self.total
             .clone()
             .try_acquire_owned()
-            .map_err(|_| "max_connections")?;
+            .map_err(|_| "max_connections")
+    }
+
+    /// Counts a connection with `slot` against the per-IP cap of `ip`
+    /// (IPv4-mapped IPv6 counts as IPv4).
+    pub(crate) fn admit_ip(
+        self: &Arc<Self>,
+        slot: OwnedSemaphorePermit,
+        ip: IpAddr,
+    ) -> Result<Admission, &'static str> {
+        let ip = ip.to_canonical();
         let mut map = self.per_ip.lock().map_err(|_| "internal")?;
         let n = map.entry(ip).or_insert(0);
         if *n >= self.max_per_ip {
@@ -77,7 +98,7 @@ impl ConnLimits {
         Ok(Admission {
             limits: self.clone(),
             ip,
-            _permit: permit,
+            _permit: slot,
         })
     }
 }
@@ -155,7 +176,16 @@ pub(crate) async fn run(
                 }
             },
         };
-        let admission = match limits.admit(peer.ip()) {
+        // Read per connection, so that a reload changes it for new ones.
+        let policy = shared
+            .state
+            .load()
+            .config
+            .listeners
+            .get(index)
+            .map(|l| l.client_addr.clone())
+            .unwrap_or_default();
+        let admitted = match admit(&limits, &policy, peer) {
             Ok(a) => a,
             Err(reason) => {
                 shared.metrics.refused(reason);
@@ -171,11 +201,24 @@ pub(crate) async fn run(
         let http = http.clone();
         let watcher = graceful.watcher();
         let timeout = server.header_read_timeout;
+        let limits = limits.clone();
         tokio::spawn(
             async move {
-                let _admission = admission;
                 shared.metrics.connections_open.inc();
-                serve_connection(&shared, index, stream, peer, timeout, &http, watcher).await;
+                let accepted = match admitted {
+                    Admitted::Direct(admission) => Some(Accepted {
+                        stream: Prefixed::new(Vec::new(), stream),
+                        addr: ConnAddr::new(peer, None, &policy),
+                        _admission: admission,
+                    }),
+                    Admitted::AwaitHeader(slot, version) => {
+                        let header = (version, timeout);
+                        proxied(&shared, &limits, slot, stream, peer, header, &policy).await
+                    }
+                };
+                if let Some(conn) = accepted {
+                    serve_connection(&shared, index, conn, timeout, &http, watcher).await;
+                }
                 shared.metrics.connections_open.dec();
             }
             .instrument(span),
@@ -184,15 +227,86 @@ pub(crate) async fn run(
     tracing::info!(listener = %name, "listener stopped accepting");
 }
 
+/// A connection past the limits that apply before its first byte.
+enum Admitted {
+    /// Counted for its socket peer.
+    Direct(Admission),
+    /// From a trusted balancer: holds a process-wide slot; its PROXY
+    /// header (this version) names the client the per-IP cap counts.
+    AwaitHeader(OwnedSemaphorePermit, Version),
+}
+
+/// The limits before any byte is read: the process-wide cap; then the
+/// per-IP cap for the socket peer, or, on a `proxy_protocol` listener, only
+/// trusted balancers (their header is read next).
+fn admit(
+    limits: &Arc<ConnLimits>,
+    policy: &ClientAddrPolicy,
+    peer: SocketAddr,
+) -> Result<Admitted, &'static str> {
+    let slot = limits.take_slot()?;
+    match policy.proxy_protocol.version() {
+        None => limits.admit_ip(slot, peer.ip()).map(Admitted::Direct),
+        Some(_) if !policy.trusted_proxies.contains(peer.ip()) => Err("untrusted_proxy"),
+        Some(v) => Ok(Admitted::AwaitHeader(slot, v)),
+    }
+}
+
+/// A connection admitted under every limit, with its addresses.
+struct Accepted {
+    stream: Prefixed<TcpStream>,
+    addr: ConnAddr,
+    _admission: Admission,
+}
+
+/// Reads the PROXY header of a balancer's connection, then counts it for
+/// the client the header names. `None` (the connection is closed) when the
+/// header is missing, malformed, late, or the client is over its cap.
+async fn proxied(
+    shared: &Shared,
+    limits: &Arc<ConnLimits>,
+    slot: OwnedSemaphorePermit,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    (version, timeout): (Version, std::time::Duration),
+    policy: &Arc<ClientAddrPolicy>,
+) -> Option<Accepted> {
+    let (header, rest) = match proxy_protocol::read_header(&mut stream, version, timeout).await {
+        Ok(h) => h,
+        Err(e) => {
+            shared.metrics.refused("proxy_header");
+            tracing::debug!(error = %e, "connection refused: no valid PROXY header");
+            return None;
+        }
+    };
+    let addr = ConnAddr::new(peer, Some(header), policy);
+    match limits.admit_ip(slot, addr.client.ip()) {
+        Ok(admission) => Some(Accepted {
+            stream: Prefixed::new(rest, stream),
+            addr,
+            _admission: admission,
+        }),
+        Err(reason) => {
+            shared.metrics.refused(reason);
+            tracing::debug!(client = %addr.client.ip(), reason, "connection refused");
+            None
+        }
+    }
+}
+
 async fn serve_connection(
     shared: &Arc<Shared>,
     index: usize,
-    stream: TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted,
     handshake_timeout: std::time::Duration,
     http: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    let Accepted {
+        stream,
+        addr,
+        _admission,
+    } = accepted;
     let (tls_config, max_head) = {
         let state = shared.state.load();
         match state.tls.get(index) {
@@ -224,9 +338,8 @@ async fn serve_connection(
     let (io, ambiguous) = crate::http::framing::HeadWatch::new(tls, max_head, !h2);
     let conn = Arc::new(ConnInfo {
         listener: index,
-        peer,
+        addr,
         client_cert,
-        forwarded: crate::http::headers::ForwardedFor::new(peer),
         ambiguous,
         requests: std::sync::atomic::AtomicU32::new(0),
     });

@@ -13,7 +13,6 @@
 //! [`crate::respond`] and nowhere else.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -27,6 +26,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::http::body::{ProxyBody, Tripwire};
+use crate::http::client_addr::{ClientAddr, ConnAddr};
 use crate::http::headers;
 use crate::http::target::TargetFacts;
 use crate::http::tls::ClientCert;
@@ -42,12 +42,10 @@ mod stages;
 pub(crate) struct ConnInfo {
     /// Index of the listener.
     pub(crate) listener: usize,
-    /// The client's address.
-    pub(crate) peer: SocketAddr,
+    /// The socket peer and the connection's client (after a PROXY header).
+    pub(crate) addr: ConnAddr,
     /// The verified client certificate, if one was presented.
     pub(crate) client_cert: Option<ClientCert>,
-    /// `Forwarded`/`X-Forwarded-For` values for this peer, computed once.
-    pub(crate) forwarded: headers::ForwardedFor,
     /// Which HTTP/1.1 request on this connection, if any, carried both
     /// `Content-Length` and `Transfer-Encoding` (see [`crate::http::framing`]).
     pub(crate) ambiguous: Arc<crate::http::framing::Ambiguous>,
@@ -67,7 +65,11 @@ pub(crate) async fn serve(
     // A UUID is always a valid header value.
     let request_id_value =
         HeaderValue::from_str(request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    let span = tracing::debug_span!("request", id = %request_id, peer = %conn.peer);
+    // The one client address of this request: caps were counted for the
+    // connection's; logs, audit and the upstream's X-Forwarded-For use this.
+    let client = conn.addr.for_request(req.headers());
+    let client_ip = client.ip();
+    let span = tracing::debug_span!("request", id = %request_id, client = %client_ip);
     let state = shared.state.load_full();
     let access_log = state.config.server.access_log;
     let mut req = req;
@@ -89,6 +91,7 @@ pub(crate) async fn serve(
         shared: &shared,
         state: &state,
         conn: &conn,
+        client: &client,
         request_id,
         request_id_value: &request_id_value,
     };
@@ -118,7 +121,8 @@ pub(crate) async fn serve(
             target: "stadttor::access",
             request_id,
             client_request_id = client_request_id.as_ref().and_then(|v| v.to_str().ok()),
-            peer = %conn.peer,
+            client = %client_ip,
+            peer = %conn.addr.peer,
             method = %method,
             path = %path,
             route = route_name.map(|r| r.cfg.name.as_str()).unwrap_or("-"),
@@ -138,6 +142,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) shared: &'a Shared,
     pub(crate) state: &'a State,
     pub(crate) conn: &'a ConnInfo,
+    /// The client's address ([`crate::http::client_addr`]).
+    pub(crate) client: &'a ClientAddr,
     pub(crate) request_id: &'a str,
     pub(crate) request_id_value: &'a HeaderValue,
 }
@@ -164,7 +170,7 @@ fn answer<'s>(
         Err((e, route)) => {
             match e.source() {
                 Source::Downstream => {
-                    tracing::info!(request_id, peer = %ctx.conn.peer, error = %e, "request refused")
+                    tracing::info!(request_id, client = %ctx.client.ip(), error = %e, "request refused")
                 }
                 Source::Upstream => {
                     tracing::warn!(request_id, route = route.map(|r| r.cfg.name.as_str()), error = %e, "upstream failure")
@@ -237,6 +243,7 @@ fn record_rejection(ctx: &Ctx<'_>, method: &Method, code: &str, route: Option<&R
             method,
             ctx.request_id,
             listener,
+            ctx.client.ip(),
         );
     }
 }

@@ -331,6 +331,7 @@ fn record_access(
         method,
         ctx.request_id,
         listener,
+        ctx.client.ip(),
         ctx.conn.client_cert.as_ref().map(|c| c.subject.as_str()),
         facts.verified.identity.as_ref(),
         facts.decision,
@@ -416,7 +417,7 @@ pub(super) fn upstream_head(
     for (name, value) in upstream_headers {
         parts.headers.insert(name, value);
     }
-    headers::set_forwarded(&mut parts.headers, &ctx.conn.forwarded, &host.original);
+    headers::set_forwarded(&mut parts.headers, ctx.client.forwarded(), &host.original);
     parts
         .headers
         .insert(headers::REQUEST_ID, ctx.request_id_value.clone());

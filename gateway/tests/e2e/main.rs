@@ -11,6 +11,7 @@ mod errors;
 mod evidence;
 mod foureyes;
 mod framing;
+mod lb;
 mod login;
 mod officer_login;
 mod ops;

@@ -83,9 +83,41 @@ pub async fn connect(
     sni: &str,
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
+    tls_over(cfg, tcp, sni).await
+}
+
+/// A TLS client handshake with SNI `sni` on `tcp`.
+pub async fn tls_over(
+    cfg: Arc<ClientConfig>,
+    tcp: TcpStream,
+    sni: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let name = ServerName::try_from(sni.to_owned())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     TlsConnector::from(cfg).connect(name, tcp).await
+}
+
+/// A TCP connection to `addr` from the local address `from` (another
+/// loopback address such as 127.0.0.5 stands for a client that is not the
+/// load balancer at 127.0.0.1).
+pub async fn tcp_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = match from {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // Port 0 here is the source port of an outgoing connection.
+    sock.bind(SocketAddr::new(from, 0))?;
+    sock.connect(addr).await
+}
+
+/// Like [`connect`], from the local address `from` (see [`tcp_from`]).
+pub async fn connect_from(
+    cfg: Arc<ClientConfig>,
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    sni: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    tls_over(cfg, tcp_from(from, addr).await?, sni).await
 }
 
 /// Sends one request on a fresh connection. `req`'s URI is a path; the

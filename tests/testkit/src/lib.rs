@@ -14,7 +14,9 @@
 //!   [`jwt`] forges and decodes tokens for negative tests.
 //! - [`nginx`] runs Debian's nginx serving files, and [`normalising`] a
 //!   Python service that resolves paths on its own: the two upstreams of
-//!   the path-confusion corpus, each logging the target it received.
+//!   the path-confusion corpus, each logging the target it received; nginx
+//!   also runs as a reverse proxy in front of the gateway, and
+//!   [`haproxy`] runs HAProxy in TCP mode sending PROXY protocol v2.
 //! - [`stores`] runs PostgreSQL and Redis servers that accept TLS only,
 //!   with certificates the test issued.
 //! - [`TempDir`], [`hw`] (swtpm, SoftHSM2) and [`signing`] (test seal PKI,
@@ -30,6 +32,7 @@
 pub mod backend;
 pub mod browser;
 pub mod client;
+pub mod haproxy;
 pub mod jwt;
 pub mod nginx;
 pub mod normalising;

@@ -1,4 +1,5 @@
-//! Debian's nginx as a real upstream: started as the current user, not
+//! Debian's nginx as a real upstream, or as a reverse proxy in front of the
+//! gateway ([`Nginx::reverse_proxy`]): started as the current user, not
 //! daemonised, with its prefix, pid file, logs and temporary directories in
 //! a [`TempDir`]; killed on drop.
 //!
@@ -27,11 +28,25 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx serving `root` (a directory) on 127.0.0.1.
     pub fn start(root: &Path) -> Self {
+        Self::launch(|dir, port| config(dir, root, port))
+    }
+
+    /// Starts nginx as a reverse proxy in front of a gateway: plain HTTP on
+    /// 127.0.0.1, forwarding every request over TLS to `upstream` (its
+    /// certificate verified with `ca` for the name `localhost`), connecting
+    /// from 127.0.0.1 and appending the client to `X-Forwarded-For`
+    /// (`$proxy_add_x_forwarded_for`), as a Land's balancer would.
+    pub fn reverse_proxy(upstream: SocketAddr, ca: &Path) -> Self {
+        Self::launch(|dir, port| proxy_config(dir, upstream, ca, port))
+    }
+
+    /// Runs nginx with the configuration `conf(dir, port)` on a free port.
+    fn launch(conf: impl Fn(&Path, u16) -> String) -> Self {
         let bin = require_tool("nginx", "nginx");
         for _ in 0..5 {
             let dir = TempDir::new("nginx");
             let port = crate::free_port();
-            dir.write("nginx.conf", &config(dir.path(), root, port));
+            dir.write("nginx.conf", &conf(dir.path(), port));
             for sub in [
                 "tmp/body",
                 "tmp/proxy",
@@ -85,7 +100,9 @@ impl Nginx {
     }
 }
 
-fn config(dir: &Path, root: &Path, port: u16) -> String {
+/// The part of every configuration before the `server` block: foreground,
+/// everything under `dir`, the corpus access log.
+fn common(dir: &Path) -> String {
     let d = dir.display();
     format!(
         r#"worker_processes 1;
@@ -101,7 +118,14 @@ http {{
     fastcgi_temp_path {d}/tmp/fastcgi;
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
-    default_type text/plain;
+"#
+    )
+}
+
+fn config(dir: &Path, root: &Path, port: u16) -> String {
+    let head = common(dir);
+    format!(
+        r#"{head}    default_type text/plain;
     server {{
         listen 127.0.0.1:{port};
         server_name _;
@@ -112,6 +136,30 @@ http {{
 }}
 "#,
         root = root.display()
+    )
+}
+
+fn proxy_config(dir: &Path, upstream: SocketAddr, ca: &Path, port: u16) -> String {
+    let head = common(dir);
+    format!(
+        r#"{head}    server {{
+        listen 127.0.0.1:{port};
+        server_name _;
+        location / {{
+            proxy_pass https://{upstream};
+            proxy_http_version 1.1;
+            proxy_bind 127.0.0.1;
+            proxy_ssl_server_name on;
+            proxy_ssl_name localhost;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {ca};
+            proxy_set_header Host localhost;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+"#,
+        ca = ca.display()
     )
 }
 
