@@ -51,19 +51,7 @@ pub(super) fn run_sign(store: &KeyStore, args: &SignArgs) -> Exit {
         .key
         .parse::<KeyRef>()
         .map_err(anyhow::Error::from)
-        .and_then(|k| {
-            sign(
-                store,
-                &k,
-                &args.cert,
-                &args.file,
-                args.format,
-                args.tsa.as_deref(),
-                args.out.as_deref(),
-                args.force,
-            )
-            .map_err(anyhow::Error::from)
-        })
+        .and_then(|k| sign(store, &k, args).map_err(anyhow::Error::from))
         .map(|written| println!("signed: {}", written.display()));
     super::finish(r)
 }
@@ -173,24 +161,21 @@ fn default_out(file: &Path, format: Format) -> PathBuf {
 }
 
 /// Signs `file`; returns the path written.
-fn sign(
-    store: &KeyStore,
-    key: &KeyRef,
-    certificate: &Path,
-    file: &Path,
-    format: Format,
-    tsa_url: Option<&str>,
-    out: Option<&Path>,
-    replace: bool,
-) -> Result<PathBuf, SignCmdError> {
-    let out = out.map_or_else(|| default_out(file, format), Path::to_owned);
+fn sign(store: &KeyStore, key: &KeyRef, args: &SignArgs) -> Result<PathBuf, SignCmdError> {
+    let (file, format, replace) = (args.file.as_path(), args.format, args.force);
+    let out = args
+        .out
+        .as_deref()
+        .map_or_else(|| default_out(file, format), Path::to_owned);
     // Before the key signs (a TPM or a TSA costs time): refuse early.
     if !replace && out.exists() {
         return Err(exists(&out));
     }
     let key = store.resolve(key)?;
-    let cert = SealCertificate::load(certificate, key.as_ref())?;
-    let tsa = tsa_url
+    let cert = SealCertificate::load(&args.cert, key.as_ref())?;
+    let tsa = args
+        .tsa
+        .as_deref()
         .map(|u| HttpTsa::new(u, Duration::from_secs(15)))
         .transpose()?;
     let tsa_ref = tsa
