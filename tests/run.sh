@@ -25,6 +25,7 @@ APT_PACKAGES=(
   postgresql                                            # shared cluster; initdb/postgres for the TLS-only cluster of store_tls.rs
   chromium                                              # headless browser: officer approval page
   lintian dpkg-dev binutils systemd slowhttptest        # appliance: .deb lint + shlibdeps/objcopy, systemd-analyze, slow clients
+  debootstrap systemd-container                         # appliance: the .deb in Debian 12 booted by systemd-nspawn
   nginx python3                                         # path-confusion corpus: two upstreams that resolve paths on their own
   iproute2                                              # ss: the listen backlog test reads it from the kernel
   haproxy                                               # behind a load balancer: PROXY protocol v2 in front of a listener

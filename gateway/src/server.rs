@@ -353,9 +353,13 @@ impl Prepared {
                 _ = int.recv() => break "SIGINT",
             }
         };
+        // The drain's order is a promise to load balancers: first the state
+        // (`/readyz` answers 503 from here on), then the log line, then the
+        // listeners close. Whoever sees the log line or a refused connection
+        // finds `/readyz` already at 503.
+        self.shared.draining.store(true, Ordering::SeqCst);
         let drain = self.shared.state.load().config.server.drain_timeout;
         tracing::info!(signal = signal_name, deadline = ?drain, "draining: no new connections, finishing in-flight requests");
-        self.shared.draining.store(true, Ordering::Relaxed);
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;

@@ -11,6 +11,9 @@
 //!   `lintian --fail-on=error,warning`, and holds the binary, the unit, the
 //!   man page and a configuration that is not world-readable, with
 //!   maintainer scripts that create the `stadttor` user in group `tss`.
+//! * [`systemd`]: that package installed into Debian 12 booted under a real
+//!   systemd (`systemd-nspawn --boot`): start, serve, sandbox, `ExecStartPre`
+//!   refusing a bad configuration, reload and stop through systemd.
 //!
 //! To keep CI fast the package is built with `cargo deb --no-build` around
 //! the binary this test run already built (debug profile, every feature);
@@ -23,6 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use testkit::{require_tool, TempDir};
+
+#[path = "packaging/systemd.rs"]
+mod systemd;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stadttor");
 
@@ -96,7 +102,11 @@ fn systemd_unit_exposure_is_ok_and_the_promised_settings_are_there() {
         .filter(|l| !l.starts_with('#') && l.contains('='))
         .collect();
     for want in [
-        "ExecStartPre=/usr/bin/stadttor config check /etc/stadttor/stadttor.toml",
+        "ExecStartPre=/usr/bin/stadttor config check --offline /etc/stadttor/stadttor.toml",
+        "ExecReload=/usr/bin/stadttor config check /etc/stadttor/stadttor.toml",
+        "Restart=on-abnormal",
+        "RestartForceExitStatus=1 69",
+        "RestartPreventExitStatus=64 78",
         "ExecStart=/usr/bin/stadttor serve --config /etc/stadttor/stadttor.toml",
         "User=stadttor",
         "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
@@ -188,15 +198,13 @@ fn man_page_has_a_section_for_every_subcommand() {
     );
 }
 
-#[test]
-fn debian_package_passes_lintian_and_ships_what_it_promises() {
+/// Builds the `.deb` into `dir` around the binary this test run built
+/// (`cargo deb --no-build`), and returns its path.
+fn build_deb(dir: &Path) -> PathBuf {
     let cargo_deb = cargo_tool("cargo-deb");
-    let lintian = require_tool("lintian", "lintian");
-    let dpkg_deb = require_tool("dpkg-deb", "dpkg");
-    let dir = TempDir::new("deb");
     // cargo-deb takes `target/release/stadttor` from CARGO_TARGET_DIR; give
     // it this run's binary there instead of a second (release) build.
-    let target = dir.path().join("target");
+    let target = dir.join("target");
     std::fs::create_dir_all(target.join("release")).unwrap();
     std::fs::copy(BIN, target.join("release/stadttor")).unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -214,11 +222,20 @@ fn debian_package_passes_lintian_and_ships_what_it_promises() {
             "--offline",
             "--output",
         ])
-        .arg(dir.path()));
+        .arg(dir));
     assert!(ok, "cargo deb failed:\n{out}");
     eprintln!("cargo deb: {:.1?}", started.elapsed());
-    let deb = dir.path().join("stadttor_0.1.0-1_amd64.deb");
+    let deb = dir.join("stadttor_0.1.0-1_amd64.deb");
     assert!(deb.is_file(), "no {}:\n{out}", deb.display());
+    deb
+}
+
+#[test]
+fn debian_package_passes_lintian_and_ships_what_it_promises() {
+    let lintian = require_tool("lintian", "lintian");
+    let dpkg_deb = require_tool("dpkg-deb", "dpkg");
+    let dir = TempDir::new("deb");
+    let deb = build_deb(dir.path());
 
     let started = std::time::Instant::now();
     let (ok, out) = run(Command::new(lintian)
@@ -304,7 +321,9 @@ fn debian_package_passes_lintian_and_ships_what_it_promises() {
     let (ok, out) = run(Command::new("sh").arg("-n").arg(ctl.join("postrm")));
     assert!(ok, "postrm: {out}");
     let control = std::fs::read_to_string(ctl.join("control")).unwrap();
-    for want in ["Package: stadttor", "adduser", "libtss2-esys"] {
+    // procps: `/bin/kill` for the unit's `ExecReload` (the nspawn test in
+    // `packaging/systemd.rs` reloads through systemd on a minimal Debian).
+    for want in ["Package: stadttor", "adduser", "libtss2-esys", "procps"] {
         assert!(control.contains(want), "control lacks `{want}`:\n{control}");
     }
 

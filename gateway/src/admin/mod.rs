@@ -12,7 +12,6 @@
 //! "admin_max_connections"}` and logged.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
@@ -25,6 +24,7 @@ use crate::http::body::ProxyBody;
 use crate::runtime::Shared;
 
 pub mod officer;
+mod ready;
 
 /// Serves admin requests for the life of the process. It deliberately
 /// keeps running while the gateway drains, so that `/readyz` can tell load
@@ -127,42 +127,8 @@ async fn answer(
                 .unwrap_or_default(),
         ),
         "/readyz" => {
-            let audit = shared.audit.as_ref().map(|a| a.health());
-            let sessions = shared.auth.as_ref().map(|a| a.health());
-            let policy = shared.policy.as_ref().map(|p| p.readiness());
-            if shared.draining.load(Ordering::Relaxed) {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "not ready: draining for shutdown\n".to_owned(),
-                )
-            } else if let Some(Err(reason)) = audit {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("not ready: audit log cannot record: {reason}\n"),
-                )
-            } else if let Some(Err(reason)) = sessions {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("not ready: session store: {reason}\n"),
-                )
-            } else if let Some(Err(reason)) = policy {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("not ready: {reason}\n"),
-                )
-            } else {
-                // Still ready, but say which certificate expires when.
-                let mut body = "ready\n".to_owned();
-                for line in crate::certs::readiness_detail(&shared) {
-                    body.push_str(&line);
-                    body.push('\n');
-                }
-                (StatusCode::OK, "text/plain", body)
-            }
+            let (status, body) = ready::answer(&shared);
+            (status, "text/plain", body)
         }
         _ => {
             let request_id = uuid::Uuid::new_v4().to_string();

@@ -275,6 +275,11 @@ path_prefix = "/"
         &self.idps[0].op
     }
 
+    /// The `i`th provider, to stop and restart it.
+    pub(crate) fn op_mut(&mut self, i: usize) -> &mut TestOp {
+        &mut self.idps[i].op
+    }
+
     /// Logs `user` in through `path` at `level`; returns the whole walk.
     async fn login(&self, b: &Browser, path: &str, user: oidc::TestUser, level: Level) -> Chain {
         b.login_at_op(self.url(path).as_str(), user, level).await

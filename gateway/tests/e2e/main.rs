@@ -18,6 +18,7 @@ mod ops;
 mod path_confusion;
 mod policy;
 mod proxy;
+mod readiness;
 mod route_scale;
 mod streaming;
 mod tls;
