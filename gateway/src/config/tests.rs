@@ -16,7 +16,7 @@ use std::path::PathBuf;
 const BOGUS: &str = "stadttor_bogus_key";
 
 /// Tables whose keys are data, not schema (header names): they accept any key.
-const FREE_FORM: &[&str] = &["response_headers"];
+pub(super) const FREE_FORM: &[&str] = &["response_headers"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
