@@ -33,7 +33,10 @@ struct Metric {
 fn documented(doc: &str) -> BTreeMap<String, Metric> {
     let mut out = BTreeMap::new();
     for line in doc.lines() {
-        let cells: Vec<&str> = line.split(" | ").map(|c| c.trim_matches('|').trim()).collect();
+        let cells: Vec<&str> = line
+            .split(" | ")
+            .map(|c| c.trim_matches('|').trim())
+            .collect();
         let [name, kind, labels, ..] = cells.as_slice() else {
             continue;
         };
@@ -41,7 +44,10 @@ fn documented(doc: &str) -> BTreeMap<String, Metric> {
         let Some(name) = name
             .strip_prefix("`stadttor_")
             .and_then(|n| n.strip_suffix('`'))
-            .filter(|n| n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .filter(|n| {
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
         else {
             continue;
         };
@@ -56,7 +62,10 @@ fn documented(doc: &str) -> BTreeMap<String, Metric> {
             labels,
         };
         let name = format!("stadttor_{name}");
-        assert!(out.insert(name.clone(), metric).is_none(), "{name} listed twice");
+        assert!(
+            out.insert(name.clone(), metric).is_none(),
+            "{name} listed twice"
+        );
     }
     out
 }
@@ -157,10 +166,14 @@ async fn metrics_md_lists_every_exposed_metric() {
     let mut problems = Vec::new();
     for (name, m) in &seen {
         match doc.get(name) {
-            None => problems.push(format!("{name} ({}) is exposed but not in METRICS.md", m.kind)),
-            Some(d) if d.kind != m.kind => {
-                problems.push(format!("{name}: METRICS.md says {}, exposed as {}", d.kind, m.kind))
-            }
+            None => problems.push(format!(
+                "{name} ({}) is exposed but not in METRICS.md",
+                m.kind
+            )),
+            Some(d) if d.kind != m.kind => problems.push(format!(
+                "{name}: METRICS.md says {}, exposed as {}",
+                d.kind, m.kind
+            )),
             // A family without series shows no labels; one with series must
             // show exactly the documented ones.
             Some(d) if !m.labels.is_empty() && d.labels != m.labels => problems.push(format!(
@@ -183,7 +196,10 @@ async fn metrics_md_lists_every_exposed_metric() {
         "stadttor_key_signatures_total",
         "stadttor_certificate_expiry_seconds",
     ] {
-        assert!(!seen[name].labels.is_empty(), "{name} has no series:\n{text}");
+        assert!(
+            !seen[name].labels.is_empty(),
+            "{name} has no series:\n{text}"
+        );
     }
 }
 
@@ -194,7 +210,10 @@ fn the_scrape_parser_reads_families_types_and_labels() {
                 # TYPE stadttor_h histogram\nstadttor_h_bucket{route=\"r\",le=\"0.5\"} 1\n# EOF\n";
     let m = exposed(text);
     assert_eq!(m["stadttor_a_total"].kind, "counter");
-    assert_eq!(m["stadttor_a_total"].labels, BTreeSet::from(["name".to_owned()]));
+    assert_eq!(
+        m["stadttor_a_total"].labels,
+        BTreeSet::from(["name".to_owned()])
+    );
     assert!(m["stadttor_a_b"].labels.is_empty());
     assert_eq!(m["stadttor_h"].labels, BTreeSet::from(["route".to_owned()]));
     let d = documented(

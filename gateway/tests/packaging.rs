@@ -334,7 +334,10 @@ fn man_synopsis(page: &str) -> Vec<String> {
         }
         let text = l
             .split_once(' ')
-            .map_or("", |(macro_, rest)| if macro_.starts_with('.') { rest } else { l })
+            .map_or(
+                "",
+                |(macro_, rest)| if macro_.starts_with('.') { rest } else { l },
+            )
             .replace("\\fB", "")
             .replace("\\fR", "")
             .replace("\\fI", "")
@@ -457,8 +460,14 @@ fn licence_files_cargo_toml_and_debian_copyright_agree() {
         "Cargo.toml's licence changed: update LICENSE*, packaging/debian/copyright and this test"
     );
     let copyright = std::fs::read_to_string(repo().join("packaging/debian/copyright")).unwrap();
-    let files = copyright.split("\n\n").find(|p| p.starts_with("Files: *")).unwrap();
-    assert!(files.contains("\nLicense: EUPL-1.2 or Apache-2.0"), "{files}");
+    let files = copyright
+        .split("\n\n")
+        .find(|p| p.starts_with("Files: *"))
+        .unwrap();
+    assert!(
+        files.contains("\nLicense: EUPL-1.2 or Apache-2.0"),
+        "{files}"
+    );
     // The full EUPL text (not in /usr/share/common-licenses) is the one in
     // LICENSE-EUPL-1.2.
     let eupl_paragraph = copyright
@@ -477,7 +486,11 @@ fn licence_files_cargo_toml_and_debian_copyright_agree() {
         assert_eq!(normalized(&apache), normalized(&debian));
     }
     let top = std::fs::read_to_string(repo().join("LICENSE")).unwrap();
-    for want in ["EUPL-1.2 OR Apache-2.0", "LICENSE-EUPL-1.2", "LICENSE-APACHE-2.0"] {
+    for want in [
+        "EUPL-1.2 OR Apache-2.0",
+        "LICENSE-EUPL-1.2",
+        "LICENSE-APACHE-2.0",
+    ] {
         assert!(top.contains(want), "LICENSE lacks {want}");
     }
 }

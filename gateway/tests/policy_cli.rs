@@ -78,9 +78,8 @@ fn init_test_explain_export_diff_and_history() {
     // The embedded default's sample users are named, so nobody keeps them
     // by accident.
     assert!(
-        out(&o).contains(
-            "sample users beispiel:erika (amtsleitung), beispiel:max (sachbearbeitung)"
-        ),
+        out(&o)
+            .contains("sample users beispiel:erika (amtsleitung), beispiel:max (sachbearbeitung)"),
         "{}",
         out(&o)
     );

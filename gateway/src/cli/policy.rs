@@ -721,7 +721,10 @@ mod tests {
         let default = PolicySet::embedded_default().with_officers(&["anna", "bernd"]);
         assert_eq!(
             sample_users(&default.policy),
-            ["beispiel:erika (amtsleitung)", "beispiel:max (sachbearbeitung)"]
+            [
+                "beispiel:erika (amtsleitung)",
+                "beispiel:max (sachbearbeitung)"
+            ]
         );
         let own = "p, *, d, /x/*, GET, low, *, *, allow\ng, anna, officer, stadttor-admin\n";
         assert!(sample_users(own).is_empty());

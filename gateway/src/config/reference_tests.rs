@@ -284,7 +284,8 @@ fn the_section_parser_reads_headings_and_rows() {
                text `[no]` | `d` |\n### `[[routes.sign]]`\n| `e` | z |\n## Other\n| `f` | q |\n";
     let s = sections(doc);
     assert_eq!(
-        s.get("server").map(|k| k.iter().cloned().collect::<Vec<_>>()),
+        s.get("server")
+            .map(|k| k.iter().cloned().collect::<Vec<_>>()),
         Some(vec!["a".into(), "b".into(), "c".into()])
     );
     assert_eq!(s.get("routes.sign").map(BTreeSet::len), Some(1));
