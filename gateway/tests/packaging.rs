@@ -336,3 +336,180 @@ fn debian_package_passes_lintian_and_ships_what_it_promises() {
         std::fs::read(unit_path()).unwrap()
     );
 }
+
+/// The SYNOPSIS of the man page as plain lines (`.br` separates them), with
+/// the troff markup removed: `stadttor audit verify|prove|… ...`.
+fn man_synopsis(page: &str) -> Vec<String> {
+    let start = page.find(".SH SYNOPSIS").expect("man page has a SYNOPSIS");
+    let end = page[start..]
+        .find(".SH DESCRIPTION")
+        .map(|i| start + i)
+        .unwrap();
+    let mut lines = vec![String::new()];
+    for l in page[start..end].lines().skip(1) {
+        if l == ".br" {
+            lines.push(String::new());
+            continue;
+        }
+        let text = l
+            .split_once(' ')
+            .map_or(
+                "",
+                |(macro_, rest)| if macro_.starts_with('.') { rest } else { l },
+            )
+            .replace("\\fB", "")
+            .replace("\\fR", "")
+            .replace("\\fI", "")
+            .replace("\\fP", "")
+            .replace("\\-", "-");
+        let last = lines.last_mut().unwrap();
+        last.push(' ');
+        last.push_str(&text);
+    }
+    lines
+        .into_iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn man_page_synopsis_names_every_command() {
+    let page = std::fs::read_to_string(repo().join("packaging/stadttor.1")).unwrap();
+    let synopsis = man_synopsis(&page);
+    let mut missing = Vec::new();
+    for path in subcommands(&[]) {
+        let command = format!("stadttor {}", path[0]);
+        let lines: Vec<&String> = synopsis
+            .iter()
+            .filter(|l| l.starts_with(&format!("{command} ")) || **l == command)
+            .collect();
+        let covered = match path.get(1) {
+            None => !lines.is_empty(),
+            // `stadttor audit verify|prove|…`: the subcommand is one of the
+            // alternatives on its command's line.
+            Some(sub) => lines.iter().any(|l| {
+                l.split(|c: char| c.is_whitespace() || c == '|')
+                    .any(|w| w == sub)
+            }),
+        };
+        if !covered {
+            missing.push(path.join(" "));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the SYNOPSIS of packaging/stadttor.1 lacks: {missing:?}\nsynopsis: {synopsis:#?}"
+    );
+}
+
+/// The exit codes of `enum Exit` in `gateway/src/cli/mod.rs` (`Name = N,`).
+fn exit_codes_in_code() -> BTreeSet<u8> {
+    let src = std::fs::read_to_string(repo().join("gateway/src/cli/mod.rs")).unwrap();
+    let start = src.find("enum Exit {").expect("cli/mod.rs has enum Exit");
+    let body = &src[start..start + src[start..].find("\n}").unwrap()];
+    body.lines()
+        .filter_map(|l| l.trim().strip_suffix(',')?.split_once(" = "))
+        .map(|(_, n)| n.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn man_page_exit_status_lists_the_codes_of_the_binary() {
+    let page = std::fs::read_to_string(repo().join("packaging/stadttor.1")).unwrap();
+    let start = page.find(".SH EXIT STATUS").unwrap();
+    let end = start + 1 + page[start + 1..].find("\n.SH ").unwrap();
+    let lines: Vec<&str> = page[start..end].lines().collect();
+    let documented: BTreeSet<u8> = lines
+        .windows(2)
+        .filter(|w| w[0] == ".TP")
+        .filter_map(|w| w[1].strip_prefix(".B ")?.trim().parse().ok())
+        .collect();
+    let code = exit_codes_in_code();
+    assert!(code.len() >= 5, "enum Exit not parsed: {code:?}");
+    assert_eq!(
+        documented, code,
+        "EXIT STATUS of packaging/stadttor.1 vs enum Exit in gateway/src/cli/mod.rs"
+    );
+    for (n, name) in [(64, "EX_USAGE"), (69, "EX_UNAVAILABLE"), (78, "EX_CONFIG")] {
+        assert!(
+            code.contains(&n) && page[start..end].contains(name),
+            "sysexits: {n} is {name}"
+        );
+    }
+}
+
+#[test]
+fn man_page_and_operations_name_the_unit_where_the_package_installs_it() {
+    let installed = "/usr/lib/systemd/system/stadttor.service";
+    let manifest = std::fs::read_to_string(repo().join("gateway/Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("unit-scripts = \"../packaging/systemd/\""),
+        "cargo-deb installs the unit from packaging/systemd/ into {installed}"
+    );
+    for doc in ["packaging/stadttor.1", "docs/OPERATIONS.md"] {
+        let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+        assert!(text.contains(installed), "{doc} does not name {installed}");
+        let elsewhere = text
+            .match_indices("/systemd/system/stadttor.service")
+            .filter(|(i, _)| !text[..*i].ends_with("/usr/lib"))
+            .count();
+        assert_eq!(elsewhere, 0, "{doc} names the unit under another path");
+    }
+}
+
+/// Text with all runs of whitespace made one space, and the Debian
+/// copyright format's paragraph dots (` .` lines) dropped.
+fn normalized(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| *l != ".")
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn licence_files_cargo_toml_and_debian_copyright_agree() {
+    let workspace = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    assert!(
+        workspace.contains("license = \"EUPL-1.2 OR Apache-2.0\""),
+        "Cargo.toml's licence changed: update LICENSE*, packaging/debian/copyright and this test"
+    );
+    let copyright = std::fs::read_to_string(repo().join("packaging/debian/copyright")).unwrap();
+    let files = copyright
+        .split("\n\n")
+        .find(|p| p.starts_with("Files: *"))
+        .unwrap();
+    assert!(
+        files.contains("\nLicense: EUPL-1.2 or Apache-2.0"),
+        "{files}"
+    );
+    // The full EUPL text (not in /usr/share/common-licenses) is the one in
+    // LICENSE-EUPL-1.2.
+    let eupl_paragraph = copyright
+        .split("\nLicense: EUPL-1.2\n")
+        .nth(1)
+        .expect("copyright has a `License: EUPL-1.2` paragraph");
+    let eupl = std::fs::read_to_string(repo().join("LICENSE-EUPL-1.2")).unwrap();
+    assert!(eupl.starts_with("EUROPEAN UNION PUBLIC LICENCE v. 1.2\n"));
+    assert_eq!(normalized(eupl_paragraph), normalized(&eupl));
+    // Apache-2.0 is referred to Debian's copy; LICENSE-APACHE-2.0 is that text.
+    assert!(copyright.contains("/usr/share/common-licenses/Apache-2.0"));
+    let apache = std::fs::read_to_string(repo().join("LICENSE-APACHE-2.0")).unwrap();
+    assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
+    assert!(apache.contains("END OF TERMS AND CONDITIONS"));
+    if let Ok(debian) = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0") {
+        assert_eq!(normalized(&apache), normalized(&debian));
+    }
+    let top = std::fs::read_to_string(repo().join("LICENSE")).unwrap();
+    for want in [
+        "EUPL-1.2 OR Apache-2.0",
+        "LICENSE-EUPL-1.2",
+        "LICENSE-APACHE-2.0",
+    ] {
+        assert!(top.contains(want), "LICENSE lacks {want}");
+    }
+}

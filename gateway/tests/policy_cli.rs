@@ -75,6 +75,14 @@ fn init_test_explain_export_diff_and_history() {
     let o = run(&["--store", &store, "init", "--officers", "alice,bob"]);
     assert!(o.status.success(), "{}", out(&o));
     assert!(out(&o).contains("policy version 1 installed"));
+    // The embedded default's sample users are named, so nobody keeps them
+    // by accident.
+    assert!(
+        out(&o)
+            .contains("sample users beispiel:erika (amtsleitung), beispiel:max (sachbearbeitung)"),
+        "{}",
+        out(&o)
+    );
     // Only once.
     let o = run(&["--store", &store, "init", "--officers", "alice,bob"]);
     assert_eq!(o.status.code(), Some(2));
@@ -128,7 +136,10 @@ fn init_test_explain_export_diff_and_history() {
     ]);
     assert!(o.status.success(), "{}", out(&o));
     let text = out(&o);
-    assert!(text.starts_with("ALLOW (policy version 1)"), "{text}");
+    assert!(
+        text.starts_with("ALLOW (policy version 1): allowed_by_rule by line "),
+        "{text}"
+    );
     assert!(text.contains("sachbearbeitung"), "{text}");
 
     // export, change, diff against the version, propose and history.

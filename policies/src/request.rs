@@ -223,8 +223,11 @@ impl fmt::Display for Explanation {
         };
         write!(f, "{verdict} (policy version {}): ", r.version)?;
         match (&r.rule, r.line) {
-            (Some(rule), Some(line)) => writeln!(f, "{:?} by line {line}: {rule}", r.reason)?,
-            _ => writeln!(f, "{:?}", r.reason)?,
+            // The reason as the audit log and the docs spell it.
+            (Some(rule), Some(line)) => {
+                writeln!(f, "{} by line {line}: {rule}", r.reason.as_str())?
+            }
+            _ => writeln!(f, "{}", r.reason.as_str())?,
         }
         writeln!(f, "subject and roles: {}", self.roles.join(", "))?;
         for c in &self.considered {

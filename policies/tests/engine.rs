@@ -290,7 +290,7 @@ fn explain_names_the_rule() {
     let e = p.explain(&req);
     assert_eq!(e.record.line, Some(4));
     let text = e.to_string();
-    assert!(text.starts_with("DENY (policy version 7): DeniedByRule by line 4: p, *, muenster, /meldewesen/wartung/*"), "{text}");
+    assert!(text.starts_with("DENY (policy version 7): denied_by_rule by line 4: p, *, muenster, /meldewesen/wartung/*"), "{text}");
     assert!(text.contains("line 1: p, clerk, muenster, /meldewesen/*, GET|POST, substantial, *, *, allow -> matches"), "{text}");
     let e = p.explain(
         &AccessRequest::new("bob", "muenster", "/meldewesen/x", "PUT").with_level(Level::High),
@@ -298,6 +298,12 @@ fn explain_names_the_rule() {
     let c = e.considered.iter().find(|c| c.line == 1).unwrap();
     assert_eq!((c.matched, c.mismatch), (false, Some("method")));
     assert_eq!(e.record.reason, Reason::NoMatchingRule);
+    // Printed as the audit log and docs/POLICIES.md spell it.
+    assert!(
+        e.to_string()
+            .starts_with("DENY (policy version 7): no_matching_rule\n"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -453,15 +453,38 @@ fn init(
         None => PolicySet::embedded_default(),
     }
     .with_officers(&names);
+    let samples = sample_users(&set.policy);
     let changed = wf.bootstrap(set, author)?;
-    write(
-        out,
-        format!(
-            "policy version {} installed (bootstrap by {author}); officers: {}\n",
-            changed.version.unwrap_or(0),
-            names.join(", ")
-        ),
-    )
+    let mut s = format!(
+        "policy version {} installed (bootstrap by {author}); officers: {}\n",
+        changed.version.unwrap_or(0),
+        names.join(", ")
+    );
+    if !samples.is_empty() {
+        s.push_str(&format!(
+            "note: the policy grants roles to the sample users {} (domain `musterstadt` of the \
+             embedded example); replace them with your own: policy export --to DIR, edit \
+             policy.csv and tests.csv, policy propose\n",
+            samples.join(", ")
+        ));
+    }
+    write(out, s)
+}
+
+/// The sample users (`beispiel:NAME`) that `g` lines of `policy` grant a
+/// role, as `beispiel:NAME (ROLE)`: the embedded default has two, so that
+/// its tests have someone to decide on.
+fn sample_users(policy: &str) -> Vec<String> {
+    policy
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("g,"))
+        .filter_map(|rest| {
+            let mut fields = rest.split(',').map(str::trim);
+            let (user, role) = (fields.next()?, fields.next()?);
+            user.starts_with("beispiel:")
+                .then(|| format!("{user} ({role})"))
+        })
+        .collect()
 }
 
 /// `policy history`: one line per version, then the open proposals.
@@ -691,5 +714,19 @@ mod tests {
     fn dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn sample_users_are_the_beispiel_grants() {
+        let default = PolicySet::embedded_default().with_officers(&["anna", "bernd"]);
+        assert_eq!(
+            sample_users(&default.policy),
+            [
+                "beispiel:erika (amtsleitung)",
+                "beispiel:max (sachbearbeitung)"
+            ]
+        );
+        let own = "p, *, d, /x/*, GET, low, *, *, allow\ng, anna, officer, stadttor-admin\n";
+        assert!(sample_users(own).is_empty());
     }
 }

@@ -700,4 +700,6 @@ fn missing_key_settings(key: &KeyRef, keys: &raw::Keys) -> Vec<&'static str> {
 }
 
 #[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
 mod tests;

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 const BOGUS: &str = "stadttor_bogus_key";
 
 /// Tables whose keys are data, not schema (header names): they accept any key.
-const FREE_FORM: &[&str] = &["response_headers"];
+pub(super) const FREE_FORM: &[&str] = &["response_headers", "acr", "claims"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -100,7 +100,28 @@ fn kommune_example_resolves_as_documented() {
     let path = workspace().join("packaging/examples/kommune.toml");
     let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.listeners.len(), 2);
-    assert_eq!(cfg.admin, Some("127.0.0.1:9900".parse().unwrap()));
+    assert_eq!(cfg.admin, Some("10.20.9.5:9443".parse().unwrap()));
+    // Every section a Kommune needs: officers on the admin listener over
+    // TLS, the audit log, logins, the policy store and the seal.
+    assert!(cfg.admin_tls.is_some());
+    assert_eq!(
+        cfg.officers.as_ref().map(|o| o.provider.as_str()),
+        Some("personal")
+    );
+    assert!(cfg.audit.is_some() && cfg.policies.is_some() && cfg.signing.is_some());
+    let identity = cfg.identity.as_ref().unwrap();
+    assert_eq!(identity.providers.len(), 2);
+    assert_eq!(
+        identity.providers[0].post_logout_redirect_uri.as_deref(),
+        Some("https://www.musterstadt.de/.stadttor/logged-out")
+    );
+    let portal = cfg.routes.iter().find(|r| r.name == "portal").unwrap();
+    assert_eq!(portal.audit, AuditMode::Required);
+    assert!(portal.authz.is_some());
+    let sealed = cfg.routes.iter().find(|r| r.name == "bescheide").unwrap();
+    assert_eq!(sealed.sign.len(), 1);
+    let ratsinfo = cfg.routes.iter().find(|r| r.name == "ratsinfo").unwrap();
+    assert_eq!(ratsinfo.audit, AuditMode::Off);
     let public = &cfg.listeners[0];
     assert_eq!(public.tls.certificates.len(), 3);
     assert!(public.tls.certificates[0].server_names.is_empty());
@@ -308,6 +329,15 @@ fn unknown_keys_are_rejected_in_every_table() {
         "upstreams[].tls",
         "routes[]",
         "routes[].timeouts",
+        "admin.tls.certificates[]",
+        "audit",
+        "identity",
+        "identity.providers[]",
+        "policies",
+        "signing",
+        "routes[].auth",
+        "routes[].authz",
+        "routes[].sign[]",
     ] {
         assert!(
             shapes.contains(table),
