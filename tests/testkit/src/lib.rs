@@ -11,7 +11,9 @@
 //! - [`oidc`] runs a real OpenID Provider (node `oidc-provider`,
 //!   `tests/oidc-op`) with eIDAS test users; [`browser`] is a cookie-keeping
 //!   HTTP client that walks login redirects and submits HTML forms;
-//!   [`jwt`] forges and decodes tokens for negative tests.
+//!   [`jwt`] forges and decodes tokens for negative tests; [`saml_idp`]
+//!   runs a real SAML 2.0 IdP that behaves like BundID (pysaml2 + xmlsec1,
+//!   `tests/saml-idp`) with threat knobs for the SAML attack corpus.
 //! - [`nginx`] runs Debian's nginx serving files, and [`normalising`] a
 //!   Python service that resolves paths on its own: the two upstreams of
 //!   the path-confusion corpus, each logging the target it received; nginx
@@ -37,6 +39,7 @@ pub mod jwt;
 pub mod nginx;
 pub mod normalising;
 pub mod oidc;
+pub mod saml_idp;
 pub mod stores;
 
 pub use browser::Browser;

@@ -1,0 +1,496 @@
+"""A test SAML 2.0 IdP that behaves like BundID (DeutschlandID) as far as
+public sources describe it; see README.md for what is and is not verified.
+
+Real parts: pysaml2 parses the SP metadata, parses the AuthnRequest and
+verifies its signature against the SP's signing certificate (xmlsec1);
+xmlsec1 signs assertions and responses and encrypts assertions. Only the
+XML of the assertion and response is written here (as text), so that the
+BundID specifics (akdb:TrustLevel, STORK-QAA contexts) and the threat knobs
+are exact.
+
+    python idp.py CONFIG.json      prints "IdP ready http://127.0.0.1:PORT"
+
+Endpoints:
+    GET  /metadata                  IdP metadata (signing cert, SSO endpoint)
+    POST /sso                       SAMLRequest (+RelayState), HTTP-POST binding;
+                                    query: user=NAME (default citizen-high),
+                                    threat=KNOB (see THREATS)
+    GET  /last                      JSON: what the last AuthnRequest asked for
+Answer: 200 with an auto-submit HTML form (SAMLResponse, RelayState) to the
+ACS URL, or 400/403 with a plain-text reason.
+"""
+
+import base64
+import copy
+import datetime
+import html
+import json
+import re
+import secrets
+import sys
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from xml.etree import ElementTree as ET
+
+from defusedxml.ElementTree import fromstring as safe_fromstring
+from saml2 import BINDING_HTTP_POST
+from saml2.config import IdPConfig
+from saml2.server import Server
+from saml2.sigver import CryptoBackendXmlSec1, pre_encryption_part
+
+NS = {
+    "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
+    "samlp": "urn:oasis:names:tc:SAML:2.0:protocol",
+    "ds": "http://www.w3.org/2000/09/xmldsig#",
+    "xenc": "http://www.w3.org/2001/04/xmlenc#",
+    "xs": "http://www.w3.org/2001/XMLSchema",
+    "xsi": "http://www.w3.org/2001/XMLSchema-instance",
+    "akdb": "https://www.akdb.de/request/2018/09",
+}
+for _p, _u in NS.items():
+    ET.register_namespace(_p, _u)
+
+# xmlsec1 1.2.37 (Debian 12) has no RSA-PSS (xmldsig-more#sha256-rsa-MGF1):
+# `xmlsec1 --list-transforms` lists rsa-sha256 but no rsa-pss; RSA-PSS came
+# with xmlsec 1.3. TODO(rsa-pss): sign with RSA_PSS_SHA256 once the test
+# runs on an xmlsec1 >= 1.3 (Debian 13), and make it the default like BundID.
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+RSA_PSS_SHA256 = "http://www.w3.org/2007/05/xmldsig-more#sha256-rsa-MGF1"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
+AES256_CBC = "http://www.w3.org/2001/04/xmlenc#aes256-cbc"
+RSA_OAEP_MGF1P = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"
+TRANSIENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"
+BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+URI_FORMAT = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
+
+LEVELS = ["STORK-QAA-Level-1", "STORK-QAA-Level-2", "STORK-QAA-Level-3", "STORK-QAA-Level-4"]
+
+BPK2 = "urn:oid:1.3.6.1.4.1.25484.494450.3"
+GIVEN_NAME = "urn:oid:2.5.4.42"
+SURNAME = "urn:oid:2.5.4.4"
+MAIL = "urn:oid:0.9.2342.19200300.100.1.3"
+BIRTHDATE = "urn:oid:1.2.40.0.10.2.1.1.55"
+PLACE_OF_BIRTH = "urn:oid:1.3.6.1.5.5.7.9.2"
+POSTAL_ADDRESS = "urn:oid:2.5.4.16"
+POSTAL_CODE = "urn:oid:2.5.4.17"
+LOCALITY = "urn:oid:2.5.4.7"
+QAA_LEVEL = "urn:oid:1.2.40.0.10.2.1.1.261.94"
+
+# Test users: level reached (AuthnContextClassRef), method, and attributes
+# as (value, akdb:TrustLevel). Erika Mustermann is the specimen eID holder.
+USERS = {
+    "citizen-high": {
+        "level": "STORK-QAA-Level-4",
+        "method": "eID",
+        "attributes": {
+            BPK2: ("bPK2-ERIKA-7f3a9c21e4b8d05a", "HOCH"),
+            GIVEN_NAME: ("Erika", "HOCH"),
+            SURNAME: ("Mustermann", "HOCH"),
+            BIRTHDATE: ("1964-08-12", "HOCH"),
+            PLACE_OF_BIRTH: ("Berlin", "HOCH"),
+            POSTAL_ADDRESS: ("Heidestraße 17", "HOCH"),
+            POSTAL_CODE: ("51147", "HOCH"),
+            LOCALITY: ("Köln", "HOCH"),
+            MAIL: ("erika@example.org", "NORMAL"),
+        },
+    },
+    "citizen-substantial": {
+        "level": "STORK-QAA-Level-3",
+        "method": "Elster",
+        "attributes": {
+            BPK2: ("bPK2-MAX-2b6e0d94a1c7f358", "SUBSTANTIELL"),
+            GIVEN_NAME: ("Max", "SUBSTANTIELL"),
+            SURNAME: ("Mustermann", "SUBSTANTIELL"),
+            MAIL: ("max@example.org", "NORMAL"),
+        },
+    },
+    "citizen-low": {
+        "level": "STORK-QAA-Level-1",
+        "method": "Benutzername",
+        "attributes": {
+            BPK2: ("bPK2-LENA-c94f1a0e7d3b62b8", "UNTERGEORDNET"),
+            GIVEN_NAME: ("Lena", "UNTERGEORDNET"),
+            SURNAME: ("Beispiel", "UNTERGEORDNET"),
+            MAIL: ("lena@example.org", "NORMAL"),
+        },
+    },
+}
+
+THREATS = {
+    "expired": "assertion and subject confirmation NotOnOrAfter 10 minutes in the past",
+    "wrong-audience": "Audience is https://other-sp.example/saml",
+    "replay": "the previous response again, byte for byte (same IDs)",
+    "unsigned-assertion": "assertion without signature (response still signed)",
+    "foreign-key": "assertion and response signed by a key not in the IdP metadata",
+    "comment-nameid": "NameID user@evil.example<!---->.kommune.example, signature valid",
+    "xsw1": "evil response; the signed original response inside its Signature",
+    "xsw2": "evil response; the signed original response before its Signature",
+    "xsw3": "evil assertion first, signed original assertion after it",
+    "xsw4": "evil assertion wrapping the signed original assertion",
+    "xsw5": "evil assertion carries the original signature; unsigned copy of the original at the end",
+    "xsw6": "evil assertion carries the signature; unsigned copy of the original inside it",
+    "xsw7": "signed original assertion in samlp:Extensions, evil assertion after it",
+    "xsw8": "evil assertion carries the signature; unsigned original in ds:Object inside it",
+}
+EVIL_NAME_ID = "evil-attacker"
+EVIL_BPK2 = "bPK2-EVIL-000000000000"
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def ts(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_id():
+    return "_" + secrets.token_hex(20)
+
+
+def pem_body(path):
+    text = open(path, encoding="ascii").read()
+    return "".join(line for line in text.splitlines() if "-----" not in line)
+
+
+def parse_request_details(xml):
+    """What the (already verified) AuthnRequest asks for."""
+    root = safe_fromstring(xml)
+    ctx = root.find("samlp:RequestedAuthnContext", NS)
+    ext = root.find("samlp:Extensions/akdb:AuthenticationRequest", NS)
+    return {
+        "id": root.get("ID"),
+        "issuer": (root.findtext("saml:Issuer", "", NS) or "").strip(),
+        "acs_url": root.get("AssertionConsumerServiceURL"),
+        "destination": root.get("Destination"),
+        "force_authn": root.get("ForceAuthn") in ("true", "1"),
+        "comparison": ctx.get("Comparison", "exact") if ctx is not None else None,
+        "requested_levels": [
+            (c.text or "").strip() for c in (ctx if ctx is not None else [])
+        ],
+        "akdb_version": ext.get("Version") if ext is not None else None,
+        "requested_attributes": [
+            a.get("Name")
+            for a in (ext.findall("akdb:RequestedAttributes/akdb:RequestedAttribute", NS) if ext is not None else [])
+        ],
+        "signature_method": (root.find("ds:Signature/ds:SignedInfo/ds:SignatureMethod", NS).get("Algorithm")),
+    }
+
+
+def signature_template(ref_id, cert_b64, sign_alg):
+    return (
+        f'<ds:Signature xmlns:ds="{NS["ds"]}"><ds:SignedInfo>'
+        f'<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/>'
+        f'<ds:SignatureMethod Algorithm="{sign_alg}"/>'
+        f'<ds:Reference URI="#{ref_id}"><ds:Transforms>'
+        f'<ds:Transform Algorithm="{ENVELOPED}"/><ds:Transform Algorithm="{EXC_C14N}"/>'
+        f'</ds:Transforms><ds:DigestMethod Algorithm="{SHA256}"/><ds:DigestValue/></ds:Reference>'
+        f"</ds:SignedInfo><ds:SignatureValue/><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}"
+        f"</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>"
+    )
+
+
+class Idp:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.base = f"http://127.0.0.1:{cfg['port']}"
+        self.entity_id = cfg.get("entity_id", self.base + "/metadata")
+        self.sign_alg = cfg.get("sign_alg", RSA_SHA256)
+        self.data_enc = cfg.get("data_encryption", AES256_GCM)
+        self.server = Server(config=IdPConfig().load(self.pysaml2_config()))
+        self.xmlsec = CryptoBackendXmlSec1(cfg.get("xmlsec1", "/usr/bin/xmlsec1"), delete_tmpfiles=True)
+        self.last_response = None
+        self.last_request = None
+
+    def pysaml2_config(self):
+        c = self.cfg
+        return {
+            "entityid": self.entity_id,
+            "xmlsec_binary": c.get("xmlsec1", "/usr/bin/xmlsec1"),
+            "key_file": c["signing_key"],
+            "cert_file": c["signing_cert"],
+            "metadata": {"local": [c["sp_metadata"]]},
+            "service": {
+                "idp": {
+                    "name": "stadttor test IdP (BundID-like)",
+                    "endpoints": {"single_sign_on_service": [(self.base + "/sso", BINDING_HTTP_POST)]},
+                    "want_authn_requests_signed": True,
+                    "name_id_format": [TRANSIENT],
+                }
+            },
+            "delete_tmpfiles": True,
+        }
+
+    def metadata(self):
+        """entityID, signing certificate, HTTP-POST SSO endpoint (written here:
+        pysaml2's generator also advertises MD5 and SHA-1 as supported)."""
+        return (
+            f'<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="{NS["ds"]}" '
+            f'entityID="{self.entity_id}"><md:IDPSSODescriptor WantAuthnRequestsSigned="true" '
+            'protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
+            '<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>'
+            f'{pem_body(self.cfg["signing_cert"])}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>'
+            f"<md:NameIDFormat>{TRANSIENT}</md:NameIDFormat>"
+            f'<md:SingleSignOnService Binding="{BINDING_HTTP_POST}" Location="{self.base}/sso"/>'
+            "</md:IDPSSODescriptor></md:EntityDescriptor>"
+        )
+
+    # --- request ------------------------------------------------------------
+    def read_request(self, saml_request_b64):
+        """Verifies the signature (pysaml2 + xmlsec1, SP metadata) and parses."""
+        req = self.server.parse_authn_request(saml_request_b64, BINDING_HTTP_POST)
+        xml = base64.b64decode(saml_request_b64).decode("utf-8")
+        details = parse_request_details(xml)
+        sp = req.message.issuer.text.strip()
+        acs = self.server.metadata.assertion_consumer_service(sp, BINDING_HTTP_POST)
+        allowed = [a["location"] for a in acs]
+        if details["acs_url"] and details["acs_url"] not in allowed:
+            raise ValueError(f"AssertionConsumerServiceURL {details['acs_url']} is not in the SP metadata")
+        details["acs_url"] = details["acs_url"] or allowed[0]
+        if details["akdb_version"] not in (None, "2"):
+            raise ValueError(f"akdb:AuthenticationRequest Version {details['akdb_version']} is not 2")
+        comparison = details["comparison"]
+        if comparison not in (None, "minimum", "exact"):
+            raise ValueError(f"RequestedAuthnContext Comparison={comparison} is not supported")
+        for level in details["requested_levels"]:
+            if level not in LEVELS:
+                raise ValueError(f"unknown AuthnContextClassRef {level}")
+        enc = self.server.metadata.certs(sp, "spsso", use="encryption")
+        if not enc:
+            raise ValueError(f"SP {sp} has no encryption certificate in its metadata")
+        details["sp"] = sp
+        details["sp_enc_cert"] = "".join(enc[0][1].split())
+        return details
+
+    # --- response -----------------------------------------------------------
+    def respond(self, details, user_name, threat):
+        if threat == "replay":
+            if self.last_response is None:
+                raise ValueError("threat=replay: no earlier response to replay")
+            return self.last_response
+        if threat and threat not in THREATS:
+            raise ValueError(f"unknown threat {threat}; known: {', '.join(THREATS)}")
+        user = USERS.get(user_name)
+        if user is None:
+            raise ValueError(f"unknown user {user_name}; known: {', '.join(USERS)}")
+        key, cert = self.cfg["signing_key"], self.cfg["signing_cert"]
+        if threat == "foreign-key":
+            key, cert = self.cfg["foreign_key"], self.cfg["foreign_cert"]
+        aid = new_id()
+        assertion = self.assertion(aid, details, user, threat, pem_body(cert))
+        if threat != "unsigned-assertion":
+            assertion = self.sign(assertion, "Assertion", aid, key)
+        if threat == "comment-nameid":
+            # Exclusive C14N drops comments: the signature stays valid.
+            assertion = assertion.replace("user@evil.example.kommune.example", "user@evil.example<!---->.kommune.example", 1)
+        rid = new_id()
+        if threat in ("xsw1", "xsw2"):
+            response = self.response_xsw(threat, rid, details, user, assertion, key, cert)
+        else:
+            parts = self.wrap_assertion(threat, assertion, details, user)
+            sign_response = not (threat or "").startswith("xsw")
+            response = self.response(rid, details, parts, pem_body(cert) if sign_response else None)
+            if sign_response:
+                response = self.sign(response, "Response", rid, key, protocol=True)
+        self.last_response = response
+        return response
+
+    def assertion(self, aid, details, user, threat, cert_b64, name_id=None, bpk2=None):
+        t = now()
+        not_after = t + datetime.timedelta(minutes=5)
+        issued = t
+        if threat == "expired":
+            not_after = t - datetime.timedelta(minutes=10)
+            issued = t - datetime.timedelta(minutes=20)
+        audience = "https://other-sp.example/saml" if threat == "wrong-audience" else details["sp"]
+        if name_id is None:
+            name_id = "user@evil.example.kommune.example" if threat == "comment-nameid" else new_id()
+        wanted = details["requested_attributes"] or list(user["attributes"])
+        attrs = ""
+        for oid in wanted:
+            if oid not in user["attributes"]:
+                continue
+            value, trust = user["attributes"][oid]
+            if oid == BPK2 and bpk2 is not None:
+                value = bpk2
+            attrs += (
+                f'<saml:Attribute Name="{oid}" NameFormat="{URI_FORMAT}" akdb:TrustLevel="{trust}">'
+                f'<saml:AttributeValue xsi:type="xs:string">{html.escape(value)}</saml:AttributeValue></saml:Attribute>'
+            )
+        sig = signature_template(aid, cert_b64, self.sign_alg) if threat != "unsigned-assertion" else ""
+        return (
+            f'<saml:Assertion xmlns:saml="{NS["saml"]}" xmlns:akdb="{NS["akdb"]}" xmlns:xs="{NS["xs"]}" '
+            f'xmlns:xsi="{NS["xsi"]}" ID="{aid}" IssueInstant="{ts(issued)}" Version="2.0">'
+            f"<saml:Issuer>{self.entity_id}</saml:Issuer>{sig}"
+            f'<saml:Subject><saml:NameID Format="{TRANSIENT}" NameQualifier="{self.entity_id}" '
+            f'SPNameQualifier="{details["sp"]}">{name_id}</saml:NameID>'
+            f'<saml:SubjectConfirmation Method="{BEARER}"><saml:SubjectConfirmationData '
+            f'InResponseTo="{details["id"]}" NotOnOrAfter="{ts(not_after)}" Recipient="{details["acs_url"]}"/>'
+            f"</saml:SubjectConfirmation></saml:Subject>"
+            f'<saml:Conditions NotBefore="{ts(issued - datetime.timedelta(seconds=30))}" NotOnOrAfter="{ts(not_after)}">'
+            f"<saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction>"
+            f"</saml:Conditions>"
+            f'<saml:AuthnStatement AuthnInstant="{ts(issued)}" SessionIndex="{new_id()}">'
+            f"<saml:AuthnContext><saml:AuthnContextClassRef>{user['level']}</saml:AuthnContextClassRef>"
+            f"</saml:AuthnContext></saml:AuthnStatement>"
+            f"<saml:AttributeStatement>{attrs}</saml:AttributeStatement></saml:Assertion>"
+        )
+
+    def sign(self, xml, node, node_id, key, protocol=False):
+        ns = NS["samlp"] if protocol else NS["saml"]
+        out = self.xmlsec.sign_statement(xml, f"{ns}:{node}", key, node_id)
+        return re.sub(r"^<\?xml[^>]*\?>\s*", "", out)
+
+    def encrypt(self, assertion_xml, enc_cert_b64):
+        """One saml:EncryptedAssertion (RSA-OAEP key transport, AES-256 content)."""
+        doc = f'<saml:EncryptedAssertion xmlns:saml="{NS["saml"]}">{assertion_xml}</saml:EncryptedAssertion>'
+        template = pre_encryption_part(msg_enc=self.data_enc, key_enc=RSA_OAEP_MGF1P)
+        cert_file = self.cfg["workdir"] + "/sp-enc-cert.pem"
+        with open(cert_file, "w", encoding="ascii") as f:
+            body = "\n".join(enc_cert_b64[i : i + 64] for i in range(0, len(enc_cert_b64), 64))
+            f.write(f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+        out = self.xmlsec.encrypt_assertion(
+            doc, cert_file, template, key_type="aes-256",
+            node_xpath="/*[local-name()='EncryptedAssertion']/*[local-name()='Assertion']",
+        )
+        return re.sub(r"^<\?xml[^>]*\?>\s*", "", out)
+
+    def evil_assertion(self, details, user):
+        """An unsigned assertion for the attacker (new ID, evil NameID and bPK2)."""
+        return self.assertion(new_id(), details, user, "unsigned-assertion", "", EVIL_NAME_ID, EVIL_BPK2)
+
+    def wrap_assertion(self, threat, signed, details, user):
+        """Response children after Status: (extensions, [assertion XML, ...])."""
+        enc = details["sp_enc_cert"]
+        if not (threat or "").startswith("xsw"):
+            return "", [self.encrypt(signed, enc)]
+        orig = ET.fromstring(signed)
+        sig = orig.find("ds:Signature", NS)
+        unsigned = copy.deepcopy(orig)
+        unsigned.remove(unsigned.find("ds:Signature", NS))
+        evil = ET.fromstring(self.evil_assertion(details, user))
+        s = lambda e: ET.tostring(e, encoding="unicode")  # noqa: E731
+        if threat == "xsw3":
+            return "", [self.encrypt(s(evil), enc), self.encrypt(signed, enc)]
+        if threat == "xsw4":
+            evil.append(orig)
+            return "", [self.encrypt(s(evil), enc)]
+        if threat == "xsw7":
+            ext = f'<samlp:Extensions>{self.encrypt(signed, enc)}</samlp:Extensions>'
+            return ext, [self.encrypt(s(evil), enc)]
+        moved = copy.deepcopy(sig)
+        evil.insert(1, moved)
+        if threat == "xsw5":
+            return "", [self.encrypt(s(evil), enc), self.encrypt(s(unsigned), enc)]
+        if threat == "xsw6":
+            moved.append(unsigned)
+        else:  # xsw8
+            obj = ET.SubElement(moved, f"{{{NS['ds']}}}Object")
+            obj.append(unsigned)
+        return "", [self.encrypt(s(evil), enc)]
+
+    def response(self, rid, details, parts, cert_b64, issued=None):
+        extensions, assertions = parts
+        sig = signature_template(rid, cert_b64, self.sign_alg) if cert_b64 else ""
+        return (
+            f'<samlp:Response xmlns:samlp="{NS["samlp"]}" xmlns:saml="{NS["saml"]}" ID="{rid}" Version="2.0" '
+            f'IssueInstant="{ts(issued or now())}" Destination="{details["acs_url"]}" InResponseTo="{details["id"]}">'
+            f"<saml:Issuer>{self.entity_id}</saml:Issuer>{sig}{extensions}"
+            f'<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>'
+            f"{''.join(assertions)}</samlp:Response>"
+        )
+
+    def response_xsw(self, threat, rid, details, user, signed_assertion, key, cert):
+        """XSW1/2: the IdP-signed original response wrapped into an evil one."""
+        enc = details["sp_enc_cert"]
+        orig_xml = self.response(rid, details, ("", [self.encrypt(signed_assertion, enc)]), pem_body(cert))
+        orig = ET.fromstring(self.sign(orig_xml, "Response", rid, key, protocol=True))
+        sig = orig.find("ds:Signature", NS)
+        orig.remove(sig)
+        evil_assertion = self.encrypt(self.evil_assertion(details, user), enc)
+        evil = ET.fromstring(self.response(new_id(), details, ("", [evil_assertion]), None))
+        if threat == "xsw1":
+            sig.append(orig)
+            evil.insert(1, sig)
+        else:
+            evil.insert(1, orig)
+            evil.insert(2, sig)
+        return ET.tostring(evil, encoding="unicode")
+
+
+def auto_submit_form(acs_url, saml_response_b64, relay_state):
+    relay = (
+        f'<input type="hidden" name="RelayState" value="{html.escape(relay_state)}"/>' if relay_state is not None else ""
+    )
+    return (
+        "<!DOCTYPE html><html><body onload=\"document.forms[0].submit()\">"
+        f'<form method="post" action="{html.escape(acs_url)}">'
+        f'<input type="hidden" name="SAMLResponse" value="{saml_response_b64}"/>{relay}'
+        "<noscript><button type=\"submit\">Weiter</button></noscript></form></body></html>"
+    )
+
+
+def make_handler(idp):
+    class Handler(BaseHTTPRequestHandler):
+        def reply(self, status, body, ctype="text/plain; charset=utf-8"):
+            data = body.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            path = urllib.parse.urlsplit(self.path).path
+            if path == "/metadata":
+                self.reply(200, idp.metadata(), "application/samlmetadata+xml")
+            elif path == "/last":
+                self.reply(200, json.dumps(idp.last_request), "application/json")
+            else:
+                self.reply(404, "not found\n")
+
+        def do_POST(self):
+            url = urllib.parse.urlsplit(self.path)
+            if url.path != "/sso":
+                return self.reply(404, "not found\n")
+            query = dict(urllib.parse.parse_qsl(url.query))
+            length = int(self.headers.get("Content-Length", "0"))
+            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode("utf-8")))
+            if "SAMLRequest" not in form:
+                return self.reply(400, "no SAMLRequest in the form\n")
+            try:
+                details = idp.read_request(form["SAMLRequest"])
+            except Exception as e:  # every refusal is an answer, not a crash
+                sys.stderr.write(f"refused AuthnRequest: {type(e).__name__}: {e}\n")
+                return self.reply(403, f"AuthnRequest refused: {type(e).__name__}: {e}\n")
+            idp.last_request = {k: v for k, v in details.items() if k != "sp_enc_cert"}
+            try:
+                response = idp.respond(details, query.get("user", "citizen-high"), query.get("threat"))
+            except ValueError as e:
+                return self.reply(400, f"{e}\n")
+            except Exception as e:  # xmlsec1 failures: say which, keep serving
+                sys.stderr.write(f"response failed: {type(e).__name__}: {e} {e.__cause__}\n")
+                return self.reply(500, f"response failed: {type(e).__name__}: {e.__cause__ or e}\n")
+            b64 = base64.b64encode(response.encode("utf-8")).decode("ascii")
+            self.reply(200, auto_submit_form(details["acs_url"], b64, form.get("RelayState")), "text/html; charset=utf-8")
+
+        def log_message(self, fmt, *args):
+            sys.stderr.write("idp: " + fmt % args + "\n")
+
+    return Handler
+
+
+def main():
+    cfg = json.load(open(sys.argv[1], encoding="utf-8"))
+    idp = Idp(cfg)
+    httpd = ThreadingHTTPServer(("127.0.0.1", cfg["port"]), make_handler(idp))
+    print(f"IdP ready {idp.base}", flush=True)
+    httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
