@@ -29,6 +29,7 @@ APT_PACKAGES=(
   nginx python3                                         # path-confusion corpus: two upstreams that resolve paths on their own
   iproute2                                              # ss: the listen backlog test reads it from the kernel
   haproxy                                               # behind a load balancer: PROXY protocol v2 in front of a listener
+  python3-venv xmlsec1                                  # the test SAML IdP (tests/saml-idp: pysaml2 runs xmlsec1)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -56,6 +57,16 @@ if [[ ! -d tests/browser/node_modules || tests/browser/package-lock.json -nt tes
   say "npm ci (tests/browser)"
   npm ci --prefix tests/browser --no-audit --no-fund
   touch tests/browser/node_modules
+fi
+# The test SAML IdP's Python packages (pysaml2), pinned with hashes, in a
+# venv of Debian's python3 (not whatever python3 comes first on PATH).
+if [[ ! -x tests/saml-idp/.venv/bin/python || tests/saml-idp/requirements.txt -nt tests/saml-idp/.venv ]]; then
+  say "pip install --require-hashes (tests/saml-idp)"
+  rm -rf tests/saml-idp/.venv
+  /usr/bin/python3 -m venv tests/saml-idp/.venv
+  tests/saml-idp/.venv/bin/pip install --quiet --disable-pip-version-check \
+    --require-hashes --only-binary :all: -r tests/saml-idp/requirements.txt
+  touch tests/saml-idp/.venv
 fi
 # --- cargo tools for the appliance checks ------------------------------------
 # Installed outside the clone and kept between runs (tests/fuzz.sh and
