@@ -22,6 +22,7 @@ ACS URL, or 400/403 with a plain-text reason.
 
 import base64
 import copy
+import hashlib
 import datetime
 import html
 import json
@@ -57,6 +58,16 @@ for _p, _u in NS.items():
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 RSA_PSS_SHA256 = "http://www.w3.org/2007/05/xmldsig-more#sha256-rsa-MGF1"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
+RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
+SHA1 = "http://www.w3.org/2000/09/xmldsig#sha1"
+RSA_1_5 = "http://www.w3.org/2001/04/xmlenc#rsa-1_5"
+OTHER_ACS = "https://other-sp.example/acs"
+XXE_DOCTYPE = '<!DOCTYPE samlp:Response [<!ENTITY t SYSTEM "file:///etc/hostname">]>'
+LAUGHS_DOCTYPE = (
+    '<!DOCTYPE samlp:Response [<!ENTITY l0 "ha">'
+    + "".join(f'<!ENTITY l{i} "{("&l" + str(i - 1) + ";") * 10}">' for i in range(1, 10))
+    + "]>"
+)
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
 AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
@@ -126,6 +137,17 @@ THREATS = {
     "unsigned-assertion": "assertion without signature (response still signed)",
     "foreign-key": "assertion and response signed by a key not in the IdP metadata",
     "comment-nameid": "NameID user@evil.example<!---->.kommune.example, signature valid",
+    "wrong-destination": "Response Destination https://other-sp.example/acs",
+    "wrong-recipient": "SubjectConfirmationData Recipient https://other-sp.example/acs",
+    "wrong-in-response-to": "InResponseTo (response and subject) names another request",
+    "unsolicited": "no InResponseTo at all (IdP-initiated)",
+    "unsigned": "neither the response nor the assertion is signed",
+    "response-tampered": "response changed after signing (Consent attribute added)",
+    "assertion-tampered": "assertion bPK2 changed after signing, then encrypted; response signature valid",
+    "sha1": "both signatures rsa-sha1 with sha1 digests",
+    "rsa-1_5": "key transport rsa-1_5 (PKCS#1 v1.5) instead of RSA-OAEP",
+    "xxe": "a DOCTYPE with an external entity (file:///etc/hostname) used in StatusMessage",
+    "entity-expansion": "a DOCTYPE with nested entities (billion laughs) used in StatusMessage",
     "xsw1": "evil response; the signed original response inside its Signature",
     "xsw2": "evil response; the signed original response before its Signature",
     "xsw3": "evil assertion first, signed original assertion after it",
@@ -180,14 +202,14 @@ def parse_request_details(xml):
     }
 
 
-def signature_template(ref_id, cert_b64, sign_alg):
+def signature_template(ref_id, cert_b64, sign_alg, digest=SHA256):
     return (
         f'<ds:Signature xmlns:ds="{NS["ds"]}"><ds:SignedInfo>'
         f'<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/>'
         f'<ds:SignatureMethod Algorithm="{sign_alg}"/>'
         f'<ds:Reference URI="#{ref_id}"><ds:Transforms>'
         f'<ds:Transform Algorithm="{ENVELOPED}"/><ds:Transform Algorithm="{EXC_C14N}"/>'
-        f'</ds:Transforms><ds:DigestMethod Algorithm="{SHA256}"/><ds:DigestValue/></ds:Reference>'
+        f'</ds:Transforms><ds:DigestMethod Algorithm="{digest}"/><ds:DigestValue/></ds:Reference>'
         f"</ds:SignedInfo><ds:SignatureValue/><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}"
         f"</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>"
     )
@@ -279,10 +301,14 @@ class Idp:
         key, cert = self.cfg["signing_key"], self.cfg["signing_cert"]
         if threat == "foreign-key":
             key, cert = self.cfg["foreign_key"], self.cfg["foreign_cert"]
+        details = self.threatened_details(details, threat)
         aid = new_id()
         assertion = self.assertion(aid, details, user, threat, pem_body(cert))
-        if threat != "unsigned-assertion":
+        if threat not in ("unsigned-assertion", "unsigned"):
             assertion = self.sign(assertion, "Assertion", aid, key)
+        if threat == "assertion-tampered":
+            bpk2 = user["attributes"][BPK2][0]
+            assertion = assertion.replace(f">{bpk2}<", f">{EVIL_BPK2}<", 1)
         if threat == "comment-nameid":
             # Exclusive C14N drops comments: the signature stays valid.
             assertion = assertion.replace("user@evil.example.kommune.example", "user@evil.example<!---->.kommune.example", 1)
@@ -291,11 +317,39 @@ class Idp:
             response = self.response_xsw(threat, rid, details, user, assertion, key, cert)
         else:
             parts = self.wrap_assertion(threat, assertion, details, user)
-            sign_response = not (threat or "").startswith("xsw")
+            sign_response = not (threat or "").startswith("xsw") and threat != "unsigned"
             response = self.response(rid, details, parts, pem_body(cert) if sign_response else None)
             if sign_response:
                 response = self.sign(response, "Response", rid, key, protocol=True)
+        response = self.after_signing(response, threat)
         self.last_response = response
+        return response
+
+    @staticmethod
+    def threatened_details(details, threat):
+        """The request details as the threat wants them answered."""
+        d = dict(details, recipient=details["acs_url"], destination=details["acs_url"])
+        d["algs"] = (RSA_SHA1, SHA1) if threat == "sha1" else None
+        if threat == "wrong-destination":
+            d["destination"] = OTHER_ACS
+        elif threat == "wrong-recipient":
+            d["recipient"] = OTHER_ACS
+        elif threat == "wrong-in-response-to":
+            d["id"] = "_" + "0" * 40
+        elif threat == "unsolicited":
+            d["id"] = None
+        return d
+
+    @staticmethod
+    def after_signing(response, threat):
+        """Changes that break or bypass the response signature."""
+        if threat == "response-tampered":
+            return response.replace(" Version=", ' Consent="urn:oasis:names:tc:SAML:2.0:consent:obtained" Version=', 1)
+        if threat in ("xxe", "entity-expansion"):
+            doctype = XXE_DOCTYPE if threat == "xxe" else LAUGHS_DOCTYPE
+            ref = "&t;" if threat == "xxe" else "&l9;"
+            status = '<samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/>'
+            return doctype + response.replace(status, f"{status}<samlp:StatusMessage>{ref}</samlp:StatusMessage>", 1)
         return response
 
     def assertion(self, aid, details, user, threat, cert_b64, name_id=None, bpk2=None):
@@ -320,15 +374,17 @@ class Idp:
                 f'<saml:Attribute Name="{oid}" NameFormat="{URI_FORMAT}" akdb:TrustLevel="{trust}">'
                 f'<saml:AttributeValue xsi:type="xs:string">{html.escape(value)}</saml:AttributeValue></saml:Attribute>'
             )
-        sig = signature_template(aid, cert_b64, self.sign_alg) if threat != "unsigned-assertion" else ""
+        algs = details.get("algs") or (self.sign_alg, SHA256)
+        sig = signature_template(aid, cert_b64, *algs) if threat not in ("unsigned-assertion", "unsigned") else ""
+        in_response_to = f' InResponseTo="{details["id"]}"' if details["id"] else ""
         return (
             f'<saml:Assertion xmlns:saml="{NS["saml"]}" xmlns:akdb="{NS["akdb"]}" xmlns:xs="{NS["xs"]}" '
             f'xmlns:xsi="{NS["xsi"]}" ID="{aid}" IssueInstant="{ts(issued)}" Version="2.0">'
             f"<saml:Issuer>{self.entity_id}</saml:Issuer>{sig}"
             f'<saml:Subject><saml:NameID Format="{TRANSIENT}" NameQualifier="{self.entity_id}" '
             f'SPNameQualifier="{details["sp"]}">{name_id}</saml:NameID>'
-            f'<saml:SubjectConfirmation Method="{BEARER}"><saml:SubjectConfirmationData '
-            f'InResponseTo="{details["id"]}" NotOnOrAfter="{ts(not_after)}" Recipient="{details["acs_url"]}"/>'
+            f'<saml:SubjectConfirmation Method="{BEARER}"><saml:SubjectConfirmationData'
+            f'{in_response_to} NotOnOrAfter="{ts(not_after)}" Recipient="{details.get("recipient", details["acs_url"])}"/>'
             f"</saml:SubjectConfirmation></saml:Subject>"
             f'<saml:Conditions NotBefore="{ts(issued - datetime.timedelta(seconds=30))}" NotOnOrAfter="{ts(not_after)}">'
             f"<saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction>"
@@ -344,11 +400,12 @@ class Idp:
         out = self.xmlsec.sign_statement(xml, f"{ns}:{node}", key, node_id)
         return re.sub(r"^<\?xml[^>]*\?>\s*", "", out)
 
-    def encrypt(self, assertion_xml, enc_cert_b64):
+    def encrypt(self, assertion_xml, enc_cert_b64, key_enc=RSA_OAEP_MGF1P):
         """One saml:EncryptedAssertion (RSA-OAEP key transport, AES-256 content)."""
         doc = f'<saml:EncryptedAssertion xmlns:saml="{NS["saml"]}">{assertion_xml}</saml:EncryptedAssertion>'
-        template = pre_encryption_part(msg_enc=self.data_enc, key_enc=RSA_OAEP_MGF1P)
-        cert_file = self.cfg["workdir"] + "/sp-enc-cert.pem"
+        template = pre_encryption_part(msg_enc=self.data_enc, key_enc=key_enc)
+        digest = hashlib.sha256(enc_cert_b64.encode("ascii")).hexdigest()[:16]
+        cert_file = f"{self.cfg['workdir']}/sp-enc-{digest}.pem"
         with open(cert_file, "w", encoding="ascii") as f:
             body = "\n".join(enc_cert_b64[i : i + 64] for i in range(0, len(enc_cert_b64), 64))
             f.write(f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
@@ -366,7 +423,7 @@ class Idp:
         """Response children after Status: (extensions, [assertion XML, ...])."""
         enc = details["sp_enc_cert"]
         if not (threat or "").startswith("xsw"):
-            return "", [self.encrypt(signed, enc)]
+            return "", [self.encrypt(signed, enc, RSA_1_5 if threat == "rsa-1_5" else RSA_OAEP_MGF1P)]
         orig = ET.fromstring(signed)
         sig = orig.find("ds:Signature", NS)
         unsigned = copy.deepcopy(orig)
@@ -394,10 +451,12 @@ class Idp:
 
     def response(self, rid, details, parts, cert_b64, issued=None):
         extensions, assertions = parts
-        sig = signature_template(rid, cert_b64, self.sign_alg) if cert_b64 else ""
+        algs = details.get("algs") or (self.sign_alg, SHA256)
+        sig = signature_template(rid, cert_b64, *algs) if cert_b64 else ""
+        in_response_to = f' InResponseTo="{details["id"]}"' if details["id"] else ""
         return (
             f'<samlp:Response xmlns:samlp="{NS["samlp"]}" xmlns:saml="{NS["saml"]}" ID="{rid}" Version="2.0" '
-            f'IssueInstant="{ts(issued or now())}" Destination="{details["acs_url"]}" InResponseTo="{details["id"]}">'
+            f'IssueInstant="{ts(issued or now())}" Destination="{details.get("destination", details["acs_url"])}"{in_response_to}>'
             f"<saml:Issuer>{self.entity_id}</saml:Issuer>{sig}{extensions}"
             f'<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>'
             f"{''.join(assertions)}</samlp:Response>"

@@ -22,7 +22,8 @@
 //! Response holding an encrypted (RSA-OAEP, AES-256-GCM) signed Assertion:
 //! transient NameID, `AuthnContextClassRef` at the user's level, requested
 //! attributes by OID with `akdb:TrustLevel`. Test knobs: `user=` and
-//! `threat=` (see [`THREATS`]).
+//! `threat=` (see [`THREATS`] and the table in the README);
+//! [`IdpOptions`] switches the content encryption to AES-256-CBC.
 //!
 //! What it does not: RSA-PSS signatures (Debian 12's xmlsec1 1.2.37 has no
 //! RSA-PSS; it signs with rsa-sha256), enforce the requested level (it
@@ -49,6 +50,26 @@ pub const AKDB_NS: &str = "https://www.akdb.de/request/2018/09";
 /// The NameID and bPK2 the XSW variants' evil assertion carries.
 pub const EVIL_NAME_ID: &str = "evil-attacker";
 pub const EVIL_BPK2: &str = "bPK2-EVIL-000000000000";
+/// The ACS URL of the `wrong-destination` and `wrong-recipient` knobs.
+pub const OTHER_ACS: &str = "https://other-sp.example/acs";
+/// XML-Enc content encryption URIs the IdP can use.
+pub const AES256_GCM: &str = "http://www.w3.org/2009/xmlenc11#aes256-gcm";
+pub const AES256_CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes256-cbc";
+
+/// How the IdP runs; [`Default`] is BundID-like.
+#[derive(Clone, Debug)]
+pub struct IdpOptions {
+    /// Content encryption of the assertion ([`AES256_GCM`] or [`AES256_CBC`]).
+    pub data_encryption: &'static str,
+}
+
+impl Default for IdpOptions {
+    fn default() -> Self {
+        Self {
+            data_encryption: AES256_GCM,
+        }
+    }
+}
 
 /// The `threat=` knobs the IdP knows (`THREATS` in `idp.py`).
 pub const THREATS: &[&str] = &[
@@ -58,6 +79,17 @@ pub const THREATS: &[&str] = &[
     "unsigned-assertion",
     "foreign-key",
     "comment-nameid",
+    "wrong-destination",
+    "wrong-recipient",
+    "wrong-in-response-to",
+    "unsolicited",
+    "unsigned",
+    "response-tampered",
+    "assertion-tampered",
+    "sha1",
+    "rsa-1_5",
+    "xxe",
+    "entity-expansion",
     "xsw1",
     "xsw2",
     "xsw3",
@@ -406,6 +438,11 @@ impl SamlIdp {
     /// Generates the IdP's keys into `dir` and starts it for `sp`; panics
     /// (with its stderr) if it is not ready within 30 s.
     pub fn start(dir: &TempDir, sp: &SpKeys) -> Self {
+        Self::start_with(dir, sp, &IdpOptions::default())
+    }
+
+    /// Like [`SamlIdp::start`] with `options`.
+    pub fn start_with(dir: &TempDir, sp: &SpKeys, options: &IdpOptions) -> Self {
         let (signing_cert, signing_key) = rsa_cert(dir, "idp-signing");
         let (foreign_cert, foreign_key) = rsa_cert(dir, "idp-foreign");
         let python = idp_dir().join(".venv/bin/python");
@@ -425,6 +462,7 @@ impl SamlIdp {
             "foreign_key": foreign_key,
             "foreign_cert": foreign_cert,
             "sp_metadata": sp.metadata,
+            "data_encryption": options.data_encryption,
         });
         let config_path = dir.write("idp-config.json", &config.to_string());
         let mut child = Command::new(&python)

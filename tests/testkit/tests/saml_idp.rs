@@ -10,8 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use testkit::saml_idp::{
-    utc_timestamp, xmlsec_verify, AuthnRequestSpec, SamlIdp, SamlUser, SpKeys, BPK2, CITIZEN_HIGH,
-    CITIZEN_LOW, CITIZEN_SUBSTANTIAL, EVIL_BPK2, EVIL_NAME_ID, GIVEN_NAME, MAIL, SURNAME,
+    utc_timestamp, xmlsec_verify, AuthnRequestSpec, IdpOptions, SamlIdp, SamlUser, SpKeys,
+    AES256_CBC, AES256_GCM, BPK2, CITIZEN_HIGH, CITIZEN_LOW, CITIZEN_SUBSTANTIAL, EVIL_BPK2,
+    EVIL_NAME_ID, GIVEN_NAME, MAIL, OTHER_ACS, SURNAME,
 };
 use testkit::TempDir;
 
@@ -172,6 +173,25 @@ fn bundid_like_login_is_signed_encrypted_and_verifiable_by_xmlsec1() {
 }
 
 #[test]
+fn aes_cbc_content_encryption_when_configured() {
+    let dir = TempDir::new("samlidp-cbc");
+    let sp = SpKeys::generate(&dir, SP, ACS);
+    let options = IdpOptions {
+        data_encryption: AES256_CBC,
+    };
+    let idp = SamlIdp::start_with(&dir, &sp, &options);
+    let s = Setup { dir, sp, idp };
+    let (raw, _) = s.login(&CITIZEN_SUBSTANTIAL, "STORK-QAA-Level-3", None);
+    assert!(raw.contains(AES256_CBC) && !raw.contains(AES256_GCM));
+    let plain = s.sp.decrypt(&raw);
+    xmlsec_verify(&plain, &s.idp.signing_cert, ASSERTION_SIG).unwrap();
+    assert_eq!(
+        texts(&plain, "saml:AuthnContextClassRef"),
+        ["STORK-QAA-Level-3"]
+    );
+}
+
+#[test]
 fn authn_requests_unsigned_tampered_or_signed_by_another_key_are_refused() {
     let s = setup();
     let spec = AuthnRequestSpec::bundid("STORK-QAA-Level-3");
@@ -255,7 +275,79 @@ fn threat_knobs_produce_what_they_say() {
         ["user@evil.example<!---->.kommune.example"]
     );
 
+    protocol_knobs(&s);
     xsw_variants(&s);
+}
+
+/// Destination, recipient, InResponseTo, missing or broken signatures,
+/// weak algorithms, DTDs.
+fn protocol_knobs(s: &Setup) {
+    let (user, level, cert) = (&CITIZEN_HIGH, "STORK-QAA-Level-3", &s.idp.signing_cert);
+    let (raw, _) = s.login(user, level, Some("wrong-destination"));
+    xmlsec_verify(&raw, cert, RESPONSE_SIG).unwrap();
+    assert_eq!(
+        attr_values(&raw, "samlp:Response", "Destination"),
+        [OTHER_ACS]
+    );
+
+    let (raw, _) = s.login(user, level, Some("wrong-recipient"));
+    let plain = s.sp.decrypt(&raw);
+    xmlsec_verify(&plain, cert, ASSERTION_SIG).unwrap();
+    assert_eq!(
+        attr_values(&plain, "saml:SubjectConfirmationData", "Recipient"),
+        [OTHER_ACS]
+    );
+
+    let (raw, req_id) = s.login(user, level, Some("wrong-in-response-to"));
+    let plain = s.sp.decrypt(&raw);
+    xmlsec_verify(&plain, cert, ASSERTION_SIG).unwrap();
+    let irt = attr_values(&plain, "samlp:Response", "InResponseTo");
+    let irt2 = attr_values(&plain, "saml:SubjectConfirmationData", "InResponseTo");
+    assert!(
+        irt.len() == 1 && irt == irt2 && irt[0] != req_id,
+        "{irt:?} {irt2:?}"
+    );
+
+    let (raw, _) = s.login(user, level, Some("unsolicited"));
+    let plain = s.sp.decrypt(&raw);
+    xmlsec_verify(&plain, cert, ASSERTION_SIG).unwrap();
+    assert!(!plain.contains("InResponseTo"));
+
+    let (raw, _) = s.login(user, level, Some("unsigned"));
+    let plain = s.sp.decrypt(&raw);
+    assert!(plain.contains("<saml:Assertion") && !plain.contains("Signature"));
+
+    let (raw, _) = s.login(user, level, Some("response-tampered"));
+    assert!(xmlsec_verify(&raw, cert, RESPONSE_SIG).is_err());
+    xmlsec_verify(&s.sp.decrypt(&raw), cert, ASSERTION_SIG).expect("assertion untouched");
+
+    let (raw, _) = s.login(user, level, Some("assertion-tampered"));
+    xmlsec_verify(&raw, cert, RESPONSE_SIG).expect("response signs the ciphertext only");
+    let plain = s.sp.decrypt(&raw);
+    assert!(xmlsec_verify(&plain, cert, ASSERTION_SIG).is_err());
+    assert_eq!(attribute(&plain, BPK2).unwrap().0, EVIL_BPK2);
+
+    let (raw, _) = s.login(user, level, Some("sha1"));
+    assert!(raw.contains("xmldsig#rsa-sha1") && raw.contains("xmldsig#sha1"));
+    xmlsec_verify(&raw, cert, RESPONSE_SIG).expect("a valid, if weak, signature");
+    let plain = s.sp.decrypt(&raw);
+    xmlsec_verify(&plain, cert, ASSERTION_SIG).unwrap();
+    assert_eq!(plain.matches("xmldsig#rsa-sha1").count(), 2);
+
+    let (raw, _) = s.login(user, level, Some("rsa-1_5"));
+    assert!(raw.contains("xmlenc#rsa-1_5") && !raw.contains("rsa-oaep"));
+    xmlsec_verify(&s.sp.decrypt(&raw), cert, ASSERTION_SIG).unwrap();
+
+    let (raw, _) = s.login(user, level, Some("xxe"));
+    assert!(
+        raw.starts_with("<!DOCTYPE samlp:Response [<!ENTITY t SYSTEM \"file:///etc/hostname\">]>")
+    );
+    assert!(raw.contains("<samlp:StatusMessage>&t;</samlp:StatusMessage>"));
+    let (raw, _) = s.login(user, level, Some("entity-expansion"));
+    assert!(raw.starts_with("<!DOCTYPE samlp:Response [<!ENTITY l0 \"ha\">"));
+    assert!(
+        raw.contains("<!ENTITY l9 \"&l8;&l8;&l8;") && raw.contains(">&l9;</samlp:StatusMessage>")
+    );
 }
 
 /// XSW1–8: an evil assertion (NameID [`EVIL_NAME_ID`], bPK2 [`EVIL_BPK2`])
