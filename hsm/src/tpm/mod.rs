@@ -706,8 +706,13 @@ type Described = (Algorithm, bool, Vec<u8>, Option<rsa::RsaInfo>);
 /// Describes an ECC signing key's or an RSA key's public area.
 fn describe(public: &Public) -> Result<Described, String> {
     if let Some(described) = rsa::describe(public) {
-        let (restricted, spki, info) = described?;
-        return Ok((Algorithm::RsaPssSha256, restricted, spki, Some(info)));
+        let rsa = described?;
+        return Ok((
+            Algorithm::RsaPssSha256,
+            rsa.restricted,
+            rsa.spki,
+            Some(rsa.info),
+        ));
     }
     let Public::Ecc {
         object_attributes,

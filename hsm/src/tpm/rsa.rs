@@ -86,8 +86,19 @@ pub(super) fn check_supported(
         .map_err(|e| unsupported(format!("TPM2_TestParms: {e}")))
 }
 
-/// SPKI and [`RsaInfo`] of an RSA public area; `None` if it is not RSA.
-pub(super) fn describe(public: &Public) -> Option<Result<(bool, Vec<u8>, RsaInfo), String>> {
+/// What an RSA public area says.
+#[derive(Debug)]
+pub(super) struct RsaPublic {
+    /// The object is restricted (a storage or attestation key).
+    pub(super) restricted: bool,
+    /// DER `SubjectPublicKeyInfo`.
+    pub(super) spki: Vec<u8>,
+    /// Modulus length and decrypt attribute.
+    pub(super) info: RsaInfo,
+}
+
+/// Describes an RSA public area; `None` if it is not RSA.
+pub(super) fn describe(public: &Public) -> Option<Result<RsaPublic, String>> {
     let Public::Rsa {
         object_attributes,
         parameters,
@@ -114,14 +125,14 @@ pub(super) fn describe(public: &Public) -> Option<Result<(bool, Vec<u8>, RsaInfo
         e => e,
     };
     let der = crate::der::rsa_public_key(modulus, &exponent.to_be_bytes());
-    Some(Ok((
-        object_attributes.restricted(),
-        crate::spki::rsa(&der),
-        RsaInfo {
+    Some(Ok(RsaPublic {
+        restricted: object_attributes.restricted(),
+        spki: crate::spki::rsa(&der),
+        info: RsaInfo {
             modulus_len: modulus.len(),
             decrypt: object_attributes.decrypt(),
         },
-    )))
+    }))
 }
 
 /// The RSASSA-PSS signature bytes, left-padded to the modulus length.
@@ -287,7 +298,11 @@ mod tests {
             parameters,
             unique: PublicKeyRsa::try_from(modulus.clone()).unwrap(),
         };
-        let (restricted, spki, info) = describe(&public).unwrap().unwrap();
+        let RsaPublic {
+            restricted,
+            spki,
+            info,
+        } = describe(&public).unwrap().unwrap();
         assert!(!restricted);
         assert_eq!(
             info,
