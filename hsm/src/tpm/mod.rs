@@ -81,7 +81,7 @@ use zeroize::Zeroizing;
 pub(crate) use self::device::Device;
 use self::device::{ObjectId, Worker};
 pub use self::seal::{SealedSecret, Sealer, MAX_SEALED_SECRET};
-use self::tss2pem::Tss2Key;
+use self::tss2pem::{PemOut, Tss2Key};
 pub(crate) use crate::error::BoxError;
 use crate::{Algorithm, DecryptingKey, Error, KeyStats, KeyType, Oaep, Protection, SigningKey};
 
@@ -480,54 +480,6 @@ impl DecryptingKey for TpmKey {
 struct Blob {
     public: Vec<u8>,
     private: Vec<u8>,
-}
-
-/// A claimed (created, empty) output file for a TSS2 PEM key.
-struct PemOut {
-    path: PathBuf,
-    file: std::fs::File,
-}
-
-impl PemOut {
-    fn create(path: &std::path::Path, reference: &str) -> Result<Self, Error> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                    reference: reference.to_owned(),
-                },
-                _ => Error::Io {
-                    path: path.display().to_string(),
-                    source,
-                },
-            })?;
-        Ok(Self {
-            path: path.to_owned(),
-            file,
-        })
-    }
-
-    fn write(self, key: &Tss2Key) -> Result<(), Error> {
-        self.write_text(&key.to_pem())
-    }
-
-    fn write_text(mut self, text: &str) -> Result<(), Error> {
-        use std::io::Write;
-        let io = |source| Error::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        self.file.write_all(text.as_bytes()).map_err(io)?;
-        self.file.sync_all().map_err(io)
-    }
-
-    fn abandon(self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// Loads a TSS2 key's blobs under its persistent parent.
