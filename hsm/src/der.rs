@@ -116,6 +116,12 @@ pub(crate) fn ecdsa_sig(r: &[u8], s: &[u8]) -> Vec<u8> {
     tlv(SEQUENCE, &[uint_der(r), uint_der(s)].concat())
 }
 
+/// DER `RSAPublicKey` (RFC 8017 A.1.1) from the big-endian modulus and
+/// public exponent, as TPMs and PKCS#11 tokens hand them out.
+pub(crate) fn rsa_public_key(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
+    tlv(SEQUENCE, &[uint_der(modulus), uint_der(exponent)].concat())
+}
+
 /// DER `ECDSA-Sig-Value` from PKCS#11's fixed-width `r || s`.
 #[cfg(feature = "pkcs11")]
 pub(crate) fn ecdsa_sig_from_raw(raw: &[u8]) -> Option<Vec<u8>> {

@@ -156,6 +156,36 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// Decryption was asked of a key that cannot decrypt (not RSA).
+    #[error("key {reference} cannot decrypt: it is an {algorithm} key, and RSA-OAEP decryption needs an RSA key (generate one with `--algorithm rsa3072`)")]
+    NotDecrypting {
+        /// The key reference.
+        reference: String,
+        /// What the key is.
+        algorithm: crate::Algorithm,
+    },
+    /// The backend (or this device) does not offer these OAEP parameters.
+    #[error("key {reference}: the {backend} backend cannot decrypt with {oaep}: {reason}")]
+    UnsupportedOaep {
+        /// The key reference.
+        reference: String,
+        /// `file`, `tpm` or `pkcs11`.
+        backend: &'static str,
+        /// The parameters asked for.
+        oaep: crate::Oaep,
+        /// Why not, and what works instead.
+        reason: String,
+    },
+    /// The ciphertext does not decrypt under this key. Deliberately one
+    /// message for every cause (wrong key, altered ciphertext, other OAEP
+    /// parameters, wrong length), so it cannot serve as a padding oracle.
+    #[error("decryption with key {reference} failed: the ciphertext does not decrypt under this key with {oaep} (another key, altered bytes or other OAEP parameters)")]
+    Decryption {
+        /// The key reference.
+        reference: String,
+        /// The parameters used.
+        oaep: crate::Oaep,
+    },
     /// The backend failed to produce a signature.
     #[error("signing with key {reference} failed: {reason}")]
     Signing {

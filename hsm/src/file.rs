@@ -6,22 +6,29 @@
 
 use std::path::Path;
 
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::rsa::{
+    KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey, OAEP_SHA1_MGF1SHA1,
+    OAEP_SHA256_MGF1SHA256,
+};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivatePkcs8KeyDer;
+use zeroize::Zeroizing;
 
-use crate::{Algorithm, Error, KeyStats, Protection, SigningKey};
+use crate::{Algorithm, DecryptingKey, Error, KeyStats, KeyType, Oaep, Protection, SigningKey};
 
-/// ECDSA and RSA through ring, the workspace's crypto library; Ed25519
-/// through aws-lc-rs, whose signature costs 10 µs here against ring's
-/// 29 µs (`bench/crypto.sh`), and Ed25519 is what signs every RFC 9421
-/// response with a delegated key and every audit checkpoint.
+/// ECDSA and RSA signatures through ring, the workspace's crypto library;
+/// Ed25519 through aws-lc-rs, whose signature costs 10 µs here against
+/// ring's 29 µs (`bench/crypto.sh`), and Ed25519 is what signs every RFC
+/// 9421 response with a delegated key and every audit checkpoint. RSA-OAEP
+/// decryption and RSA key generation through aws-lc-rs (ring has neither).
 enum Inner {
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
-    Rsa(RsaKeyPair),
+    Rsa(RsaKeyPair, OaepPrivateDecryptingKey),
 }
 
 /// A software key loaded from a PKCS#8 file (PEM `PRIVATE KEY` or DER).
@@ -82,7 +89,14 @@ impl FileKey {
         } else if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
             (Algorithm::Ed25519, Inner::Ed25519(k))
         } else if let Ok(k) = RsaKeyPair::from_pkcs8(der) {
-            (Algorithm::RsaPssSha256, Inner::Rsa(k))
+            let decrypting = PrivateDecryptingKey::from_pkcs8(der)
+                .ok()
+                .and_then(|k| OaepPrivateDecryptingKey::new(k).ok())
+                .ok_or_else(|| Error::UnsupportedKey {
+                    reference: reference.clone(),
+                    reason: "RSA key refused for decryption by aws-lc-rs".into(),
+                })?;
+            (Algorithm::RsaPssSha256, Inner::Rsa(k, decrypting))
         } else {
             return Err(Error::UnsupportedKey {
                 reference,
@@ -92,7 +106,7 @@ impl FileKey {
         let spki = match &inner {
             Inner::Ecdsa(k) => crate::spki::ec(algorithm, k.public_key().as_ref()),
             Inner::Ed25519(k) => crate::spki::ed25519(k.public_key().as_ref()),
-            Inner::Rsa(k) => crate::spki::rsa(k.public_key().as_ref()),
+            Inner::Rsa(k, _) => crate::spki::rsa(k.public_key().as_ref()),
         };
         Ok(Self {
             reference,
@@ -104,43 +118,49 @@ impl FileKey {
         })
     }
 
-    /// Generates a new key (ECDSA P-256, P-384 or Ed25519) and writes it
-    /// as PKCS#8 DER to `path` (mode 0600, never overwriting an existing
-    /// file).
-    pub fn generate(path: &Path, algorithm: Algorithm) -> Result<Self, Error> {
+    /// Generates a new key (ECDSA P-256, P-384, Ed25519, RSA-3072 or
+    /// RSA-4096) and writes it as PKCS#8 DER to `path` (mode 0600, never
+    /// overwriting an existing file).
+    pub fn generate(path: &Path, key_type: impl Into<KeyType>) -> Result<Self, Error> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
 
         let reference = format!("file:{}", path.display());
-        let failed = |_| Error::Signing {
+        let failed = || Error::Signing {
             reference: reference.clone(),
             reason: "the key could not be generated".into(),
         };
-        let pkcs8: Vec<u8> = match algorithm {
-            Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => {
-                let alg = if algorithm == Algorithm::EcdsaP256Sha256 {
+        let key_type = key_type.into();
+        let pkcs8: Zeroizing<Vec<u8>> = Zeroizing::new(match key_type {
+            KeyType::EcdsaP256 | KeyType::EcdsaP384 => {
+                let alg = if key_type == KeyType::EcdsaP256 {
                     &signature::ECDSA_P256_SHA256_ASN1_SIGNING
                 } else {
                     &signature::ECDSA_P384_SHA384_ASN1_SIGNING
                 };
                 EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new())
-                    .map_err(failed)?
+                    .map_err(|_| failed())?
                     .as_ref()
                     .to_vec()
             }
-            Algorithm::Ed25519 => signature::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                .map_err(failed)?
+            KeyType::Ed25519 => signature::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .map_err(|_| failed())?
                 .as_ref()
                 .to_vec(),
-            other => {
-                return Err(Error::UnsupportedKey {
-                    reference,
-                    reason: format!(
-                        "file keys are generated as ECDSA P-256, P-384 or Ed25519, not {other}"
-                    ),
-                })
+            KeyType::Rsa3072 | KeyType::Rsa4096 => {
+                let size = if key_type == KeyType::Rsa3072 {
+                    KeySize::Rsa3072
+                } else {
+                    KeySize::Rsa4096
+                };
+                aws_lc_rs::rsa::KeyPair::generate(size)
+                    .map_err(|_| failed())?
+                    .as_der()
+                    .map_err(|_| failed())?
+                    .as_ref()
+                    .to_vec()
             }
-        };
+        });
         let io = |source| Error::Io {
             path: path.display().to_string(),
             source,
@@ -200,13 +220,59 @@ impl FileKey {
                 .map(|s| s.as_ref().to_vec())
                 .map_err(failed),
             Inner::Ed25519(k) => Ok(k.sign(message).as_ref().to_vec()),
-            Inner::Rsa(k) => {
+            Inner::Rsa(k, _) => {
                 let mut sig = vec![0; k.public().modulus_len()];
                 k.sign(&signature::RSA_PSS_SHA256, &self.rng, message, &mut sig)
                     .map_err(failed)?;
                 Ok(sig)
             }
         }
+    }
+}
+
+impl DecryptingKey for FileKey {
+    fn modulus_bits(&self) -> usize {
+        match &self.inner {
+            Inner::Rsa(_, k) => k.key_size_bits(),
+            _ => 0,
+        }
+    }
+
+    fn decrypt_oaep(&self, oaep: Oaep, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let Inner::Rsa(_, key) = &self.inner else {
+            return Err(Error::NotDecrypting {
+                reference: self.reference.clone(),
+                algorithm: self.algorithm,
+            });
+        };
+        let algorithm = match oaep {
+            Oaep::Sha1 => &OAEP_SHA1_MGF1SHA1,
+            Oaep::Sha256 => &OAEP_SHA256_MGF1SHA256,
+            other => {
+                return Err(Error::UnsupportedOaep {
+                    reference: self.reference.clone(),
+                    backend: "file",
+                    oaep: other,
+                    reason: "aws-lc-rs uses one hash for the digest and MGF1; \
+                             SHA-1/SHA-1 and SHA-256/SHA-256 are offered"
+                        .into(),
+                })
+            }
+        };
+        let failed = || Error::Decryption {
+            reference: self.reference.clone(),
+            oaep,
+        };
+        if ciphertext.len() != key.key_size_bytes() {
+            return Err(failed());
+        }
+        let mut out = Zeroizing::new(vec![0u8; key.min_output_size()]);
+        let len = key
+            .decrypt(algorithm, ciphertext, &mut out, None)
+            .map_err(|_| failed())?
+            .len();
+        out.truncate(len);
+        Ok(out)
     }
 }
 
@@ -292,7 +358,6 @@ mod tests {
                 Err(Error::AlreadyExists { .. })
             ));
         }
-        assert!(FileKey::generate(&dir.join("rsa.p8"), Algorithm::RsaPssSha256).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

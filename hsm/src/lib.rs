@@ -13,6 +13,10 @@
 //! - `pkcs11:token=LABEL;object=LABEL` (or `;id=%01`): an RFC 7512 PKCS#11
 //!   URI (cargo feature `pkcs11`; grammar in the `pkcs11` module).
 //!
+//! RSA keys (3072 or 4096 bits, [`KeyType`]) sign RSA-PSS SHA-256 and, as
+//! [`DecryptingKey`]s from [`KeyStore::resolve_decrypting`], decrypt
+//! RSA-OAEP in every backend (the key transport of XML Encryption).
+//!
 //! Naming a backend that was not compiled in is an explicit error that names
 //! the cargo feature. [`KeyStore::generate`] creates non-exportable keys where
 //! the reference points, and every built-in key exposes [`KeyStats`]
@@ -47,7 +51,7 @@ mod store;
 pub mod tpm;
 
 pub use error::{BoxError, Error};
-pub use key::{Algorithm, Protection, SigningKey};
+pub use key::{Algorithm, DecryptingKey, KeyType, Oaep, Protection, SigningKey};
 pub use keyref::KeyRef;
 pub use stats::{KeyStats, KeyStatsSnapshot};
 pub use store::{KeyStore, KeyStoreConfig};

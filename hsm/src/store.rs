@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::file::FileKey;
-use crate::{Algorithm, Error, KeyRef, SigningKey};
+use crate::{DecryptingKey, Error, KeyRef, KeyType, SigningKey};
 
 /// Backend settings for the key store, taken from the gateway config.
 ///
@@ -83,6 +83,27 @@ impl KeyStore {
 
     /// Resolves `key` to a loaded key, ready to sign.
     pub fn resolve(&self, key: &KeyRef) -> Result<Arc<dyn SigningKey>, Error> {
+        self.resolve_rsa_capable(key)
+            .map(|k| -> Arc<dyn SigningKey> { k })
+    }
+
+    /// Resolves `key` to a loaded RSA key that decrypts RSA-OAEP (and signs
+    /// RSA-PSS: the result also serves as an `Arc<dyn SigningKey>`).
+    /// Any other key is refused with [`Error::NotDecrypting`].
+    pub fn resolve_decrypting(&self, key: &KeyRef) -> Result<Arc<dyn DecryptingKey>, Error> {
+        let resolved = self.resolve_rsa_capable(key)?;
+        if resolved.modulus_bits() == 0 {
+            return Err(Error::NotDecrypting {
+                reference: resolved.reference().to_owned(),
+                algorithm: resolved.algorithm(),
+            });
+        }
+        Ok(resolved)
+    }
+
+    /// Every backend's key type implements [`DecryptingKey`]; non-RSA keys
+    /// report a modulus of 0 bits and refuse to decrypt.
+    fn resolve_rsa_capable(&self, key: &KeyRef) -> Result<Arc<dyn DecryptingKey>, Error> {
         match key {
             KeyRef::File(path) => Ok(Arc::new(FileKey::load(path)?)),
             #[cfg(feature = "tpm")]
@@ -111,29 +132,34 @@ impl KeyStore {
     ///   and/or writes it as TSS2 PEM;
     /// - `pkcs11:token=…;object=…[;id=…]` generates a key pair on the token.
     ///
+    /// `key_type` is a [`KeyType`] or an [`Algorithm`](crate::Algorithm)
+    /// (RSA-PSS means RSA-3072). RSA keys both sign and decrypt; resolve
+    /// them with [`KeyStore::resolve_decrypting`] to decrypt.
+    ///
     /// Never overwrites: an existing file, handle or object is
     /// [`Error::AlreadyExists`].
     pub fn generate(
         &self,
         key: &KeyRef,
-        algorithm: Algorithm,
+        key_type: impl Into<KeyType>,
     ) -> Result<Arc<dyn SigningKey>, Error> {
+        let key_type = key_type.into();
         match key {
-            KeyRef::File(path) => Ok(Arc::new(FileKey::generate(path, algorithm)?)),
+            KeyRef::File(path) => Ok(Arc::new(FileKey::generate(path, key_type)?)),
             #[cfg(feature = "tpm")]
             KeyRef::Tpm(spec) => {
                 let spec = crate::tpm::TpmKeySpec::parse_for_generate(spec)?;
                 Ok(Arc::new(crate::tpm::TpmKey::generate(
                     self.tpm_device(key)?,
                     &spec,
-                    algorithm,
+                    key_type,
                 )?))
             }
             #[cfg(feature = "pkcs11")]
             KeyRef::Pkcs11(uri) => Ok(Arc::new(crate::pkcs11::Pkcs11Key::generate(
                 &self.config,
                 &crate::pkcs11::Pkcs11Uri::parse(uri)?,
-                algorithm,
+                key_type,
             )?)),
             #[allow(unreachable_patterns)] // reachable without some features
             _ => Err(not_compiled(key)),

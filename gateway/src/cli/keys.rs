@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Subcommand;
 use stadttor_gateway::config::{ConfigError, Issue};
-use stadttor_hsm::{Algorithm, KeyRef, KeyStore, KeyStoreConfig, SigningKey};
+use stadttor_hsm::{KeyRef, KeyStore, KeyStoreConfig, KeyType, SigningKey};
 
 use super::{finish, Exit};
 
@@ -24,10 +24,11 @@ pub(crate) enum KeysCommand {
     Generate {
         /// `tpm:handle=0x81010002`, `tpm:pem=FILE`, `pkcs11:token=…;object=…`, `file:PATH`.
         key: String,
-        /// p256 (default), p384 or ed25519 (backend permitting). Anything
+        /// p256 (default), p384, ed25519, rsa3072 or rsa4096 (backend
+        /// permitting; RSA keys sign RSA-PSS and decrypt RSA-OAEP). Anything
         /// else is a command-line error (exit 64).
         #[arg(long, default_value = "p256", value_parser = parse_algorithm)]
-        algorithm: Algorithm,
+        algorithm: KeyType,
     },
     /// Show a key: backend, protection, algorithm, fingerprint, public key.
     Show {
@@ -190,15 +191,18 @@ pub(crate) fn keys_config_from_file(path: &Path) -> Result<KeyStoreConfig, Confi
     Ok(cfg)
 }
 
-/// Parses an algorithm name as used on the command line (clap's value
+/// Parses a key type name as used on the command line (clap's value
 /// parser, so a wrong name is a usage error like any other flag).
-pub(crate) fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+pub(crate) fn parse_algorithm(s: &str) -> Result<KeyType, String> {
     match s {
-        "p256" | "ecdsa-p256" => Ok(Algorithm::EcdsaP256Sha256),
-        "p384" | "ecdsa-p384" => Ok(Algorithm::EcdsaP384Sha384),
-        "ed25519" => Ok(Algorithm::Ed25519),
+        "p256" | "ecdsa-p256" => Ok(KeyType::EcdsaP256),
+        "p384" | "ecdsa-p384" => Ok(KeyType::EcdsaP384),
+        "ed25519" => Ok(KeyType::Ed25519),
+        "rsa3072" => Ok(KeyType::Rsa3072),
+        "rsa4096" => Ok(KeyType::Rsa4096),
         other => Err(format!(
-            "unknown algorithm `{other}`; use p256 (default), p384 or ed25519"
+            "unknown algorithm `{other}`; use p256 (default), p384, ed25519, rsa3072 or rsa4096 \
+             (RSA below 3000 bits is not offered: BSI TR-02102-1)"
         )),
     }
 }
@@ -233,9 +237,9 @@ pub(crate) fn describe(key: &Arc<dyn SigningKey>) -> String {
 pub(crate) fn generate(
     store: &KeyStore,
     key: &KeyRef,
-    algorithm: Algorithm,
+    key_type: KeyType,
 ) -> Result<Arc<dyn SigningKey>, KeyCmdError> {
-    Ok(store.generate(key, algorithm)?)
+    Ok(store.generate(key, key_type)?)
 }
 
 /// A PKCS#10 request signed by the key, for the municipal CA.

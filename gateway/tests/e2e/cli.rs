@@ -86,3 +86,85 @@ fn version_names_the_compiled_features() {
     let (_, out2, _) = run(&["--version"]);
     assert_eq!(out, out2);
 }
+
+/// The JWK line of `keys show` for an RSA key: `kty` RSA, `alg` PS256, `e`
+/// 65537 and an `n` of `bytes` bytes that is the modulus in the PEM SPKI.
+fn assert_rsa_jwk(shown: &str, bytes: usize) {
+    assert!(shown.contains("algorithm:   rsa-pss-sha256"), "{shown}");
+    let jwk_line = shown.lines().find(|l| l.starts_with("jwk:")).unwrap();
+    let jwk: serde_json::Value = serde_json::from_str(jwk_line["jwk:".len()..].trim()).unwrap();
+    assert_eq!(jwk["kty"], "RSA", "{jwk}");
+    assert_eq!(jwk["alg"], "PS256", "{jwk}");
+    assert_eq!(jwk["e"], "AQAB", "{jwk}");
+    let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
+    assert_eq!(n.len(), bytes);
+    assert!(n[0] & 0x80 != 0, "full-size modulus without a sign byte");
+    let pem: String = shown
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN PUBLIC KEY"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let spki = STANDARD.decode(pem).unwrap();
+    assert!(
+        spki.windows(n.len()).any(|w| w == &n[..]),
+        "n is the SPKI's modulus"
+    );
+}
+
+#[test]
+fn rsa3072_file_key_is_generated_and_shown_as_rsa_jwk() {
+    let dir = TempDir::new("cli-rsa");
+    let key = format!("file:{}", dir.path().join("saml.p8").display());
+    let (code, out, err) = run(&["keys", "generate", "--algorithm", "rsa3072", &key]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, shown, err) = run(&["keys", "show", &key]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(shown, out, "show prints what generate printed");
+    assert_rsa_jwk(&shown, 384);
+    let key = format!("file:{}", dir.path().join("saml4096.p8").display());
+    let (code, out, err) = run(&["keys", "generate", "--algorithm", "rsa4096", &key]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_rsa_jwk(&out, 512);
+}
+
+/// `keys generate --algorithm rsa3072` on a SoftHSM2 token: the key is made
+/// on the token and `keys show` finds it again by its URI.
+#[cfg(feature = "pkcs11")]
+#[test]
+fn rsa3072_pkcs11_key_is_generated_on_the_token_and_shown() {
+    let softhsm = testkit::hw::init();
+    let token = softhsm.token();
+    let conf = softhsm.conf.to_str().unwrap().to_owned();
+    let key = format!("pkcs11:token={};object=saml-sign", token.label);
+    let flags = [
+        "--pkcs11-module",
+        testkit::hw::SOFTHSM_MODULE,
+        "--pin-file",
+        token.pin_file.to_str().unwrap(),
+    ];
+    let cmd = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("keys")
+            .args(flags)
+            .args(args)
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cmd(&["generate", "--algorithm", "rsa3072", &key]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("protection:  PKCS#11 token"), "{out}");
+    let (code, shown, err) = cmd(&["show", &key]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(shown, out);
+    assert_rsa_jwk(&shown, 384);
+    let (code, _, err) = cmd(&["generate", "--algorithm", "rsa3072", &key]);
+    assert_ne!(code, 0);
+    assert!(err.contains("exists"), "{err}");
+}

@@ -27,11 +27,14 @@
 //! a full TPM queue refuses at once instead of letting requests pile up until
 //! their deadline. The message is hashed on the host (SHA-256 / SHA-384) and signed with
 //! `CKM_ECDSA`, the most portable mechanism (Debian's SoftHSM has no
-//! `CKM_ECDSA_SHA256`); the raw `r || s` is returned as DER.
+//! `CKM_ECDSA_SHA256`); the raw `r || s` is returned as DER. RSA keys sign
+//! with `CKM_RSA_PKCS_PSS` and decrypt with `CKM_RSA_PKCS_OAEP` through the
+//! same pool (see `pkcs11/rsa.rs`).
 //!
 //! The PKCS#11 module is initialised once per process and shared by all key
 //! stores, as the standard requires (`C_Initialize` is process-wide).
 
+mod rsa;
 mod uri;
 
 use std::collections::HashMap;
@@ -42,22 +45,28 @@ use std::time::{Duration, Instant};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use ring::digest;
+use zeroize::Zeroizing;
 
 pub use self::uri::Pkcs11Uri;
 use crate::der::{self, Reader, OCTET_STRING, OID, OID_P256, OID_P384};
 use crate::spki::tlv;
-use crate::{Algorithm, Error, KeyStats, KeyStoreConfig, Protection, SigningKey};
+use crate::{
+    Algorithm, DecryptingKey, Error, KeyStats, KeyStoreConfig, KeyType, Oaep, Protection,
+    SigningKey,
+};
 
 /// A key on a PKCS#11 token, signing through a small session pool.
 pub struct Pkcs11Key {
     reference: String,
     algorithm: Algorithm,
     spki: Vec<u8>,
+    /// The modulus length in bytes, for RSA keys.
+    rsa: Option<usize>,
     key: ObjectHandle,
     pool: Pool,
     /// How long a signer waits for a free session before [`Error::Busy`].
@@ -93,7 +102,7 @@ impl Pkcs11Key {
                 other => other,
             }
         })?;
-        let (algorithm, spki) = read_ec_public(&first, &reference, public)?;
+        let (algorithm, spki, rsa) = read_public(&first, &reference, public)?;
         let size = config.pkcs11_sessions.max(1);
         let mut sessions = vec![first];
         for _ in 1..size {
@@ -109,6 +118,7 @@ impl Pkcs11Key {
             reference,
             algorithm,
             spki,
+            rsa,
             key,
             pool: Pool::new(sessions),
             busy_wait: config.pkcs11_busy_wait.min(config.request_timeout),
@@ -120,20 +130,24 @@ impl Pkcs11Key {
     pub(crate) fn generate(
         config: &KeyStoreConfig,
         uri: &Pkcs11Uri,
-        algorithm: Algorithm,
+        key_type: KeyType,
     ) -> Result<Self, Error> {
         let reference = uri.as_str().to_owned();
-        let curve = match algorithm {
-            Algorithm::EcdsaP256Sha256 => OID_P256,
-            Algorithm::EcdsaP384Sha384 => OID_P384,
-            other => {
-                return Err(Error::UnsupportedKey {
-                    reference,
-                    reason: format!(
-                        "PKCS#11 generation supports ECDSA P-256 and P-384, not {other}"
-                    ),
-                })
-            }
+        let (mechanism, mut public, mut private) = match key_type {
+            KeyType::EcdsaP256 => ec_templates(OID_P256),
+            KeyType::EcdsaP384 => ec_templates(OID_P384),
+            other => match rsa::templates(other) {
+                Some((public, private)) => (Mechanism::RsaPkcsKeyPairGen, public, private),
+                None => {
+                    return Err(Error::UnsupportedKey {
+                        reference,
+                        reason: format!(
+                            "PKCS#11 generation supports ECDSA P-256 and P-384, RSA-3072 and \
+                             RSA-4096, not {other}"
+                        ),
+                    })
+                }
+            },
         };
         let token = Token::open(config, uri)?;
         let session = token.login_session(true)?;
@@ -143,18 +157,6 @@ impl Pkcs11Key {
         if !existing.is_empty() {
             return Err(Error::AlreadyExists { reference });
         }
-        let mut public = vec![
-            Attribute::Token(true),
-            Attribute::Verify(true),
-            Attribute::EcParams(tlv(OID, curve)),
-        ];
-        let mut private = vec![
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-        ];
         for naming in [
             uri.object
                 .as_ref()
@@ -168,13 +170,17 @@ impl Pkcs11Key {
             private.push(naming);
         }
         session
-            .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+            .generate_key_pair(&mechanism, &public, &private)
             .map_err(|e| Error::device(&reference, "generate key pair", e))?;
         drop(session);
         Self::open(config, uri)
     }
 
     fn sign_untracked(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        if self.rsa.is_some() {
+            let session = self.pool.checkout(&self.reference, self.busy_wait)?;
+            return rsa::sign(&session, &self.reference, self.key, message);
+        }
         let alg = match self.algorithm {
             Algorithm::EcdsaP384Sha384 => &digest::SHA384,
             _ => &digest::SHA256,
@@ -218,6 +224,47 @@ impl SigningKey for Pkcs11Key {
     fn stats(&self) -> Option<&KeyStats> {
         Some(&self.stats)
     }
+}
+
+impl DecryptingKey for Pkcs11Key {
+    fn modulus_bits(&self) -> usize {
+        self.rsa.map_or(0, |len| len * 8)
+    }
+
+    fn decrypt_oaep(&self, oaep: Oaep, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let Some(modulus_len) = self.rsa else {
+            return Err(Error::NotDecrypting {
+                reference: self.reference.clone(),
+                algorithm: self.algorithm,
+            });
+        };
+        let session = self.pool.checkout(&self.reference, self.busy_wait)?;
+        rsa::decrypt(
+            &session,
+            &self.reference,
+            self.key,
+            modulus_len,
+            oaep,
+            ciphertext,
+        )
+    }
+}
+
+/// Mechanism and templates of an EC key pair on the curve with OID `curve`.
+fn ec_templates(curve: &[u8]) -> (Mechanism<'static>, Vec<Attribute>, Vec<Attribute>) {
+    let public = vec![
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        Attribute::EcParams(tlv(OID, curve)),
+    ];
+    let private = vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+    ];
+    (Mechanism::EccKeyPairGen, public, private)
 }
 
 /// A fixed set of sessions; a signer borrows one and gives it back on drop.
@@ -469,6 +516,26 @@ fn find_one(
     }
 }
 
+/// Reads algorithm, SPKI and (RSA) modulus length from a public key object.
+fn read_public(
+    session: &Session,
+    reference: &str,
+    public: ObjectHandle,
+) -> Result<(Algorithm, Vec<u8>, Option<usize>), Error> {
+    let key_type = session
+        .get_attributes(public, &[AttributeType::KeyType])
+        .map_err(|e| Error::device(reference, "read public key", e))?;
+    if key_type
+        .iter()
+        .any(|a| matches!(a, Attribute::KeyType(t) if *t == CkKeyType::RSA))
+    {
+        let (spki, modulus_len) = rsa::read_public(session, reference, public)?;
+        return Ok((Algorithm::RsaPssSha256, spki, Some(modulus_len)));
+    }
+    let (algorithm, spki) = read_ec_public(session, reference, public)?;
+    Ok((algorithm, spki, None))
+}
+
 /// Reads algorithm and SPKI from an EC public key object.
 fn read_ec_public(
     session: &Session,
@@ -498,9 +565,9 @@ fn read_ec_public(
             _ => {}
         }
     }
-    if key_type != Some(KeyType::EC) {
+    if key_type != Some(CkKeyType::EC) {
         return Err(unsupported(
-            "only EC keys are supported by the PKCS#11 backend",
+            "only EC and RSA keys are supported by the PKCS#11 backend",
         ));
     }
     let params = params.ok_or_else(|| unsupported("public key has no CKA_EC_PARAMS"))?;

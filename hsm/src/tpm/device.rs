@@ -91,6 +91,11 @@ impl Device {
         }
     }
 
+    /// The deadline of one ordinary request.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The TCTI this device was opened with.
     pub(crate) fn tcti(&self) -> &str {
         &self.tcti
@@ -102,7 +107,23 @@ impl Device {
         T: Send + 'static,
         F: FnOnce(&mut Worker) -> Result<T, Error> + Send + 'static,
     {
-        let deadline = Instant::now() + self.timeout;
+        self.call_within(reference, self.timeout, op)
+    }
+
+    /// [`Device::call`] with its own deadline, for the rare commands that
+    /// take far longer than a signature (RSA key generation: seconds on
+    /// swtpm, up to a minute on hardware TPMs).
+    pub(crate) fn call_within<T, F>(
+        &self,
+        reference: &str,
+        timeout: Duration,
+        op: F,
+    ) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Worker) -> Result<T, Error> + Send + 'static,
+    {
+        let deadline = Instant::now() + timeout;
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |worker| {
             // The caller may have given up; then nobody listens.
@@ -138,7 +159,7 @@ impl Device {
                 Err(Error::Timeout {
                     reference: reference.to_owned(),
                     backend: "tpm",
-                    timeout: self.timeout,
+                    timeout,
                 })
             }
         }

@@ -24,10 +24,12 @@
 //! `device:/dev/tpmrm0` (production: the kernel resource manager),
 //! `swtpm:host=127.0.0.1,port=2321` (tests), or `tabrmd:`.
 //!
-//! # Signing
+//! # Signing and decrypting
 //!
-//! The message is hashed on the host (SHA-256 for P-256, SHA-384 for P-384)
-//! and the TPM signs the digest; signatures are DER `ECDSA-Sig-Value`. All
+//! The message is hashed on the host (SHA-256 for P-256 and RSA, SHA-384 for
+//! P-384) and the TPM signs the digest; ECDSA signatures are DER
+//! `ECDSA-Sig-Value`, RSA signatures RSASSA-PSS. RSA keys also decrypt
+//! RSA-OAEP (TPM2_RSA_Decrypt; see `tpm/rsa.rs`). All
 //! requests go through one owner thread per TPM, fed by a bounded queue with
 //! a per-request deadline (see `tpm/device.rs`).
 //!
@@ -52,6 +54,7 @@
 //! with a salted one, i.e. 4–7 times the TPM time for no confidentiality gain.
 
 mod device;
+mod rsa;
 mod seal;
 mod tss2pem;
 
@@ -73,13 +76,14 @@ use tss_esapi::structures::{
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
+use zeroize::Zeroizing;
 
 pub(crate) use self::device::Device;
 use self::device::{ObjectId, Worker};
 pub use self::seal::{SealedSecret, Sealer, MAX_SEALED_SECRET};
-use self::tss2pem::Tss2Key;
+use self::tss2pem::{PemOut, Tss2Key};
 pub(crate) use crate::error::BoxError;
-use crate::{Algorithm, Error, KeyStats, Protection, SigningKey};
+use crate::{Algorithm, DecryptingKey, Error, KeyStats, KeyType, Oaep, Protection, SigningKey};
 
 /// The conventional persistent handle of the storage root key.
 pub const DEFAULT_SRK: u32 = 0x8100_0001;
@@ -177,6 +181,8 @@ pub struct TpmKey {
     algorithm: Algorithm,
     restricted: bool,
     spki: Vec<u8>,
+    /// Set for RSA keys.
+    rsa: Option<rsa::RsaInfo>,
     stats: KeyStats,
 }
 
@@ -237,19 +243,27 @@ impl TpmKey {
     pub(crate) fn generate(
         device: Arc<Device>,
         spec: &TpmKeySpec,
-        algorithm: Algorithm,
+        key_type: KeyType,
     ) -> Result<Self, Error> {
         let reference = spec.reference.clone();
-        let (curve, hash) = match algorithm {
-            Algorithm::EcdsaP256Sha256 => (EccCurve::NistP256, HashingAlgorithm::Sha256),
-            Algorithm::EcdsaP384Sha384 => (EccCurve::NistP384, HashingAlgorithm::Sha384),
-            other => {
-                return Err(Error::UnsupportedKey {
-                    reference,
-                    reason: format!("TPM generation supports ECDSA P-256 and P-384, not {other}"),
-                })
-            }
-        };
+        let template = match key_type {
+            KeyType::EcdsaP256 => ecc_template(EccCurve::NistP256, HashingAlgorithm::Sha256),
+            KeyType::EcdsaP384 => ecc_template(EccCurve::NistP384, HashingAlgorithm::Sha384),
+            other => match rsa::key_bits(other) {
+                Some(bits) => rsa::template(bits),
+                None => {
+                    return Err(Error::UnsupportedKey {
+                        reference,
+                        reason: format!(
+                            "TPM generation supports ECDSA P-256 and P-384, RSA-3072 and \
+                             RSA-4096, not {other}"
+                        ),
+                    })
+                }
+            },
+        }
+        .map_err(|e| Error::device(&reference, "build key template", e))?;
+        let rsa_bits = rsa::key_bits(key_type);
         // Claim the PEM path first, so a failure cannot leave an orphan key.
         let pem_file = match &spec.pem {
             Some(path) => Some(PemOut::create(path, &reference)?),
@@ -258,8 +272,15 @@ impl TpmKey {
         let parent = spec.parent.unwrap_or(DEFAULT_SRK);
         let persist = spec.handle;
         let r = reference.clone();
-        let created = device.call(&reference, move |w| {
-            generate_on(w, &r, parent, persist, curve, hash)
+        let timeout = match rsa_bits {
+            Some(_) => rsa::GENERATE_TIMEOUT,
+            None => device.timeout(),
+        };
+        let created = device.call_within(&reference, timeout, move |w| {
+            if let Some(bits) = rsa_bits {
+                rsa::check_supported(w, &r, bits)?;
+            }
+            generate_on(w, &r, parent, persist, template)
         });
         let (id, public, blob) = match created {
             Ok(c) => c,
@@ -353,13 +374,14 @@ impl TpmKey {
             reason,
         });
         match described {
-            Ok((algorithm, restricted, spki)) => Ok(Self {
+            Ok((algorithm, restricted, spki, rsa)) => Ok(Self {
                 reference,
                 device,
                 id,
                 algorithm,
                 restricted,
                 spki,
+                rsa,
                 stats: KeyStats::default(),
             }),
             Err(e) => {
@@ -381,6 +403,11 @@ impl TpmKey {
             Algorithm::EcdsaP384Sha384 => (&digest::SHA384, HashingAlgorithm::Sha384),
             _ => (&digest::SHA256, HashingAlgorithm::Sha256),
         };
+        let hash_scheme = HashScheme::new(hash);
+        let scheme = match self.rsa {
+            Some(_) => SignatureScheme::RsaPss { hash_scheme },
+            None => SignatureScheme::EcDsa { hash_scheme },
+        };
         let digest = Digest::try_from(digest::digest(alg, message).as_ref())
             .map_err(|e| Error::device(&self.reference, "sign", e))?;
         let id = self.id;
@@ -392,18 +419,14 @@ impl TpmKey {
             let ticket = null_ticket().map_err(|e| Error::device(&r, "sign", e))?;
             w.ctx()
                 .execute_with_session(Some(AuthSession::Password), |c| {
-                    c.sign(
-                        key,
-                        digest,
-                        SignatureScheme::EcDsa {
-                            hash_scheme: HashScheme::new(hash),
-                        },
-                        ticket,
-                    )
+                    c.sign(key, digest, scheme, ticket)
                 })
                 .map_err(|e| Error::device(&r, "sign", e))
         })?;
-        ecdsa_der(&self.reference, signature)
+        match self.rsa {
+            Some(info) => rsa::signature_bytes(&self.reference, signature, info.modulus_len),
+            None => ecdsa_der(&self.reference, signature),
+        }
     }
 }
 
@@ -443,58 +466,20 @@ impl SigningKey for TpmKey {
     }
 }
 
+impl DecryptingKey for TpmKey {
+    fn modulus_bits(&self) -> usize {
+        self.rsa.map_or(0, |info| info.modulus_len * 8)
+    }
+
+    fn decrypt_oaep(&self, oaep: Oaep, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        rsa::decrypt(self, oaep, ciphertext)
+    }
+}
+
 /// The wire blobs of a created key, for the TSS2 PEM file.
 struct Blob {
     public: Vec<u8>,
     private: Vec<u8>,
-}
-
-/// A claimed (created, empty) output file for a TSS2 PEM key.
-struct PemOut {
-    path: PathBuf,
-    file: std::fs::File,
-}
-
-impl PemOut {
-    fn create(path: &std::path::Path, reference: &str) -> Result<Self, Error> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                    reference: reference.to_owned(),
-                },
-                _ => Error::Io {
-                    path: path.display().to_string(),
-                    source,
-                },
-            })?;
-        Ok(Self {
-            path: path.to_owned(),
-            file,
-        })
-    }
-
-    fn write(self, key: &Tss2Key) -> Result<(), Error> {
-        self.write_text(&key.to_pem())
-    }
-
-    fn write_text(mut self, text: &str) -> Result<(), Error> {
-        use std::io::Write;
-        let io = |source| Error::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        self.file.write_all(text.as_bytes()).map_err(io)?;
-        self.file.sync_all().map_err(io)
-    }
-
-    fn abandon(self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// Loads a TSS2 key's blobs under its persistent parent.
@@ -545,8 +530,7 @@ fn generate_on(
     reference: &str,
     parent: u32,
     persist: Option<u32>,
-    curve: EccCurve,
-    hash: HashingAlgorithm,
+    template: Public,
 ) -> Result<(ObjectId, Public, Blob), Error> {
     let fail = |op: &'static str| move |e: tss_esapi::Error| Error::device(reference, op, e);
     if let Some(handle) = persist {
@@ -557,11 +541,6 @@ fn generate_on(
         }
     }
     let parent_handle = ensure_srk(w, parent).map_err(fail("create the SRK"))?;
-    let template = tss_esapi::utils::create_unrestricted_signing_ecc_public(
-        EccScheme::EcDsa(HashScheme::new(hash)),
-        curve,
-    )
-    .map_err(fail("build key template"))?;
     let created = w
         .ctx()
         .execute_with_session(Some(AuthSession::Password), |c| {
@@ -604,6 +583,14 @@ fn generate_on(
         }
     };
     Ok((id, public, blob))
+}
+
+/// The template of an unrestricted ECDSA signing key.
+fn ecc_template(curve: EccCurve, hash: HashingAlgorithm) -> Result<Public, tss_esapi::Error> {
+    tss_esapi::utils::create_unrestricted_signing_ecc_public(
+        EccScheme::EcDsa(HashScheme::new(hash)),
+        curve,
+    )
 }
 
 /// Returns the SRK at `handle`, creating and persisting it if missing.
@@ -664,8 +651,21 @@ fn null_ticket() -> Result<HashcheckTicket, tss_esapi::Error> {
     })
 }
 
-/// Algorithm, restricted flag and SPKI of an ECC signing key's public area.
-fn describe(public: &Public) -> Result<(Algorithm, bool, Vec<u8>), String> {
+/// What a key's public area says: algorithm, restricted flag, SPKI and,
+/// for RSA, modulus and decrypt attribute.
+type Described = (Algorithm, bool, Vec<u8>, Option<rsa::RsaInfo>);
+
+/// Describes an ECC signing key's or an RSA key's public area.
+fn describe(public: &Public) -> Result<Described, String> {
+    if let Some(described) = rsa::describe(public) {
+        let rsa = described?;
+        return Ok((
+            Algorithm::RsaPssSha256,
+            rsa.restricted,
+            rsa.spki,
+            Some(rsa.info),
+        ));
+    }
     let Public::Ecc {
         object_attributes,
         parameters,
@@ -673,7 +673,7 @@ fn describe(public: &Public) -> Result<(Algorithm, bool, Vec<u8>), String> {
         ..
     } = public
     else {
-        return Err("only ECC keys are supported by the TPM backend (RSA is not, yet)".into());
+        return Err("only ECC and RSA keys are supported by the TPM backend".into());
     };
     if !object_attributes.sign_encrypt() {
         return Err("the TPM object is not a signing key (sign attribute not set)".into());
@@ -699,6 +699,7 @@ fn describe(public: &Public) -> Result<(Algorithm, bool, Vec<u8>), String> {
         algorithm,
         object_attributes.restricted(),
         crate::spki::ec(algorithm, &point),
+        None,
     ))
 }
 

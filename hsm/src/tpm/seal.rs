@@ -85,8 +85,9 @@ use tss_esapi::{Context, WrapperErrorKind};
 use zeroize::Zeroizing;
 
 use super::device::{Device, Worker};
+use super::tss2pem::PemOut;
 use super::tss2pem::{PolicyCommand, Tss2Kind, Tss2Object};
-use super::{ensure_srk, parse_blobs, PemOut, DEFAULT_SRK};
+use super::{ensure_srk, parse_blobs, DEFAULT_SRK};
 use crate::Error;
 
 /// The largest secret a TPM seals (`MAX_SYM_DATA`).

@@ -26,6 +26,9 @@
 //! duplication step it does not do. Sealed secrets ([`Tss2Object`] with
 //! [`Tss2Kind::Sealed`], type `id-sealedkey`) may carry a policy; which
 //! policies stadttor can execute is decided in `tpm/seal.rs`.
+//!
+//! [`PemOut`] writes these files: claimed with `create_new` (mode 0600, never
+//! overwriting) before the TPM is asked, removed again if the TPM fails.
 
 use crate::der::{self, DerError, Reader, INTEGER, OCTET_STRING, OID, SEQUENCE};
 use crate::spki::tlv;
@@ -282,6 +285,54 @@ impl std::fmt::Display for Tss2Error {
                 )
             }
         }
+    }
+}
+
+/// A claimed (created, empty) output file for a TSS2 PEM key.
+pub(crate) struct PemOut {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl PemOut {
+    pub(crate) fn create(path: &std::path::Path, reference: &str) -> Result<Self, crate::Error> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::AlreadyExists => crate::Error::AlreadyExists {
+                    reference: reference.to_owned(),
+                },
+                _ => crate::Error::Io {
+                    path: path.display().to_string(),
+                    source,
+                },
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    pub(crate) fn write(self, key: &Tss2Key) -> Result<(), crate::Error> {
+        self.write_text(&key.to_pem())
+    }
+
+    pub(crate) fn write_text(mut self, text: &str) -> Result<(), crate::Error> {
+        use std::io::Write;
+        let io = |source| crate::Error::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        self.file.write_all(text.as_bytes()).map_err(io)?;
+        self.file.sync_all().map_err(io)
+    }
+
+    pub(crate) fn abandon(self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
