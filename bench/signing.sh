@@ -184,6 +184,11 @@ for b in $BACKENDS; do
       # Inclusive shares (call graphs): what each function costs with its callees.
       perf report -q -i "$W/perf.data" --children --sort symbol -g none --stdio 2>/dev/null | grep '%' \
         | sed 's/ *$//; s/   */  /g' | head -300 > "$dest.children" || true
+      # PERF_CALLERS=SYMBOL: who calls it (call chains into that symbol).
+      if [[ -n ${PERF_CALLERS:-} ]]; then
+        perf report -q -i "$W/perf.data" --no-children -S "$PERF_CALLERS" -G --stdio 2>/dev/null \
+          | head -200 > "$dest.callers" || true
+      fi
     done
   fi
   rows=()

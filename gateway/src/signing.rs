@@ -239,26 +239,10 @@ impl Signer {
         let mut extra_attrs = Vec::new();
         match signed {
             Signed::Body(b) => body = Bytes::from(b),
-            Signed::Headers(hs) => {
-                for (name, value) in hs {
-                    if let (Ok(n), Ok(v)) = (
-                        HeaderName::from_bytes(name.as_bytes()),
-                        HeaderValue::from_str(&value),
-                    ) {
-                        parts.headers.insert(n, v);
-                    }
-                }
-            }
+            Signed::Headers(hs) => insert_all(&mut parts.headers, hs),
             Signed::Stored(id, hs) => {
                 extra_attrs.push(("signature_id", id));
-                for (name, value) in hs {
-                    if let (Ok(n), Ok(v)) = (
-                        HeaderName::from_bytes(name.as_bytes()),
-                        HeaderValue::from_str(&value),
-                    ) {
-                        parts.headers.insert(n, v);
-                    }
-                }
+                insert_all(&mut parts.headers, hs);
             }
         }
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -398,11 +382,14 @@ impl Signer {
                 self.store.put(&id, &sig).map_err(SignError::Store)?;
                 Ok(Signed::Stored(
                     id.clone(),
-                    vec![(CMS_HEADER.into(), format!("/.stadttor/signatures/{id}.p7s"))],
+                    vec![(
+                        HeaderName::from_static(CMS_HEADER),
+                        format!("/.stadttor/signatures/{id}.p7s"),
+                    )],
                 ))
             }
             SignFormat::Jws => jws::sign_detached(self.key.as_ref(), &self.cert, body, None)
-                .map(|j| Signed::Headers(vec![(JWS_HEADER.into(), j)]))
+                .map(|j| Signed::Headers(vec![(HeaderName::from_static(JWS_HEADER), j)]))
                 .map_err(err),
             SignFormat::HttpSignature => {
                 let mut fields = Vec::new();
@@ -426,9 +413,12 @@ impl Signer {
                 }
                 .map_err(err)?;
                 Ok(Signed::Headers(vec![
-                    ("content-digest".into(), h.content_digest),
-                    ("signature-input".into(), h.signature_input),
-                    ("signature".into(), h.signature),
+                    (HeaderName::from_static("content-digest"), h.content_digest),
+                    (
+                        HeaderName::from_static("signature-input"),
+                        h.signature_input,
+                    ),
+                    (HeaderName::from_static("signature"), h.signature),
                 ]))
             }
         }
@@ -536,8 +526,18 @@ fn safe_id(id: &str) -> Option<&str> {
 
 enum Signed {
     Body(Vec<u8>),
-    Headers(Vec<(String, String)>),
-    Stored(String, Vec<(String, String)>),
+    Headers(Vec<(HeaderName, String)>),
+    Stored(String, Vec<(HeaderName, String)>),
+}
+
+/// Sets the signature's header fields (values are base64, structured
+/// fields or paths: always valid; one that is not is left out).
+fn insert_all(headers: &mut http::HeaderMap, fields: Vec<(HeaderName, String)>) {
+    for (name, value) in fields {
+        if let Ok(v) = HeaderValue::try_from(value) {
+            headers.insert(name, v);
+        }
+    }
 }
 
 #[cfg(test)]
