@@ -154,6 +154,40 @@ pub struct Gateway {
     logs: Arc<Mutex<String>>,
 }
 
+/// Collects `child`'s stderr into `logs` and hands its stdout over line by
+/// line, each on a background thread (a child's pipes must be drained or it
+/// blocks): how the gateway, the test OP and the test SAML IdP are watched.
+pub fn capture_output(
+    child: &mut Child,
+    logs: Arc<Mutex<String>>,
+) -> std::sync::mpsc::Receiver<String> {
+    if let Some(mut stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                logs.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
 impl Gateway {
     /// Writes `config` to `dir/stadttor.toml` and starts `bin serve` on it.
     pub fn start(bin: &str, dir: &TempDir, config: &str) -> Self {
@@ -184,31 +218,7 @@ impl Gateway {
             .spawn()
             .expect("start stadttor");
         let logs = Arc::new(Mutex::new(String::new()));
-        {
-            let mut stderr = child.stderr.take().unwrap();
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    logs.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = capture_output(&mut child, logs.clone());
         let mut listeners = HashMap::new();
         let mut admin = None;
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -33,7 +33,7 @@
 //! sessions, grants and codes; a key rotation keeps them), or run without
 //! `npm ci --prefix tests/oidc-op` (tests/run.sh does it).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -262,31 +262,7 @@ impl TestOp {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start node");
-        {
-            let mut stderr = child.stderr.take().unwrap();
-            let logs = self.logs.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    logs.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = crate::capture_output(&mut child, self.logs.clone());
         let deadline = Instant::now() + Duration::from_secs(30);
         let port = loop {
             let left = deadline.saturating_duration_since(Instant::now());

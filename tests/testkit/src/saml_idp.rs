@@ -29,7 +29,7 @@
 //! RSA-PSS; it signs with rsa-sha256), enforce the requested level (it
 //! issues the level the user has, the SP must check), a login UI, SLO.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -475,31 +475,7 @@ impl SamlIdp {
             .spawn()
             .expect("start the test SAML IdP");
         let logs = Arc::new(Mutex::new(String::new()));
-        {
-            let mut stderr = child.stderr.take().unwrap();
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    logs.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = crate::capture_output(&mut child, logs.clone());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
