@@ -30,6 +30,7 @@ APT_PACKAGES=(
   iproute2                                              # ss: the listen backlog test reads it from the kernel
   haproxy                                               # behind a load balancer: PROXY protocol v2 in front of a listener
   python3-venv xmlsec1                                  # the test SAML IdP (tests/saml-idp: pysaml2 runs xmlsec1)
+  libxml2-utils                                         # xmllint --exc-c14n: the SAML self-test signs RSA-PSS requests with openssl
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -3,10 +3,11 @@ public sources describe it; see README.md for what is and is not verified.
 
 Real parts: pysaml2 parses the SP metadata, parses the AuthnRequest and
 verifies its signature against the SP's signing certificate (xmlsec1);
-xmlsec1 signs assertions and responses and encrypts assertions. Only the
-XML of the assertion and response is written here (as text), so that the
-BundID specifics (akdb:TrustLevel, STORK-QAA contexts) and the threat knobs
-are exact.
+RSA-PSS request signatures, which xmlsec1 1.2.37 cannot check, are verified
+by pss_verify.py (lxml + cryptography) instead; xmlsec1 signs assertions and
+responses and encrypts assertions. Only the XML of the assertion and response
+is written here (as text), so that the BundID specifics (akdb:TrustLevel,
+STORK-QAA contexts) and the threat knobs are exact.
 
     python idp.py CONFIG.json      prints "IdP ready http://127.0.0.1:PORT"
 
@@ -15,7 +16,8 @@ Endpoints:
     POST /sso                       SAMLRequest (+RelayState), HTTP-POST binding;
                                     query: user=NAME (default citizen-high),
                                     threat=KNOB (see THREATS)
-    GET  /last                      JSON: what the last AuthnRequest asked for
+    GET  /last                      JSON: what the last AuthnRequest asked for,
+                                    and which verifier checked its signature
 Answer: 200 with an auto-submit HTML form (SAMLResponse, RelayState) to the
 ACS URL, or 400/403 with a plain-text reason.
 """
@@ -33,11 +35,14 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.etree import ElementTree as ET
 
+from cryptography import x509
 from defusedxml.ElementTree import fromstring as safe_fromstring
 from saml2 import BINDING_HTTP_POST
 from saml2.config import IdPConfig
 from saml2.server import Server
 from saml2.sigver import CryptoBackendXmlSec1, pre_encryption_part
+
+import pss_verify
 
 NS = {
     "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
@@ -53,8 +58,9 @@ for _p, _u in NS.items():
 
 # xmlsec1 1.2.37 (Debian 12) has no RSA-PSS (xmldsig-more#sha256-rsa-MGF1):
 # `xmlsec1 --list-transforms` lists rsa-sha256 but no rsa-pss; RSA-PSS came
-# with xmlsec 1.3. TODO(rsa-pss): sign with RSA_PSS_SHA256 once the test
-# runs on an xmlsec1 >= 1.3 (Debian 13), and make it the default like BundID.
+# with xmlsec 1.3. Requests signed with it are verified by pss_verify.py.
+# TODO(rsa-pss): sign responses with RSA_PSS_SHA256 once the test runs on an
+# xmlsec1 >= 1.3 (Debian 13), and make it the default like BundID.
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 RSA_PSS_SHA256 = "http://www.w3.org/2007/05/xmldsig-more#sha256-rsa-MGF1"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
@@ -198,8 +204,24 @@ def parse_request_details(xml):
             a.get("Name")
             for a in (ext.findall("akdb:RequestedAttributes/akdb:RequestedAttribute", NS) if ext is not None else [])
         ],
-        "signature_method": (root.find("ds:Signature/ds:SignedInfo/ds:SignatureMethod", NS).get("Algorithm")),
     }
+
+
+def request_signature_algorithm(root):
+    """The SignatureMethod of the AuthnRequest `root` (an lxml element), None
+    when unsigned (pysaml2 then refuses it). Refuses SHA-1 and anything but
+    rsa-sha256 or sha256-rsa-MGF1 with SHA-256 digests."""
+    if root.tag != f"{{{NS['samlp']}}}AuthnRequest":
+        raise ValueError(f"{root.tag} is not a samlp:AuthnRequest")
+    alg = pss_verify.signature_method(root)
+    if alg is None:
+        return None
+    if alg not in (RSA_SHA256, RSA_PSS_SHA256):
+        raise ValueError(f"SignatureMethod {alg} is not accepted (rsa-sha256 or sha256-rsa-MGF1; no SHA-1)")
+    for method in root.iterfind("ds:Signature/ds:SignedInfo/ds:Reference/ds:DigestMethod", NS):
+        if method.get("Algorithm") != SHA256:
+            raise ValueError(f"DigestMethod {method.get('Algorithm')} is not accepted (SHA-256 only; no SHA-1)")
+    return alg
 
 
 def signature_template(ref_id, cert_b64, sign_alg, digest=SHA256):
@@ -223,11 +245,14 @@ class Idp:
         self.sign_alg = cfg.get("sign_alg", RSA_SHA256)
         self.data_enc = cfg.get("data_encryption", AES256_GCM)
         self.server = Server(config=IdPConfig().load(self.pysaml2_config()))
+        # For requests whose signature pss_verify checked (RSA-PSS): pysaml2
+        # gets the signed bytes without the signature and checks the rest.
+        self.presigned = Server(config=IdPConfig().load(self.pysaml2_config(signed_requests=False)))
         self.xmlsec = CryptoBackendXmlSec1(cfg.get("xmlsec1", "/usr/bin/xmlsec1"), delete_tmpfiles=True)
         self.last_response = None
         self.last_request = None
 
-    def pysaml2_config(self):
+    def pysaml2_config(self, signed_requests=True):
         c = self.cfg
         return {
             "entityid": self.entity_id,
@@ -239,7 +264,7 @@ class Idp:
                 "idp": {
                     "name": "stadttor test IdP (BundID-like)",
                     "endpoints": {"single_sign_on_service": [(self.base + "/sso", BINDING_HTTP_POST)]},
-                    "want_authn_requests_signed": True,
+                    "want_authn_requests_signed": signed_requests,
                     "name_id_format": [TRANSIENT],
                 }
             },
@@ -262,10 +287,21 @@ class Idp:
 
     # --- request ------------------------------------------------------------
     def read_request(self, saml_request_b64):
-        """Verifies the signature (pysaml2 + xmlsec1, SP metadata) and parses."""
-        req = self.server.parse_authn_request(saml_request_b64, BINDING_HTTP_POST)
-        xml = base64.b64decode(saml_request_b64).decode("utf-8")
+        """Verifies the signature against the SP metadata and parses: RSA-PSS
+        with pss_verify (lxml + cryptography), the rest with pysaml2 + xmlsec1."""
+        xml_bytes = base64.b64decode(saml_request_b64)
+        root = pss_verify.parse(xml_bytes)
+        alg = request_signature_algorithm(root)
+        if alg == RSA_PSS_SHA256:
+            signed = pss_verify.verify(root, self.sp_signing_keys(root))
+            req = self.presigned.parse_authn_request(base64.b64encode(signed).decode("ascii"), BINDING_HTTP_POST)
+            xml, verified_by = signed.decode("utf-8"), "cryptography+lxml"
+        else:
+            req = self.server.parse_authn_request(saml_request_b64, BINDING_HTTP_POST)
+            xml, verified_by = xml_bytes.decode("utf-8"), "xmlsec1"
         details = parse_request_details(xml)
+        details["signature_algorithm"] = alg
+        details["signature_verified_by"] = verified_by
         sp = req.message.issuer.text.strip()
         acs = self.server.metadata.assertion_consumer_service(sp, BINDING_HTTP_POST)
         allowed = [a["location"] for a in acs]
@@ -286,6 +322,18 @@ class Idp:
         details["sp"] = sp
         details["sp_enc_cert"] = "".join(enc[0][1].split())
         return details
+
+    def sp_signing_keys(self, root):
+        """The public keys of the signing certificates that the SP metadata
+        holds for the request's Issuer (never the request's own KeyInfo)."""
+        issuer = (root.findtext("saml:Issuer", "", NS) or "").strip()
+        try:
+            certs = self.server.metadata.certs(issuer, "spsso", use="signing")
+        except KeyError:
+            certs = []
+        if not certs:
+            raise ValueError(f"no signing certificate for SP {issuer!r} in the metadata")
+        return [x509.load_der_x509_certificate(base64.b64decode("".join(c.split()))).public_key() for _, c in certs]
 
     # --- response -----------------------------------------------------------
     def respond(self, details, user_name, threat):

@@ -10,23 +10,33 @@
 //! let sp = SpKeys::generate(&dir, "https://kommune.example/saml/sp", &acs_url);
 //! let idp = SamlIdp::start(&dir, &sp);
 //! let req = sp.signed_authn_request(&idp, &AuthnRequestSpec::bundid("STORK-QAA-Level-3"));
+//! // or, as BundID wants it, RSA-PSS (xmllint --exc-c14n + openssl dgst):
+//! let req = sp.pss_signed_authn_request(&idp, &AuthnRequestSpec::bundid("STORK-QAA-Level-3"));
 //! let answer = idp.post_sso(&req, Some("relay"), &[("user", "citizen-high")]);
 //! let xml = answer.saml_response();            // the Response, assertion still encrypted
-//! let plain = sp.decrypt(&dir, &xml);          // xmlsec1 --decrypt with the SP key
+//! let plain = sp.decrypt(&xml);                // xmlsec1 --decrypt with the SP key
 //! ```
 //!
 //! What the IdP does (details and sources in `tests/saml-idp/README.md`):
-//! verifies the AuthnRequest signature against the SP metadata (pysaml2 +
-//! xmlsec1), reads `RequestedAuthnContext`, `ForceAuthn` and the
+//! verifies the AuthnRequest signature against the SP metadata: rsa-sha256
+//! with pysaml2 + xmlsec1, RSA-PSS ([`RSA_PSS_SHA256`], which xmlsec1
+//! 1.2.37 lacks) with its own verifier (`tests/saml-idp/pss_verify.py`,
+//! lxml + cryptography); SHA-1 is refused. `GET /last`
+//! ([`SamlIdp::last_request`]) says which ran: `signature_algorithm`,
+//! `signature_verified_by` (`"xmlsec1"` or `"cryptography+lxml"`). It
+//! reads `RequestedAuthnContext`, `ForceAuthn` and the
 //! `akdb:AuthenticationRequest` extension, and answers with a signed
 //! Response holding an encrypted (RSA-OAEP, AES-256-GCM) signed Assertion:
 //! transient NameID, `AuthnContextClassRef` at the user's level, requested
-//! attributes by OID with `akdb:TrustLevel`. Test knobs: `user=` and
+//! attributes by OID with `akdb:TrustLevel`. The SP side
+//! ([`SpKeys`], RSA-3072 keys) signs requests with the `xmlsec1` CLI or,
+//! for RSA-PSS, with `xmllint --exc-c14n` and `openssl dgst` (module
+//! `request`), never with the IdP's code. Test knobs: `user=` and
 //! `threat=` (see [`THREATS`] and the table in the README);
 //! [`IdpOptions`] switches the content encryption to AES-256-CBC.
 //!
-//! What it does not: RSA-PSS signatures (Debian 12's xmlsec1 1.2.37 has no
-//! RSA-PSS; it signs with rsa-sha256), enforce the requested level (it
+//! What it does not: sign responses or assertions with RSA-PSS (xmlsec1
+//! 1.2.37 signs them, with rsa-sha256), enforce the requested level (it
 //! issues the level the user has, the SP must check), a login UI, SLO.
 
 use std::io::{Read, Write};
@@ -39,6 +49,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
 use crate::{require_tool, TempDir};
+
+mod request;
+
+pub use request::{
+    pss_signature, AuthnRequestSpec, RequestSignature, RSA_PSS_SHA256, RSA_SHA1, RSA_SHA256, SHA1,
+    SHA256,
+};
 
 /// `urn:oid` of bPK2, the BundID pseudonym.
 pub const BPK2: &str = "urn:oid:1.3.6.1.4.1.25484.494450.3";
@@ -173,32 +190,6 @@ pub fn pem_body(path: &Path) -> String {
         .collect()
 }
 
-/// What a test AuthnRequest asks for.
-#[derive(Clone, Debug)]
-pub struct AuthnRequestSpec {
-    pub id: String,
-    /// `STORK-QAA-Level-N`, `Comparison="minimum"`; `None`: no context.
-    pub min_level: Option<String>,
-    /// OIDs for `akdb:RequestedAttributes`; empty: no akdb extension.
-    pub attributes: Vec<String>,
-    pub force_authn: bool,
-}
-
-impl AuthnRequestSpec {
-    /// A BundID-style request: bPK2, given name and surname, at `level`.
-    pub fn bundid(level: &str) -> Self {
-        Self {
-            id: format!(
-                "_req{}",
-                crate::oidc::random_token(12).replace(['-', '_'], "x")
-            ),
-            min_level: Some(level.to_owned()),
-            attributes: vec![BPK2.into(), GIVEN_NAME.into(), SURNAME.into()],
-            force_authn: false,
-        }
-    }
-}
-
 /// The SP's side: entityID, ACS URL, signing and encryption key pairs and
 /// the metadata file the IdP reads.
 pub struct SpKeys {
@@ -255,25 +246,28 @@ impl SpKeys {
         spec: &AuthnRequestSpec,
         key: &Path,
     ) -> String {
-        let xml = authn_request_template(self, idp, spec);
-        let dir = TempDir::new("authnreq");
-        let input = dir.write("req.xml", &xml);
-        let out = Command::new(require_tool("xmlsec1", "xmlsec1"))
-            .args(["--sign", "--privkey-pem"])
-            .arg(key)
-            .args([
-                "--id-attr:ID",
-                "urn:oasis:names:tc:SAML:2.0:protocol:AuthnRequest",
-            ])
-            .arg(&input)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "xmlsec1 --sign: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.authn_request_signed_with(idp, spec, &RequestSignature::rsa_sha256(key))
+    }
+
+    /// An AuthnRequest signed with RSA-PSS SHA-256 (salt 32) by the SP
+    /// signing key, as BundID wants it (openssl, see [`pss_signature`]).
+    pub fn pss_signed_authn_request(&self, idp: &SamlIdp, spec: &AuthnRequestSpec) -> String {
+        self.authn_request_signed_with(idp, spec, &RequestSignature::pss(self))
+    }
+
+    /// An AuthnRequest signed as `sig` says (algorithms, key, KeyInfo).
+    pub fn authn_request_signed_with(
+        &self,
+        idp: &SamlIdp,
+        spec: &AuthnRequestSpec,
+        sig: &RequestSignature,
+    ) -> String {
+        request::sign_authn_request(self, idp, spec, sig)
+    }
+
+    /// The AuthnRequest without a signature (for hand-made variants).
+    pub fn unsigned_authn_request(&self, idp: &SamlIdp, spec: &AuthnRequestSpec) -> String {
+        request::authn_request_xml(self, idp, spec, "")
     }
 
     /// Decrypts every `EncryptedData` in `xml` with the SP encryption key
@@ -303,44 +297,6 @@ impl SpKeys {
     }
 }
 
-fn authn_request_template(sp: &SpKeys, idp: &SamlIdp, spec: &AuthnRequestSpec) -> String {
-    let context = spec.min_level.as_ref().map_or(String::new(), |l| {
-        format!("<samlp:RequestedAuthnContext Comparison=\"minimum\"><saml:AuthnContextClassRef>{l}</saml:AuthnContextClassRef></samlp:RequestedAuthnContext>")
-    });
-    let extension = if spec.attributes.is_empty() {
-        String::new()
-    } else {
-        let attrs: String = spec
-            .attributes
-            .iter()
-            .map(|a| format!("<akdb:RequestedAttribute Name=\"{a}\" RequiredAttribute=\"true\"/>"))
-            .collect();
-        format!(
-            "<samlp:Extensions><akdb:AuthenticationRequest xmlns:akdb=\"{AKDB_NS}\" Version=\"2\">\
-             <akdb:AuthnMethods><akdb:eID><akdb:Enabled>true</akdb:Enabled></akdb:eID>\
-             <akdb:Elster><akdb:Enabled>true</akdb:Enabled></akdb:Elster></akdb:AuthnMethods>\
-             <akdb:RequestedAttributes>{attrs}</akdb:RequestedAttributes>\
-             <akdb:DisplayInformation><classic-ui:Version xmlns:classic-ui=\"{AKDB_NS}/classic-ui/v1\">\
-             <classic-ui:OrganizationDisplayName>Stadt Musterstadt</classic-ui:OrganizationDisplayName>\
-             <classic-ui:OnlineServiceId>test-service</classic-ui:OnlineServiceId></classic-ui:Version>\
-             </akdb:DisplayInformation></akdb:AuthenticationRequest></samlp:Extensions>"
-        )
-    };
-    format!(
-        "<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" \
-         ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{instant}\" Destination=\"{dest}\" AssertionConsumerServiceURL=\"{acs}\" \
-         ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" ForceAuthn=\"{force}\">\
-         <saml:Issuer>{issuer}</saml:Issuer>{sig}{extension}{context}</samlp:AuthnRequest>",
-        id = spec.id,
-        instant = utc_timestamp(0),
-        dest = idp.sso_url(),
-        acs = sp.acs_url,
-        force = spec.force_authn,
-        issuer = sp.entity_id,
-        sig = signature_template(&spec.id),
-    )
-}
-
 /// Now plus `offset_secs` as a SAML `xs:dateTime` (`2026-12-07T19:31:06Z`),
 /// comparable as a string with the IdP's timestamps.
 pub fn utc_timestamp(offset_secs: i64) -> String {
@@ -365,20 +321,6 @@ pub fn utc_timestamp(offset_secs: i64) -> String {
         secs / 3_600,
         secs / 60 % 60,
         secs % 60
-    )
-}
-
-/// An empty enveloped rsa-sha256 signature over `#id` for `xmlsec1 --sign`.
-fn signature_template(id: &str) -> String {
-    format!(
-        "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
-         <ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
-         <ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>\
-         <ds:Reference URI=\"#{id}\"><ds:Transforms>\
-         <ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>\
-         <ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/></ds:Transforms>\
-         <ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/><ds:DigestValue/></ds:Reference>\
-         </ds:SignedInfo><ds:SignatureValue/></ds:Signature>"
     )
 }
 

@@ -5,14 +5,18 @@
 //! signature), then its content: attributes by OID with `akdb:TrustLevel`,
 //! `AuthnContextClassRef`, audience, recipient, destination,
 //! `InResponseTo`, validity. Each threat knob is checked for what it
-//! promises. No SP runs here: the test plays the SP by hand.
+//! promises. RSA-PSS requests (BundID's algorithm, signed here with
+//! `xmllint --exc-c14n` and `openssl dgst`) must pass the IdP's own
+//! verifier (lxml + cryptography) and nothing forged may; SHA-1 is
+//! refused. No SP runs here: the test plays the SP by hand.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use testkit::saml_idp::{
-    utc_timestamp, xmlsec_verify, AuthnRequestSpec, IdpOptions, SamlIdp, SamlUser, SpKeys,
-    AES256_CBC, AES256_GCM, BPK2, CITIZEN_HIGH, CITIZEN_LOW, CITIZEN_SUBSTANTIAL, EVIL_BPK2,
-    EVIL_NAME_ID, GIVEN_NAME, MAIL, OTHER_ACS, SURNAME,
+    utc_timestamp, xmlsec_verify, AuthnRequestSpec, IdpOptions, RequestSignature, SamlIdp,
+    SamlUser, SpKeys, AES256_CBC, AES256_GCM, BPK2, CITIZEN_HIGH, CITIZEN_LOW, CITIZEN_SUBSTANTIAL,
+    EVIL_BPK2, EVIL_NAME_ID, GIVEN_NAME, MAIL, OTHER_ACS, RSA_PSS_SHA256, RSA_SHA1, RSA_SHA256,
+    SHA1, SURNAME,
 };
 use testkit::TempDir;
 
@@ -197,6 +201,9 @@ fn authn_requests_unsigned_tampered_or_signed_by_another_key_are_refused() {
     let spec = AuthnRequestSpec::bundid("STORK-QAA-Level-3");
     let good = s.sp.signed_authn_request(&s.idp, &spec);
     assert_eq!(s.idp.post_sso(&good, None, &[]).status, 200);
+    let last = s.idp.last_request();
+    assert_eq!(last["signature_algorithm"], RSA_SHA256);
+    assert_eq!(last["signature_verified_by"], "xmlsec1");
 
     let other =
         s.sp.authn_request_signed_by(&s.idp, &spec, &s.idp.foreign_key);
@@ -212,6 +219,172 @@ fn authn_requests_unsigned_tampered_or_signed_by_another_key_are_refused() {
     let unsigned = format!("{}{}", &good[..start], &good[end..]);
     let answer = s.idp.post_sso(&unsigned, None, &[]);
     assert_eq!(answer.status, 403, "{}", answer.body);
+}
+
+/// POSTs `xml` and expects 403 with `reason` in the answer.
+fn assert_refused(s: &Setup, xml: &str, reason: &str) {
+    let answer = s.idp.post_sso(xml, None, &[]);
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(
+        answer.body.contains(reason),
+        "{reason:?} is not the reason: {}",
+        answer.body
+    );
+}
+
+/// BundID's request signature, RSA-PSS SHA-256, which Debian 12's xmlsec1
+/// cannot check: the IdP's own verifier must accept it, and rsa-sha256
+/// must still go to xmlsec1.
+#[test]
+fn pss_signed_authn_request_is_accepted_by_the_lxml_cryptography_verifier() {
+    let s = setup();
+    let spec = AuthnRequestSpec::bundid("STORK-QAA-Level-3");
+    let req = s.sp.pss_signed_authn_request(&s.idp, &spec);
+    assert!(req.contains(RSA_PSS_SHA256) && req.contains("<ds:KeyInfo>"));
+    let user = CITIZEN_SUBSTANTIAL;
+    let answer = s
+        .idp
+        .post_sso(&req, Some("relay-pss"), &[("user", user.name)]);
+    assert_eq!(answer.status, 200, "{}\n{}", answer.body, s.idp.logs());
+    assert_eq!(
+        answer.form_field("RelayState").as_deref(),
+        Some("relay-pss")
+    );
+    let raw = answer.saml_response();
+    xmlsec_verify(&raw, &s.idp.signing_cert, RESPONSE_SIG).expect("response signature");
+    assert_eq!(
+        attr_values(&raw, "samlp:Response", "InResponseTo"),
+        [spec.id.as_str()]
+    );
+    let plain = s.sp.decrypt(&raw);
+    assert_eq!(attribute(&plain, BPK2).unwrap().0, user.bpk2);
+
+    let last = s.idp.last_request();
+    assert_eq!(last["signature_algorithm"], RSA_PSS_SHA256);
+    assert_eq!(last["signature_verified_by"], "cryptography+lxml");
+    // What pysaml2 read from the signed bytes.
+    assert_eq!(last["id"], spec.id.as_str());
+    assert_eq!(last["sp"], SP);
+    assert_eq!(last["requested_levels"][0], "STORK-QAA-Level-3");
+    assert_eq!(last["requested_attributes"][2], SURNAME);
+
+    let req = s.sp.signed_authn_request(&s.idp, &spec);
+    assert_eq!(s.idp.post_sso(&req, None, &[]).status, 200);
+    assert_eq!(s.idp.last_request()["signature_verified_by"], "xmlsec1");
+}
+
+#[test]
+fn pss_authn_request_tampered_after_signing_or_unsigned_is_refused() {
+    let s = setup();
+    let good =
+        s.sp.pss_signed_authn_request(&s.idp, &AuthnRequestSpec::bundid("STORK-QAA-Level-3"));
+    assert_eq!(s.idp.post_sso(&good, None, &[]).status, 200);
+
+    let lowered = good.replace("STORK-QAA-Level-3", "STORK-QAA-Level-1");
+    assert_refused(&s, &lowered, "DigestValue does not match");
+    // The text after the signature is signed too.
+    let reformatted = good.replacen("</ds:Signature>\n", "</ds:Signature>", 1);
+    assert_refused(&s, &reformatted, "DigestValue does not match");
+    // SignedInfo changed where the profile does not look (a line break):
+    // its canonical form is what is signed.
+    let spaced = good.replacen("<ds:SignedInfo>", "<ds:SignedInfo>\n", 1);
+    assert_refused(&s, &spaced, "does not verify");
+    // The signature value changed: SignedInfo and body intact.
+    let start = good.find("<ds:SignatureValue>").unwrap() + "<ds:SignatureValue>".len();
+    let mut forged = good.clone();
+    let flipped = if &good[start..start + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    forged.replace_range(start..start + 1, flipped);
+    assert_refused(&s, &forged, "does not verify");
+
+    let start = good.find("\n<ds:Signature").unwrap();
+    let end = good.find("</ds:Signature>\n").unwrap() + "</ds:Signature>\n".len();
+    let unsigned = format!("{}{}", &good[..start], &good[end..]);
+    assert_refused(&s, &unsigned, "not signed correctly");
+}
+
+/// An attacker signs with its own key and puts its certificate into
+/// KeyInfo: the key must come from the SP metadata only.
+#[test]
+fn pss_authn_request_signed_by_a_key_not_in_the_sp_metadata_is_refused() {
+    let s = setup();
+    let foreign = RequestSignature {
+        key: &s.idp.foreign_key,
+        key_info_cert: Some(&s.idp.foreign_cert),
+        ..RequestSignature::pss(&s.sp)
+    };
+    let spec = AuthnRequestSpec::bundid("STORK-QAA-Level-3");
+    let req = s.sp.authn_request_signed_with(&s.idp, &spec, &foreign);
+    assert!(req.contains(&testkit::saml_idp::pem_body(&s.idp.foreign_cert)));
+    assert_refused(
+        &s,
+        &req,
+        "does not verify with the 1 signing key(s) of the SP metadata",
+    );
+}
+
+/// Signature wrapping: the SP's valid PSS signature moved into the
+/// attacker's request (another ID, level 1), the signed original hidden in
+/// `samlp:Extensions`, so that the Reference still names a signed element.
+#[test]
+fn pss_signature_wrapping_reference_to_another_element_is_refused() {
+    let s = setup();
+    let signed =
+        s.sp.pss_signed_authn_request(&s.idp, &AuthnRequestSpec::bundid("STORK-QAA-Level-4"));
+    assert_eq!(s.idp.post_sso(&signed, None, &[]).status, 200);
+    let start = signed.find("\n<ds:Signature").unwrap();
+    let end = signed.find("</ds:Signature>\n").unwrap() + "</ds:Signature>\n".len();
+    let signature = &signed[start..end];
+    let original = signed.replace(signature, "\n\n");
+    let evil_spec = AuthnRequestSpec::bundid("STORK-QAA-Level-1");
+    let evil =
+        s.sp.unsigned_authn_request(&s.idp, &evil_spec)
+            .replacen("</saml:Issuer>", &format!("</saml:Issuer>{signature}"), 1)
+            .replacen(
+                "<samlp:Extensions>",
+                &format!("<samlp:Extensions>{original}"),
+                1,
+            );
+    assert!(evil.contains(&format!("ID=\"{}\"", evil_spec.id)));
+    assert_refused(&s, &evil, "Reference URI");
+}
+
+#[test]
+fn sha1_request_signatures_are_refused() {
+    let s = setup();
+    let spec = AuthnRequestSpec::bundid("STORK-QAA-Level-3");
+    let rsa_sha1 = RequestSignature {
+        method: RSA_SHA1,
+        digest: SHA1,
+        ..RequestSignature::rsa_sha256(&s.sp.signing_key)
+    };
+    let req = s.sp.authn_request_signed_with(&s.idp, &spec, &rsa_sha1);
+    assert!(req.contains(RSA_SHA1) && req.contains(SHA1));
+    assert_refused(
+        &s,
+        &req,
+        &format!("SignatureMethod {RSA_SHA1} is not accepted"),
+    );
+
+    let rsa_sha256_digest_sha1 = RequestSignature {
+        digest: SHA1,
+        ..RequestSignature::rsa_sha256(&s.sp.signing_key)
+    };
+    let req =
+        s.sp.authn_request_signed_with(&s.idp, &spec, &rsa_sha256_digest_sha1);
+    assert_refused(&s, &req, &format!("DigestMethod {SHA1} is not accepted"));
+
+    let pss_digest_sha1 = RequestSignature {
+        digest: SHA1,
+        ..RequestSignature::pss(&s.sp)
+    };
+    let req =
+        s.sp.authn_request_signed_with(&s.idp, &spec, &pss_digest_sha1);
+    assert!(req.contains(RSA_PSS_SHA256));
+    assert_refused(&s, &req, &format!("DigestMethod {SHA1} is not accepted"));
 }
 
 #[test]
