@@ -70,7 +70,7 @@ pub(crate) fn answer(shared: &Shared) -> (StatusCode, String) {
                 .routes
                 .iter()
                 .map(|r| (r.name.as_str(), &r.auth));
-            stranded_routes(routes, |name| auth.provider(name).and_then(|p| p.down()))
+            stranded_routes(routes, |name| auth.provider_down(name))
         }
         None => Vec::new(),
     };

@@ -222,7 +222,15 @@ pub fn names_with_prefix<'a>(headers: &'a http::HeaderMap, prefix: &str) -> Vec<
         .collect()
 }
 
-/// A `Set-Cookie` value with the `__Host-` rules: Secure, Path=/, no Domain.
+/// A `Set-Cookie` value sent back on a cross-site POST (`SameSite=None`):
+/// the SAML login transaction, which returns by the IdP's form post. The
+/// `__Host-` rules hold (Secure, Path=/, no Domain); what it carries is
+/// sealed for the host and useless without the single-use request ID.
+pub fn set_cross_site(name: &str, value: &str, max_age: u64) -> String {
+    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=None; Max-Age={max_age}")
+}
+
+/// A `Set-Cookie` value (`Secure`, `HttpOnly`, `SameSite=Lax`).
 pub fn set(name: &str, value: &str, max_age: Option<u64>) -> String {
     let mut s = format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax");
     if let Some(a) = max_age {

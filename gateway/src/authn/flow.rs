@@ -2,6 +2,7 @@
 //!
 //! - `GET  /.stadttor/login` provider choice, or straight to the provider;
 //! - `GET  /.stadttor/callback/NAME` the authorization response;
+//! - `POST /.stadttor/acs/NAME` a SAML Response ([`super::saml_flow`]);
 //! - `GET|POST /.stadttor/logout` confirm, then end the session here and at
 //!   the provider (RP-initiated logout);
 //! - `POST /.stadttor/backchannel-logout/NAME` logout tokens from providers;
@@ -67,6 +68,24 @@ pub(crate) async fn start_login(
     aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
+    if let Some(sp) = auth.saml(provider_name) {
+        let return_to = if safe_return_to(auth, return_to) {
+            return_to
+        } else {
+            "/"
+        };
+        return super::saml_flow::start(
+            auth,
+            host,
+            sp,
+            level,
+            force_login,
+            return_to,
+            aud,
+            request_id,
+        )
+        .await;
+    }
     let Some(p) = auth.provider(provider_name) else {
         return Problem::LoginFailed
             .answer()
@@ -161,6 +180,10 @@ pub(crate) async fn handle(
         (Method::GET, "logout") => html(StatusCode::OK, pages::logout_confirm(lang)),
         (Method::POST, "logout") => logout(auth, &host, req.headers(), aud, request_id).await,
         (Method::GET, "logged-out") => html(StatusCode::OK, pages::logged_out(lang)),
+        (Method::POST, r) if r.starts_with("acs/") => {
+            let name = r["acs/".len()..].to_owned();
+            super::saml_flow::acs(auth, &host, &name, req, aud, request_id).await
+        }
         (Method::POST, r) if r.starts_with("backchannel-logout/") => {
             let name = r["backchannel-logout/".len()..].to_owned();
             let aud = Audience::of(req.headers(), true);
@@ -191,10 +214,7 @@ async fn login(
     let (providers, level): (Vec<String>, Option<Level>) = match route_auth {
         Some(a) if a.methods.contains(&AuthMethod::Session) => (a.providers.clone(), a.min_level),
         Some(_) => (Vec::new(), None),
-        None => (
-            auth.cfg.providers.iter().map(|p| p.name.clone()).collect(),
-            None,
-        ),
+        None => (auth.cfg.provider_names(), None),
     };
     let return_to = return_to.filter(|r| safe_return_to(auth, r)).unwrap_or("/");
     if let Some(p) = provider {
@@ -212,26 +232,19 @@ async fn login(
         many => {
             let choices: Vec<pages::Choice> = many
                 .iter()
-                .filter_map(|n| auth.provider(n))
-                .map(|p| {
+                .filter_map(|n| Some((n, auth.cfg.display_name(n, lang == Lang::En)?)))
+                .map(|(name, label)| {
                     let mut s = url::form_urlencoded::Serializer::new(String::new());
                     if let Some(r) = route {
                         s.append_pair("route", r);
                     }
-                    s.append_pair("provider", &p.cfg.name)
+                    s.append_pair("provider", name)
                         .append_pair("return_to", return_to);
                     if step_up {
                         s.append_pair("step_up", "1");
                     }
                     pages::Choice {
-                        label: match lang {
-                            Lang::En => p
-                                .cfg
-                                .display_name_en
-                                .clone()
-                                .unwrap_or_else(|| p.cfg.display_name.clone()),
-                            Lang::De => p.cfg.display_name.clone(),
-                        },
+                        label,
                         href: format!("/.stadttor/login?{}", s.finish()),
                     }
                 })
@@ -290,7 +303,6 @@ async fn callback(
     let Completed {
         tx,
         login,
-        provider: p,
         cookie: name,
     } = match login_tx::complete(auth, &site, provider_name, query, headers).await {
         Ok(c) => c,
@@ -316,23 +328,63 @@ async fn callback(
             );
         }
     }
+    finish_login(
+        auth,
+        host,
+        provider_name,
+        &tx.issuer,
+        &login,
+        &tx.return_to,
+        &name,
+        headers,
+        aud,
+        request_id,
+    )
+    .await
+}
+
+/// The end of every verified citizen login (OIDC callback, SAML ACS):
+/// the new session (a step-up keeps the old one's start and expiry), the
+/// login recorded durably, the session cookie, and a 303 to `return_to`
+/// with the transaction cookie `tx_cookie` cleared.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn finish_login(
+    auth: &Auth,
+    host: &str,
+    provider: &str,
+    issuer: &str,
+    login: &Login,
+    return_to: &str,
+    tx_cookie: &str,
+    headers: &http::HeaderMap,
+    aud: Audience,
+    request_id: &str,
+) -> Response<ProxyBody> {
     let previous = auth.session(headers, host).ok().flatten();
-    let (s, same_user) = new_session(auth, p, &tx, &login, previous.as_ref());
+    let (s, same_user) = new_session(auth, provider, issuer, login, previous.as_ref());
     let recorded = record_login(auth, &s, previous.as_ref(), same_user, request_id).await;
     if !recorded {
-        return fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Problem::SessionsDown,
-            "audit log cannot record the login",
-            Some(&name),
+        tracing::warn!(
+            request_id,
+            provider,
+            "audit log cannot record the login; refused"
         );
+        let mut r = Problem::SessionsDown
+            .answer()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .login_link("/.stadttor/login")
+            .render(aud, request_id);
+        if let Ok(v) = HeaderValue::from_str(&cookie::clear(tx_cookie)) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+        return r;
     }
     let Some(set) = auth.seal_session(&s, host) else {
         tracing::error!(request_id, "cannot seal the session");
         return Problem::Internal.answer().render(aud, request_id);
     };
-    tracing::info!(request_id, provider = provider_name, level = ?s.lvl, step_up = same_user, "login completed");
-    let mut r = redirect(&tx.return_to, vec![cookie::clear(&name)]);
+    tracing::info!(request_id, provider, level = ?s.lvl, step_up = same_user, "login completed");
+    let mut r = redirect(return_to, vec![cookie::clear(tx_cookie)]);
     r.headers_mut().append(header::SET_COOKIE, set);
     r
 }
@@ -380,13 +432,13 @@ async fn record_login(
 /// Also returns whether it is a step-up.
 fn new_session(
     auth: &Auth,
-    p: &Provider,
-    tx: &login_tx::LoginTx,
+    provider: &str,
+    issuer: &str,
     login: &Login,
     previous: Option<&SessionData>,
 ) -> (SessionData, bool) {
     let now = unix_now();
-    let same_user = previous.filter(|s| s.iss == tx.issuer && s.sub == login.sub);
+    let same_user = previous.filter(|s| s.iss == issuer && s.sub == login.sub);
     let (base, iat, exp) = match same_user {
         Some(s) => (SessionData::base_after(s.base, login.level), s.iat, s.exp),
         None => (
@@ -404,8 +456,8 @@ fn new_session(
     let s = SessionData {
         v: 1,
         id: random_token(18),
-        p: p.cfg.name.clone(),
-        iss: tx.issuer.clone(),
+        p: provider.to_owned(),
+        iss: issuer.to_owned(),
         sub: login.sub.clone(),
         sid: login.sid.clone(),
         base,

@@ -218,13 +218,11 @@ pub(crate) struct Refusal {
 
 /// A verified login.
 #[derive(Debug)]
-pub(crate) struct Completed<'a> {
+pub(crate) struct Completed {
     /// The transaction it completes.
     pub tx: LoginTx,
     /// What the provider said, verified.
     pub login: Login,
-    /// The provider.
-    pub provider: &'a Provider,
     /// The transaction cookie's name, to be cleared.
     pub cookie: String,
 }
@@ -232,13 +230,13 @@ pub(crate) struct Completed<'a> {
 /// Checks the authorization response `query` that arrived at the callback
 /// of `provider_name`, marks state and code used and exchanges the code
 /// (see the module documentation for the order).
-pub(crate) async fn complete<'a>(
-    auth: &'a Auth,
+pub(crate) async fn complete(
+    auth: &Auth,
     site: &LoginSite<'_>,
     provider_name: &str,
     query: &[(String, String)],
     headers: &HeaderMap,
-) -> Result<Completed<'a>, Refusal> {
+) -> Result<Completed, Refusal> {
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let bare = |why| Refusal { why, clear: None };
     let state = q("state")
@@ -296,7 +294,6 @@ pub(crate) async fn complete<'a>(
     Ok(Completed {
         tx,
         login,
-        provider: p,
         cookie: name,
     })
 }
@@ -339,7 +336,12 @@ async fn check_issuer(p: &Provider, tx: &LoginTx, iss: Option<&str>) -> Result<(
 
 /// Steps 3 and 5: marks `value` of `kind` used in the session store;
 /// [`Refused::StateReplayed`] if it was used before.
-async fn mark_used(auth: &Auth, kind: &str, value: &str, ttl: Duration) -> Result<(), Refused> {
+pub(crate) async fn mark_used(
+    auth: &Auth,
+    kind: &str,
+    value: &str,
+    ttl: Duration,
+) -> Result<(), Refused> {
     match auth.store.once(kind, value, ttl).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(Refused::StateReplayed),

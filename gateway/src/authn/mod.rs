@@ -28,6 +28,8 @@ pub mod jwk;
 pub(crate) mod login_tx;
 pub(crate) mod pages;
 pub(crate) mod provider;
+pub(crate) mod saml;
+pub(crate) mod saml_flow;
 pub mod session;
 pub mod verify;
 
@@ -64,6 +66,7 @@ pub struct Auth {
     /// The `[identity]` configuration.
     pub cfg: config::Identity,
     providers: Vec<Arc<Provider>>,
+    saml: Vec<Arc<saml::SamlSp>>,
     cookies: CookieKeys,
     store: SessionStore,
     assertions: assertion::Assertions,
@@ -116,6 +119,10 @@ pub fn random_token(n: usize) -> String {
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
+
+/// The claim holding each SAML attribute's trust level
+/// ([`saml::SamlSp::login`]); the assertion repeats it for the forwarded ones.
+pub(crate) const TRUST_LEVELS: &str = "trust_levels";
 
 /// How often each provider's discovery document is probed.
 const PROBE_INTERVAL: Duration = Duration::from_secs(3);
@@ -171,6 +178,11 @@ pub(crate) fn check_files(
             issues.push((format!("identity.providers[{i}]"), e));
         }
     }
+    for p in &cfg.saml_providers {
+        if let Err(e) = saml::SamlSp::new(p.clone(), keys) {
+            issues.push((format!("identity.providers `{}`", p.name), e));
+        }
+    }
     let assertions = keys
         .resolve(&cfg.assertion_key)
         .map_err(|e| e.to_string())
@@ -179,6 +191,32 @@ pub(crate) fn check_files(
         issues.push(("identity.assertion_key".into(), e));
     }
     issues
+}
+
+/// The SP metadata of the SAML provider `name` (`stadttor identity
+/// saml-metadata`), built by the constructor `serve` uses, so the
+/// certificates printed are the ones checked against the keys.
+pub fn saml_metadata(
+    cfg: &config::Identity,
+    name: &str,
+    keys: &crate::keys::Keys,
+) -> Result<String, String> {
+    let p = cfg
+        .saml_providers
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = cfg.saml_providers.iter().map(|p| p.name.as_str()).collect();
+            format!(
+                "no SAML provider named `{name}` (protocol = \"saml\"); configured: {}",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
+    saml::sp_metadata(p, keys)
 }
 
 /// Opens the session store of `cfg` and closes it again, if it is reached
@@ -211,6 +249,10 @@ impl Auth {
         for p in &cfg.providers {
             providers.push(Arc::new(Provider::new(p.clone(), keys)?));
         }
+        let mut saml_sps = Vec::new();
+        for p in &cfg.saml_providers {
+            saml_sps.push(Arc::new(saml::SamlSp::new(p.clone(), keys)?));
+        }
         let store = SessionStore::open(&session_store_config(&cfg)?, StoreOptions::default())
             .await
             .map_err(|e| format!("identity.store: {e}"))?;
@@ -223,6 +265,8 @@ impl Auth {
             .routes
             .iter()
             .flat_map(|r| r.auth.claims.keys().cloned())
+            // Each SAML attribute's trust level, for the assertion.
+            .chain(std::iter::once(TRUST_LEVELS.to_owned()))
             // Policy subjects taken from a claim must survive in the session.
             .chain(config.routes.iter().flat_map(|r| {
                 r.authz
@@ -252,12 +296,24 @@ impl Auth {
                 }
             });
         }
+        for sp in &saml_sps {
+            let sp = sp.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PROBE_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    sp.probe().await;
+                }
+            });
+        }
         let names = IdentityHeaderNames::new(&config.server.identity_header_prefix)?;
         Ok(Some(Self {
             prefix: config.server.identity_header_prefix.clone(),
             names,
             cfg,
             providers,
+            saml: saml_sps,
             cookies,
             store,
             assertions,
@@ -339,6 +395,19 @@ impl Auth {
     /// A provider by name.
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
         self.providers.iter().find(|p| p.cfg.name == name)
+    }
+
+    /// A SAML provider by name.
+    pub(crate) fn saml(&self, name: &str) -> Option<&Arc<saml::SamlSp>> {
+        self.saml.iter().find(|p| p.cfg.name == name)
+    }
+
+    /// Why provider `name` (either protocol) is considered down, if it is.
+    pub fn provider_down(&self, name: &str) -> Option<String> {
+        match self.provider(name) {
+            Some(p) => p.down(),
+            None => self.saml(name).and_then(|p| p.down()),
+        }
     }
 
     /// For `/readyz`: the session store's health.
@@ -576,6 +645,18 @@ impl Auth {
                     push(&name, &text);
                 }
                 forwarded.insert(claim.clone(), v.clone());
+            }
+        }
+        // SAML attributes carry their own trust level (BundID's
+        // akdb:TrustLevel): the assertion says it for each forwarded one.
+        if let Some(serde_json::Value::Object(levels)) = id.claims.get(TRUST_LEVELS) {
+            let kept: serde_json::Map<String, serde_json::Value> = levels
+                .iter()
+                .filter(|(k, _)| forwarded.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if !kept.is_empty() && !forwarded.contains_key(TRUST_LEVELS) {
+                forwarded.insert(TRUST_LEVELS.into(), serde_json::Value::Object(kept));
             }
         }
         match self.assertions.get(id, &route.name, forwarded) {

@@ -25,6 +25,7 @@ use stadttor_hsm::KeyStore;
 mod audit;
 mod config;
 mod demo;
+mod identity;
 mod keys;
 mod policy;
 mod serve;
@@ -113,6 +114,12 @@ pub(crate) enum Command {
     Config {
         #[command(subcommand)]
         command: config::ConfigCommand,
+    },
+    /// What identity providers need from this gateway: `saml-metadata`
+    /// prints the SAML SP metadata to upload at BundID or MUK.
+    Identity {
+        #[command(subcommand)]
+        command: identity::IdentityCommand,
     },
     /// Manage keys in the TPM, the PKCS#11 token or (development) files.
     Keys {
@@ -234,6 +241,7 @@ fn run(command: Command) -> Exit {
     match command {
         Command::Serve { config } => serve::run(&config),
         Command::Config { command } => config::run(command),
+        Command::Identity { command } => identity::run(command),
         Command::Keys { backend, command } => match backend.key_store() {
             Ok(store) => keys::run(&store, command),
             Err(exit) => exit,

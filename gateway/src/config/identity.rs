@@ -49,21 +49,36 @@ pub(super) mod raw {
         pub providers: Vec<Provider>,
     }
 
-    /// `[[identity.providers]]`.
+    /// Which protocol a provider speaks.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Protocol {
+        /// OpenID Connect (the default).
+        #[default]
+        Oidc,
+        /// SAML 2.0 (`config::saml`).
+        Saml,
+    }
+
+    /// `[[identity.providers]]`: OpenID Connect keys, then SAML keys
+    /// (`protocol = "saml"`); each protocol refuses the other's.
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Provider {
         pub name: String,
         pub display_name: String,
         pub display_name_en: Option<String>,
-        pub issuer: String,
-        pub client_id: String,
+        #[serde(default)]
+        pub protocol: Protocol,
+        pub issuer: Option<String>,
+        pub client_id: Option<String>,
         pub client_secret_file: Option<PathBuf>,
         pub client_key: Option<String>,
-        pub redirect_uri: String,
+        pub redirect_uri: Option<String>,
         pub post_logout_redirect_uri: Option<String>,
         #[serde(default = "default_scopes")]
         pub scopes: Vec<String>,
+        #[serde(default)]
         pub id_token_algs: Vec<String>,
         #[serde(default)]
         pub acr: BTreeMap<String, Level>,
@@ -72,6 +87,22 @@ pub(super) mod raw {
         pub allow_http: bool,
         #[serde(default = "default_request_timeout", with = "duration")]
         pub request_timeout: Duration,
+        pub profile: Option<String>,
+        pub idp_metadata_file: Option<PathBuf>,
+        pub idp_metadata_certificate: Option<PathBuf>,
+        pub entity_id: Option<String>,
+        pub acs_url: Option<String>,
+        pub signing_key: Option<String>,
+        pub signing_certificate: Option<PathBuf>,
+        pub decryption_key: Option<String>,
+        pub decryption_certificate: Option<PathBuf>,
+        #[serde(default)]
+        pub attributes: Vec<String>,
+        pub subject_attribute: Option<String>,
+        #[serde(default)]
+        pub authn_methods: Vec<String>,
+        pub organization_display_name: Option<String>,
+        pub online_service_id: Option<String>,
     }
 
     /// `[routes.auth]`.
@@ -168,8 +199,48 @@ pub struct Identity {
     pub login_timeout: Duration,
     /// Absolute `return_to` origins allowed besides relative paths.
     pub allowed_return_origins: Vec<String>,
-    /// The identity providers.
+    /// The OpenID Connect providers.
     pub providers: Vec<Provider>,
+    /// The SAML identity providers (`protocol = "saml"`).
+    pub saml_providers: Vec<super::saml::SamlProvider>,
+}
+
+impl Identity {
+    /// Whether a provider of either protocol is named `name`.
+    pub fn has_provider(&self, name: &str) -> bool {
+        self.providers.iter().any(|p| p.name == name)
+            || self.saml_providers.iter().any(|p| p.name == name)
+    }
+
+    /// The names of all providers, in configuration order per protocol.
+    pub fn provider_names(&self) -> Vec<String> {
+        self.providers
+            .iter()
+            .map(|p| p.name.clone())
+            .chain(self.saml_providers.iter().map(|p| p.name.clone()))
+            .collect()
+    }
+
+    /// The display name of provider `name` (English if asked and given).
+    pub fn display_name(&self, name: &str, english: bool) -> Option<String> {
+        let pick = |de: &String, en: &Option<String>| {
+            if english {
+                en.clone().unwrap_or_else(|| de.clone())
+            } else {
+                de.clone()
+            }
+        };
+        self.providers
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| pick(&p.display_name, &p.display_name_en))
+            .or_else(|| {
+                self.saml_providers
+                    .iter()
+                    .find(|p| p.name == name)
+                    .map(|p| pick(&p.display_name, &p.display_name_en))
+            })
+    }
 }
 
 /// How the gateway authenticates itself at a provider's token endpoint.
@@ -364,6 +435,7 @@ pub(super) fn validate_identity(
     }
     let mut names = HashSet::new();
     let mut providers = Vec::new();
+    let mut saml_providers = Vec::new();
     for (i, p) in raw.providers.iter().enumerate() {
         let k = format!("identity.providers[{i}]");
         if p.name.is_empty()
@@ -379,7 +451,12 @@ pub(super) fn validate_identity(
         } else if !names.insert(p.name.clone()) {
             issue(format!("{k}.name"), format!("`{}` is used twice", p.name));
         }
-        providers.push(provider(&k, p, abs, key_ref, issue));
+        match p.protocol {
+            raw::Protocol::Oidc => providers.push(provider(&k, p, abs, key_ref, issue)),
+            raw::Protocol::Saml => {
+                saml_providers.push(super::saml::validate(&k, p, abs, key_ref, issue))
+            }
+        }
     }
     Identity {
         session_key_file: abs(&raw.session_key_file),
@@ -398,6 +475,7 @@ pub(super) fn validate_identity(
             .map(|o| o.trim_end_matches('/').to_owned())
             .collect(),
         providers,
+        saml_providers,
     }
 }
 
@@ -434,18 +512,58 @@ fn provider(
     key_ref: &KeyRefParser<'_>,
     issue: &mut dyn FnMut(String, String),
 ) -> Provider {
+    for (key, set) in [
+        ("profile", p.profile.is_some()),
+        ("idp_metadata_file", p.idp_metadata_file.is_some()),
+        (
+            "idp_metadata_certificate",
+            p.idp_metadata_certificate.is_some(),
+        ),
+        ("entity_id", p.entity_id.is_some()),
+        ("acs_url", p.acs_url.is_some()),
+        ("signing_key", p.signing_key.is_some()),
+        ("signing_certificate", p.signing_certificate.is_some()),
+        ("decryption_key", p.decryption_key.is_some()),
+        ("decryption_certificate", p.decryption_certificate.is_some()),
+        ("attributes", !p.attributes.is_empty()),
+        ("subject_attribute", p.subject_attribute.is_some()),
+        ("authn_methods", !p.authn_methods.is_empty()),
+        (
+            "organization_display_name",
+            p.organization_display_name.is_some(),
+        ),
+        ("online_service_id", p.online_service_id.is_some()),
+    ] {
+        if set {
+            issue(
+                format!("{k}.{key}"),
+                "is a SAML setting; add `protocol = \"saml\"` or remove it".into(),
+            );
+        }
+    }
+    let mut required = |key: &str, v: &Option<String>| -> String {
+        v.clone().unwrap_or_else(|| {
+            issue(
+                format!("{k}.{key}"),
+                "is required for an OpenID Connect provider".into(),
+            );
+            String::new()
+        })
+    };
+    let issuer = required("issuer", &p.issuer);
+    let client_id = required("client_id", &p.client_id);
+    let redirect_uri = required("redirect_uri", &p.redirect_uri);
     let scheme_ok =
         |u: &str| u.starts_with("https://") || (p.allow_http && u.starts_with("http://"));
-    if !scheme_ok(&p.issuer) || url_origin(&p.issuer).is_none() {
+    if p.issuer.is_some() && (!scheme_ok(&issuer) || url_origin(&issuer).is_none()) {
         issue(
             format!("{k}.issuer"),
             format!(
-                "`{}` is not an https URL (plain http only with `allow_http = true`, for tests)",
-                p.issuer
+                "`{issuer}` is not an https URL (plain http only with `allow_http = true`, for tests)"
             ),
         );
     }
-    if p.client_id.is_empty() {
+    if p.client_id.is_some() && client_id.is_empty() {
         issue(format!("{k}.client_id"), "must not be empty".into());
     }
     let client_auth = match (&p.client_secret_file, &p.client_key) {
@@ -462,8 +580,9 @@ fn provider(
         }
     };
     let expected_path = format!("/.stadttor/callback/{}", p.name);
-    match url_path(&p.redirect_uri) {
-        Some(path) if path == expected_path && p.redirect_uri.starts_with("https://") => {}
+    match url_path(&redirect_uri) {
+        Some(path) if path == expected_path && redirect_uri.starts_with("https://") => {}
+        _ if p.redirect_uri.is_none() => {}
         _ => issue(
             format!("{k}.redirect_uri"),
             format!(
@@ -500,10 +619,10 @@ fn provider(
         name: p.name.clone(),
         display_name: p.display_name.clone(),
         display_name_en: p.display_name_en.clone(),
-        issuer: p.issuer.clone(),
-        client_id: p.client_id.clone(),
+        issuer,
+        client_id,
         client_auth,
-        redirect_uri: p.redirect_uri.clone(),
+        redirect_uri,
         post_logout_redirect_uri: p.post_logout_redirect_uri.clone(),
         scopes,
         id_token_algs: p.id_token_algs.clone(),
@@ -540,7 +659,7 @@ pub(super) fn validate_route_auth(
         ),
         Some(id) => {
             for p in &raw.providers {
-                if !id.providers.iter().any(|x| &x.name == p) {
+                if !id.has_provider(p) {
                     issue(
                         format!("{k}.providers"),
                         format!("no provider named `{p}` in [[identity.providers]]"),
@@ -621,7 +740,7 @@ pub fn url_origin(u: &str) -> Option<String> {
     Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
 }
 
-fn url_path(u: &str) -> Option<&str> {
+pub(super) fn url_path(u: &str) -> Option<&str> {
     let (_, rest) = u.split_once("://")?;
     let i = rest.find('/')?;
     let path = &rest[i..];

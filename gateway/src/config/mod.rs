@@ -25,6 +25,7 @@ mod paths;
 mod policies;
 mod proxies;
 mod routes;
+mod saml;
 mod server;
 mod signing;
 mod stores;
@@ -33,6 +34,7 @@ pub use identity::{url_origin, Identity, Provider, ProviderAuth, RouteAuth, Sess
 pub use paths::PathRules;
 pub use policies::{Officers, Policies, PolicyStorage, RouteAuthz, DEFAULT_SCHEMA};
 pub use proxies::{ClientAddrPolicy, ForwardedHeader, ProxyProtocol, TrustedProxies};
+pub use saml::SamlProvider;
 pub use signing::{DelegationAlgorithm, SignFormat, SignRule, Signing};
 pub use stores::{plaintext_warnings, Problem, StoreTls};
 

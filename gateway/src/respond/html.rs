@@ -42,6 +42,55 @@ pub(crate) fn csp() -> &'static str {
     })
 }
 
+/// The one script of the gateway's pages: submits the form of
+/// [`post_form_page`] (the SAML HTTP-POST binding).
+const AUTO_SUBMIT: &str = "document.getElementById('f').submit();";
+
+fn sha256_b64(s: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+/// The CSP of [`post_form_page`]: the style sheet and the auto-submit
+/// script by hash, forms only to `origin`.
+pub(crate) fn csp_post_form(origin: &str) -> String {
+    format!(
+        "default-src 'none'; style-src 'sha256-{}'; script-src 'sha256-{}'; form-action {origin}; \
+         frame-ancestors 'none'; base-uri 'none'",
+        sha256_b64(STYLE),
+        sha256_b64(AUTO_SUBMIT)
+    )
+}
+
+/// A page that posts `fields` to `action`: submitted by script at once,
+/// or by the visible button without JavaScript.
+pub(crate) fn post_form_page(
+    lang: Lang,
+    title: &str,
+    text: &str,
+    button: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> String {
+    let mut form = format!(
+        "<p>{}</p>\n<form id=\"f\" method=\"post\" action=\"{}\">\n",
+        esc(text),
+        esc(action)
+    );
+    for (name, value) in fields {
+        form.push_str(&format!(
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
+            esc(name),
+            esc(value)
+        ));
+    }
+    form.push_str(&format!(
+        "<button type=\"submit\">{}</button>\n</form>\n<script>{AUTO_SUBMIT}</script>",
+        esc(button)
+    ));
+    page(lang, title, &form)
+}
+
 /// Escapes text for HTML content and attribute values.
 pub(crate) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());

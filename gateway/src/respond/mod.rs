@@ -314,6 +314,31 @@ pub(crate) fn html(status: StatusCode, page: String) -> Response<ProxyBody> {
     r
 }
 
+/// The page that sends the browser on with an HTTP-POST form to
+/// `action` (the SAML HTTP-POST binding): never cached, under a CSP that
+/// allows its one auto-submit script by hash and forms only to `action`'s
+/// origin. Without JavaScript the citizen presses the button.
+pub(crate) fn post_form(
+    page: String,
+    action_origin: &str,
+    cookies: &[String],
+) -> Response<ProxyBody> {
+    let mut r = harden_citizen(content(
+        StatusCode::OK,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+        page,
+    ));
+    if let Ok(v) = HeaderValue::from_str(&html::csp_post_form(action_origin)) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
 /// A 303 to `location` with cookies to set (citizens).
 pub(crate) fn redirect(location: &str, cookies: Vec<String>) -> Response<ProxyBody> {
     harden_citizen(see_other(location, &cookies))

@@ -20,6 +20,7 @@ mod policy;
 mod proxy;
 mod readiness;
 mod route_scale;
+mod saml;
 mod streaming;
 mod tls;
 mod upstream;

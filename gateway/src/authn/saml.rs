@@ -1,0 +1,330 @@
+//! One SAML identity provider at run time, and this gateway as its
+//! service provider: the IdP's metadata, the SP's keys (signing and
+//! decryption, from the key store: `tpm:`, `pkcs11:` or `file:`), the
+//! signed AuthnRequest, the verified assertion turned into a [`Login`],
+//! the SP metadata and a reachability probe.
+//!
+//! The XML security is `stadttor_saml`'s (libxmlsec1); the browser side
+//! (transaction cookie, ACS endpoint, session) is [`super::saml_flow`].
+//! Signing and decryption may block on hardware: callers run them on the
+//! blocking pool.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+use stadttor_hsm::{DecryptingKey, SigningKey};
+use stadttor_saml::profile::{self, AkdbRequest, Profile};
+use stadttor_saml::request::{self, AuthnRequest, Comparison, SignedMessage};
+use stadttor_saml::response::{self, Assertion, Expect, Refused};
+use stadttor_saml::{IdpMetadata, SpMetadata};
+
+use super::provider::{unix_now, Login};
+use crate::config::SamlProvider;
+use crate::identity::Level;
+
+/// Clock skew allowed on assertion times.
+pub(crate) const SKEW: Duration = Duration::from_secs(60);
+/// How long a reachability probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A SAML IdP and this SP's keys for it.
+#[derive(Debug)]
+pub(crate) struct SamlSp {
+    /// The configuration.
+    pub cfg: SamlProvider,
+    /// The IdP's metadata, read at start.
+    pub idp: IdpMetadata,
+    signing_key: Arc<dyn SigningKey>,
+    decryption_key: Option<Arc<dyn DecryptingKey>>,
+    down: Mutex<Option<String>>,
+}
+
+/// The leaf certificate (DER) of a PEM file, checked to certify `key`.
+fn certificate_for(path: &std::path::Path, key: &dyn SigningKey) -> Result<Vec<u8>, String> {
+    let chain = stadttor_pki::certs::load_chain(path).map_err(|e| e.to_string())?;
+    stadttor_pki::certs::check_leaf_matches_key(&chain, path, key).map_err(|e| e.to_string())?;
+    Ok(chain[0].as_ref().to_vec())
+}
+
+/// Reads and checks the IdP metadata of `cfg` (pinned signature if
+/// configured): the one implementation for `serve` and `config check`.
+pub(crate) fn read_metadata(cfg: &SamlProvider) -> Result<IdpMetadata, String> {
+    let path = &cfg.idp_metadata_file;
+    let xml = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let pinned = match &cfg.idp_metadata_certificate {
+        Some(p) => Some(
+            stadttor_pki::certs::load_chain(p)
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect::<Vec<_>>(),
+        ),
+        None => None,
+    };
+    IdpMetadata::parse(&xml, pinned.as_deref(), SystemTime::now())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The SP's keys and certificates for one provider, each certificate
+/// checked against its key.
+struct SpCredentials {
+    signing_key: Arc<dyn SigningKey>,
+    signing_cert: Vec<u8>,
+    decryption_key: Option<Arc<dyn DecryptingKey>>,
+    decryption_cert: Option<Vec<u8>>,
+}
+
+impl SpCredentials {
+    fn load(cfg: &SamlProvider, keys: &crate::keys::Keys) -> Result<Self, String> {
+        let k = |key: &str| format!("identity.providers `{}`.{key}", cfg.name);
+        let signing_key = keys
+            .resolve(&cfg.signing_key)
+            .map_err(|e| format!("{}: {e}", k("signing_key")))?;
+        request::signature_method(signing_key.algorithm())
+            .map_err(|e| format!("{}: {e}", k("signing_key")))?;
+        let signing_cert = certificate_for(&cfg.signing_certificate, signing_key.as_ref())
+            .map_err(|e| format!("{}: {e}", k("signing_certificate")))?;
+        let (decryption_key, decryption_cert) =
+            match (&cfg.decryption_key, &cfg.decryption_certificate) {
+                (Some(key), Some(cert)) => {
+                    let key = keys
+                        .store()
+                        .resolve_decrypting(key)
+                        .map_err(|e| format!("{}: {e}", k("decryption_key")))?;
+                    let signing: &dyn SigningKey = key.as_ref();
+                    let cert = certificate_for(cert, signing)
+                        .map_err(|e| format!("{}: {e}", k("decryption_certificate")))?;
+                    (Some(key), Some(cert))
+                }
+                _ => (None, None),
+            };
+        Ok(Self {
+            signing_key,
+            signing_cert,
+            decryption_key,
+            decryption_cert,
+        })
+    }
+
+    /// This SP's metadata for `cfg`.
+    fn metadata(&self, cfg: &SamlProvider) -> String {
+        SpMetadata {
+            entity_id: &cfg.entity_id,
+            acs_url: &cfg.acs_url,
+            slo_url: None,
+            signing_cert: &self.signing_cert,
+            encryption_cert: self.decryption_cert.as_deref(),
+            organization: None,
+            contact: None,
+        }
+        .to_xml()
+    }
+}
+
+/// The SP metadata of `cfg` (keys and certificates only: it does not need
+/// the IdP's metadata, which an operator may not have yet).
+pub(crate) fn sp_metadata(cfg: &SamlProvider, keys: &crate::keys::Keys) -> Result<String, String> {
+    Ok(SpCredentials::load(cfg, keys)?.metadata(cfg))
+}
+
+impl SamlSp {
+    /// Reads the IdP metadata, resolves the SP's keys and checks each
+    /// certificate against its key. Errors name the config key.
+    pub(crate) fn new(cfg: SamlProvider, keys: &crate::keys::Keys) -> Result<Self, String> {
+        let idp = read_metadata(&cfg)
+            .map_err(|e| format!("identity.providers `{}`.idp_metadata_file: {e}", cfg.name))?;
+        let c = SpCredentials::load(&cfg, keys)?;
+        Ok(Self {
+            cfg,
+            idp,
+            signing_key: c.signing_key,
+            decryption_key: c.decryption_key,
+            down: Mutex::new(None),
+        })
+    }
+
+    /// A signed AuthnRequest for `level` (the lowest class reference that
+    /// reaches it, `Comparison="minimum"`), `force` for a step-up. Blocks
+    /// on a hardware key.
+    pub(crate) fn authn_request(
+        &self,
+        level: Option<Level>,
+        force: bool,
+    ) -> Result<SignedMessage, String> {
+        let akdb = matches!(self.cfg.profile, Profile::BundId | Profile::Muk);
+        let class_ref = match level {
+            Some(l) => Some(self.cfg.class_ref_for(l).ok_or_else(|| {
+                format!(
+                    "no AuthnContextClassRef of `{}` reaches level {l:?}",
+                    self.cfg.name
+                )
+            })?),
+            None if akdb => Some(profile::STORK_LEVELS[0].0),
+            None => None,
+        };
+        let extensions = akdb.then(|| {
+            AkdbRequest {
+                attributes: &self.cfg.attributes,
+                methods: &self.cfg.authn_methods,
+                organization_display_name: self.cfg.organization_display_name.as_deref(),
+                online_service_id: self.cfg.online_service_id.as_deref(),
+            }
+            .to_xml()
+        });
+        AuthnRequest {
+            destination: self.idp.sso_post.clone(),
+            sp_entity_id: self.cfg.entity_id.clone(),
+            acs_url: self.cfg.acs_url.clone(),
+            force_authn: force,
+            authn_context: class_ref.map(|c| (Comparison::Minimum, vec![c.to_owned()])),
+            extensions,
+            name_id_format: None,
+        }
+        .sign(self.signing_key.as_ref(), None, SystemTime::now())
+        .map_err(|e| e.to_string())
+    }
+
+    /// Verifies and decrypts the `SAMLResponse` answering `request_id`
+    /// (every check of `stadttor_saml::response`). Blocks on a hardware key.
+    pub(crate) fn read_response(&self, b64: &str, request_id: &str) -> Result<Assertion, Refused> {
+        let expect = Expect {
+            sp_entity_id: &self.cfg.entity_id,
+            acs_url: &self.cfg.acs_url,
+            idp_entity_id: &self.idp.entity_id,
+            idp_certs: &self.idp.signing_certs,
+            request_id,
+            now: SystemTime::now(),
+            skew: SKEW,
+            require_encryption: self.cfg.requires_encryption(),
+        };
+        response::read(b64, &expect, self.decryption_key.as_deref())
+    }
+
+    /// What a verified assertion means: subject (the subject attribute,
+    /// e.g. bPK2, or the NameID), level, and the attributes as claims
+    /// under their short names with `trust_levels` beside them.
+    pub(crate) fn login(&self, a: &Assertion) -> Result<Login, &'static str> {
+        let sub = match &self.cfg.subject_attribute {
+            Some(attr) => a
+                .attribute(attr)
+                .ok_or("the subject attribute is missing")?,
+            None => a.name_id.as_str(),
+        };
+        if sub.is_empty() {
+            return Err("empty subject");
+        }
+        let mut claims = Map::new();
+        let mut trust = Map::new();
+        for attr in &a.attributes {
+            let name = profile::bundid_short_name(&attr.name)
+                .filter(|_| matches!(self.cfg.profile, Profile::BundId | Profile::Muk))
+                .map(str::to_owned)
+                .unwrap_or_else(|| attr.name.clone());
+            let value = match attr.values.as_slice() {
+                [one] => Value::String(one.clone()),
+                many => Value::Array(many.iter().cloned().map(Value::String).collect()),
+            };
+            if let Some(t) = &attr.trust_level {
+                trust.insert(name.clone(), Value::String(t.clone()));
+            }
+            claims.insert(name, value);
+        }
+        if !trust.is_empty() {
+            claims.insert(super::TRUST_LEVELS.into(), Value::Object(trust));
+        }
+        let now = unix_now();
+        let auth_time = a
+            .authn_instant
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(now);
+        Ok(Login {
+            sub: sub.to_owned(),
+            sid: a.session_index.clone(),
+            level: a
+                .authn_context
+                .as_deref()
+                .and_then(|c| self.cfg.level_of(c)),
+            acr: a.authn_context.clone(),
+            auth_time,
+            claims,
+        })
+    }
+
+    /// Why the IdP is considered down, if it is.
+    pub(crate) fn down(&self) -> Option<String> {
+        self.down.lock().ok().and_then(|d| d.clone())
+    }
+
+    /// One reachability probe of the SSO endpoint (a TCP connection to its
+    /// host): the citizen gets a clear page instead of a browser error at
+    /// an unreachable IdP.
+    pub(crate) async fn probe(&self) {
+        let result = match sso_authority(&self.idp.sso_post) {
+            Some(addr) => {
+                match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&addr))
+                    .await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("SSO endpoint {addr}: {e}")),
+                    Err(_) => Err(format!("SSO endpoint {addr}: no answer in 3 s")),
+                }
+            }
+            None => Err(format!(
+                "SSO endpoint `{}` is not an http(s) URL",
+                self.idp.sso_post
+            )),
+        };
+        let Ok(mut down) = self.down.lock() else {
+            return;
+        };
+        match (result, down.is_some()) {
+            (Ok(()), true) => {
+                tracing::info!(provider = %self.cfg.name, "SAML IdP reachable again");
+                *down = None;
+            }
+            (Err(why), false) => {
+                tracing::warn!(provider = %self.cfg.name, error = %why, "SAML IdP unavailable; new logins are refused until it answers");
+                *down = Some(why);
+            }
+            (Err(why), true) => *down = Some(why),
+            (Ok(()), false) => {}
+        }
+    }
+}
+
+/// `host:port` of an http(s) URL.
+fn sso_authority(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let default = match scheme {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    let parsed = http::uri::Authority::try_from(authority).ok()?;
+    Some(format!(
+        "{}:{}",
+        parsed.host(),
+        parsed.port_u16().unwrap_or(default)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sso_authority;
+
+    #[test]
+    fn sso_authority_defaults_the_port() {
+        assert_eq!(
+            sso_authority("https://id.bund.de/sso").as_deref(),
+            Some("id.bund.de:443")
+        );
+        assert_eq!(
+            sso_authority("http://127.0.0.1:8080/sso").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(sso_authority("ftp://x/"), None);
+    }
+}
