@@ -362,3 +362,101 @@ fn session_key_rotation_keeps_owner_group_and_mode() {
         .collect();
     assert_eq!(left, ["session.keys"]);
 }
+
+/// A SAML provider's configuration in `s`: IdP metadata (with `extra`
+/// attributes on its EntityDescriptor), SP keys and certificates made with
+/// openssl; returns the config file.
+fn saml_config(s: &Setup, signing_key: &str, decryption_cert: &str, md_extra: &str) -> PathBuf {
+    use testkit::saml_idp::{pem_body, rsa_cert};
+    if !s.dir.path().join("sp-signing.key").exists() {
+        rsa_cert(&s.dir, "sp-signing");
+        rsa_cert(&s.dir, "sp-enc");
+        rsa_cert(&s.dir, "idp");
+        let keys = format!(
+            "{}\n",
+            stadttor_gateway::authn::cookie::CookieKeys::generate().unwrap()
+        );
+        chmod(&s.dir.write("session.keys", &keys), 0o600);
+        let rng = ring::rand::SystemRandom::new();
+        let p8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        std::fs::write(s.dir.path().join("assertion.p8"), p8.as_ref()).unwrap();
+        let ed = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        std::fs::write(s.dir.path().join("ed25519.p8"), ed.as_ref()).unwrap();
+    }
+    let idp_cert = pem_body(&s.dir.path().join("idp.crt"));
+    s.dir.write(
+        "idp-metadata.xml",
+        &format!(
+            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.example/saml"{md_extra}><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{idp_cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://idp.example/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+        ),
+    );
+    let base = std::fs::read_to_string(s.config("tls/server.pem", &["localhost"])).unwrap();
+    let text = format!(
+        r#"{base}
+[identity]
+session_key_file = "session.keys"
+store = "file:sessions"
+assertion_key = "file:assertion.p8"
+
+[[identity.providers]]
+name = "bundid"
+display_name = "BundID"
+protocol = "saml"
+profile = "bundid"
+idp_metadata_file = "idp-metadata.xml"
+entity_id = "https://kommune.example/saml"
+acs_url = "https://portal.example/.stadttor/acs/bundid"
+signing_key = "{signing_key}"
+signing_certificate = "sp-signing.crt"
+decryption_key = "file:sp-enc.key"
+decryption_certificate = "{decryption_cert}"
+attributes = ["bpk2"]
+"#
+    );
+    s.dir.write("stadttor.toml", &text)
+}
+
+#[test]
+fn saml_metadata_certificates_and_key_types_are_checked_by_both() {
+    let s = Setup::new("preflight-saml");
+    let ok = saml_config(&s, "file:sp-signing.key", "sp-enc.crt", "");
+    let c = check(&ok);
+    assert_eq!(c.code, Some(0), "{c:?}");
+
+    // The encryption certificate does not certify the decryption key.
+    let file = saml_config(&s, "file:sp-signing.key", "sp-signing.crt", "");
+    let issues = both_refuse(&file);
+    assert!(
+        issues.iter().any(|l| l.contains("decryption_certificate")),
+        "{issues:?}"
+    );
+
+    // Ed25519 has no XML-DSig signature method here.
+    let file = saml_config(&s, "file:ed25519.p8", "sp-enc.crt", "");
+    let issues = both_refuse(&file);
+    assert!(
+        issues
+            .iter()
+            .any(|l| l.contains("signing_key") && l.contains("cannot sign SAML messages")),
+        "{issues:?}"
+    );
+
+    // Expired IdP metadata.
+    let file = saml_config(
+        &s,
+        "file:sp-signing.key",
+        "sp-enc.crt",
+        r#" validUntil="2020-01-01T00:00:00Z""#,
+    );
+    let issues = both_refuse(&file);
+    assert!(
+        issues
+            .iter()
+            .any(|l| l.contains("idp_metadata_file") && l.contains("expired")),
+        "{issues:?}"
+    );
+}

@@ -111,6 +111,14 @@ fn kommune_example_resolves_as_documented() {
     assert!(cfg.audit.is_some() && cfg.policies.is_some() && cfg.signing.is_some());
     let identity = cfg.identity.as_ref().unwrap();
     assert_eq!(identity.providers.len(), 2);
+    assert_eq!(identity.saml_providers.len(), 1);
+    assert_eq!(
+        identity.saml_providers[0]
+            .decryption_key
+            .as_ref()
+            .map(|k| k.backend()),
+        Some("tpm")
+    );
     assert_eq!(
         identity.providers[0].post_logout_redirect_uri.as_deref(),
         Some("https://www.musterstadt.de/.stadttor/logged-out")
