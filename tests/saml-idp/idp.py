@@ -13,6 +13,8 @@ STORK-QAA contexts) and the threat knobs are exact.
 
 Endpoints:
     GET  /metadata                  IdP metadata (signing cert, SSO endpoint)
+    GET  /metadata-signed           the same, signed by the IdP signing key
+                                    (?tampered: SSO location changed after signing)
     POST /sso                       SAMLRequest (+RelayState), HTTP-POST binding;
                                     query: user=NAME (default citizen-high),
                                     threat=KNOB (see THREATS)
@@ -443,6 +445,22 @@ class Idp:
             f"<saml:AttributeStatement>{attrs}</saml:AttributeStatement></saml:Assertion>"
         )
 
+    def signed_metadata(self, tampered=False):
+        """The metadata with an enveloped signature by the IdP's signing key
+        (for SPs that pin a metadata signing certificate); `tampered`
+        changes the SSO location after signing."""
+        mid = "_md" + secrets.token_hex(8)
+        xml = self.metadata().replace(" entityID=", f' ID="{mid}" entityID=', 1)
+        sig = signature_template(mid, pem_body(self.cfg["signing_cert"]), RSA_SHA256)
+        xml = xml.replace("<md:IDPSSODescriptor", sig + "<md:IDPSSODescriptor", 1)
+        out = self.xmlsec.sign_statement(
+            xml, "urn:oasis:names:tc:SAML:2.0:metadata:EntityDescriptor", self.cfg["signing_key"], mid
+        )
+        out = re.sub(r"^<\?xml[^>]*\?>\s*", "", out)
+        if tampered:
+            out = out.replace(f"{self.base}/sso", "https://evil.example/sso", 1)
+        return out
+
     def sign(self, xml, node, node_id, key, protocol=False):
         ns = NS["samlp"] if protocol else NS["saml"]
         out = self.xmlsec.sign_statement(xml, f"{ns}:{node}", key, node_id)
@@ -552,9 +570,13 @@ def make_handler(idp):
             self.wfile.write(data)
 
         def do_GET(self):
-            path = urllib.parse.urlsplit(self.path).path
+            url = urllib.parse.urlsplit(self.path)
+            path = url.path
             if path == "/metadata":
                 self.reply(200, idp.metadata(), "application/samlmetadata+xml")
+            elif path == "/metadata-signed":
+                tampered = "tampered" in url.query.split("&")
+                self.reply(200, idp.signed_metadata(tampered), "application/samlmetadata+xml")
             elif path == "/last":
                 self.reply(200, json.dumps(idp.last_request), "application/json")
             else:

@@ -301,8 +301,20 @@ impl Auth {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(PROBE_INTERVAL);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut next_fetch = tokio::time::Instant::now();
                 loop {
                     tick.tick().await;
+                    if tokio::time::Instant::now() >= next_fetch {
+                        // Soon again after a failure, else after the refresh period.
+                        next_fetch = tokio::time::Instant::now()
+                            + match sp.refresh_metadata().await {
+                                Ok(()) => sp.cfg.idp_metadata_refresh,
+                                Err(e) => {
+                                    tracing::warn!(provider = %sp.cfg.name, error = %e, "SAML IdP metadata not refreshed; the verified copy in use stays");
+                                    Duration::from_secs(30)
+                                }
+                            };
+                    }
                     sp.probe().await;
                 }
             });

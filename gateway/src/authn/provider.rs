@@ -150,21 +150,31 @@ pub struct Logout {
     pub exp: u64,
 }
 
-/// HTTP client towards providers.
+/// HTTP client towards providers (OIDC endpoints, SAML metadata URLs).
 #[derive(Debug, Clone)]
-struct Http {
+pub(crate) struct Http {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct HttpError(String);
+pub(crate) struct HttpError(String);
 
 impl Http {
     fn new(cfg: &config::Provider) -> Result<Self, String> {
+        Self::with(cfg.ca.as_deref(), cfg.allow_http, cfg.request_timeout)
+    }
+
+    /// A client trusting `ca` (or the system roots), plain http only with
+    /// `allow_http`, each request bounded by `timeout`.
+    pub(crate) fn with(
+        ca: Option<&std::path::Path>,
+        allow_http: bool,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let mut roots = rustls::RootCertStore::empty();
-        match &cfg.ca {
+        match ca {
             Some(ca) => {
                 for c in stadttor_pki::certs::load_chain(ca).map_err(|e| e.to_string())? {
                     roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
@@ -186,20 +196,21 @@ impl Http {
         .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(cfg.request_timeout));
+        http.set_connect_timeout(Some(timeout));
         let b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
-        let connector = if cfg.allow_http {
+        let connector = if allow_http {
             b.https_or_http().enable_http1().wrap_connector(http)
         } else {
             b.https_only().enable_http1().wrap_connector(http)
         };
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
-            timeout: cfg.request_timeout,
+            timeout,
         })
     }
 
-    async fn send(
+    /// Sends `req`; the body is read up to 1 MiB, all within the timeout.
+    pub(crate) async fn send(
         &self,
         req: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, HttpError> {

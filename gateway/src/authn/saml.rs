@@ -10,6 +10,8 @@
 //! blocking pool.
 
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
@@ -19,7 +21,7 @@ use stadttor_saml::request::{self, AuthnRequest, Comparison, SignedMessage};
 use stadttor_saml::response::{self, Assertion, Expect, Refused};
 use stadttor_saml::{IdpMetadata, SpMetadata};
 
-use super::provider::{unix_now, Login};
+use super::provider::{unix_now, Http, Login};
 use crate::config::SamlProvider;
 use crate::identity::Level;
 
@@ -33,8 +35,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) struct SamlSp {
     /// The configuration.
     pub cfg: SamlProvider,
-    /// The IdP's metadata, read at start.
-    pub idp: IdpMetadata,
+    /// The IdP's verified metadata: read at start, and refreshed from
+    /// `idp_metadata_url` if configured; `None` until a first copy is there.
+    idp: ArcSwapOption<IdpMetadata>,
+    /// The pinned metadata signing certificates (DER), if configured.
+    pinned: Option<Vec<Vec<u8>>>,
+    /// Fetches `idp_metadata_url`.
+    http: Option<Http>,
     signing_key: Arc<dyn SigningKey>,
     decryption_key: Option<Arc<dyn DecryptingKey>>,
     down: Mutex<Option<String>>,
@@ -47,22 +54,38 @@ fn certificate_for(path: &std::path::Path, key: &dyn SigningKey) -> Result<Vec<u
     Ok(chain[0].as_ref().to_vec())
 }
 
-/// Reads and checks the IdP metadata of `cfg` (pinned signature if
-/// configured): the one implementation for `serve` and `config check`.
-pub(crate) fn read_metadata(cfg: &SamlProvider) -> Result<IdpMetadata, String> {
-    let path = &cfg.idp_metadata_file;
-    let xml = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let pinned = match &cfg.idp_metadata_certificate {
-        Some(p) => Some(
-            stadttor_pki::certs::load_chain(p)
-                .map_err(|e| e.to_string())?
-                .iter()
-                .map(|c| c.as_ref().to_vec())
-                .collect::<Vec<_>>(),
-        ),
-        None => None,
+/// The pinned metadata signing certificates of `cfg` (DER), if any.
+fn pinned_certificates(cfg: &SamlProvider) -> Result<Option<Vec<Vec<u8>>>, String> {
+    let Some(p) = &cfg.idp_metadata_certificate else {
+        return Ok(None);
     };
-    IdpMetadata::parse(&xml, pinned.as_deref(), SystemTime::now())
+    let chain = stadttor_pki::certs::load_chain(p).map_err(|e| e.to_string())?;
+    Ok(Some(chain.iter().map(|c| c.as_ref().to_vec()).collect()))
+}
+
+/// Parses and checks metadata bytes (the pinned signature, `validUntil`).
+fn verify_metadata(xml: &[u8], pinned: Option<&[Vec<u8>]>) -> Result<IdpMetadata, String> {
+    IdpMetadata::parse(xml, pinned, SystemTime::now()).map_err(|e| e.to_string())
+}
+
+/// The metadata in `idp_metadata_file`, checked: `Ok(None)` when a URL is
+/// configured and the cache file does not exist yet.
+fn metadata_from_file(
+    cfg: &SamlProvider,
+    pinned: Option<&[Vec<u8>]>,
+) -> Result<Option<IdpMetadata>, String> {
+    let Some(path) = &cfg.idp_metadata_file else {
+        return Ok(None);
+    };
+    let xml = match std::fs::read(path) {
+        Ok(x) => x,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && cfg.idp_metadata_url.is_some() => {
+            return Ok(None)
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    verify_metadata(&xml, pinned)
+        .map(Some)
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -132,16 +155,66 @@ impl SamlSp {
     /// Reads the IdP metadata, resolves the SP's keys and checks each
     /// certificate against its key. Errors name the config key.
     pub(crate) fn new(cfg: SamlProvider, keys: &crate::keys::Keys) -> Result<Self, String> {
-        let idp = read_metadata(&cfg)
-            .map_err(|e| format!("identity.providers `{}`.idp_metadata_file: {e}", cfg.name))?;
+        let key = |k: &str| format!("identity.providers `{}`.{k}", cfg.name);
+        let pinned = pinned_certificates(&cfg)
+            .map_err(|e| format!("{}: {e}", key("idp_metadata_certificate")))?;
+        let idp = metadata_from_file(&cfg, pinned.as_deref())
+            .map_err(|e| format!("{}: {e}", key("idp_metadata_file")))?;
+        let http = match &cfg.idp_metadata_url {
+            Some(_) => Some(
+                Http::with(cfg.ca.as_deref(), cfg.allow_http, cfg.request_timeout)
+                    .map_err(|e| format!("{}: {e}", key("ca")))?,
+            ),
+            None => None,
+        };
         let c = SpCredentials::load(&cfg, keys)?;
         Ok(Self {
             cfg,
-            idp,
+            idp: ArcSwapOption::from(idp.map(Arc::new)),
+            pinned,
+            http,
             signing_key: c.signing_key,
             decryption_key: c.decryption_key,
             down: Mutex::new(None),
         })
+    }
+
+    /// The IdP's current metadata, or why there is none.
+    pub(crate) fn idp(&self) -> Result<Arc<IdpMetadata>, String> {
+        self.idp
+            .load_full()
+            .ok_or_else(|| "no verified IdP metadata yet (idp_metadata_url not fetched)".into())
+    }
+
+    /// Fetches `idp_metadata_url`, verifies it with the pinned certificate
+    /// and, if it verifies, uses it from now on and keeps it in
+    /// `idp_metadata_file`. A failure keeps the copy in use.
+    pub(crate) async fn refresh_metadata(&self) -> Result<(), String> {
+        let (Some(url), Some(http)) = (&self.cfg.idp_metadata_url, &self.http) else {
+            return Ok(());
+        };
+        let req = http::Request::get(url.as_str())
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
+        let resp = http.send(req).await.map_err(|e| format!("{url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{url}: answered {}", resp.status()));
+        }
+        let body = resp.into_body();
+        let md =
+            verify_metadata(&body, self.pinned.as_deref()).map_err(|e| format!("{url}: {e}"))?;
+        if let Some(path) = &self.cfg.idp_metadata_file {
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, path)) {
+                tracing::warn!(provider = %self.cfg.name, error = %e, "cannot keep the IdP metadata in {}", path.display());
+            }
+        }
+        let changed = self.idp.load().as_deref() != Some(&md);
+        self.idp.store(Some(Arc::new(md)));
+        if changed {
+            tracing::info!(provider = %self.cfg.name, url, "SAML IdP metadata loaded and verified");
+        }
+        Ok(())
     }
 
     /// A signed AuthnRequest for `level` (the lowest class reference that
@@ -172,8 +245,9 @@ impl SamlSp {
             }
             .to_xml()
         });
+        let idp = self.idp()?;
         AuthnRequest {
-            destination: self.idp.sso_post.clone(),
+            destination: idp.sso_post.clone(),
             sp_entity_id: self.cfg.entity_id.clone(),
             acs_url: self.cfg.acs_url.clone(),
             force_authn: force,
@@ -188,11 +262,12 @@ impl SamlSp {
     /// Verifies and decrypts the `SAMLResponse` answering `request_id`
     /// (every check of `stadttor_saml::response`). Blocks on a hardware key.
     pub(crate) fn read_response(&self, b64: &str, request_id: &str) -> Result<Assertion, Refused> {
+        let idp = self.idp().map_err(Refused::Key)?;
         let expect = Expect {
             sp_entity_id: &self.cfg.entity_id,
             acs_url: &self.cfg.acs_url,
-            idp_entity_id: &self.idp.entity_id,
-            idp_certs: &self.idp.signing_certs,
+            idp_entity_id: &idp.entity_id,
+            idp_certs: &idp.signing_certs,
             request_id,
             now: SystemTime::now(),
             skew: SKEW,
@@ -261,7 +336,16 @@ impl SamlSp {
     /// host): the citizen gets a clear page instead of a browser error at
     /// an unreachable IdP.
     pub(crate) async fn probe(&self) {
-        let result = match sso_authority(&self.idp.sso_post) {
+        let sso = match self.idp() {
+            Ok(idp) => idp.sso_post.clone(),
+            Err(why) => {
+                if let Ok(mut down) = self.down.lock() {
+                    *down = Some(why);
+                }
+                return;
+            }
+        };
+        let result = match sso_authority(&sso) {
             Some(addr) => {
                 match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&addr))
                     .await
@@ -271,10 +355,7 @@ impl SamlSp {
                     Err(_) => Err(format!("SSO endpoint {addr}: no answer in 3 s")),
                 }
             }
-            None => Err(format!(
-                "SSO endpoint `{}` is not an http(s) URL",
-                self.idp.sso_post
-            )),
+            None => Err(format!("SSO endpoint `{sso}` is not an http(s) URL")),
         };
         let Ok(mut down) = self.down.lock() else {
             return;

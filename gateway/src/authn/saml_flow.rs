@@ -69,6 +69,13 @@ pub(crate) async fn start(
         tracing::warn!(request_id, provider = %sp.cfg.name, reason = %why, "SAML IdP down; login refused");
         return Problem::ProviderDown.answer().render(aud, request_id);
     }
+    let idp = match sp.idp() {
+        Ok(idp) => idp,
+        Err(why) => {
+            tracing::warn!(request_id, provider = %sp.cfg.name, reason = %why, "SAML IdP metadata missing; login refused");
+            return Problem::ProviderDown.answer().render(aud, request_id);
+        }
+    };
     let signer = sp.clone();
     let signed = tokio::task::spawn_blocking(move || signer.authn_request(level, force)).await;
     let msg = match signed {
@@ -85,7 +92,7 @@ pub(crate) async fn start(
         relay: relay.clone(),
         request_id: msg.id.clone(),
         provider: sp.cfg.name.clone(),
-        issuer: sp.idp.entity_id.clone(),
+        issuer: idp.entity_id.clone(),
         return_to: return_to.to_owned(),
         level,
         created: unix_now(),
@@ -120,10 +127,10 @@ pub(crate) async fn start(
         title,
         &text,
         button,
-        &sp.idp.sso_post,
+        &idp.sso_post,
         &[("SAMLRequest", &msg.base64()), ("RelayState", &relay)],
     );
-    let origin = crate::config::url_origin(&sp.idp.sso_post).unwrap_or_default();
+    let origin = crate::config::url_origin(&idp.sso_post).unwrap_or_default();
     respond::post_form(page, &origin, &[set])
 }
 

@@ -89,7 +89,10 @@ pub(super) mod raw {
         pub request_timeout: Duration,
         pub profile: Option<String>,
         pub idp_metadata_file: Option<PathBuf>,
+        pub idp_metadata_url: Option<String>,
         pub idp_metadata_certificate: Option<PathBuf>,
+        #[serde(default = "default_metadata_refresh", with = "duration")]
+        pub idp_metadata_refresh: Duration,
         pub entity_id: Option<String>,
         pub acs_url: Option<String>,
         pub signing_key: Option<String>,
@@ -146,6 +149,9 @@ pub(super) mod raw {
     }
     fn default_scopes() -> Vec<String> {
         vec!["openid".into()]
+    }
+    fn default_metadata_refresh() -> Duration {
+        Duration::from_secs(3600)
     }
     fn default_request_timeout() -> Duration {
         Duration::from_secs(10)
@@ -515,6 +521,7 @@ fn provider(
     for (key, set) in [
         ("profile", p.profile.is_some()),
         ("idp_metadata_file", p.idp_metadata_file.is_some()),
+        ("idp_metadata_url", p.idp_metadata_url.is_some()),
         (
             "idp_metadata_certificate",
             p.idp_metadata_certificate.is_some(),

@@ -23,10 +23,24 @@ pub struct SamlProvider {
     pub display_name_en: Option<String>,
     /// BundID, MUK or generic.
     pub profile: Profile,
-    /// The IdP's metadata (entity ID, SSO endpoint, signing certificates).
-    pub idp_metadata_file: PathBuf,
-    /// If set, the metadata must be signed by this certificate (PEM).
+    /// The IdP's metadata (entity ID, SSO endpoint, signing certificates);
+    /// with `idp_metadata_url` the last verified copy fetched from there.
+    pub idp_metadata_file: Option<PathBuf>,
+    /// Where the IdP publishes its metadata; fetched at start and every
+    /// `idp_metadata_refresh`, used only if signed by
+    /// `idp_metadata_certificate`.
+    pub idp_metadata_url: Option<String>,
+    /// How often the metadata URL is fetched again.
+    pub idp_metadata_refresh: std::time::Duration,
+    /// If set, the metadata must be signed by this certificate (PEM);
+    /// required with `idp_metadata_url`.
     pub idp_metadata_certificate: Option<PathBuf>,
+    /// CA bundle for the metadata URL's TLS; `None`: the system roots.
+    pub ca: Option<PathBuf>,
+    /// Allow a plain `http://` metadata URL (tests only).
+    pub allow_http: bool,
+    /// Each metadata fetch.
+    pub request_timeout: std::time::Duration,
     /// This SP's entity ID.
     pub entity_id: String,
     /// This SP's ACS URL, path `/.stadttor/acs/NAME`.
@@ -109,7 +123,6 @@ pub(super) fn validate(
             p.post_logout_redirect_uri.is_some(),
         ),
         ("id_token_algs", !p.id_token_algs.is_empty()),
-        ("ca", p.ca.is_some()),
     ] {
         if set {
             issue(
@@ -158,14 +171,42 @@ pub(super) fn validate(
             ),
         );
     }
-    let metadata = p.idp_metadata_file.as_deref().map(abs).unwrap_or_else(|| {
-        issue(
+    let metadata = p.idp_metadata_file.as_deref().map(abs);
+    match (&metadata, &p.idp_metadata_url) {
+        (None, None) => issue(
             format!("{k}.idp_metadata_file"),
-            "is required: the IdP's SAML metadata (entity ID, SSO endpoint, signing certificate)"
+            "give the IdP's SAML metadata: `idp_metadata_file`, or `idp_metadata_url` with \
+             `idp_metadata_certificate`"
                 .into(),
-        );
-        PathBuf::new()
-    });
+        ),
+        (_, Some(url)) => {
+            let scheme_ok =
+                url.starts_with("https://") || (p.allow_http && url.starts_with("http://"));
+            if !scheme_ok || super::identity::url_origin(url).is_none() {
+                issue(
+                    format!("{k}.idp_metadata_url"),
+                    format!(
+                        "`{url}` is not an https URL (plain http only with `allow_http = true`)"
+                    ),
+                );
+            }
+            if p.idp_metadata_certificate.is_none() {
+                issue(
+                    format!("{k}.idp_metadata_certificate"),
+                    "is required with `idp_metadata_url`: metadata fetched over the network is used \
+                     only if signed by this certificate"
+                        .into(),
+                );
+            }
+            if p.idp_metadata_refresh < std::time::Duration::from_secs(60) {
+                issue(
+                    format!("{k}.idp_metadata_refresh"),
+                    "must be at least 60s".into(),
+                );
+            }
+        }
+        _ => {}
+    }
     let signing_certificate = p
         .signing_certificate
         .as_deref()
@@ -228,7 +269,12 @@ pub(super) fn validate(
         display_name_en: p.display_name_en.clone(),
         profile,
         idp_metadata_file: metadata,
+        idp_metadata_url: p.idp_metadata_url.clone(),
+        idp_metadata_refresh: p.idp_metadata_refresh,
         idp_metadata_certificate: p.idp_metadata_certificate.as_deref().map(abs),
+        ca: p.ca.as_deref().map(abs),
+        allow_http: p.allow_http,
+        request_timeout: p.request_timeout,
         entity_id,
         acs_url,
         signing_key: key_ref(&signing_key, issue, format!("{k}.signing_key")),

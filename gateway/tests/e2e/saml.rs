@@ -31,7 +31,17 @@ struct Saml {
     base: String,
 }
 
-fn saml_provider_toml(dir: &TempDir, sp: &SpKeys, port: u16) -> String {
+/// Where the gateway gets the IdP's metadata.
+#[derive(Clone, Copy, PartialEq)]
+enum Metadata {
+    /// A file written before the start.
+    File,
+    /// The IdP's signed metadata URL, pinned to its signing certificate
+    /// (`tampered`: changed after signing), cached in a file.
+    Url { tampered: bool },
+}
+
+fn saml_provider_toml(dir: &TempDir, sp: &SpKeys, port: u16, metadata: &str) -> String {
     format!(
         r#"
 [[identity.providers]]
@@ -39,6 +49,7 @@ name = "bundid"
 protocol = "saml"
 profile = "bundid"
 display_name = "BundID"
+{metadata}
 idp_metadata_file = {idp_md:?}
 entity_id = "{entity}"
 acs_url = "https://localhost:{port}/.stadttor/acs/bundid"
@@ -62,6 +73,10 @@ online_service_id = "musterstadt-4711"
 
 impl Saml {
     async fn start(audit: bool) -> Self {
+        Self::start_with(audit, Metadata::File).await
+    }
+
+    async fn start_with(audit: bool, metadata: Metadata) -> Self {
         let backend = Backend::start("app").await;
         let dir = TempDir::new("saml-e2e");
         let pki = TestPki::new(&dir, "main", &[]);
@@ -139,9 +154,9 @@ path_prefix = "/"
             keys = session_keys.display().to_string(),
             store = dir.path().join("sessions").display(),
             akey = assertion_key.display(),
-            provider = saml_provider_toml(&dir, &sp, port),
+            provider = saml_provider_toml(&dir, &sp, port, "{METADATA}"),
         );
-        let config_path = dir.write("stadttor.toml", &config);
+        let config_path = dir.write("stadttor.toml", &config.replace("{METADATA}", ""));
         // The SP metadata the operator uploads: from the CLI, not the harness.
         let out = std::process::Command::new(BIN)
             .args([
@@ -161,7 +176,21 @@ path_prefix = "/"
         );
         std::fs::write(&sp.metadata, &out.stdout).unwrap();
         let idp = SamlIdp::start(&dir, &sp);
-        std::fs::write(dir.path().join("idp-metadata.xml"), idp.metadata()).unwrap();
+        let config = match metadata {
+            Metadata::File => {
+                std::fs::write(dir.path().join("idp-metadata.xml"), idp.metadata()).unwrap();
+                config.replace("{METADATA}", "")
+            }
+            Metadata::Url { tampered } => config.replace(
+                "{METADATA}",
+                &format!(
+                    "idp_metadata_url = \"{}/metadata-signed{}\"\nidp_metadata_certificate = {:?}\nallow_http = true",
+                    idp.base(),
+                    if tampered { "?tampered" } else { "" },
+                    idp.signing_cert.display().to_string()
+                ),
+            ),
+        };
         let gw = Gateway::start(BIN, &dir, &config);
         Self {
             dir,
@@ -410,4 +439,34 @@ async fn idp_down_fails_closed_with_a_clear_page() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_metadata_from_a_url_is_used_only_when_signed_by_the_pinned_certificate() {
+    let t = Saml::start_with(false, Metadata::Url { tampered: false }).await;
+    let b = t.browser();
+    // The first fetch runs right after the start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.follow(&t.url("/buerger/")).await.last.status == 503 {
+        assert!(std::time::Instant::now() < deadline, "{}", t.gw.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let idp_page = t.to_idp(&b, "/buerger/", "citizen-high", None).await;
+    let chain = t.to_acs(&b, &idp_page).await;
+    assert_eq!(header(&echoed(&chain), "x-stadttor-sub"), Some(BPK2_ERIKA));
+    // The verified copy is kept for the next start.
+    let cached = std::fs::read_to_string(t.dir.path().join("idp-metadata.xml")).unwrap();
+    assert!(cached.contains("<ds:Signature"), "{cached}");
+
+    // Metadata changed after signing (an attacker on the way, or a
+    // wrong file): never used; the citizen gets the 503 page, not the
+    // attacker's SSO endpoint.
+    let t = Saml::start_with(false, Metadata::Url { tampered: true }).await;
+    let b = t.browser();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let chain = b.follow(&t.url("/buerger/")).await;
+    assert_eq!(chain.last.status, 503, "{chain:?}");
+    assert!(!chain.last.body.contains("evil.example"));
+    assert!(t.gw.logs().contains("not refreshed"), "{}", t.gw.logs());
+    assert!(!t.dir.path().join("idp-metadata.xml").exists());
 }
