@@ -138,14 +138,6 @@ pub fn xmlsec_version() -> String {
         .into_owned()
 }
 
-/// Whether this build verifies RSA-PSS XML signatures (libxmlsec1 ≥ 1.3).
-pub fn has_rsa_pss() -> bool {
-    let v = xmlsec_version();
-    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (1, 3)
-}
-
 /// A buffer malloc'ed by the shim.
 struct ShimBuf(*mut c_uchar, usize);
 

@@ -35,6 +35,9 @@
 #include <xmlsec/openssl/app.h>
 #include <xmlsec/openssl/crypto.h>
 
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+
 #define ST_OK 0
 #define ST_E_PARSE 1      /* not well-formed, DTD, comment, PI, duplicate ID */
 #define ST_E_STRUCTURE 2  /* element missing or not unique, no ID, no signature */
@@ -90,6 +93,118 @@ static void reset_errors(void) {
     xmlSetGenericErrorFunc(NULL, st_xml_generic);
 }
 
+/* ------------------------------------------------------- RSA-PSS (1.2.x) */
+
+#if XMLSEC_VERSION_MAJOR > 1 || (XMLSEC_VERSION_MAJOR == 1 && XMLSEC_VERSION_MINOR >= 3)
+#define ST_NATIVE_RSA_PSS 1
+#else
+/*
+ * libxmlsec1 before 1.3 (Debian 12 ships 1.2.37) has no RSA-PSS signature
+ * method, which BundID and MUK use. This registers one for VERIFYING
+ * `xmldsig-more#sha256-rsa-MGF1` (RFC 6931: SHA-256, MGF1 with SHA-256,
+ * salt length 32): a signature-method transform in xmlsec's own framework
+ * (xmlsec still canonicalises SignedInfo, checks every reference and
+ * hands the key from the caller's certificate), whose only job is
+ * OpenSSL's EVP_DigestVerify with PSS padding. On xmlsec 1.3 the native
+ * transform is used instead.
+ */
+typedef struct {
+    EVP_PKEY *key;
+    EVP_MD_CTX *md;
+} st_pss_ctx;
+
+#define ST_PSS_CTX(t) ((st_pss_ctx *)(((xmlSecByte *)(t)) + sizeof(xmlSecTransform)))
+
+static int st_pss_initialize(xmlSecTransformPtr t) {
+    memset(ST_PSS_CTX(t), 0, sizeof(st_pss_ctx));
+    return 0;
+}
+
+static void st_pss_finalize(xmlSecTransformPtr t) {
+    st_pss_ctx *c = ST_PSS_CTX(t);
+    if (c->md != NULL) EVP_MD_CTX_free(c->md);
+    if (c->key != NULL) EVP_PKEY_free(c->key);
+    memset(c, 0, sizeof(st_pss_ctx));
+}
+
+static int st_pss_set_key_req(xmlSecTransformPtr t, xmlSecKeyReqPtr req) {
+    if (t->operation != xmlSecTransformOperationVerify) return -1; /* verify only */
+    req->keyId = xmlSecOpenSSLKeyDataRsaId;
+    req->keyType = xmlSecKeyDataTypePublic;
+    req->keyUsage = xmlSecKeyUsageVerify;
+    return 0;
+}
+
+static int st_pss_set_key(xmlSecTransformPtr t, xmlSecKeyPtr key) {
+    st_pss_ctx *c = ST_PSS_CTX(t);
+    EVP_PKEY *pkey = xmlSecOpenSSLKeyDataRsaGetEvp(xmlSecKeyGetValue(key));
+    if (pkey == NULL || EVP_PKEY_up_ref(pkey) != 1) return -1;
+    c->key = pkey;
+    return 0;
+}
+
+static int st_pss_execute(xmlSecTransformPtr t, int last, xmlSecTransformCtxPtr tctx) {
+    (void)tctx;
+    st_pss_ctx *c = ST_PSS_CTX(t);
+    xmlSecBufferPtr in = &(t->inBuf);
+    if (c->key == NULL) return -1;
+    if (t->status == xmlSecTransformStatusNone) {
+        EVP_PKEY_CTX *pctx = NULL;
+        c->md = EVP_MD_CTX_new();
+        if (c->md == NULL ||
+            EVP_DigestVerifyInit(c->md, &pctx, EVP_sha256(), NULL, c->key) != 1 ||
+            EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
+            EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) <= 0 ||
+            EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) <= 0)
+            return -1;
+        t->status = xmlSecTransformStatusWorking;
+    }
+    if (t->status == xmlSecTransformStatusWorking) {
+        xmlSecSize n = xmlSecBufferGetSize(in);
+        if (n > 0) {
+            if (EVP_DigestVerifyUpdate(c->md, xmlSecBufferGetData(in), n) != 1) return -1;
+            if (xmlSecBufferRemoveHead(in, n) < 0) return -1;
+        }
+        if (last) t->status = xmlSecTransformStatusFinished;
+        return 0;
+    }
+    return t->status == xmlSecTransformStatusFinished ? 0 : -1;
+}
+
+static int st_pss_verify(xmlSecTransformPtr t, const xmlSecByte *data, xmlSecSize size,
+                         xmlSecTransformCtxPtr tctx) {
+    (void)tctx;
+    st_pss_ctx *c = ST_PSS_CTX(t);
+    if (t->status != xmlSecTransformStatusFinished || c->md == NULL) return -1;
+    int rc = EVP_DigestVerifyFinal(c->md, data, size);
+    t->status = rc == 1 ? xmlSecTransformStatusOk : xmlSecTransformStatusFail;
+    return 0;
+}
+
+static xmlSecTransformKlass st_pss_klass = {
+    sizeof(xmlSecTransformKlass),
+    sizeof(xmlSecTransform) + sizeof(st_pss_ctx),
+    BAD_CAST "stadttor-rsa-pss-sha256",
+    BAD_CAST "http://www.w3.org/2007/05/xmldsig-more#sha256-rsa-MGF1",
+    xmlSecTransformUsageSignatureMethod,
+    st_pss_initialize,
+    st_pss_finalize,
+    NULL, /* readNode */
+    NULL, /* writeNode */
+    st_pss_set_key_req,
+    st_pss_set_key,
+    st_pss_verify,
+    xmlSecTransformDefaultGetDataType,
+    xmlSecTransformDefaultPushBin,
+    xmlSecTransformDefaultPopBin,
+    NULL, /* pushXml */
+    NULL, /* popXml */
+    st_pss_execute,
+    NULL,
+    NULL,
+};
+#endif
+
 /* -------------------------------------------------------------------- init */
 
 int st_init(char *err, size_t errlen) {
@@ -106,6 +221,10 @@ int st_init(char *err, size_t errlen) {
         return fail(err, errlen, ST_E_INTERNAL, "xmlSecOpenSSLAppInit failed");
     if (xmlSecOpenSSLInit() < 0)
         return fail(err, errlen, ST_E_INTERNAL, "xmlSecOpenSSLInit failed");
+#ifndef ST_NATIVE_RSA_PSS
+    if (xmlSecTransformIdsRegister(&st_pss_klass) < 0)
+        return fail(err, errlen, ST_E_INTERNAL, "cannot register the RSA-PSS transform");
+#endif
     return ST_OK;
 }
 
@@ -269,9 +388,10 @@ static xmlSecTransformId t_rsa384(void) { return xmlSecOpenSSLTransformRsaSha384
 static xmlSecTransformId t_rsa512(void) { return xmlSecOpenSSLTransformRsaSha512Id; }
 static xmlSecTransformId t_ec256(void) { return xmlSecOpenSSLTransformEcdsaSha256Id; }
 static xmlSecTransformId t_ec384(void) { return xmlSecOpenSSLTransformEcdsaSha384Id; }
-#if XMLSEC_VERSION_MAJOR > 1 || (XMLSEC_VERSION_MAJOR == 1 && XMLSEC_VERSION_MINOR >= 3)
-#define ST_HAVE_RSA_PSS 1
+#ifdef ST_NATIVE_RSA_PSS
 static xmlSecTransformId t_pss256(void) { return xmlSecOpenSSLTransformRsaPssSha256Id; }
+#else
+static xmlSecTransformId t_pss256(void) { return &st_pss_klass; }
 #endif
 
 static const char RSA_PSS_SHA256[] = "http://www.w3.org/2007/05/xmldsig-more#sha256-rsa-MGF1";
@@ -293,9 +413,7 @@ static const st_alg SIGNATURES[] = {
     {"http://www.w3.org/2001/04/xmldsig-more#rsa-sha512", t_rsa512},
     {"http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256", t_ec256},
     {"http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384", t_ec384},
-#ifdef ST_HAVE_RSA_PSS
     {RSA_PSS_SHA256, t_pss256},
-#endif
 };
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -317,13 +435,6 @@ static int check_algorithms(xmlNodePtr signed_info, char *err, size_t errlen) {
             ok = allowed(C14N_AND_TRANSFORMS, 2, alg); what = "canonicalisation";
         } else if (xmlSecCheckNodeName(n, BAD_CAST "SignatureMethod", BAD_CAST DSIG_NS)) {
             ok = allowed(SIGNATURES, COUNT(SIGNATURES), alg); what = "signature";
-            if (!ok && alg != NULL && xmlStrEqual(alg, BAD_CAST RSA_PSS_SHA256)) {
-                int rc = fail(err, errlen, ST_E_ALGORITHM,
-                              "signature algorithm %s needs libxmlsec1 1.3 or later (this is %s)",
-                              RSA_PSS_SHA256, XMLSEC_VERSION);
-                xmlFree(alg);
-                return rc;
-            }
         } else if (xmlSecCheckNodeName(n, BAD_CAST "Reference", BAD_CAST DSIG_NS)) {
             xmlFree(alg);
             for (xmlNodePtr r = n->children; r != NULL; r = r->next) {
