@@ -71,6 +71,28 @@ online_service_id = "musterstadt-4711"
     )
 }
 
+/// An OIDC provider beside BundID (never reached in these tests: it only
+/// shares the choice page).
+fn oidc_provider_toml(dir: &TempDir, port: u16) -> String {
+    let secret = dir.write_secret("land-secret", "land-client-secret-0123456789");
+    format!(
+        r#"
+[[identity.providers]]
+name = "land"
+display_name = "Servicekonto des Landes"
+display_name_en = "State account"
+issuer = "http://127.0.0.1:9/land"
+client_id = "stadttor"
+client_secret_file = {secret:?}
+redirect_uri = "https://localhost:{port}/.stadttor/callback/land"
+id_token_algs = ["ES256"]
+allow_http = true
+request_timeout = "1s"
+"#,
+        secret = secret.display().to_string(),
+    )
+}
+
 impl Saml {
     async fn start(audit: bool) -> Self {
         Self::start_with(audit, Metadata::File).await
@@ -140,6 +162,14 @@ providers = ["bundid"]
 min_level = "high"
 
 [[routes]]
+name = "both"
+upstream = "app"
+path_prefix = "/both"
+[routes.auth]
+methods = ["session"]
+providers = ["land", "bundid"]
+
+[[routes]]
 name = "public"
 upstream = "app"
 path_prefix = "/"
@@ -154,7 +184,11 @@ path_prefix = "/"
             keys = session_keys.display().to_string(),
             store = dir.path().join("sessions").display(),
             akey = assertion_key.display(),
-            provider = saml_provider_toml(&dir, &sp, port, "{METADATA}"),
+            provider = format!(
+                "{}\n{}",
+                saml_provider_toml(&dir, &sp, port, "{METADATA}"),
+                oidc_provider_toml(&dir, port)
+            ),
         );
         let config_path = dir.write("stadttor.toml", &config.replace("{METADATA}", ""));
         // The SP metadata the operator uploads: from the CLI, not the harness.
@@ -469,4 +503,30 @@ async fn idp_metadata_from_a_url_is_used_only_when_signed_by_the_pinned_certific
     assert!(!chain.last.body.contains("evil.example"));
     assert!(t.gw.logs().contains("not refreshed"), "{}", t.gw.logs());
     assert!(!t.dir.path().join("idp-metadata.xml").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_choice_page_offers_saml_and_oidc_providers_side_by_side() {
+    let t = Saml::start(false).await;
+    let b = t.browser();
+    let chain = b.follow(&t.url("/both/")).await;
+    assert_eq!(chain.last.status, 200, "{chain:?}");
+    let body = &chain.last.body;
+    assert!(
+        body.contains("BundID") && body.contains("Servicekonto des Landes"),
+        "{body}"
+    );
+    // Choosing BundID leads to the signed AuthnRequest for the IdP.
+    let link = body
+        .split("href=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|h| h.contains("provider=bundid"))
+        .expect("a BundID link")
+        .replace("&amp;", "&");
+    let page = b.follow(&t.url(&link)).await.last;
+    let form = page.forms().into_iter().next().expect("the auto-post form");
+    assert!(
+        form.action.as_str().starts_with(&t.idp.sso_url()),
+        "{form:?}"
+    );
 }
