@@ -392,18 +392,33 @@ async fn replayed_saml_response_is_refused() {
 async fn forged_saml_responses_are_refused_with_audit_events() {
     use stadttor_audit::verify::LogReader;
     let mut t = Saml::start(true).await;
+    // The whole corpus of the test IdP (tests/saml-idp/README.md), each
+    // with the reason its audit event must carry.
     let threats = [
+        ("xsw1", "wrapping"),
+        ("xsw2", "wrapping"),
         ("xsw3", "wrapping"),
+        ("xsw4", "wrapping"),
+        ("xsw5", "wrapping"),
+        ("xsw6", "wrapping"),
         ("xsw7", "wrapping"),
+        ("xsw8", "wrapping"),
         ("comment-nameid", "malformed"),
         ("foreign-key", "bad_signature"),
+        ("response-tampered", "bad_signature"),
+        ("assertion-tampered", "bad_signature"),
         ("unsigned-assertion", "unsigned"),
+        ("unsigned", "unsigned"),
         ("wrong-audience", "audience"),
+        ("wrong-destination", "destination"),
         ("wrong-recipient", "recipient"),
+        ("wrong-in-response-to", "in_response_to"),
+        ("unsolicited", "unsolicited"),
         ("expired", "expired"),
         ("sha1", "algorithm"),
         ("rsa-1_5", "algorithm"),
         ("xxe", "malformed"),
+        ("entity-expansion", "malformed"),
     ];
     for (threat, _) in threats {
         let b = t.browser();
