@@ -99,6 +99,12 @@ impl Saml {
     }
 
     async fn start_with(audit: bool, metadata: Metadata) -> Self {
+        Self::start_full(audit, metadata, false).await
+    }
+
+    /// `generic`: the provider uses the generic profile (no akdb extension,
+    /// the NameID as subject, attributes by URI, an explicit `acr` map).
+    async fn start_full(audit: bool, metadata: Metadata, generic: bool) -> Self {
         let backend = Backend::start("app").await;
         let dir = TempDir::new("saml-e2e");
         let pki = TestPki::new(&dir, "main", &[]);
@@ -190,6 +196,23 @@ path_prefix = "/"
                 oidc_provider_toml(&dir, port)
             ),
         );
+        let config = if generic {
+            config
+                .replace("profile = \"bundid\"", "profile = \"generic\"\nacr = { \"STORK-QAA-Level-3\" = \"substantial\", \"STORK-QAA-Level-4\" = \"high\" }")
+                .replace(
+                    "attributes = [\"bpk2\", \"given_name\", \"family_name\"]",
+                    "attributes = [\"urn:oid:2.5.4.42\"]",
+                )
+                .replace("authn_methods = [\"eID\", \"Elster\"]\n", "")
+                .replace("organization_display_name = \"Stadt Musterstadt\"\n", "")
+                .replace("online_service_id = \"musterstadt-4711\"\n", "")
+                .replace(
+                    "claims = { given_name = \"given-name\" }",
+                    "claims = { \"urn:oid:2.5.4.42\" = \"given-name\" }",
+                )
+        } else {
+            config
+        };
         let config_path = dir.write("stadttor.toml", &config.replace("{METADATA}", ""));
         // The SP metadata the operator uploads: from the CLI, not the harness.
         let out = std::process::Command::new(BIN)
@@ -544,4 +567,24 @@ async fn one_choice_page_offers_saml_and_oidc_providers_side_by_side() {
         form.action.as_str().starts_with(&t.idp.sso_url()),
         "{form:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_saml_profile_uses_the_name_id_and_sends_no_bundid_extension() {
+    let t = Saml::start_full(false, Metadata::File, true).await;
+    let b = t.browser();
+    let idp_page = t.to_idp(&b, "/buerger/", "citizen-high", None).await;
+    let last = t.idp.last_request();
+    assert!(last["akdb_version"].is_null(), "{last}");
+    assert_eq!(last["requested_levels"][0], "STORK-QAA-Level-3");
+    let chain = t.to_acs(&b, &idp_page).await;
+    let h = echoed(&chain);
+    let sub = header(&h, "x-stadttor-sub").unwrap();
+    assert_ne!(
+        sub, BPK2_ERIKA,
+        "the generic profile's subject is the NameID"
+    );
+    assert!(!sub.is_empty());
+    assert_eq!(header(&h, "x-stadttor-level"), Some("high"));
+    assert_eq!(header(&h, "x-stadttor-given-name"), Some("Erika"));
 }
