@@ -16,6 +16,7 @@ use stadttor_saml::{Assertion, IdpMetadata};
 use stadttor_test_harness::TempDir;
 use testkit::saml_idp::{
     AuthnRequestSpec, IdpOptions, SamlIdp, SpKeys, AES256_CBC, BPK2, EVIL_BPK2, GIVEN_NAME,
+    RSA_PSS_SHA256,
 };
 
 const SP: &str = "https://kommune.example/saml/sp";
@@ -111,10 +112,32 @@ fn bundid_login_reads_subject_level_and_attributes_with_trust_levels() {
 fn aes256_cbc_content_encryption_is_read_too() {
     let w = world_with(&IdpOptions {
         data_encryption: AES256_CBC,
+        ..IdpOptions::default()
     });
     let (id, b64) = w.answer("citizen-substantial", None);
     let a = w.read(&id, &b64).unwrap();
     assert_eq!(a.authn_context.as_deref(), Some("STORK-QAA-Level-3"));
+}
+
+#[test]
+fn rsa_pss_signed_responses_and_assertions_like_bundid_are_read() {
+    let w = world_with(&IdpOptions {
+        sign_alg: RSA_PSS_SHA256,
+        ..IdpOptions::default()
+    });
+    let (id, b64) = w.answer("citizen-high", None);
+    let xml = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &b64).unwrap(),
+    )
+    .unwrap();
+    assert!(xml.contains("sha256-rsa-MGF1"), "{xml}");
+    let a = w.read(&id, &b64).unwrap();
+    assert_eq!(a.attribute(BPK2), Some("bPK2-ERIKA-7f3a9c21e4b8d05a"));
+    for threat in ["response-tampered", "assertion-tampered", "foreign-key"] {
+        let (id, b64) = w.answer("citizen-high", Some(threat));
+        let e = w.read(&id, &b64).unwrap_err();
+        assert!(matches!(e, Refused::BadSignature(_)), "{threat}: {e}");
+    }
 }
 
 #[test]

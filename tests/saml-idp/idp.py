@@ -44,6 +44,7 @@ from saml2.config import IdPConfig
 from saml2.server import Server
 from saml2.sigver import CryptoBackendXmlSec1, pre_encryption_part
 
+import pss_sign
 import pss_verify
 
 NS = {
@@ -462,6 +463,8 @@ class Idp:
         return out
 
     def sign(self, xml, node, node_id, key, protocol=False):
+        if f'Algorithm="{RSA_PSS_SHA256}"' in xml and self.sign_alg == RSA_PSS_SHA256:
+            return pss_sign.sign(xml, node_id, key)
         ns = NS["samlp"] if protocol else NS["saml"]
         out = self.xmlsec.sign_statement(xml, f"{ns}:{node}", key, node_id)
         return re.sub(r"^<\?xml[^>]*\?>\s*", "", out)

@@ -1,8 +1,9 @@
 //! BundID (DeutschlandID) login end to end through the gateway's SAML
 //! service provider: the real `stadttor` binary, the real test SAML IdP
-//! (tests/saml-idp: pysaml2 and xmlsec1, BundID-like, verifying our
-//! RSA-PSS AuthnRequests independently), a real HTTP client with a cookie
-//! jar. The SP metadata the IdP trusts is the output of `stadttor
+//! (tests/saml-idp: pysaml2 and xmlsec1, BundID-like: it verifies our
+//! RSA-PSS AuthnRequests and signs its responses and assertions with
+//! RSA-PSS, both with lxml + cryptography), a real HTTP client with a
+//! cookie jar. The SP metadata the IdP trusts is the output of `stadttor
 //! identity saml-metadata`. Negative tests are named after the threat.
 
 use std::time::Duration;
@@ -12,7 +13,7 @@ use stadttor_gateway::authn::cookie::CookieKeys;
 use testkit::backend::Backend;
 use testkit::browser::{Browser, Response};
 use testkit::jwt;
-use testkit::saml_idp::{SamlIdp, SpKeys};
+use testkit::saml_idp::{IdpOptions, SamlIdp, SpKeys, RSA_PSS_SHA256};
 use testkit::{free_port, Gateway, TempDir, TestPki};
 
 use crate::login::header;
@@ -232,7 +233,15 @@ path_prefix = "/"
             String::from_utf8_lossy(&out.stderr)
         );
         std::fs::write(&sp.metadata, &out.stdout).unwrap();
-        let idp = SamlIdp::start(&dir, &sp);
+        // Like BundID: responses and assertions signed with RSA-PSS.
+        let idp = SamlIdp::start_with(
+            &dir,
+            &sp,
+            &IdpOptions {
+                sign_alg: RSA_PSS_SHA256,
+                ..IdpOptions::default()
+            },
+        );
         let config = match metadata {
             Metadata::File => {
                 std::fs::write(dir.path().join("idp-metadata.xml"), idp.metadata()).unwrap();

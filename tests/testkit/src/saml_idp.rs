@@ -78,12 +78,18 @@ pub const AES256_CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes256-cbc";
 pub struct IdpOptions {
     /// Content encryption of the assertion ([`AES256_GCM`] or [`AES256_CBC`]).
     pub data_encryption: &'static str,
+    /// The signature method of responses and assertions: [`RSA_SHA256`]
+    /// (xmlsec1) or [`RSA_PSS_SHA256`] (as BundID; signed by
+    /// `tests/saml-idp/pss_sign.py` with lxml + cryptography, since xmlsec1
+    /// 1.2.37 cannot).
+    pub sign_alg: &'static str,
 }
 
 impl Default for IdpOptions {
     fn default() -> Self {
         Self {
             data_encryption: AES256_GCM,
+            sign_alg: RSA_SHA256,
         }
     }
 }
@@ -405,6 +411,7 @@ impl SamlIdp {
             "foreign_cert": foreign_cert,
             "sp_metadata": sp.metadata,
             "data_encryption": options.data_encryption,
+            "sign_alg": options.sign_alg,
         });
         let config_path = dir.write("idp-config.json", &config.to_string());
         let mut child = Command::new(&python)
