@@ -127,6 +127,8 @@ impl Saml {
         .unwrap();
         let assertion_key = dir.path().join("assertion.p8");
         std::fs::write(&assertion_key, pkcs8.as_ref()).unwrap();
+        let providers = saml_provider_toml(&dir, &sp, port, "{METADATA}")
+            + oidc_provider_toml(&dir, port).as_str();
         let config = format!(
             r#"
 [admin]
@@ -191,11 +193,7 @@ path_prefix = "/"
             keys = session_keys.display().to_string(),
             store = dir.path().join("sessions").display(),
             akey = assertion_key.display(),
-            provider = format!(
-                "{}\n{}",
-                saml_provider_toml(&dir, &sp, port, "{METADATA}"),
-                oidc_provider_toml(&dir, port)
-            ),
+            provider = providers,
         );
         let config = if generic {
             config
