@@ -27,7 +27,7 @@ seconds=${FUZZ_SECONDS:-20}
 cache=${STADTTOR_FUZZ_CACHE:-${CARGO_TARGET_DIR:-/var/tmp/stadttor-ci-target}/fuzz}
 mkdir -p "$cache"
 targets=("$@")
-((${#targets[@]})) || targets=(config session_cookie jwt httpsig audit policy framing path proxy_protocol)
+((${#targets[@]})) || targets=(config session_cookie jwt httpsig audit policy framing path proxy_protocol saml_response)
 # Extra read-only seed directories, besides fuzz/seeds/<target>.
 declare -A extra=(
   [config]="$root/packaging/examples $root/tests/fixtures/config/rejected"

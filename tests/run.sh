@@ -31,6 +31,7 @@ APT_PACKAGES=(
   haproxy                                               # behind a load balancer: PROXY protocol v2 in front of a listener
   python3-venv xmlsec1                                  # the test SAML IdP (tests/saml-idp: pysaml2 runs xmlsec1)
   libxml2-utils                                         # xmllint --exc-c14n: the SAML self-test signs RSA-PSS requests with openssl
+  libxmlsec1-dev                                        # builds stadttor-saml's C shim (pkg-config xmlsec1-openssl; brings libxml2-dev, libssl-dev, libxmlsec1-openssl)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

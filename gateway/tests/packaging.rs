@@ -230,6 +230,42 @@ fn build_deb(dir: &Path) -> PathBuf {
     deb
 }
 
+/// The shared libraries `bin` needs (`readelf -d`) and the Debian package
+/// that holds each on this machine (`dpkg -S`), without the essential and
+/// protected packages.
+fn needed_packages(bin: &str) -> Vec<(String, String)> {
+    let readelf = require_tool("readelf", "binutils");
+    let (ok, dynamic) = run(Command::new(readelf).arg("-d").arg(bin));
+    assert!(ok, "readelf -d: {dynamic}");
+    let libs: Vec<String> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_owned()))
+        .collect();
+    assert!(!libs.is_empty(), "no NEEDED entries:\n{dynamic}");
+    libs.into_iter()
+        .map(|lib| {
+            let (ok, owners) = run(Command::new("dpkg").arg("-S").arg(format!("*/{lib}")));
+            assert!(ok, "no package holds {lib}: {owners}");
+            let package = owners
+                .lines()
+                .filter(|l| l.ends_with(&format!("/{lib}")))
+                .find_map(|l| l.split_once(": "))
+                .and_then(|(p, _)| p.split(',').next())
+                .map(|p| p.split(':').next().unwrap_or(p).trim().to_owned())
+                .unwrap_or_else(|| panic!("no package holds {lib}: {owners}"));
+            (lib, package)
+        })
+        .filter(|(_, package)| {
+            let (ok, flags) = run(Command::new("dpkg-query")
+                .args(["-W", "-f=${Essential} ${Protected}"])
+                .arg(package));
+            assert!(ok, "dpkg-query {package}: {flags}");
+            !flags.split_whitespace().any(|f| f == "yes")
+        })
+        .collect()
+}
+
 #[test]
 fn debian_package_passes_lintian_and_ships_what_it_promises() {
     let lintian = require_tool("lintian", "lintian");
@@ -325,6 +361,26 @@ fn debian_package_passes_lintian_and_ships_what_it_promises() {
     // `packaging/systemd.rs` reloads through systemd on a minimal Debian).
     for want in ["Package: stadttor", "adduser", "libtss2-esys", "procps"] {
         assert!(control.contains(want), "control lacks `{want}`:\n{control}");
+    }
+    // Every shared library the binary links comes from a package that
+    // `Depends` names (`$auto`, i.e. dpkg-shlibdeps), so a minimal Debian
+    // installs it: libtss2-esys for TPM keys, and libxmlsec1-openssl,
+    // libxmlsec1 and libxml2 once the binary calls stadttor-saml. Essential
+    // and protected packages (libgcc-s1, which dpkg-shlibdeps leaves out
+    // when no symbol of it is used) are on every Debian system.
+    let depends = control
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends:"))
+        .unwrap_or_else(|| panic!("no Depends:\n{control}"));
+    let named: BTreeSet<&str> = depends
+        .split([',', '|'])
+        .filter_map(|d| d.split_whitespace().next())
+        .collect();
+    for (lib, package) in needed_packages(BIN) {
+        assert!(
+            named.contains(package.as_str()),
+            "the binary needs {lib} from {package}, which Depends does not name: {depends}"
+        );
     }
 
     // The packaged unit is byte-identical to the one rated above.

@@ -406,6 +406,11 @@ fn install_and_serve(c: &Container, port: u16) {
     c.ok(&format!(
         "apt-get install --yes -o Dpkg::Use-Pty=0 {SHARE}/stadttor.deb"
     ));
+    // The package's Depends brought every library the binary links (the
+    // TPM stack; libxmlsec1-openssl, libxmlsec1 and libxml2 for SAML once the
+    // binary calls stadttor-saml), not the build machine.
+    let ldd = c.ok("ldd /usr/bin/stadttor");
+    assert!(!ldd.contains("not found"), "missing libraries:\n{ldd}");
     assert_eq!(
         c.ok("stat -c '%U:%G %a' /etc/stadttor /etc/stadttor/stadttor.toml /var/lib/stadttor"),
         "root:stadttor 750\nroot:stadttor 640\nstadttor:stadttor 750\n"

@@ -1,0 +1,180 @@
+//! The responses recorded from the test SAML IdP in `saml/benches/data/`
+//! (by `examples/record_saml_data.rs`; the benchmark reads them) stay
+//! readable offline at their recorded time, and are refused outside it,
+//! for another request, or with a key that is not the SP's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use stadttor_hsm::{DecryptingKey, KeyRef, KeyStore, KeyStoreConfig};
+use stadttor_saml::profile::bundid_attribute;
+use stadttor_saml::response::{self, Expect, Refused};
+use stadttor_saml::{xmlsec, Assertion, IdpMetadata};
+
+const SP: &str = "https://kommune.example/saml/sp";
+const ACS: &str = "https://kommune.example/.stadttor/acs/bundid";
+
+fn data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/data")
+}
+
+/// One line of `responses.tsv`.
+struct Recorded {
+    name: String,
+    request_id: String,
+    now: SystemTime,
+    b64: String,
+}
+
+fn recorded() -> Vec<Recorded> {
+    let tsv = std::fs::read_to_string(data().join("responses.tsv")).unwrap();
+    tsv.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let [name, request_id, now, file] = f.as_slice() else {
+                panic!("bad line in responses.tsv: {l}");
+            };
+            Recorded {
+                name: (*name).to_owned(),
+                request_id: (*request_id).to_owned(),
+                now: UNIX_EPOCH + Duration::from_secs(now.parse().unwrap()),
+                b64: std::fs::read_to_string(data().join(file)).unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn key(file: &str) -> Arc<dyn DecryptingKey> {
+    let key_ref: KeyRef = format!("file:{}", data().join(file).display())
+        .parse()
+        .unwrap();
+    KeyStore::new(KeyStoreConfig::default())
+        .resolve_decrypting(&key_ref)
+        .unwrap()
+}
+
+fn read(
+    r: &Recorded,
+    request_id: &str,
+    now: SystemTime,
+    key: &dyn DecryptingKey,
+) -> Result<Assertion, Refused> {
+    let xml = std::fs::read(data().join("idp-metadata.xml")).unwrap();
+    let idp = IdpMetadata::parse(&xml, None, r.now).unwrap();
+    let expect = Expect {
+        sp_entity_id: SP,
+        acs_url: ACS,
+        idp_entity_id: &idp.entity_id,
+        idp_certs: &idp.signing_certs,
+        request_id,
+        now,
+        skew: Duration::from_secs(60),
+        require_encryption: true,
+    };
+    response::read(&r.b64, &expect, Some(key))
+}
+
+#[test]
+fn recorded_bundid_responses_read_offline_at_their_recorded_time() {
+    let key = key("sp-encryption.key");
+    let all = recorded();
+    assert_eq!(all.len(), 4, "responses.tsv");
+    let bpk2 = bundid_attribute("bpk2").unwrap();
+    for r in &all {
+        let a = read(r, &r.request_id, r.now, key.as_ref())
+            .unwrap_or_else(|e| panic!("{}: {e}", r.name));
+        let want_level = match r.name.as_str() {
+            "citizen-substantial" => "STORK-QAA-Level-3",
+            "citizen-low" => "STORK-QAA-Level-1",
+            _ => "STORK-QAA-Level-4",
+        };
+        assert_eq!(a.authn_context.as_deref(), Some(want_level), "{}", r.name);
+        assert!(
+            a.attribute(bpk2).is_some_and(|v| v.starts_with("bPK2-")),
+            "{}: {:?}",
+            r.name,
+            a.attributes
+        );
+        assert!(a.not_on_or_after > r.now, "{}", r.name);
+    }
+    let all_attributes = all
+        .iter()
+        .find(|r| r.name == "citizen-high-all-attributes")
+        .unwrap();
+    let a = read(
+        all_attributes,
+        &all_attributes.request_id,
+        all_attributes.now,
+        key.as_ref(),
+    )
+    .unwrap();
+    assert_eq!(a.attributes.len(), 9, "{:?}", a.attributes);
+}
+
+#[test]
+fn threat_replay_of_a_recorded_response_after_its_window() {
+    let key = key("sp-encryption.key");
+    let r = &recorded()[0];
+    let later = r.now + Duration::from_secs(3600);
+    assert!(matches!(
+        read(r, &r.request_id, later, key.as_ref()),
+        Err(Refused::Expired)
+    ));
+}
+
+#[test]
+fn threat_recorded_response_presented_for_another_login() {
+    let key = key("sp-encryption.key");
+    let r = &recorded()[0];
+    assert!(matches!(
+        read(r, "_another-login", r.now, key.as_ref()),
+        Err(Refused::InResponseTo)
+    ));
+}
+
+#[test]
+fn threat_assertion_encrypted_to_another_key_does_not_decrypt() {
+    // The SP's signing key is an RSA key too, but not the one the IdP
+    // encrypted to.
+    let wrong = key("sp-signing.key");
+    let r = &recorded()[0];
+    let e = read(r, &r.request_id, r.now, wrong.as_ref()).unwrap_err();
+    assert!(matches!(e, Refused::Decrypt(_)), "{e}");
+}
+
+#[test]
+fn rsa_pss_signed_response_needs_libxmlsec1_1_3() {
+    // The recorded Response's SignatureMethod turned into RSA-PSS, as
+    // BundID may sign: the allowlist runs before verification.
+    let key = key("sp-encryption.key");
+    let r = &recorded()[0];
+    let xml = String::from_utf8(B64.decode(r.b64.trim()).unwrap()).unwrap();
+    let pss = xml.replacen(
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+        "http://www.w3.org/2007/05/xmldsig-more#sha256-rsa-MGF1",
+        1,
+    );
+    assert_ne!(pss, xml);
+    let r = Recorded {
+        b64: B64.encode(pss),
+        ..recorded().remove(0)
+    };
+    let e = read(&r, &r.request_id, r.now, key.as_ref()).unwrap_err();
+    if xmlsec::has_rsa_pss() {
+        // 1.3 or later verifies PSS: an rsa-sha256 value does not verify.
+        assert!(matches!(e, Refused::BadSignature(_)), "{e}");
+    } else {
+        assert!(
+            matches!(&e, Refused::Algorithm(m)
+                if m.contains("needs libxmlsec1 1.3 or later")
+                    && m.contains(&xmlsec::xmlsec_version())),
+            "{e}"
+        );
+    }
+}
