@@ -14,7 +14,7 @@ use base64::Engine as _;
 use stadttor_hsm::{DecryptingKey, KeyRef, KeyStore, KeyStoreConfig};
 use stadttor_saml::profile::bundid_attribute;
 use stadttor_saml::response::{self, Expect, Refused};
-use stadttor_saml::{xmlsec, Assertion, IdpMetadata};
+use stadttor_saml::{Assertion, IdpMetadata};
 
 const SP: &str = "https://kommune.example/saml/sp";
 const ACS: &str = "https://kommune.example/.stadttor/acs/bundid";
