@@ -111,6 +111,7 @@ fn bundid_login_reads_subject_level_and_attributes_with_trust_levels() {
 fn aes256_cbc_content_encryption_is_read_too() {
     let w = world_with(&IdpOptions {
         data_encryption: AES256_CBC,
+        ..IdpOptions::default()
     });
     let (id, b64) = w.answer("citizen-substantial", None);
     let a = w.read(&id, &b64).unwrap();

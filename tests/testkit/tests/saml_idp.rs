@@ -182,6 +182,7 @@ fn aes_cbc_content_encryption_when_configured() {
     let sp = SpKeys::generate(&dir, SP, ACS);
     let options = IdpOptions {
         data_encryption: AES256_CBC,
+        ..IdpOptions::default()
     };
     let idp = SamlIdp::start_with(&dir, &sp, &options);
     let s = Setup { dir, sp, idp };
