@@ -12,21 +12,21 @@ use stadttor_gateway::authn::cookie::CookieKeys;
 use testkit::backend::Backend;
 use testkit::browser::{Browser, Response};
 use testkit::jwt;
-use testkit::saml_idp::{SamlIdp, SpKeys};
+use testkit::saml_idp::{IdpOptions, SamlIdp, SpKeys};
 use testkit::{free_port, Gateway, TempDir, TestPki};
 
 use crate::login::header;
 use crate::BIN;
 
-const BPK2_ERIKA: &str = "bPK2-ERIKA-7f3a9c21e4b8d05a";
+pub(crate) const BPK2_ERIKA: &str = "bPK2-ERIKA-7f3a9c21e4b8d05a";
 
 /// A gateway with the BundID provider `bundid` and the routes `/buerger`
 /// (substantial, forwards given_name), `/bauamt` (high) and `/` (anonymous).
-struct Saml {
-    dir: TempDir,
+pub(crate) struct Saml {
+    pub(crate) dir: TempDir,
     pki: TestPki,
-    gw: Gateway,
-    idp: SamlIdp,
+    pub(crate) gw: Gateway,
+    pub(crate) idp: SamlIdp,
     _backend: Backend,
     base: String,
 }
@@ -62,6 +62,11 @@ online_service_id = "musterstadt-4711"
 
 impl Saml {
     async fn start(audit: bool) -> Self {
+        Self::start_with(audit, &IdpOptions::default()).await
+    }
+
+    /// Like `start`, the test IdP run with `options` (Single Logout).
+    pub(crate) async fn start_with(audit: bool, options: &IdpOptions) -> Self {
         let backend = Backend::start("app").await;
         let dir = TempDir::new("saml-e2e");
         let pki = TestPki::new(&dir, "main", &[]);
@@ -160,7 +165,7 @@ path_prefix = "/"
             String::from_utf8_lossy(&out.stderr)
         );
         std::fs::write(&sp.metadata, &out.stdout).unwrap();
-        let idp = SamlIdp::start(&dir, &sp);
+        let idp = SamlIdp::start_with(&dir, &sp, options);
         std::fs::write(dir.path().join("idp-metadata.xml"), idp.metadata()).unwrap();
         let gw = Gateway::start(BIN, &dir, &config);
         Self {
@@ -173,21 +178,27 @@ path_prefix = "/"
         }
     }
 
-    fn browser(&self) -> Browser {
+    pub(crate) fn browser(&self) -> Browser {
         Browser::builder()
             .trust_ca_pem(&self.pki.ca_pem)
             .resolve("localhost", self.gw.addr())
             .build()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Walks from `path` to the IdP's answer: the gateway's auto-post page,
     /// its form posted to the IdP as `user` with `threat`. Returns the
     /// IdP's page (the form to the ACS).
-    async fn to_idp(&self, b: &Browser, path: &str, user: &str, threat: Option<&str>) -> Response {
+    pub(crate) async fn to_idp(
+        &self,
+        b: &Browser,
+        path: &str,
+        user: &str,
+        threat: Option<&str>,
+    ) -> Response {
         let chain = b.follow(&self.url(path)).await;
         let page = chain.last;
         assert_eq!(page.status, 200, "{page:?}");
@@ -212,7 +223,7 @@ path_prefix = "/"
     }
 
     /// Posts the IdP's answer to the ACS and follows the redirects.
-    async fn to_acs(&self, b: &Browser, idp_page: &Response) -> testkit::browser::Chain {
+    pub(crate) async fn to_acs(&self, b: &Browser, idp_page: &Response) -> testkit::browser::Chain {
         let form = idp_page.forms().into_iter().next().expect("the IdP's form");
         assert_eq!(form.action.as_str(), self.url("/.stadttor/acs/bundid"));
         let first = b.submit(&form).await;
@@ -220,7 +231,7 @@ path_prefix = "/"
     }
 }
 
-fn echoed(chain: &testkit::browser::Chain) -> Value {
+pub(crate) fn echoed(chain: &testkit::browser::Chain) -> Value {
     assert_eq!(chain.last.status, 200, "{chain:?}");
     chain.last.json()["headers"].clone()
 }
