@@ -8,6 +8,8 @@
 //! response  verify and decrypt a Response: libxmlsec1 verifies, the RSA
 //!           key transport is unwrapped by an `hsm` DecryptingKey, and only
 //!           the bytes a verified digest covers are read (signature wrapping)
+//! logout    Single Logout: sign LogoutRequests and LogoutResponses, read
+//!           the IdP's (signature required, only the signed bytes read)
 //! metadata  read IdP metadata (optionally verified with a pinned
 //!           certificate), write the SP's metadata for onboarding
 //! profile   BundID/MUK specifics: the akdb request extension, attribute
@@ -21,6 +23,7 @@
 //! crate adds the SAML rules around them and never canonicalises or
 //! verifies a signature itself.
 
+pub mod logout;
 pub mod metadata;
 pub mod profile;
 pub mod request;

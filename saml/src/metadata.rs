@@ -30,7 +30,8 @@ pub struct IdpMetadata {
     pub entity_id: String,
     /// The HTTP-POST `SingleSignOnService` location.
     pub sso_post: String,
-    /// The `SingleLogoutService` location (HTTP-POST or -Redirect), if offered.
+    /// The `SingleLogoutService` as (binding, location), if offered: the
+    /// HTTP-POST one if there is one, else the HTTP-Redirect one.
     pub slo: Option<(String, String)>,
     /// Signing certificates (DER): `KeyDescriptor` with `use="signing"` or
     /// without `use`.
@@ -90,10 +91,14 @@ impl IdpMetadata {
             .and_then(|s| s.attribute("Location"))
             .ok_or_else(|| MetadataError::Invalid("no HTTP-POST SingleSignOnService".into()))?
             .to_owned();
-        let slo = children(idp, MD_NS, "SingleLogoutService")
+        // HTTP-POST first (what the SP speaks), else HTTP-Redirect.
+        let slo_services: Vec<(&str, &str)> = children(idp, MD_NS, "SingleLogoutService")
             .filter_map(|s| Some((s.attribute("Binding")?, s.attribute("Location")?)))
-            .find(|(b, _)| *b == BINDING_POST || *b == BINDING_REDIRECT)
-            .map(|(b, l)| (b.to_owned(), l.to_owned()));
+            .collect();
+        let slo = [BINDING_POST, BINDING_REDIRECT]
+            .iter()
+            .find_map(|want| slo_services.iter().find(|(b, _)| b == want))
+            .map(|(b, l)| ((*b).to_owned(), (*l).to_owned()));
         let signing_certs = certificates(idp, "signing")?;
         if signing_certs.is_empty() {
             return Err(MetadataError::Invalid(

@@ -80,6 +80,9 @@ pub struct Assertion {
     pub name_id: String,
     /// The `NameID`'s `Format`, if given.
     pub name_id_format: Option<String>,
+    /// The `NameID`'s `NameQualifier` and `SPNameQualifier`, if given
+    /// (Single Logout echoes them).
+    pub name_qualifiers: (Option<String>, Option<String>),
     /// `AuthnStatement/@SessionIndex`, for Single Logout.
     pub session_index: Option<String>,
     /// `AuthnContextClassRef` (for BundID `STORK-QAA-Level-1..4`).
@@ -474,6 +477,10 @@ fn check_assertion(a: roxmltree::Node<'_, '_>, expect: &Expect<'_>) -> Result<As
         issuer: issuer.trim().to_owned(),
         name_id: value.trim().to_owned(),
         name_id_format: name_id.attribute("Format").map(str::to_owned),
+        name_qualifiers: (
+            name_id.attribute("NameQualifier").map(str::to_owned),
+            name_id.attribute("SPNameQualifier").map(str::to_owned),
+        ),
         session_index: authn
             .and_then(|s| s.attribute("SessionIndex"))
             .map(str::to_owned),

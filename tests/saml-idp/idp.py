@@ -20,6 +20,16 @@ Endpoints:
                                     threat=KNOB (see THREATS)
     GET  /last                      JSON: what the last AuthnRequest asked for,
                                     and which verifier checked its signature
+    GET  /initiate-logout           (config "slo") an auto-submit form with a
+                                    signed LogoutRequest for the last login to
+                                    the SP's SLO URL; query: by=session-index
+                                    (default) or name-id, threat=KNOB (see
+                                    slo.LOGOUT_THREATS), relay=RELAYSTATE
+    POST /slo                       (config "slo") the SP's LogoutRequest
+                                    (answered with a signed LogoutResponse
+                                    form) or LogoutResponse; see slo.py
+    GET  /last-logout               JSON: the last LogoutRequest from the SP
+    GET  /last-logout-response      JSON: the last LogoutResponse from the SP
 Answer: 200 with an auto-submit HTML form (SAMLResponse, RelayState) to the
 ACS URL, or 400/403 with a plain-text reason.
 """
@@ -46,6 +56,7 @@ from saml2.sigver import CryptoBackendXmlSec1, pre_encryption_part
 
 import pss_sign
 import pss_verify
+import slo
 
 NS = {
     "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
@@ -254,6 +265,7 @@ class Idp:
         self.xmlsec = CryptoBackendXmlSec1(cfg.get("xmlsec1", "/usr/bin/xmlsec1"), delete_tmpfiles=True)
         self.last_response = None
         self.last_request = None
+        self.slo = slo.Slo(self, NS, now, ts, new_id, signature_template, pem_body)
 
     def pysaml2_config(self, signed_requests=True):
         c = self.cfg
@@ -275,7 +287,8 @@ class Idp:
         }
 
     def metadata(self):
-        """entityID, signing certificate, HTTP-POST SSO endpoint (written here:
+        """entityID, signing certificate, HTTP-POST SLO endpoint if enabled,
+        HTTP-POST SSO endpoint (written here:
         pysaml2's generator also advertises MD5 and SHA-1 as supported)."""
         return (
             f'<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="{NS["ds"]}" '
@@ -283,7 +296,7 @@ class Idp:
             'protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
             '<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>'
             f'{pem_body(self.cfg["signing_cert"])}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>'
-            f"<md:NameIDFormat>{TRANSIENT}</md:NameIDFormat>"
+            f"{self.slo.metadata_element()}<md:NameIDFormat>{TRANSIENT}</md:NameIDFormat>"
             f'<md:SingleSignOnService Binding="{BINDING_HTTP_POST}" Location="{self.base}/sso"/>'
             "</md:IDPSSODescriptor></md:EntityDescriptor>"
         )
@@ -354,7 +367,9 @@ class Idp:
             key, cert = self.cfg["foreign_key"], self.cfg["foreign_cert"]
         details = self.threatened_details(details, threat)
         aid = new_id()
-        assertion = self.assertion(aid, details, user, threat, pem_body(cert))
+        name_id = None if threat == "comment-nameid" else new_id()
+        session_index = new_id()
+        assertion = self.assertion(aid, details, user, threat, pem_body(cert), name_id, session_index=session_index)
         if threat not in ("unsigned-assertion", "unsigned"):
             assertion = self.sign(assertion, "Assertion", aid, key)
         if threat == "assertion-tampered":
@@ -374,6 +389,8 @@ class Idp:
                 response = self.sign(response, "Response", rid, key, protocol=True)
         response = self.after_signing(response, threat)
         self.last_response = response
+        if not threat:
+            self.slo.remember_login(details["sp"], name_id, TRANSIENT, session_index)
         return response
 
     @staticmethod
@@ -403,7 +420,7 @@ class Idp:
             return doctype + response.replace(status, f"{status}<samlp:StatusMessage>{ref}</samlp:StatusMessage>", 1)
         return response
 
-    def assertion(self, aid, details, user, threat, cert_b64, name_id=None, bpk2=None):
+    def assertion(self, aid, details, user, threat, cert_b64, name_id=None, bpk2=None, session_index=None):
         t = now()
         not_after = t + datetime.timedelta(minutes=5)
         issued = t
@@ -440,7 +457,7 @@ class Idp:
             f'<saml:Conditions NotBefore="{ts(issued - datetime.timedelta(seconds=30))}" NotOnOrAfter="{ts(not_after)}">'
             f"<saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction>"
             f"</saml:Conditions>"
-            f'<saml:AuthnStatement AuthnInstant="{ts(issued)}" SessionIndex="{new_id()}">'
+            f'<saml:AuthnStatement AuthnInstant="{ts(issued)}" SessionIndex="{session_index or new_id()}">'
             f"<saml:AuthnContext><saml:AuthnContextClassRef>{user['level']}</saml:AuthnContextClassRef>"
             f"</saml:AuthnContext></saml:AuthnStatement>"
             f"<saml:AttributeStatement>{attrs}</saml:AttributeStatement></saml:Assertion>"
@@ -582,16 +599,29 @@ def make_handler(idp):
                 self.reply(200, idp.signed_metadata(tampered), "application/samlmetadata+xml")
             elif path == "/last":
                 self.reply(200, json.dumps(idp.last_request), "application/json")
+            elif path == "/last-logout":
+                self.reply(200, json.dumps(idp.slo.last_logout), "application/json")
+            elif path == "/last-logout-response":
+                self.reply(200, json.dumps(idp.slo.last_logout_response), "application/json")
+            elif path == "/initiate-logout":
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                try:
+                    page = idp.slo.initiate(query)
+                except ValueError as e:
+                    return self.reply(400, f"{e}\n")
+                self.reply(200, page, "text/html; charset=utf-8")
             else:
                 self.reply(404, "not found\n")
 
         def do_POST(self):
             url = urllib.parse.urlsplit(self.path)
-            if url.path != "/sso":
+            if url.path not in ("/sso", "/slo"):
                 return self.reply(404, "not found\n")
             query = dict(urllib.parse.parse_qsl(url.query))
             length = int(self.headers.get("Content-Length", "0"))
             form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode("utf-8")))
+            if url.path == "/slo":
+                return self.single_logout(form)
             if "SAMLRequest" not in form:
                 return self.reply(400, "no SAMLRequest in the form\n")
             try:
@@ -609,6 +639,16 @@ def make_handler(idp):
                 return self.reply(500, f"response failed: {type(e).__name__}: {e.__cause__ or e}\n")
             b64 = base64.b64encode(response.encode("utf-8")).decode("ascii")
             self.reply(200, auto_submit_form(details["acs_url"], b64, form.get("RelayState")), "text/html; charset=utf-8")
+
+        def single_logout(self, form):
+            if not idp.slo.enabled:
+                return self.reply(404, "SLO is not enabled\n")
+            try:
+                status, body, ctype = idp.slo.receive(form)
+            except Exception as e:  # every refusal is an answer, not a crash
+                sys.stderr.write(f"refused logout message: {type(e).__name__}: {e}\n")
+                return self.reply(403, f"logout message refused: {type(e).__name__}: {e}\n")
+            self.reply(status, body, ctype)
 
         def log_message(self, fmt, *args):
             sys.stderr.write("idp: " + fmt % args + "\n")

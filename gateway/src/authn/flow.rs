@@ -4,7 +4,9 @@
 //! - `GET  /.stadttor/callback/NAME` the authorization response;
 //! - `POST /.stadttor/acs/NAME` a SAML Response ([`super::saml_flow`]);
 //! - `GET|POST /.stadttor/logout` confirm, then end the session here and at
-//!   the provider (RP-initiated logout);
+//!   the provider (RP-initiated logout; SAML Single Logout,
+//!   [`super::saml_logout`]);
+//! - `POST /.stadttor/slo/NAME` SAML Single Logout messages from the IdP;
 //! - `POST /.stadttor/backchannel-logout/NAME` logout tokens from providers;
 //! - `GET  /.stadttor/jwks.json` the assertion key for services.
 //!
@@ -184,6 +186,10 @@ pub(crate) async fn handle(
             let name = r["acs/".len()..].to_owned();
             super::saml_flow::acs(auth, &host, &name, req, aud, request_id).await
         }
+        (Method::POST, r) if r.starts_with("slo/") => {
+            let name = r["slo/".len()..].to_owned();
+            super::saml_logout::endpoint(auth, &host, &name, req, aud, request_id).await
+        }
         (Method::POST, r) if r.starts_with("backchannel-logout/") => {
             let name = r["backchannel-logout/".len()..].to_owned();
             let aud = Audience::of(req.headers(), true);
@@ -360,7 +366,13 @@ pub(crate) async fn finish_login(
     aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
-    let previous = auth.session(headers, host).ok().flatten();
+    // A revoked session is no base for a step-up: its start would carry a
+    // subject revocation (`before`) over to the new session.
+    let previous = auth
+        .session(headers, host)
+        .ok()
+        .flatten()
+        .filter(|s| matches!(auth.session_revoked(s), Ok(false)));
     let (s, same_user) = new_session(auth, provider, issuer, login, previous.as_ref());
     let recorded = record_login(auth, &s, previous.as_ref(), same_user, request_id).await;
     if !recorded {
@@ -503,6 +515,12 @@ async fn logout(
             .await;
         if !recorded {
             return Problem::AuditUnavailable.answer().render(aud, request_id);
+        }
+        if let Some(sp) = auth.saml(&s.p) {
+            let slo = super::saml_logout::start(auth, host, sp, s, aud, request_id).await;
+            if let Some(r) = slo {
+                return r;
+            }
         }
         if let Some(p) = auth.provider(&s.p) {
             if let Some(end) = p.end_session_endpoint().await {

@@ -1,7 +1,8 @@
 //! Authentication: who sends a request, and how sure we are.
 //!
 //! ```text
-//! /.stadttor/*  ─▶ flow (login, callback, logout, back-channel logout, JWKS)
+//! /.stadttor/*  ─▶ flow (login, callback, logout, back-channel logout, JWKS),
+//!                  saml_flow (ACS), saml_logout (SAML Single Logout)
 //! route request ─▶ authenticate: session cookie | bearer JWT | client cert
 //!               ─▶ level check (step-up or RFC 9470 401)
 //!               ─▶ identity headers + signed assertion for the service
@@ -30,6 +31,7 @@ pub(crate) mod pages;
 pub(crate) mod provider;
 pub(crate) mod saml;
 pub(crate) mod saml_flow;
+pub(crate) mod saml_logout;
 pub mod session;
 pub mod verify;
 
@@ -267,6 +269,8 @@ impl Auth {
             .flat_map(|r| r.auth.claims.keys().cloned())
             // Each SAML attribute's trust level, for the assertion.
             .chain(std::iter::once(TRUST_LEVELS.to_owned()))
+            // The SAML NameID, for Single Logout.
+            .chain(saml_logout::NAME_ID_CLAIMS.map(str::to_owned))
             // Policy subjects taken from a claim must survive in the session.
             .chain(config.routes.iter().flat_map(|r| {
                 r.authz
@@ -452,6 +456,37 @@ impl Auth {
         Ok(Some(s))
     }
 
+    /// Whether session `s` is revoked (logout, back-channel logout, Single
+    /// Logout): by its id, provider session or subject, and a SAML session
+    /// also under its NameID (a NameID-only LogoutRequest, see
+    /// [`saml_logout`]). Only the local replica is asked: no I/O.
+    fn session_revoked(&self, s: &SessionData) -> Result<bool, StoreError> {
+        let r = SessionRef {
+            id: &s.id,
+            issuer: &s.iss,
+            sub: &s.sub,
+            sid: s.sid.as_deref(),
+            issued_at: UNIX_EPOCH + Duration::from_secs(s.iat),
+        };
+        if self.store.is_revoked(&r)? {
+            return Ok(true);
+        }
+        let name_id = s
+            .claims
+            .get(saml_logout::NAME_ID_CLAIMS[0])
+            .and_then(serde_json::Value::as_str)
+            .filter(|_| self.saml(&s.p).is_some())
+            .map(saml_logout::name_id_subject);
+        match name_id {
+            Some(sub) => self.store.is_revoked(&SessionRef {
+                sub: &sub,
+                sid: None,
+                ..r
+            }),
+            None => Ok(false),
+        }
+    }
+
     fn seal_session(&self, s: &SessionData, host: &str) -> Option<HeaderValue> {
         let json = serde_json::to_vec(s).ok()?;
         let sealed = self.cookies.seal_for(session::COOKIE, host, &json)?;
@@ -575,15 +610,7 @@ impl Auth {
                 if !a.providers.contains(&s.p) {
                     return Ok(None);
                 }
-                let issued_at = UNIX_EPOCH + Duration::from_secs(s.iat);
-                let r = SessionRef {
-                    id: &s.id,
-                    issuer: &s.iss,
-                    sub: &s.sub,
-                    sid: s.sid.as_deref(),
-                    issued_at,
-                };
-                match self.store.is_revoked(&r) {
+                match self.session_revoked(&s) {
                     Ok(false) => {}
                     Ok(true) => {
                         tracing::info!(request_id, "session revoked (logout)");

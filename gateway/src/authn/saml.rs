@@ -2,10 +2,13 @@
 //! service provider: the IdP's metadata, the SP's keys (signing and
 //! decryption, from the key store: `tpm:`, `pkcs11:` or `file:`), the
 //! signed AuthnRequest, the verified assertion turned into a [`Login`],
-//! the SP metadata and a reachability probe.
+//! the Single Logout messages, the SP metadata and a reachability probe.
 //!
 //! The XML security is `stadttor_saml`'s (libxmlsec1); the browser side
-//! (transaction cookie, ACS endpoint, session) is [`super::saml_flow`].
+//! (transaction cookie, ACS endpoint, session) is [`super::saml_flow`],
+//! Single Logout's is [`super::saml_logout`]. The SP's SLO URL is not
+//! configured: it is the ACS URL's origin with the path
+//! `/.stadttor/slo/NAME` ([`slo_url`]), advertised in the SP metadata.
 //! Signing and decryption may block on hardware: callers run them on the
 //! blocking pool.
 
@@ -16,10 +19,11 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 use stadttor_hsm::{DecryptingKey, SigningKey};
+use stadttor_saml::logout::{self, ExpectLogout, IdpLogoutRequest, LogoutRequest, NameId};
 use stadttor_saml::profile::{self, AkdbRequest, Profile};
 use stadttor_saml::request::{self, AuthnRequest, Comparison, SignedMessage};
 use stadttor_saml::response::{self, Assertion, Expect, Refused};
-use stadttor_saml::{IdpMetadata, SpMetadata};
+use stadttor_saml::{IdpMetadata, SpMetadata, BINDING_POST};
 
 use super::provider::{unix_now, Http, Login};
 use crate::config::SamlProvider;
@@ -29,6 +33,16 @@ use crate::identity::Level;
 pub(crate) const SKEW: Duration = Duration::from_secs(60);
 /// How long a reachability probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// `NotOnOrAfter` of the SP's LogoutRequest, after its `IssueInstant`.
+const LOGOUT_REQUEST_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
+/// This SP's Single Logout URL for `cfg`: the ACS URL's origin with the
+/// path `/.stadttor/slo/NAME` (the ACS URL is validated to be
+/// `https://HOST/.stadttor/acs/NAME`).
+pub(crate) fn slo_url(cfg: &SamlProvider) -> String {
+    let origin = crate::config::url_origin(&cfg.acs_url).unwrap_or_default();
+    format!("{origin}/.stadttor/slo/{}", cfg.name)
+}
 
 /// A SAML IdP and this SP's keys for it.
 #[derive(Debug)]
@@ -42,6 +56,8 @@ pub(crate) struct SamlSp {
     pinned: Option<Vec<Vec<u8>>>,
     /// Fetches `idp_metadata_url`.
     http: Option<Http>,
+    /// This SP's SLO URL ([`slo_url`]).
+    pub slo_url: String,
     signing_key: Arc<dyn SigningKey>,
     decryption_key: Option<Arc<dyn DecryptingKey>>,
     down: Mutex<Option<String>>,
@@ -132,10 +148,11 @@ impl SpCredentials {
 
     /// This SP's metadata for `cfg`.
     fn metadata(&self, cfg: &SamlProvider) -> String {
+        let slo = slo_url(cfg);
         SpMetadata {
             entity_id: &cfg.entity_id,
             acs_url: &cfg.acs_url,
-            slo_url: None,
+            slo_url: Some(&slo),
             signing_cert: &self.signing_cert,
             encryption_cert: self.decryption_cert.as_deref(),
             organization: None,
@@ -169,6 +186,7 @@ impl SamlSp {
         };
         let c = SpCredentials::load(&cfg, keys)?;
         Ok(Self {
+            slo_url: slo_url(&cfg),
             cfg,
             idp: ArcSwapOption::from(idp.map(Arc::new)),
             pinned,
@@ -308,6 +326,20 @@ impl SamlSp {
         if !trust.is_empty() {
             claims.insert(super::TRUST_LEVELS.into(), Value::Object(trust));
         }
+        // What Single Logout must echo; kept in the session, forwarded
+        // only where a route maps it.
+        let [value, format, nq, spnq] = super::saml_logout::NAME_ID_CLAIMS;
+        let (name_qualifier, sp_name_qualifier) = &a.name_qualifiers;
+        for (claim, v) in [
+            (value, Some(&a.name_id)),
+            (format, a.name_id_format.as_ref()),
+            (nq, name_qualifier.as_ref()),
+            (spnq, sp_name_qualifier.as_ref()),
+        ] {
+            if let Some(v) = v {
+                claims.insert(claim.into(), Value::String(v.clone()));
+            }
+        }
         let now = unix_now();
         let auth_time = a
             .authn_instant
@@ -325,6 +357,89 @@ impl SamlSp {
             auth_time,
             claims,
         })
+    }
+
+    /// The IdP's HTTP-POST SingleLogoutService, if its metadata offers one
+    /// (an HTTP-Redirect one is not used).
+    pub(crate) fn idp_slo_post(&self) -> Option<String> {
+        self.idp
+            .load()
+            .as_ref()?
+            .slo
+            .as_ref()
+            .filter(|(binding, _)| binding == BINDING_POST)
+            .map(|(_, location)| location.clone())
+    }
+
+    /// A signed LogoutRequest for the session of `name_id` (and
+    /// `session_index`) at the IdP's HTTP-POST SLO endpoint. Blocks on a
+    /// hardware key.
+    pub(crate) fn logout_request(
+        &self,
+        name_id: NameId,
+        session_index: Option<String>,
+    ) -> Result<SignedMessage, String> {
+        let destination = self
+            .idp_slo_post()
+            .ok_or("the IdP offers no HTTP-POST SingleLogoutService")?;
+        LogoutRequest {
+            destination,
+            sp_entity_id: self.cfg.entity_id.clone(),
+            name_id,
+            session_index,
+            lifetime: LOGOUT_REQUEST_LIFETIME,
+        }
+        .sign(self.signing_key.as_ref(), None, SystemTime::now())
+        .map_err(|e| e.to_string())
+    }
+
+    /// A signed LogoutResponse with `status` to the IdP's LogoutRequest
+    /// `in_response_to`, for `destination` (the IdP's SLO endpoint).
+    /// Blocks on a hardware key.
+    pub(crate) fn logout_response(
+        &self,
+        destination: &str,
+        in_response_to: &str,
+        status: &'static str,
+    ) -> Result<SignedMessage, String> {
+        logout::LogoutResponse {
+            destination: destination.to_owned(),
+            sp_entity_id: self.cfg.entity_id.clone(),
+            in_response_to: in_response_to.to_owned(),
+            status,
+        }
+        .sign(self.signing_key.as_ref(), None, SystemTime::now())
+        .map_err(|e| e.to_string())
+    }
+
+    fn expect_logout<'a>(&'a self, idp: &'a IdpMetadata) -> ExpectLogout<'a> {
+        ExpectLogout {
+            slo_url: &self.slo_url,
+            idp_entity_id: &idp.entity_id,
+            idp_certs: &idp.signing_certs,
+            now: SystemTime::now(),
+            skew: SKEW,
+        }
+    }
+
+    /// Verifies an IdP-initiated LogoutRequest (`SAMLRequest`).
+    pub(crate) fn read_logout_request(
+        &self,
+        b64: &str,
+    ) -> Result<IdpLogoutRequest, logout::Refused> {
+        let idp = self.idp().map_err(logout::Refused::Unverifiable)?;
+        logout::read_request(b64, &self.expect_logout(&idp))
+    }
+
+    /// Verifies the IdP's LogoutResponse (`SAMLResponse`) to this SP's
+    /// LogoutRequest `request_id`.
+    pub(crate) fn read_logout_response(
+        &self,
+        b64: &str,
+        request_id: &str,
+    ) -> Result<(), logout::Refused> {
+        let idp = self.idp().map_err(logout::Refused::Unverifiable)?;
+        logout::read_response(b64, &self.expect_logout(&idp), request_id)
     }
 
     /// Why the IdP is considered down, if it is.

@@ -21,6 +21,7 @@ mod proxy;
 mod readiness;
 mod route_scale;
 mod saml;
+mod saml_logout;
 mod streaming;
 mod tls;
 mod upstream;

@@ -19,15 +19,15 @@ use testkit::{free_port, Gateway, TempDir, TestPki};
 use crate::login::header;
 use crate::BIN;
 
-const BPK2_ERIKA: &str = "bPK2-ERIKA-7f3a9c21e4b8d05a";
+pub(crate) const BPK2_ERIKA: &str = "bPK2-ERIKA-7f3a9c21e4b8d05a";
 
 /// A gateway with the BundID provider `bundid` and the routes `/buerger`
 /// (substantial, forwards given_name), `/bauamt` (high) and `/` (anonymous).
-struct Saml {
-    dir: TempDir,
+pub(crate) struct Saml {
+    pub(crate) dir: TempDir,
     pki: TestPki,
-    gw: Gateway,
-    idp: SamlIdp,
+    pub(crate) gw: Gateway,
+    pub(crate) idp: SamlIdp,
     _backend: Backend,
     base: String,
 }
@@ -96,16 +96,27 @@ request_timeout = "1s"
 
 impl Saml {
     async fn start(audit: bool) -> Self {
-        Self::start_with(audit, Metadata::File).await
+        Self::start_full(audit, Metadata::File, false, &IdpOptions::default()).await
     }
 
-    async fn start_with(audit: bool, metadata: Metadata) -> Self {
-        Self::start_full(audit, metadata, false).await
+    /// Like `start`, the test IdP run with `options` (Single Logout).
+    pub(crate) async fn start_with(audit: bool, options: &IdpOptions) -> Self {
+        Self::start_full(audit, Metadata::File, false, options).await
+    }
+
+    async fn start_metadata(audit: bool, metadata: Metadata) -> Self {
+        Self::start_full(audit, metadata, false, &IdpOptions::default()).await
     }
 
     /// `generic`: the provider uses the generic profile (no akdb extension,
     /// the NameID as subject, attributes by URI, an explicit `acr` map).
-    async fn start_full(audit: bool, metadata: Metadata, generic: bool) -> Self {
+    /// The IdP signs with RSA-PSS whatever `options` say, like BundID.
+    async fn start_full(
+        audit: bool,
+        metadata: Metadata,
+        generic: bool,
+        options: &IdpOptions,
+    ) -> Self {
         let backend = Backend::start("app").await;
         let dir = TempDir::new("saml-e2e");
         let pki = TestPki::new(&dir, "main", &[]);
@@ -237,7 +248,7 @@ path_prefix = "/"
             &sp,
             &IdpOptions {
                 sign_alg: RSA_PSS_SHA256,
-                ..IdpOptions::default()
+                ..options.clone()
             },
         );
         let config = match metadata {
@@ -266,21 +277,27 @@ path_prefix = "/"
         }
     }
 
-    fn browser(&self) -> Browser {
+    pub(crate) fn browser(&self) -> Browser {
         Browser::builder()
             .trust_ca_pem(&self.pki.ca_pem)
             .resolve("localhost", self.gw.addr())
             .build()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Walks from `path` to the IdP's answer: the gateway's auto-post page,
     /// its form posted to the IdP as `user` with `threat`. Returns the
     /// IdP's page (the form to the ACS).
-    async fn to_idp(&self, b: &Browser, path: &str, user: &str, threat: Option<&str>) -> Response {
+    pub(crate) async fn to_idp(
+        &self,
+        b: &Browser,
+        path: &str,
+        user: &str,
+        threat: Option<&str>,
+    ) -> Response {
         let chain = b.follow(&self.url(path)).await;
         let page = chain.last;
         assert_eq!(page.status, 200, "{page:?}");
@@ -305,7 +322,7 @@ path_prefix = "/"
     }
 
     /// Posts the IdP's answer to the ACS and follows the redirects.
-    async fn to_acs(&self, b: &Browser, idp_page: &Response) -> testkit::browser::Chain {
+    pub(crate) async fn to_acs(&self, b: &Browser, idp_page: &Response) -> testkit::browser::Chain {
         let form = idp_page.forms().into_iter().next().expect("the IdP's form");
         assert_eq!(form.action.as_str(), self.url("/.stadttor/acs/bundid"));
         let first = b.submit(&form).await;
@@ -313,7 +330,7 @@ path_prefix = "/"
     }
 }
 
-fn echoed(chain: &testkit::browser::Chain) -> Value {
+pub(crate) fn echoed(chain: &testkit::browser::Chain) -> Value {
     assert_eq!(chain.last.status, 200, "{chain:?}");
     chain.last.json()["headers"].clone()
 }
@@ -522,7 +539,7 @@ async fn idp_down_fails_closed_with_a_clear_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idp_metadata_from_a_url_is_used_only_when_signed_by_the_pinned_certificate() {
-    let t = Saml::start_with(false, Metadata::Url { tampered: false }).await;
+    let t = Saml::start_metadata(false, Metadata::Url { tampered: false }).await;
     let b = t.browser();
     // The first fetch runs right after the start.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -540,7 +557,7 @@ async fn idp_metadata_from_a_url_is_used_only_when_signed_by_the_pinned_certific
     // Metadata changed after signing (an attacker on the way, or a
     // wrong file): never used; the citizen gets the 503 page, not the
     // attacker's SSO endpoint.
-    let t = Saml::start_with(false, Metadata::Url { tampered: true }).await;
+    let t = Saml::start_metadata(false, Metadata::Url { tampered: true }).await;
     let b = t.browser();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let chain = b.follow(&t.url("/buerger/")).await;
@@ -578,7 +595,7 @@ async fn one_choice_page_offers_saml_and_oidc_providers_side_by_side() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generic_saml_profile_uses_the_name_id_and_sends_no_bundid_extension() {
-    let t = Saml::start_full(false, Metadata::File, true).await;
+    let t = Saml::start_full(false, Metadata::File, true, &IdpOptions::default()).await;
     let b = t.browser();
     let idp_page = t.to_idp(&b, "/buerger/", "citizen-high", None).await;
     let last = t.idp.last_request();

@@ -33,11 +33,22 @@
 //! for RSA-PSS, with `xmllint --exc-c14n` and `openssl dgst` (module
 //! `request`), never with the IdP's code. Test knobs: `user=` and
 //! `threat=` (see [`THREATS`] and the table in the README);
-//! [`IdpOptions`] switches the content encryption to AES-256-CBC.
+//! [`IdpOptions`] switches the content encryption to AES-256-CBC and turns
+//! Single Logout on.
+//!
+//! Single Logout (`IdpOptions::slo`, `tests/saml-idp/slo.py`): the
+//! metadata offers an HTTP-POST `SingleLogoutService`;
+//! [`SamlIdp::initiate_logout`] gives the auto-post form of an
+//! IdP-initiated LogoutRequest for the last login (signed by xmlsec1, to
+//! the SLO URL of the SP metadata; knobs [`LOGOUT_THREATS`]);
+//! `POST /slo` takes the SP's RSA-PSS signed LogoutRequest (recorded,
+//! [`SamlIdp::last_logout`], answered with a signed LogoutResponse form)
+//! or LogoutResponse ([`SamlIdp::last_logout_response`]).
 //!
 //! What it does not: sign responses or assertions with RSA-PSS (xmlsec1
 //! 1.2.37 signs them, with rsa-sha256), enforce the requested level (it
-//! issues the level the user has, the SP must check), a login UI, SLO.
+//! issues the level the user has, the SP must check), a login UI, SLO
+//! over the HTTP-Redirect binding.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -69,6 +80,11 @@ pub const EVIL_NAME_ID: &str = "evil-attacker";
 pub const EVIL_BPK2: &str = "bPK2-EVIL-000000000000";
 /// The ACS URL of the `wrong-destination` and `wrong-recipient` knobs.
 pub const OTHER_ACS: &str = "https://other-sp.example/acs";
+/// The SLO URL of the IdP-initiated LogoutRequest's `wrong-destination` knob.
+pub const OTHER_SLO: &str = "https://other-sp.example/slo";
+/// The `threat=` knobs of `GET /initiate-logout` (`LOGOUT_THREATS` in
+/// `slo.py`).
+pub const LOGOUT_THREATS: &[&str] = &["unsigned", "foreign-key", "wrong-destination", "expired"];
 /// XML-Enc content encryption URIs the IdP can use.
 pub const AES256_GCM: &str = "http://www.w3.org/2009/xmlenc11#aes256-gcm";
 pub const AES256_CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes256-cbc";
@@ -83,6 +99,8 @@ pub struct IdpOptions {
     /// `tests/saml-idp/pss_sign.py` with lxml + cryptography, since xmlsec1
     /// 1.2.37 cannot).
     pub sign_alg: &'static str,
+    /// Offer Single Logout (HTTP-POST `SingleLogoutService` in the metadata).
+    pub slo: bool,
 }
 
 impl Default for IdpOptions {
@@ -90,6 +108,7 @@ impl Default for IdpOptions {
         Self {
             data_encryption: AES256_GCM,
             sign_alg: RSA_SHA256,
+            slo: false,
         }
     }
 }
@@ -211,6 +230,17 @@ pub struct SpKeys {
 impl SpKeys {
     /// Generates both key pairs and writes `sp-metadata.xml` into `dir`.
     pub fn generate(dir: &TempDir, entity_id: &str, acs_url: &str) -> Self {
+        Self::generate_with_slo(dir, entity_id, acs_url, None)
+    }
+
+    /// Like [`SpKeys::generate`], the metadata offering an HTTP-POST
+    /// `SingleLogoutService` at `slo_url` if given.
+    pub fn generate_with_slo(
+        dir: &TempDir,
+        entity_id: &str,
+        acs_url: &str,
+        slo_url: Option<&str>,
+    ) -> Self {
         let (signing_cert, signing_key) = rsa_cert(dir, "sp-signing");
         let (encryption_cert, encryption_key) = rsa_cert(dir, "sp-encryption");
         let kd = |usage: &str, cert: &Path| {
@@ -222,10 +252,13 @@ impl SpKeys {
         let xml = format!(
             "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"{entity_id}\">\
              <md:SPSSODescriptor AuthnRequestsSigned=\"true\" WantAssertionsSigned=\"true\" protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">\
-             {}{}<md:AssertionConsumerService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{acs_url}\" index=\"0\"/>\
+             {}{}{}<md:AssertionConsumerService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{acs_url}\" index=\"0\"/>\
              </md:SPSSODescriptor></md:EntityDescriptor>",
             kd("signing", &signing_cert),
             kd("encryption", &encryption_cert),
+            slo_url.map(|u| format!(
+                "<md:SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{u}\"/>"
+            )).unwrap_or_default(),
         );
         let metadata = dir.write("sp-metadata.xml", &xml);
         Self {
@@ -412,6 +445,7 @@ impl SamlIdp {
             "sp_metadata": sp.metadata,
             "data_encryption": options.data_encryption,
             "sign_alg": options.sign_alg,
+            "slo": options.slo,
         });
         let config_path = dir.write("idp-config.json", &config.to_string());
         let mut child = Command::new(&python)
@@ -479,6 +513,46 @@ impl SamlIdp {
     pub fn last_request(&self) -> serde_json::Value {
         let (_, body) = self.http("GET", "/last", "");
         serde_json::from_str(&body).unwrap()
+    }
+
+    /// The HTTP-POST SLO endpoint (offered when [`IdpOptions::slo`]).
+    pub fn slo_url(&self) -> String {
+        format!("{}/slo", self.base())
+    }
+
+    /// `GET /initiate-logout?QUERY` (`by=session-index|name-id`,
+    /// `threat=`, `relay=`): the auto-post form with an IdP-initiated
+    /// LogoutRequest for the last login.
+    pub fn initiate_logout(&self, query: &[(&str, &str)]) -> SsoAnswer {
+        let q: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+            .collect();
+        let (status, body) = self.http("GET", &format!("/initiate-logout?{}", q.join("&")), "");
+        SsoAnswer { status, body }
+    }
+
+    /// `GET /last-logout`: the last LogoutRequest the SP sent (null if none).
+    pub fn last_logout(&self) -> serde_json::Value {
+        let (_, body) = self.http("GET", "/last-logout", "");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// `GET /last-logout-response`: the last LogoutResponse the SP sent.
+    pub fn last_logout_response(&self) -> serde_json::Value {
+        let (_, body) = self.http("GET", "/last-logout-response", "");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// POSTs `xml` as the form field `field` (`SAMLRequest` or
+    /// `SAMLResponse`) to `/slo`.
+    pub fn post_slo(&self, field: &str, xml: &str, relay_state: Option<&str>) -> SsoAnswer {
+        let mut body = format!("{field}={}", form_encode(&B64.encode(xml)));
+        if let Some(r) = relay_state {
+            body.push_str(&format!("&RelayState={}", form_encode(r)));
+        }
+        let (status, body) = self.http("POST", "/slo", &body);
+        SsoAnswer { status, body }
     }
 
     /// POSTs `authn_request_xml` (HTTP-POST binding) to `/sso?QUERY`.
