@@ -235,6 +235,30 @@ pub(crate) async fn check_store(cfg: &config::Identity) -> Result<(), String> {
     Ok(())
 }
 
+/// A SAML provider's background work: its metadata URL fetched at start
+/// and every `idp_metadata_refresh` (30 s after a failure), and the
+/// reachability probe.
+async fn watch_saml_provider(sp: Arc<saml::SamlSp>) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_fetch = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        if tokio::time::Instant::now() >= next_fetch {
+            // Soon again after a failure, else after the refresh period.
+            next_fetch = tokio::time::Instant::now()
+                + match sp.refresh_metadata().await {
+                    Ok(()) => sp.cfg.idp_metadata_refresh,
+                    Err(e) => {
+                        tracing::warn!(provider = %sp.cfg.name, error = %e, "SAML IdP metadata not refreshed; the verified copy in use stays");
+                        Duration::from_secs(30)
+                    }
+                };
+        }
+        sp.probe().await;
+    }
+}
+
 impl Auth {
     /// Builds providers, loads cookie keys, opens the session store.
     pub async fn new(
@@ -301,27 +325,7 @@ impl Auth {
             });
         }
         for sp in &saml_sps {
-            let sp = sp.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(PROBE_INTERVAL);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut next_fetch = tokio::time::Instant::now();
-                loop {
-                    tick.tick().await;
-                    if tokio::time::Instant::now() >= next_fetch {
-                        // Soon again after a failure, else after the refresh period.
-                        next_fetch = tokio::time::Instant::now()
-                            + match sp.refresh_metadata().await {
-                                Ok(()) => sp.cfg.idp_metadata_refresh,
-                                Err(e) => {
-                                    tracing::warn!(provider = %sp.cfg.name, error = %e, "SAML IdP metadata not refreshed; the verified copy in use stays");
-                                    Duration::from_secs(30)
-                                }
-                            };
-                    }
-                    sp.probe().await;
-                }
-            });
+            tokio::spawn(watch_saml_provider(sp.clone()));
         }
         let names = IdentityHeaderNames::new(&config.server.identity_header_prefix)?;
         Ok(Some(Self {

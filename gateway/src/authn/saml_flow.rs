@@ -143,6 +143,33 @@ struct Fail<'a> {
 }
 
 impl Fail<'_> {
+    /// Marks `value` of `kind` used for `ttl`; the refusal page if it was
+    /// used before (`replayed`) or the session store cannot say.
+    async fn once(
+        &self,
+        kind: &str,
+        value: &str,
+        ttl: Duration,
+        replayed: &str,
+        tx_cookie: &str,
+    ) -> Option<Response<ProxyBody>> {
+        let why = login_tx::mark_used(self.auth, kind, value, ttl)
+            .await
+            .err()?;
+        let reason = if why == login_tx::Refused::StoreDown {
+            "store_down"
+        } else {
+            replayed
+        };
+        Some(self.page(
+            why.status(),
+            why.problem(),
+            reason,
+            &why.to_string(),
+            Some(tx_cookie),
+        ))
+    }
+
     fn page(
         &self,
         status: StatusCode,
@@ -209,31 +236,9 @@ pub(crate) async fn acs(
         );
     };
     let headers = req.headers().clone();
-    let form = match Limited::new(req.into_body(), MAX_FORM).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return fail.page(
-                bad,
-                Problem::LoginFailed,
-                "malformed",
-                "form too large or broken",
-                None,
-            )
-        }
-    };
-    let field = |k: &str| {
-        url::form_urlencoded::parse(&form)
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.into_owned())
-    };
-    let (Some(relay), Some(response)) = (field("RelayState"), field("SAMLResponse")) else {
-        return fail.page(
-            bad,
-            Problem::LoginFailed,
-            "malformed",
-            "RelayState or SAMLResponse missing",
-            None,
-        );
+    let (relay, response) = match acs_form(req).await {
+        Ok(f) => f,
+        Err(why) => return fail.page(bad, Problem::LoginFailed, "malformed", why, None),
     };
     let name = cookie_name(&relay);
     let tx = match open_tx(auth, host, &name, &headers, &relay, provider) {
@@ -241,52 +246,21 @@ pub(crate) async fn acs(
         Err((problem, reason)) => return fail.page(bad, problem, reason, "", Some(&name)),
     };
     let ttl = auth.cfg.login_timeout + SKEW;
-    if let Err(why) = login_tx::mark_used(auth, "saml_request", &tx.request_id, ttl).await {
-        let reason = if why == login_tx::Refused::StoreDown {
-            "store_down"
-        } else {
-            "replayed_response"
-        };
-        return fail.page(
-            why.status(),
-            why.problem(),
-            reason,
-            &why.to_string(),
-            Some(&name),
-        );
+    if let Some(refused) = fail
+        .once(
+            "saml_request",
+            &tx.request_id,
+            ttl,
+            "replayed_response",
+            &name,
+        )
+        .await
+    {
+        return refused;
     }
-    let reader = sp.clone();
-    let request = tx.request_id.clone();
-    let read = tokio::task::spawn_blocking(move || reader.read_response(&response, &request)).await;
-    let assertion = match read {
-        Ok(Ok(a)) => a,
-        Ok(Err(refused)) => {
-            let (status, problem) = match &refused {
-                stadttor_saml::Refused::Status { .. } => {
-                    (StatusCode::FORBIDDEN, Problem::Cancelled)
-                }
-                stadttor_saml::Refused::Key(_) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, Problem::Internal)
-                }
-                _ => (bad, Problem::LoginFailed),
-            };
-            return fail.page(
-                status,
-                problem,
-                refused.reason(),
-                &refused.to_string(),
-                Some(&name),
-            );
-        }
-        Err(_) => {
-            return fail.page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Problem::Internal,
-                "internal",
-                "",
-                Some(&name),
-            )
-        }
+    let assertion = match read_assertion(&sp, response, &tx.request_id, &fail, &name).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
     };
     let lifetime = assertion
         .not_on_or_after
@@ -294,26 +268,12 @@ pub(crate) async fn acs(
         .unwrap_or_default()
         + SKEW;
     let marker = format!("{}|{}", tx.issuer, assertion.id);
-    if let Err(why) = login_tx::mark_used(
-        auth,
-        "saml_assertion",
-        &marker,
-        lifetime.max(Duration::from_secs(1)),
-    )
-    .await
+    let ttl = lifetime.max(Duration::from_secs(1));
+    if let Some(refused) = fail
+        .once("saml_assertion", &marker, ttl, "replayed_assertion", &name)
+        .await
     {
-        let reason = if why == login_tx::Refused::StoreDown {
-            "store_down"
-        } else {
-            "replayed_assertion"
-        };
-        return fail.page(
-            why.status(),
-            why.problem(),
-            reason,
-            &why.to_string(),
-            Some(&name),
-        );
+        return refused;
     }
     let login = match sp.login(&assertion) {
         Ok(l) => l,
@@ -344,6 +304,66 @@ pub(crate) async fn acs(
         request_id,
     )
     .await
+}
+
+/// The ACS form's `RelayState` and `SAMLResponse`.
+async fn acs_form(req: Request<Incoming>) -> Result<(String, String), &'static str> {
+    let form = Limited::new(req.into_body(), MAX_FORM)
+        .collect()
+        .await
+        .map_err(|_| "form too large or broken")?
+        .to_bytes();
+    let field = |k: &str| {
+        url::form_urlencoded::parse(&form)
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    match (field("RelayState"), field("SAMLResponse")) {
+        (Some(relay), Some(response)) => Ok((relay, response)),
+        _ => Err("RelayState or SAMLResponse missing"),
+    }
+}
+
+/// The verified assertion of `response` for `request_id` (on the blocking
+/// pool: the SP key may be in hardware), or the refusal page.
+async fn read_assertion(
+    sp: &Arc<SamlSp>,
+    response: String,
+    request_id: &str,
+    fail: &Fail<'_>,
+    tx_cookie: &str,
+) -> Result<stadttor_saml::Assertion, Response<ProxyBody>> {
+    let reader = sp.clone();
+    let request = request_id.to_owned();
+    let read = tokio::task::spawn_blocking(move || reader.read_response(&response, &request)).await;
+    match read {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(refused)) => {
+            let (status, problem) = match &refused {
+                stadttor_saml::Refused::Status { .. } => {
+                    (StatusCode::FORBIDDEN, Problem::Cancelled)
+                }
+                stadttor_saml::Refused::Key(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, Problem::Internal)
+                }
+                _ => (StatusCode::BAD_REQUEST, Problem::LoginFailed),
+            };
+            Err(fail.page(
+                status,
+                problem,
+                refused.reason(),
+                &refused.to_string(),
+                Some(tx_cookie),
+            ))
+        }
+        Err(_) => Err(fail.page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Problem::Internal,
+            "internal",
+            "",
+            Some(tx_cookie),
+        )),
+    }
 }
 
 /// The transaction cookie `name` for `relay`: this browser, this host,

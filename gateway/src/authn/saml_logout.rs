@@ -360,9 +360,22 @@ async fn idp_initiated(
             return Problem::SessionsDown.answer().render(fail.aud, request_id);
         }
     }
+    let status = revoke_and_record(fail, sp, &issuer, &lr).await;
+    answer_idp(fail, sp, &lr.id, status, relay).await
+}
+
+/// Revokes what `lr` ends and records the logout; the status for the
+/// IdP (Responder when the session store could not record it).
+async fn revoke_and_record(
+    fail: &Fail<'_>,
+    sp: &Arc<SamlSp>,
+    issuer: &str,
+    lr: &IdpLogoutRequest,
+) -> &'static str {
+    let (auth, request_id) = (fail.auth, fail.request_id);
     let until = SystemTime::now() + auth.cfg.session_absolute_timeout;
     let mut status = STATUS_SUCCESS;
-    for r in revocations(&issuer, &lr, until) {
+    for r in revocations(issuer, lr, until) {
         if let Err(e) = auth.store.revoke(r).await {
             tracing::warn!(request_id, error = %e, "cannot record the SAML Single Logout");
             status = STATUS_RESPONDER;
@@ -380,7 +393,7 @@ async fn idp_initiated(
         .cfg
         .subject_attribute
         .is_none()
-        .then_some((issuer.as_str(), lr.name_id.value.as_str()));
+        .then_some((issuer, lr.name_id.value.as_str()));
     if status == STATUS_SUCCESS {
         // The sessions are revoked either way; a failure is logged there.
         let _ = auth
@@ -410,7 +423,7 @@ async fn idp_initiated(
             ],
         );
     }
-    answer_idp(fail, sp, &lr.id, status, relay).await
+    status
 }
 
 /// What a verified IdP LogoutRequest ends (see the module doc).

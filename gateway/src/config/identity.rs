@@ -511,13 +511,8 @@ fn check_algs(k: &str, algs: &[String], issue: &mut dyn FnMut(String, String)) {
 }
 
 /// Checks `identity.providers[i]` (key `k`) apart from its name.
-fn provider(
-    k: &str,
-    p: &raw::Provider,
-    abs: &dyn Fn(&Path) -> PathBuf,
-    key_ref: &KeyRefParser<'_>,
-    issue: &mut dyn FnMut(String, String),
-) -> Provider {
+/// SAML keys in an OpenID Connect provider are refused, not ignored.
+fn refuse_saml_keys(k: &str, p: &raw::Provider, issue: &mut dyn FnMut(String, String)) {
     for (key, set) in [
         ("profile", p.profile.is_some()),
         ("idp_metadata_file", p.idp_metadata_file.is_some()),
@@ -548,6 +543,16 @@ fn provider(
             );
         }
     }
+}
+
+fn provider(
+    k: &str,
+    p: &raw::Provider,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    key_ref: &KeyRefParser<'_>,
+    issue: &mut dyn FnMut(String, String),
+) -> Provider {
+    refuse_saml_keys(k, p, issue);
     let mut required = |key: &str, v: &Option<String>| -> String {
         v.clone().unwrap_or_else(|| {
             issue(

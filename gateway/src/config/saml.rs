@@ -104,14 +104,8 @@ fn stork_levels() -> BTreeMap<String, Level> {
         .collect()
 }
 
-/// Validates a `protocol = "saml"` provider at `k`.
-pub(super) fn validate(
-    k: &str,
-    p: &raw::Provider,
-    abs: &dyn Fn(&Path) -> PathBuf,
-    key_ref: &KeyRefParser<'_>,
-    issue: &mut dyn FnMut(String, String),
-) -> SamlProvider {
+/// OpenID Connect keys in a SAML provider are refused, not ignored.
+fn refuse_oidc_keys(k: &str, p: &raw::Provider, issue: &mut dyn FnMut(String, String)) {
     for (key, set) in [
         ("issuer", p.issuer.is_some()),
         ("client_id", p.client_id.is_some()),
@@ -132,7 +126,11 @@ pub(super) fn validate(
             );
         }
     }
-    let profile = match p.profile.as_deref().unwrap_or("generic") {
+}
+
+/// `profile`, `"generic"` when absent.
+fn profile(k: &str, p: &raw::Provider, issue: &mut dyn FnMut(String, String)) -> Profile {
+    match p.profile.as_deref().unwrap_or("generic") {
         "bundid" => Profile::BundId,
         "muk" => Profile::Muk,
         "generic" => Profile::Generic,
@@ -143,34 +141,16 @@ pub(super) fn validate(
             );
             Profile::Generic
         }
-    };
-    let mut required = |key: &str, v: Option<&String>| -> String {
-        match v.filter(|s| !s.is_empty()) {
-            Some(s) => s.clone(),
-            None => {
-                issue(
-                    format!("{k}.{key}"),
-                    "is required for a SAML provider".into(),
-                );
-                String::new()
-            }
-        }
-    };
-    let entity_id = required("entity_id", p.entity_id.as_ref());
-    let acs_url = required("acs_url", p.acs_url.as_ref());
-    let signing_key = required("signing_key", p.signing_key.as_ref());
-    let expected = format!("/.stadttor/acs/{}", p.name);
-    if !acs_url.is_empty()
-        && (!acs_url.starts_with("https://") || url_path(&acs_url) != Some(expected.as_str()))
-    {
-        issue(
-            format!("{k}.acs_url"),
-            format!(
-                "must be an https URL of this gateway with the path `{expected}`, \
-                 registered exactly so in the SP metadata"
-            ),
-        );
     }
+}
+
+/// The metadata file (or cache) and the checks of `idp_metadata_url`.
+fn metadata_source(
+    k: &str,
+    p: &raw::Provider,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    issue: &mut dyn FnMut(String, String),
+) -> Option<PathBuf> {
     let metadata = p.idp_metadata_file.as_deref().map(abs);
     match (&metadata, &p.idp_metadata_url) {
         (None, None) => issue(
@@ -207,18 +187,35 @@ pub(super) fn validate(
         }
         _ => {}
     }
-    let signing_certificate = p
-        .signing_certificate
-        .as_deref()
-        .map(abs)
-        .unwrap_or_else(|| {
-            issue(
-                format!("{k}.signing_certificate"),
-                "is required: the certificate of `signing_key`, published in the SP metadata"
-                    .into(),
-            );
-            PathBuf::new()
-        });
+    metadata
+}
+
+/// The ACS URL must be this gateway's endpoint for provider `name`.
+fn check_acs_url(k: &str, name: &str, acs_url: &str, issue: &mut dyn FnMut(String, String)) {
+    let expected = format!("/.stadttor/acs/{name}");
+    if !acs_url.is_empty()
+        && (!acs_url.starts_with("https://") || url_path(acs_url) != Some(expected.as_str()))
+    {
+        issue(
+            format!("{k}.acs_url"),
+            format!(
+                "must be an https URL of this gateway with the path `{expected}`, \
+                 registered exactly so in the SP metadata"
+            ),
+        );
+    }
+}
+
+/// The decryption key and certificate: together or not at all, and
+/// required for BundID and MUK.
+fn decryption(
+    k: &str,
+    p: &raw::Provider,
+    profile: Profile,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    key_ref: &KeyRefParser<'_>,
+    issue: &mut dyn FnMut(String, String),
+) -> (Option<KeyRef>, Option<PathBuf>) {
     let decryption_key = p
         .decryption_key
         .as_deref()
@@ -238,6 +235,49 @@ pub(super) fn validate(
                 .into(),
         );
     }
+    (decryption_key, decryption_certificate)
+}
+
+/// Validates a `protocol = "saml"` provider at `k`.
+pub(super) fn validate(
+    k: &str,
+    p: &raw::Provider,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    key_ref: &KeyRefParser<'_>,
+    issue: &mut dyn FnMut(String, String),
+) -> SamlProvider {
+    refuse_oidc_keys(k, p, issue);
+    let profile = profile(k, p, issue);
+    let mut required = |key: &str, v: Option<&String>| -> String {
+        match v.filter(|s| !s.is_empty()) {
+            Some(s) => s.clone(),
+            None => {
+                issue(
+                    format!("{k}.{key}"),
+                    "is required for a SAML provider".into(),
+                );
+                String::new()
+            }
+        }
+    };
+    let entity_id = required("entity_id", p.entity_id.as_ref());
+    let acs_url = required("acs_url", p.acs_url.as_ref());
+    let signing_key = required("signing_key", p.signing_key.as_ref());
+    check_acs_url(k, &p.name, &acs_url, issue);
+    let metadata = metadata_source(k, p, abs, issue);
+    let signing_certificate = p
+        .signing_certificate
+        .as_deref()
+        .map(abs)
+        .unwrap_or_else(|| {
+            issue(
+                format!("{k}.signing_certificate"),
+                "is required: the certificate of `signing_key`, published in the SP metadata"
+                    .into(),
+            );
+            PathBuf::new()
+        });
+    let (decryption_key, decryption_certificate) = decryption(k, p, profile, abs, key_ref, issue);
     let attributes = attribute_names(k, profile, &p.attributes, issue);
     let subject_attribute = match (&p.subject_attribute, profile) {
         (Some(s), _) => attribute_names(k, profile, std::slice::from_ref(s), issue).pop(),
