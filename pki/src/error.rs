@@ -37,6 +37,13 @@ pub enum Error {
         /// Its algorithm.
         algorithm: String,
     },
+    /// A certificate or request cannot be made with these parameters
+    /// (common name, subject alternative names, validity).
+    #[error("cannot make the certificate or request: {reason}")]
+    BadParameters {
+        /// What is wrong and what to give instead.
+        reason: String,
+    },
     /// Generating a certificate failed.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),

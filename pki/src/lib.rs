@@ -8,6 +8,8 @@
 //! - [`tls_key`]: the adapter that lets rustls sign handshakes with any
 //!   `stadttor-hsm` key, keeping slow hardware off the async reactor.
 //! - [`remote`]: rcgen signing through a key-store key (CSRs, certificates).
+//! - [`rsa_pss`]: CSRs and self-signed certificates for RSA keys, signed
+//!   RSASSA-PSS (which rcgen cannot do with an external key).
 //! - [`leaf`]: short-lived TLS leaf certificates issued by a hardware key.
 //! - [`devca`]: a throw-away development CA for `stadttor demo` and tests.
 //! - [`jose`]: compact JWS (JWTs) signed with a key-store key, and the
@@ -29,6 +31,7 @@ pub mod hex;
 pub mod jose;
 pub mod leaf;
 pub mod remote;
+pub mod rsa_pss;
 pub mod served;
 pub mod sign;
 pub mod tls_key;

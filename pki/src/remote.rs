@@ -55,11 +55,16 @@ pub fn key_pair(key: Arc<dyn SigningKey>) -> Result<KeyPair, Error> {
 
 /// A PKCS#10 certificate signing request, PEM, signed by `key`, for the
 /// municipal CA: subject common name and DNS/IP subject alternative names.
+/// RSA keys sign it RSASSA-PSS ([`crate::rsa_pss`]), the others through
+/// rcgen.
 pub fn csr_pem(
     key: Arc<dyn SigningKey>,
     common_name: &str,
     sans: &[String],
 ) -> Result<String, Error> {
+    if key.algorithm() == Algorithm::RsaPssSha256 {
+        return crate::rsa_pss::csr_pem(key.as_ref(), common_name, sans);
+    }
     let kp = key_pair(key)?;
     let mut params = rcgen::CertificateParams::new(sans.to_vec())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -67,6 +72,51 @@ pub fn csr_pem(
         .distinguished_name
         .push(rcgen::DnType::CommonName, common_name);
     Ok(params.serialize_request(&kp)?.pem()?)
+}
+
+/// A self-signed certificate, PEM, for `key` (e.g. for SAML SP metadata):
+/// subject and issuer `CN=common_name`, valid from an hour ago for `days`
+/// days (at most [`crate::rsa_pss::MAX_DAYS`]), a random 128-bit serial,
+/// CA:false, key usage digitalSignature (and keyEncipherment for RSA),
+/// optional DNS/IP subject alternative names. RSA keys sign it
+/// RSASSA-PSS ([`crate::rsa_pss`]), the others through rcgen.
+pub fn self_signed_pem(
+    key: Arc<dyn SigningKey>,
+    common_name: &str,
+    sans: &[String],
+    days: u32,
+) -> Result<String, Error> {
+    let now = time::OffsetDateTime::now_utc();
+    if key.algorithm() == Algorithm::RsaPssSha256 {
+        return crate::rsa_pss::self_signed_pem(key.as_ref(), common_name, sans, days, now);
+    }
+    if days == 0 || days > crate::rsa_pss::MAX_DAYS {
+        return Err(Error::BadParameters {
+            reason: format!(
+                "validity of {days} days: give 1 to {} days",
+                crate::rsa_pss::MAX_DAYS
+            ),
+        });
+    }
+    let kp = key_pair(key)?;
+    let mut params = rcgen::CertificateParams::new(sans.to_vec())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    let mut serial = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial).map_err(
+        |_| Error::BadParameters {
+            reason: "no randomness from the operating system for the serial number".into(),
+        },
+    )?;
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    Ok(params.self_signed(&kp)?.pem())
 }
 
 #[cfg(test)]

@@ -35,7 +35,8 @@ pub(crate) enum KeysCommand {
         /// The key reference.
         key: String,
     },
-    /// Write a PKCS#10 certificate signing request signed by the key.
+    /// Write a PKCS#10 certificate signing request signed by the key (RSA
+    /// keys sign it RSASSA-PSS SHA-256).
     Csr {
         /// The key reference.
         key: String,
@@ -45,6 +46,26 @@ pub(crate) enum KeysCommand {
         /// Subject alternative names (DNS names or IP addresses), repeatable.
         #[arg(long = "san")]
         sans: Vec<String>,
+        /// Output file (`-` for stdout).
+        #[arg(long, short, default_value = "-")]
+        out: PathBuf,
+    },
+    /// Write a self-signed X.509 certificate for the key (CA:false, key
+    /// usage digitalSignature, and keyEncipherment for RSA keys), e.g. the
+    /// `signing_certificate` / `decryption_certificate` of a SAML provider.
+    /// RSA keys sign it RSASSA-PSS SHA-256.
+    SelfSigned {
+        /// The key reference.
+        key: String,
+        /// Subject (and issuer) common name.
+        #[arg(long)]
+        cn: String,
+        /// Subject alternative names (DNS names or IP addresses), repeatable.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Validity in days, from one hour ago (at most 3650).
+        #[arg(long, default_value_t = 730)]
+        days: u32,
         /// Output file (`-` for stdout).
         #[arg(long, short, default_value = "-")]
         out: PathBuf,
@@ -115,6 +136,17 @@ fn execute(store: &KeyStore, command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Csr { key, cn, sans, out } => {
             let pem = csr(store, &parse(&key)?, &cn, &sans)?;
+            write_out(&out, pem.as_bytes())?;
+        }
+        KeysCommand::SelfSigned {
+            key,
+            cn,
+            sans,
+            days,
+            out,
+        } => {
+            let k = store.resolve(&parse(&key)?)?;
+            let pem = stadttor_pki::remote::self_signed_pem(k, &cn, &sans, days)?;
             write_out(&out, pem.as_bytes())?;
         }
         KeysCommand::Seal { secret, pcrs, out } => tpm::seal(store, &secret, &pcrs, &out)?,

@@ -168,3 +168,130 @@ fn rsa3072_pkcs11_key_is_generated_on_the_token_and_shown() {
     assert_ne!(code, 0);
     assert!(err.contains("exists"), "{err}");
 }
+
+/// Runs openssl on the files; returns (success, stdout + stderr).
+fn openssl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(testkit::require_tool("openssl", "openssl"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `keys csr` and `keys self-signed` for an RSA-3072 file key: both are
+/// signed RSASSA-PSS (SHA-256, MGF1-SHA-256, salt 32), openssl verifies
+/// them, and the certificate is what a SAML provider's
+/// `signing_certificate` / `decryption_certificate` check accepts.
+#[test]
+fn rsa3072_file_key_gets_a_pss_csr_and_a_self_signed_certificate() {
+    let dir = TempDir::new("cli-rsa-cert");
+    let path = dir.path().join("saml.p8");
+    let key = format!("file:{}", path.display());
+    let (code, out, err) = run(&["keys", "generate", "--algorithm", "rsa3072", &key]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let csr = dir.path().join("sp.csr");
+    let csr = csr.to_str().unwrap();
+    let (code, out, err) = run(&[
+        "keys",
+        "csr",
+        &key,
+        "--cn",
+        "sp.musterstadt.de",
+        "--san",
+        "sp.musterstadt.de",
+        "-o",
+        csr,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (ok, text) = openssl(&["req", "-verify", "-noout", "-text", "-in", csr]);
+    assert!(ok, "{text}");
+    for want in [
+        "verify OK",
+        "rsassaPss",
+        "Mask Algorithm: mgf1 with sha256",
+        "Salt Length: 0x20",
+        "Public-Key: (3072 bit)",
+        "DNS:sp.musterstadt.de",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+
+    // To stdout by default.
+    let (code, pem, err) = run(&[
+        "keys",
+        "self-signed",
+        &key,
+        "--cn",
+        "sp.musterstadt.de",
+        "--days",
+        "400",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"), "{pem}");
+    let cert = dir.write("sp.pem", &pem);
+    let c = cert.to_str().unwrap();
+    let (ok, text) = openssl(&["x509", "-noout", "-text", "-in", c]);
+    assert!(ok, "{text}");
+    for want in [
+        "Subject: CN = sp.musterstadt.de",
+        "rsassaPss",
+        "Salt Length: 0x20",
+        "CA:FALSE",
+        "Digital Signature, Key Encipherment",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    // -check_ss_sig: openssl otherwise never checks a trust anchor's own
+    // signature.
+    let (ok, text) = openssl(&["verify", "-check_ss_sig", "-CAfile", c, c]);
+    assert!(ok && text.contains(": OK"), "{text}");
+    // 400 days from an hour ago.
+    let (ok, text) = openssl(&[
+        "x509",
+        "-noout",
+        "-checkend",
+        &(399 * 86_400).to_string(),
+        "-in",
+        c,
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = openssl(&[
+        "x509",
+        "-noout",
+        "-checkend",
+        &(401 * 86_400).to_string(),
+        "-in",
+        c,
+    ]);
+    assert!(!ok, "{text}");
+
+    // The SAML SP's check of signing_certificate / decryption_certificate.
+    let k = stadttor_hsm::file::FileKey::load(&path).unwrap();
+    let chain = stadttor_pki::certs::load_chain(&cert).unwrap();
+    stadttor_pki::certs::check_leaf_matches_key(&chain, &cert, &k).unwrap();
+
+    // Bad input is the operator's to fix, and nothing is written.
+    let out = dir.path().join("never.pem");
+    let (code, _, err) = run(&[
+        "keys",
+        "self-signed",
+        &key,
+        "--cn",
+        "sp",
+        "--days",
+        "0",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("days"), "{err}");
+    assert!(!out.exists());
+}
