@@ -1071,6 +1071,28 @@ async fn replayed_or_forged_logout_tokens_are_refused() {
         303,
         "subject logged out"
     );
+    // The same browser logs in again (the OP still has its own session, so
+    // the walk returns at once), its revoked cookie still in the jar: the
+    // new session must not inherit the revoked one's start (which the
+    // subject logout covers), or the citizen would loop through logins.
+    // (A second later: sessions carry their start in whole seconds, so a
+    // login within the logout's own second still counts as before it;
+    // see the closing note of 2026-12-07.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = c.follow(&t.url("/portal/")).await;
+    assert_eq!(again.last.status, 200, "{again:?}");
+    assert!(
+        again
+            .urls()
+            .iter()
+            .any(|u| u.contains("/.stadttor/callback/")),
+        "{again:?}"
+    );
+    assert_eq!(
+        c.get(&t.url("/portal/")).await.status,
+        200,
+        "a fresh login after a subject logout works"
+    );
     // Replay.
     let r = post(good).await;
     assert_eq!(r.status, 400, "replayed logout token");
