@@ -106,10 +106,7 @@ pub(crate) async fn start(
     };
     let set = cookie::set_cross_site(&name, &sealed, auth.cfg.login_timeout.as_secs());
     tracing::info!(request_id, provider = %sp.cfg.name, level = ?level, step_up = force, "SAML login started");
-    let display = auth
-        .cfg
-        .display_name(&sp.cfg.name, aud.lang == Lang::En)
-        .unwrap_or_else(|| sp.cfg.name.clone());
+    let display = display_name(auth, sp, aud.lang);
     let (title, text, button) = match aud.lang {
         Lang::De => (
             "Weiter zur Anmeldung",
@@ -134,12 +131,31 @@ pub(crate) async fn start(
     respond::post_form(page, &origin, &[set])
 }
 
-/// A refused ACS request: logged, audited with `reason`, the page.
-struct Fail<'a> {
-    auth: &'a Auth,
-    provider: &'a str,
-    aud: Audience,
-    request_id: &'a str,
+/// Which SAML exchange a refusal ends: it names the audit event and
+/// whether the page offers a new login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Exchange {
+    /// A login response at the ACS.
+    Login,
+    /// A Single Logout message ([`super::saml_logout`]).
+    Logout,
+}
+
+/// A refused SAML message (ACS or SLO): logged, audited with `reason`,
+/// the page.
+pub(super) struct Fail<'a> {
+    pub(super) auth: &'a Auth,
+    pub(super) provider: &'a str,
+    pub(super) aud: Audience,
+    pub(super) request_id: &'a str,
+    pub(super) exchange: Exchange,
+}
+
+/// The name citizens see for provider `sp`, in `lang`.
+pub(super) fn display_name(auth: &Auth, sp: &SamlSp, lang: Lang) -> String {
+    auth.cfg
+        .display_name(&sp.cfg.name, lang == Lang::En)
+        .unwrap_or_else(|| sp.cfg.name.clone())
 }
 
 impl Fail<'_> {
@@ -170,7 +186,7 @@ impl Fail<'_> {
         ))
     }
 
-    fn page(
+    pub(super) fn page(
         &self,
         status: StatusCode,
         problem: Problem,
@@ -178,15 +194,20 @@ impl Fail<'_> {
         detail: &str,
         clear: Option<&str>,
     ) -> Response<ProxyBody> {
+        let event = match self.exchange {
+            Exchange::Login => "auth.login",
+            Exchange::Logout => "auth.logout",
+        };
         tracing::warn!(
             request_id = self.request_id,
             provider = self.provider,
+            event,
             reason,
             detail,
-            "SAML response refused"
+            "SAML message refused"
         );
         self.auth.record(
-            "auth.login",
+            event,
             false,
             self.request_id,
             None,
@@ -196,11 +217,11 @@ impl Fail<'_> {
                 ("reason", reason.into()),
             ],
         );
-        let mut r = problem
-            .answer()
-            .status(status)
-            .login_link("/.stadttor/login")
-            .render(self.aud, self.request_id);
+        let mut answer = problem.answer().status(status);
+        if self.exchange == Exchange::Login {
+            answer = answer.login_link("/.stadttor/login");
+        }
+        let mut r = answer.render(self.aud, self.request_id);
         if let Some(name) = clear {
             if let Ok(v) = HeaderValue::from_str(&cookie::clear(name)) {
                 r.headers_mut().append(header::SET_COOKIE, v);
@@ -224,6 +245,7 @@ pub(crate) async fn acs(
         provider,
         aud,
         request_id,
+        exchange: Exchange::Login,
     };
     let bad = StatusCode::BAD_REQUEST;
     let Some(sp) = auth.saml(provider).cloned() else {

@@ -48,6 +48,7 @@ use stadttor_sessions::Revocation;
 
 use super::provider::unix_now;
 use super::saml::{SamlSp, SKEW};
+use super::saml_flow::{display_name, Exchange, Fail};
 use super::session::{self, SessionData};
 use super::{cookie, pages, random_token, Auth};
 use crate::http::body::ProxyBody;
@@ -184,59 +185,8 @@ pub(crate) async fn start(
     ))
 }
 
-fn display_name(auth: &Auth, sp: &SamlSp, lang: Lang) -> String {
-    auth.cfg
-        .display_name(&sp.cfg.name, lang == Lang::En)
-        .unwrap_or_else(|| sp.cfg.name.clone())
-}
-
-/// A refused SLO message: logged, audited with `reason`, a page.
-struct Fail<'a> {
-    auth: &'a Auth,
-    provider: &'a str,
-    aud: Audience,
-    request_id: &'a str,
-}
-
+/// The SLO refusals (the shared page is [`Fail::page`]).
 impl Fail<'_> {
-    fn page(
-        &self,
-        status: StatusCode,
-        problem: Problem,
-        reason: &str,
-        detail: &str,
-        clear: Option<&str>,
-    ) -> Response<ProxyBody> {
-        tracing::warn!(
-            request_id = self.request_id,
-            provider = self.provider,
-            reason,
-            detail,
-            "SAML logout message refused"
-        );
-        self.auth.record(
-            "auth.logout",
-            false,
-            self.request_id,
-            None,
-            &[
-                ("idp", self.provider.into()),
-                ("protocol", "saml".into()),
-                ("reason", reason.into()),
-            ],
-        );
-        let mut r = problem
-            .answer()
-            .status(status)
-            .render(self.aud, self.request_id);
-        if let Some(name) = clear {
-            if let Ok(v) = HeaderValue::from_str(&cookie::clear(name)) {
-                r.headers_mut().append(header::SET_COOKIE, v);
-            }
-        }
-        r
-    }
-
     fn refused(&self, refused: &Refused, clear: Option<&str>) -> Response<ProxyBody> {
         self.page(
             StatusCode::BAD_REQUEST,
@@ -272,6 +222,7 @@ pub(crate) async fn endpoint(
         provider,
         aud,
         request_id,
+        exchange: Exchange::Logout,
     };
     let Some(sp) = auth.saml(provider).cloned() else {
         return fail.page(
