@@ -17,58 +17,25 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/support/recorded.rs"]
+mod recorded;
+
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, Criterion};
-use stadttor_hsm::{DecryptingKey, KeyRef, KeyStore, KeyStoreConfig, Oaep};
+use stadttor_hsm::{KeyRef, KeyStore, KeyStoreConfig, Oaep};
 use stadttor_saml::profile::{bundid_attribute, AkdbRequest};
 use stadttor_saml::response::{self, Expect};
 use stadttor_saml::{AuthnRequest, Comparison, IdpMetadata};
 
+use recorded::{data, decrypting_key as file_key, recorded};
+
 const SP: &str = "https://kommune.example/saml/sp";
 const ACS: &str = "https://kommune.example/.stadttor/acs/bundid";
 const CPU_CALLS: u32 = 1000;
-
-fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/data")
-}
-
-struct Recorded {
-    name: String,
-    request_id: String,
-    now: SystemTime,
-    b64: String,
-}
-
-fn recorded() -> Vec<Recorded> {
-    let tsv = std::fs::read_to_string(data().join("responses.tsv")).unwrap();
-    tsv.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            Recorded {
-                name: f[0].to_owned(),
-                request_id: f[1].to_owned(),
-                now: UNIX_EPOCH + Duration::from_secs(f[2].parse().unwrap()),
-                b64: std::fs::read_to_string(data().join(f[3])).unwrap(),
-            }
-        })
-        .collect()
-}
-
-fn file_key(file: &str) -> Arc<dyn DecryptingKey> {
-    let key_ref: KeyRef = format!("file:{}", data().join(file).display())
-        .parse()
-        .unwrap();
-    KeyStore::new(KeyStoreConfig::default())
-        .resolve_decrypting(&key_ref)
-        .unwrap()
-}
 
 /// User + system CPU time of this process (clock ticks of 10 ms).
 fn cpu_time() -> Duration {

@@ -5,59 +5,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod support {
+    pub(crate) mod recorded;
+}
+
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use stadttor_hsm::{DecryptingKey, KeyRef, KeyStore, KeyStoreConfig};
+use stadttor_hsm::DecryptingKey;
 use stadttor_saml::profile::bundid_attribute;
 use stadttor_saml::response::{self, Expect, Refused};
 use stadttor_saml::{Assertion, IdpMetadata};
+use support::recorded::{data, decrypting_key as key, recorded, Recorded};
 
 const SP: &str = "https://kommune.example/saml/sp";
 const ACS: &str = "https://kommune.example/.stadttor/acs/bundid";
-
-fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/data")
-}
-
-/// One line of `responses.tsv`.
-struct Recorded {
-    name: String,
-    request_id: String,
-    now: SystemTime,
-    b64: String,
-}
-
-fn recorded() -> Vec<Recorded> {
-    let tsv = std::fs::read_to_string(data().join("responses.tsv")).unwrap();
-    tsv.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            let [name, request_id, now, file] = f.as_slice() else {
-                panic!("bad line in responses.tsv: {l}");
-            };
-            Recorded {
-                name: (*name).to_owned(),
-                request_id: (*request_id).to_owned(),
-                now: UNIX_EPOCH + Duration::from_secs(now.parse().unwrap()),
-                b64: std::fs::read_to_string(data().join(file)).unwrap(),
-            }
-        })
-        .collect()
-}
-
-fn key(file: &str) -> Arc<dyn DecryptingKey> {
-    let key_ref: KeyRef = format!("file:{}", data().join(file).display())
-        .parse()
-        .unwrap();
-    KeyStore::new(KeyStoreConfig::default())
-        .resolve_decrypting(&key_ref)
-        .unwrap()
-}
 
 fn read(
     r: &Recorded,
