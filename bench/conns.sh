@@ -5,12 +5,22 @@
 #
 # Usage: bench/conns.sh
 # Environment:
-#   CONNS_LEVELS     idle connection counts, each from a fresh proxy
+#   CONNS_LEVELS     idle connection counts, each from a fresh proxy; set
+#                    but empty (CONNS_LEVELS=) to skip the idle test
 #                    (default "1000 3000 10000")
 #   CONNS_PROTOS     "h1 h2" (default both)
 #   CONNS_SLOW       slow clients of the p99 test (default 10000; 0 skips it)
 #   CONNS_SLOW_SECS  seconds wrk measures, with and without slow clients
 #                    (default 10)
+#   CONNS_SLOW_ROUNDS rounds of the slow-client test, each with a fresh
+#                    proxy per proxy kind, alternating (default 1)
+#   BENCH_SCHED      rr (default): proxies, backend and wrk run SCHED_RR
+#                    priority 10 (chrt), as in bench/run.sh; the slowloris
+#                    client runs SCHED_RR priority 5, below wrk, so on the
+#                    shared client core it gets what wrk leaves but cannot
+#                    take wrk's CPU (before, wrk and the Python client
+#                    shared core 1 as equals, and the test measured that
+#                    contention for both proxies). none: no change.
 #   CONNS_SETTLE     seconds to wait after the connections are up before
 #                    reading RSS (default 2)
 #   BENCH_SKIP_BUILD set to 1 to use an existing release binary
@@ -26,7 +36,11 @@
 # Slow-client test (default timeouts: stadttor header_read_timeout 10 s,
 # nginx client_header_timeout 10 s): wrk -c50 measures p99 of normal
 # clients alone, then again while N slowloris clients (one header byte
-# every 2 s, reopened when the server closes them) are in flight.
+# every 2 s, reopened when the server closes them) are in flight. Both
+# proxies close a head that is not complete after 10 s, so how many slow
+# clients are really open at once depends on how fast the client opens
+# them: the `slow_open` column counts the proxy's established connections
+# (minus wrk's 50) in the middle of the measurement.
 #
 # Pinning: proxies on core 0, backend and clients on core 1. Bounded: every
 # client has a hold time; the whole script takes a few minutes.
@@ -36,18 +50,24 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
 RESULTS="$BENCH/results"
-LEVELS=${CONNS_LEVELS:-"1000 3000 10000"}
+LEVELS=${CONNS_LEVELS-"1000 3000 10000"}
 PROTOS=${CONNS_PROTOS:-"h1 h2"}
 SLOW=${CONNS_SLOW:-10000}
 SLOW_SECS=${CONNS_SLOW_SECS:-10}
 SETTLE=${CONNS_SETTLE:-2}
+SLOW_ROUNDS=${CONNS_SLOW_ROUNDS:-1}
+case ${BENCH_SCHED:-rr} in
+rr) PRIO=(chrt -r 10) ;;
+none) PRIO=(env) ;;
+*) echo "BENCH_SCHED must be rr or none" >&2; exit 2 ;;
+esac
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
 HOST=127.0.0.1
 
 log() { echo "[conns $(date +%T)] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-for cmd in nginx wrk openssl taskset python3 curl; do
+for cmd in nginx wrk openssl taskset chrt python3 curl ss; do
     command -v "$cmd" >/dev/null || die "missing $cmd (bench/run.sh installs the tools)"
 done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -78,6 +98,17 @@ rss_of() { # KiB, summed over the given pids
     local total=0 p
     for p in "$@"; do
         total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+ticks_of() { # utime+stime (clock ticks) of the given pids
+    local total=0 p s f
+    for p in "$@"; do
+        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        s=${s##*) }
+        read -r -a f <<<"$s"
+        total=$((total + f[11] + f[12]))
     done
     echo "$total"
 }
@@ -227,7 +258,7 @@ EOF
 # Starts a proxy; sets PROXY_PIDS (all processes to sum) and PROXY_PORT.
 start_proxy() { # nginx|stadttor
     if [[ $1 == nginx ]]; then
-        taskset -c 0 nginx -p "$WORK" -c "$WORK/nginx-proxy.conf" >"$WORK/nginx.out" 2>&1 &
+        "${PRIO[@]}" taskset -c 0 nginx -p "$WORK" -c "$WORK/nginx-proxy.conf" >"$WORK/nginx.out" 2>&1 &
         PROXY_MAIN=$!
         PIDS+=("$PROXY_MAIN")
         PROXY_PORT=$NGINX_PORT
@@ -235,7 +266,7 @@ start_proxy() { # nginx|stadttor
         PROXY_PIDS=$(proc_tree "$PROXY_MAIN" | tr '\n' ' ')
     else
         : >"$WORK/stadttor.out"
-        STADTTOR_LOG=warn taskset -c 0 "$BIN" serve --config "$WORK/stadttor.toml" \
+        STADTTOR_LOG=warn "${PRIO[@]}" taskset -c 0 "$BIN" serve --config "$WORK/stadttor.toml" \
             >"$WORK/stadttor.out" 2>"$WORK/stadttor.err" &
         PROXY_MAIN=$!
         PIDS+=("$PROXY_MAIN")
@@ -254,10 +285,15 @@ start_proxy() { # nginx|stadttor
 }
 
 # exec: in a coproc the recorded pid is then the client itself.
-client() { OPENSSL_CONF="$WORK/openssl-client.cnf" exec taskset -c 1 python3 "$BENCH/idleconns.py" "$@"; }
+# The slowloris client (SLOW_PRIO=1) runs below wrk: SCHED_RR priority 5.
+client() {
+    local prio=(env)
+    [[ -n "${SLOW_PRIO:-}" && ${PRIO[0]} == chrt ]] && prio=(chrt -r 5)
+    OPENSSL_CONF="$WORK/openssl-client.cnf" exec "${prio[@]}" taskset -c 1 python3 "$BENCH/idleconns.py" "$@"
+}
 
 # ----------------------------------------------------------- idle test ---
-taskset -c 1 nginx -p "$WORK" -c "$WORK/backend.conf" >"$WORK/backend.out" 2>&1 &
+"${PRIO[@]}" taskset -c 1 nginx -p "$WORK" -c "$WORK/backend.conf" >"$WORK/backend.out" 2>&1 &
 PIDS+=($!)
 wait_http "http://$HOST:$BACKEND_PORT/small"
 nginx_conf 300s
@@ -297,7 +333,7 @@ done
 
 # ---------------------------------------------------- slow-client test ---
 SLOWROWS="$WORK/slow.tsv"
-printf 'proxy\tslow_clients\trequests\tp50_ms\tp99_ms\terrors\tslow_reopened\tloadavg\n' >"$SLOWROWS"
+printf 'round\tproxy\tslow_clients\tslow_open\trequests\tp50_ms\tp99_ms\tcpu_us\terrors\tslow_reopened\tloadavg\n' >"$SLOWROWS"
 parse_wrk() {
     python3 - "$1" <<'EOF'
 import re, sys
@@ -316,22 +352,36 @@ if m: err += int(m.group(1))
 print(n, q(50), q(99), err)
 EOF
 }
+# Established connections to the proxy's port (from the proxy's side).
+open_conns() { ss -Htn state established "( sport = :$1 )" | wc -l; }
+wrk_() { OPENSSL_CONF="$WORK/openssl-client.cnf" "${PRIO[@]}" taskset -c 1 wrk "$@"; }
 if ((SLOW > 0)); then
     nginx_conf 75s
     stadttor_conf 10s
-    for proxy in nginx stadttor; do
+    for round in $(seq "$SLOW_ROUNDS"); do
+    order="nginx stadttor"
+    ((round % 2 == 0)) && order="stadttor nginx"
+    for proxy in $order; do
         start_proxy "$proxy"
         url="https://$HOST:$PROXY_PORT/small"
         for slow in 0 "$SLOW"; do
             reopened=0
             if ((slow > 0)); then
-                coproc SL { client --port "$PROXY_PORT" --conns "$slow" --mode slow --interval 2 \
-                    --hold $((SLOW_SECS + 120)); }
+                coproc SL { SLOW_PRIO=1 client --port "$PROXY_PORT" --conns "$slow" --mode slow \
+                    --interval 2 --hold $((SLOW_SECS + 120)); }
+                PIDS+=("$SL_PID")
                 read -r -t 180 _ <&"${SL[0]}" || die "slow client did not report"
             fi
-            OPENSSL_CONF="$WORK/openssl-client.cnf" taskset -c 1 wrk -t1 -c50 -d2s "$url" >/dev/null
-            OPENSSL_CONF="$WORK/openssl-client.cnf" taskset -c 1 wrk -t1 -c50 -d"${SLOW_SECS}s" \
-                --latency "$url" >"$WORK/wrk-$proxy-$slow.txt"
+            wrk_ -t1 -c50 -d2s "$url" >/dev/null
+            (sleep "$((SLOW_SECS / 2))"; echo $(($(open_conns "$PROXY_PORT") - 50)) >"$WORK/open-$slow") &
+            sampler=$!
+            # shellcheck disable=SC2086
+            t0=$(ticks_of $PROXY_PIDS)
+            wrk_ -t1 -c50 -d"${SLOW_SECS}s" --latency "$url" >"$WORK/wrk-$proxy-$slow.txt"
+            # shellcheck disable=SC2086
+            t1=$(ticks_of $PROXY_PIDS)
+            wait "$sampler" || true
+            slow_open=$(cat "$WORK/open-$slow")
             if ((slow > 0)); then
                 kill -TERM "$SL_PID" 2>/dev/null || true
                 done_line=""
@@ -340,12 +390,16 @@ if ((SLOW > 0)); then
                 reopened=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["reopened"] if sys.argv[1] else "?")' "$done_line")
             fi
             read -r n p50 p99 err <<<"$(parse_wrk "$WORK/wrk-$proxy-$slow.txt")"
+            # The proxy's CPU in the measured seconds per wrk request (slow
+            # clients' handshakes and bytes included).
+            cpu_us=$(python3 -c "print('%.1f' % (($t1 - $t0) * 1e6 / $CLK_TCK / max(1, $n)))")
             load=$(cut -d' ' -f1 /proc/loadavg)
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$slow" "$n" "$p50" "$p99" "$err" "$reopened" "$load" >>"$SLOWROWS"
-            log "$proxy slow=$slow: $n requests p50=${p50}ms p99=${p99}ms err=$err reopened=$reopened (load $load)"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proxy" "$slow" "$slow_open" "$n" "$p50" "$p99" "$cpu_us" "$err" "$reopened" "$load" >>"$SLOWROWS"
+            log "round $round $proxy slow=$slow (open $slow_open): $n requests p50=${p50}ms p99=${p99}ms cpu=${cpu_us}us/req err=$err reopened=$reopened (load $load)"
             sleep 2
         done
         stop_pid "$PROXY_MAIN"
+    done
     done
 fi
 
@@ -367,9 +421,10 @@ for proto, n in keys:
 slow = list(csv.DictReader(open(sys.argv[2]), delimiter="\t"))
 if slow:
     print("\n## Normal clients' latency (wrk -c50) with and without slow clients\n")
-    print("| proxy | slow clients | req | p50 ms | p99 ms | errors | slow reopened | load |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| round | proxy | slow clients | open | req | p50 ms | p99 ms | proxy CPU µs/req | errors | slow reopened | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in slow:
-        print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (r["proxy"], r["slow_clients"], r["requests"],
-              r["p50_ms"], r["p99_ms"], r["errors"], r["slow_reopened"], r["loadavg"]))
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (r["round"], r["proxy"], r["slow_clients"],
+              r["slow_open"], r["requests"], r["p50_ms"], r["p99_ms"], r["cpu_us"], r["errors"], r["slow_reopened"],
+              r["loadavg"]))
 EOF

@@ -275,12 +275,28 @@ fn finish(r: anyhow::Result<()>) -> Exit {
     }
 }
 
+/// How often (in tasks polled) a runtime worker takes a task from the
+/// runtime's global queue before its own: every second task.
+///
+/// A worker's own run queue holds 256 tasks; under many concurrent h2
+/// streams more are ready at once, and tokio moves the overflow to the
+/// global queue. By default a worker looks there only every 2 to 127 tasks
+/// (tuned to about 200 µs of work) while network readiness keeps refilling
+/// its own queue, so a request whose task overflowed waited far longer than
+/// the others: with 256 connections × 10 streams, p50 15–19 ms but p99
+/// 610–640 ms (nginx: 440–520 ms). Every second task bounds that wait
+/// (p99 235–245 ms in the same runs) at no measurable cost in CPU per
+/// request; an empty global queue costs one atomic load to check
+/// (docs/BENCHMARKS.md, "h2 tail latency under many streams").
+const GLOBAL_QUEUE_INTERVAL: u32 = 2;
+
 /// The Tokio runtime for `serve` and `demo`.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // Multi-thread is required: hardware signing uses block_in_place.
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stadttor-worker")
+        .global_queue_interval(GLOBAL_QUEUE_INTERVAL)
         .build()
         .context("cannot start the async runtime")
 }
