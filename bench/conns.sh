@@ -359,47 +359,47 @@ if ((SLOW > 0)); then
     nginx_conf 75s
     stadttor_conf 10s
     for round in $(seq "$SLOW_ROUNDS"); do
-    order="nginx stadttor"
-    ((round % 2 == 0)) && order="stadttor nginx"
-    for proxy in $order; do
-        start_proxy "$proxy"
-        url="https://$HOST:$PROXY_PORT/small"
-        for slow in 0 "$SLOW"; do
-            reopened=0
-            if ((slow > 0)); then
-                coproc SL { SLOW_PRIO=1 client --port "$PROXY_PORT" --conns "$slow" --mode slow \
-                    --interval 2 --hold $((SLOW_SECS + 120)); }
-                PIDS+=("$SL_PID")
-                read -r -t 180 _ <&"${SL[0]}" || die "slow client did not report"
-            fi
-            wrk_ -t1 -c50 -d2s "$url" >/dev/null
-            (sleep "$((SLOW_SECS / 2))"; echo $(($(open_conns "$PROXY_PORT") - 50)) >"$WORK/open-$slow") &
-            sampler=$!
-            # shellcheck disable=SC2086
-            t0=$(ticks_of $PROXY_PIDS)
-            wrk_ -t1 -c50 -d"${SLOW_SECS}s" --latency "$url" >"$WORK/wrk-$proxy-$slow.txt"
-            # shellcheck disable=SC2086
-            t1=$(ticks_of $PROXY_PIDS)
-            wait "$sampler" || true
-            slow_open=$(cat "$WORK/open-$slow")
-            if ((slow > 0)); then
-                kill -TERM "$SL_PID" 2>/dev/null || true
-                done_line=""
-                read -r -t 30 done_line <&"${SL[0]}" || true
-                wait "$SL_PID" 2>/dev/null || true
-                reopened=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["reopened"] if sys.argv[1] else "?")' "$done_line")
-            fi
-            read -r n p50 p99 err <<<"$(parse_wrk "$WORK/wrk-$proxy-$slow.txt")"
-            # The proxy's CPU in the measured seconds per wrk request (slow
-            # clients' handshakes and bytes included).
-            cpu_us=$(python3 -c "print('%.1f' % (($t1 - $t0) * 1e6 / $CLK_TCK / max(1, $n)))")
-            load=$(cut -d' ' -f1 /proc/loadavg)
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proxy" "$slow" "$slow_open" "$n" "$p50" "$p99" "$cpu_us" "$err" "$reopened" "$load" >>"$SLOWROWS"
-            log "round $round $proxy slow=$slow (open $slow_open): $n requests p50=${p50}ms p99=${p99}ms cpu=${cpu_us}us/req err=$err reopened=$reopened (load $load)"
-            sleep 2
+        order="nginx stadttor"
+        ((round % 2 == 0)) && order="stadttor nginx"
+        for proxy in $order; do
+            start_proxy "$proxy"
+            url="https://$HOST:$PROXY_PORT/small"
+            for slow in 0 "$SLOW"; do
+                reopened=0
+                if ((slow > 0)); then
+                    coproc SL { SLOW_PRIO=1 client --port "$PROXY_PORT" --conns "$slow" --mode slow \
+                        --interval 2 --hold $((SLOW_SECS + 120)); }
+                    PIDS+=("$SL_PID")
+                    read -r -t 180 _ <&"${SL[0]}" || die "slow client did not report"
+                fi
+                wrk_ -t1 -c50 -d2s "$url" >/dev/null
+                (sleep "$((SLOW_SECS / 2))"; echo $(($(open_conns "$PROXY_PORT") - 50)) >"$WORK/open-$slow") &
+                sampler=$!
+                # shellcheck disable=SC2086
+                t0=$(ticks_of $PROXY_PIDS)
+                wrk_ -t1 -c50 -d"${SLOW_SECS}s" --latency "$url" >"$WORK/wrk-$proxy-$slow.txt"
+                # shellcheck disable=SC2086
+                t1=$(ticks_of $PROXY_PIDS)
+                wait "$sampler" || true
+                slow_open=$(cat "$WORK/open-$slow")
+                if ((slow > 0)); then
+                    kill -TERM "$SL_PID" 2>/dev/null || true
+                    done_line=""
+                    read -r -t 30 done_line <&"${SL[0]}" || true
+                    wait "$SL_PID" 2>/dev/null || true
+                    reopened=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["reopened"] if sys.argv[1] else "?")' "$done_line")
+                fi
+                read -r n p50 p99 err <<<"$(parse_wrk "$WORK/wrk-$proxy-$slow.txt")"
+                # The proxy's CPU in the measured seconds per wrk request (slow
+                # clients' handshakes and bytes included).
+                cpu_us=$(python3 -c "print('%.1f' % (($t1 - $t0) * 1e6 / $CLK_TCK / max(1, $n)))")
+                load=$(cut -d' ' -f1 /proc/loadavg)
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proxy" "$slow" "$slow_open" "$n" "$p50" "$p99" "$cpu_us" "$err" "$reopened" "$load" >>"$SLOWROWS"
+                log "round $round $proxy slow=$slow (open $slow_open): $n requests p50=${p50}ms p99=${p99}ms cpu=${cpu_us}us/req err=$err reopened=$reopened (load $load)"
+                sleep 2
+            done
+            stop_pid "$PROXY_MAIN"
         done
-        stop_pid "$PROXY_MAIN"
-    done
     done
 fi
 

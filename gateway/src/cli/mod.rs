@@ -283,7 +283,7 @@ fn finish(r: anyhow::Result<()>) -> Exit {
 /// global queue. By default a worker looks there only every 2 to 127 tasks
 /// (tuned to about 200 µs of work) while network readiness keeps refilling
 /// its own queue, so a request whose task overflowed waited far longer than
-/// the others: with 256 connections × 10 streams, p50 15–19 ms but p99
+/// the others: with 256 connections × 10 streams, p50 13–19 ms but p99
 /// 610–640 ms (nginx: 440–520 ms). Every second task bounds that wait
 /// (p99 235–245 ms in the same runs) at no measurable cost in CPU per
 /// request; an empty global queue costs one atomic load to check
