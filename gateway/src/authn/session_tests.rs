@@ -17,7 +17,7 @@ const HOST: &str = "gw.example";
 const ISSUER: &str = "http://127.0.0.1:9/op";
 
 /// An `Auth` with a file session store, one provider (never reached) and
-/// one session route; the idle timeout is 30 s.
+/// one session route; the idle timeout is 60 s (the least allowed).
 async fn auth(dir: &testkit::TempDir) -> (Auth, crate::config::Config) {
     dir.write_secret(
         "session.keys",
@@ -46,7 +46,7 @@ addresses = ["127.0.0.1:8080"]
 session_key_file = "session.keys"
 store = "file:sessions"
 assertion_key = "file:assertion.p8"
-session_idle_timeout = "30s"
+session_idle_timeout = "60s"
 
 [[identity.providers]]
 name = "op"
@@ -166,9 +166,11 @@ async fn a_cached_session_is_refused_once_expired_or_idle_and_on_another_host() 
     // The same cookie value on another host does not open, cached or not.
     assert_eq!(check("other.example", now), Err(session::Invalid::Tampered));
 
-    // Idle: cached at `now`, the entry is still live 31 s later (MAX_AGE
-    // is 60 s), but the per-request check refuses the session.
-    let s = session_data(now, now + 3_600);
+    // Idle: last seen 30 s before it is cached at `now`; 31 s later the
+    // entry is still live (MAX_AGE is 60 s), but the per-request check
+    // finds the session unused for 61 s and refuses it.
+    let mut s = session_data(now, now + 3_600);
+    s.seen = now - 30;
     let parts = request_with(&auth.seal_session(&s, HOST, now).unwrap());
     let key = super::session_cache::key(HOST, {
         let c = parts.headers.get(http::header::COOKIE).unwrap();
