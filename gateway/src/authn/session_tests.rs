@@ -54,7 +54,8 @@ display_name = "OP"
 issuer = "{ISSUER}"
 client_id = "stadttor"
 client_secret_file = "client.secret"
-redirect_uri = "https://{HOST}/.stadttor/callback"
+redirect_uri = "https://{HOST}/.stadttor/callback/op"
+id_token_algs = ["ES256"]
 allow_http = true
 
 [[routes]]
