@@ -24,7 +24,10 @@ STAGES = [
      r"ConnectionCommon<T>>::send_plaintext"),
     ("canonical request target", r"stadttor_gateway::http::target::canonicalise_uri"),
     ("route match", r"stadttor_gateway::(state::State::route|proxy::stages::match_route)"),
-    ("authentication (session cookie / bearer token)", r"stadttor_gateway::proxy::stages::authenticate"),
+    # The stage is inlined into its caller in some builds: Auth::authenticate
+    # is the function that stays.
+    ("authentication (session cookie / bearer token)",
+     r"stadttor_gateway::(proxy::stages::authenticate|authn::Auth::authenticate)"),
     ("authorization (casbin policy)", r"stadttor_gateway::proxy::stages::authorize"),
     ("audit event, request side", r"stadttor_gateway::proxy::stages::audit_record"),
     ("audit writer thread (WAL, fdatasync, tiles)", r"stadttor_audit::appender::run"),

@@ -398,7 +398,7 @@ impl<'a> EntryBuilder<'a> {
         let mut attrs = self.attrs.clone();
         // Stable: among equal keys the last added stays last, and is kept.
         attrs.sort_by(|a, b| a.0.cmp(b.0));
-        let mut out = Vec::with_capacity(ENTRY_CAPACITY);
+        let mut out = Vec::with_capacity(self.encoded_len_hint());
         out.extend_from_slice(b"{\"v\":");
         push_uint(&mut out, u64::from(SCHEMA_VERSION));
         out.extend_from_slice(b",\"time\":\"");
@@ -444,6 +444,34 @@ impl<'a> EntryBuilder<'a> {
             return Err(EventError::TooLarge(out.len()));
         }
         Ok(out)
+    }
+}
+
+impl EntryBuilder<'_> {
+    /// The encoded length when no string needs escaping (the usual case),
+    /// so that [`EntryBuilder::to_entry`] allocates once: the fixed
+    /// fields, each string with its quotes, name and separators, and 20
+    /// digits for each number.
+    fn encoded_len_hint(&self) -> usize {
+        const FIXED: usize = 96; // v, time, kind and outcome names, braces
+        let fields: usize = [self.subject, self.tenant, self.target, self.request_id]
+            .iter()
+            .flatten()
+            .map(|v| v.len() + 16)
+            .sum();
+        let attrs: usize = self
+            .attrs
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + 4
+                    + match v {
+                        AttrValue::Str(s) => s.len() + 2,
+                        AttrValue::Uint(_) => 20,
+                    }
+            })
+            .sum();
+        FIXED + self.kind.len() + fields + attrs
     }
 }
 
@@ -621,6 +649,25 @@ mod tests {
                 .to_entry(),
             Err(EventError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn the_length_hint_covers_an_unescaped_entry() {
+        let long = "x".repeat(300);
+        let pseudo = Pseudonymiser::new(&[7; 32])
+            .unwrap()
+            .pseudonym("user", "alice");
+        let b = EntryBuilder::new("http.access", Outcome::Success)
+            .subject(&pseudo)
+            .tenant("musterstadt")
+            .target("session")
+            .request_id("01JDXK3V8Q0000000000000001")
+            .attr("method", "GET")
+            .attr("client", long.as_str())
+            .attr("authz_line", u64::MAX)
+            .attr("policy_version", 7u64);
+        let e = b.to_entry().unwrap();
+        assert!(e.len() <= b.encoded_len_hint(), "{} > hint", e.len());
     }
 
     #[test]

@@ -56,6 +56,8 @@ const WAL_MAGIC: &[u8; 4] = b"STW2";
 const WAL_MAGIC_V1: &[u8; 4] = b"STW1";
 const WAL_HEADER: usize = 4 + 8 + 4 + 4;
 const WAL_SUM: usize = 16;
+/// A WAL record buffer larger than this (a burst's batch) is not kept.
+const MAX_KEPT_RECORD: usize = 1 << 20;
 /// File names inside the log directory.
 const WAL: &str = "wal";
 const LOCK: &str = "lock";
@@ -225,6 +227,10 @@ pub struct Store {
     tiles: TileWriter,
     published: Option<(u64, String)>,
     poisoned: bool,
+    /// Scratch for [`Store::append_batch`]: the batch's leaf hashes.
+    leaves: Vec<Hash>,
+    /// Scratch for [`Store::append_batch`]: the batch's WAL record.
+    record: Vec<u8>,
 }
 
 impl Store {
@@ -277,6 +283,8 @@ impl Store {
             tiles: TileWriter::new(dir),
             published: None,
             poisoned: false,
+            leaves: Vec::new(),
+            record: Vec::new(),
         };
         let (wal_good, wal_len) = store.replay_wal(&wal_path, &history, &corrupt)?;
         if wal_good < wal_len {
@@ -397,14 +405,26 @@ impl Store {
             return Err(StoreError::EntryTooLarge(e.len()));
         }
         self.poisoned = true;
-        let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(e)).collect();
-        let record = encode_wal_record(self.size(), &entries, &leaves);
-        let wal_path = self.dir.join(WAL);
-        self.wal.write_all(&record).map_err(io_err(&wal_path))?;
-        self.wal.sync_data().map_err(io_err(&wal_path))?;
-        for (e, leaf) in entries.into_iter().zip(leaves) {
+        // The leaf hashes and the record go into buffers kept from batch
+        // to batch: this runs once per group commit.
+        let mut leaves = std::mem::take(&mut self.leaves);
+        leaves.clear();
+        leaves.extend(entries.iter().map(|e| leaf_hash(e)));
+        let mut record = std::mem::take(&mut self.record);
+        encode_wal_record_into(&mut record, self.size(), &entries, &leaves);
+        let written = self
+            .wal
+            .write_all(&record)
+            .and_then(|()| self.wal.sync_data());
+        if record.capacity() > MAX_KEPT_RECORD {
+            record = Vec::new();
+        }
+        self.record = record;
+        written.map_err(|e| io_err(&self.dir.join(WAL))(e))?;
+        for (e, leaf) in entries.into_iter().zip(leaves.iter().copied()) {
             self.tiles.push_leaf(e, leaf)?;
         }
+        self.leaves = leaves;
         self.poisoned = false;
         Ok(())
     }
@@ -662,9 +682,19 @@ fn take_lock(dir: &Path) -> Result<(), StoreError> {
     fs::write(&path, format!("{}\n", std::process::id())).map_err(io_err(&path))
 }
 
+#[cfg(test)]
 fn encode_wal_record(first: u64, entries: &[Vec<u8>], leaves: &[Hash]) -> Vec<u8> {
+    let mut rec = Vec::new();
+    encode_wal_record_into(&mut rec, first, entries, leaves);
+    rec
+}
+
+/// Writes the WAL record of `entries` (with their `leaves`) into `rec`,
+/// replacing what it held.
+fn encode_wal_record_into(rec: &mut Vec<u8>, first: u64, entries: &[Vec<u8>], leaves: &[Hash]) {
     let payload_len: usize = entries.iter().map(|e| 2 + e.len()).sum();
-    let mut rec = Vec::with_capacity(WAL_HEADER + payload_len + WAL_SUM);
+    rec.clear();
+    rec.reserve(WAL_HEADER + payload_len + WAL_SUM);
     rec.extend_from_slice(WAL_MAGIC);
     rec.extend_from_slice(&first.to_be_bytes());
     rec.extend_from_slice(&(entries.len() as u32).to_be_bytes());
@@ -676,7 +706,6 @@ fn encode_wal_record(first: u64, entries: &[Vec<u8>], leaves: &[Hash]) -> Vec<u8
     }
     let sum = wal_sum(&rec[..WAL_HEADER], leaves);
     rec.extend_from_slice(&sum[..WAL_SUM]);
-    rec
 }
 
 /// The record checksum of the current format: SHA-256 over the header and

@@ -369,12 +369,13 @@ pub(crate) async fn finish_login(
     // A revoked session is no base for a step-up: its start would carry a
     // subject revocation (`before`) over to the new session.
     let previous = auth
-        .session(headers, host)
+        .session(headers, host, unix_now())
         .ok()
         .flatten()
+        .map(|(_, s)| s)
         .filter(|s| matches!(auth.session_revoked(s), Ok(false)));
-    let (s, same_user) = new_session(auth, provider, issuer, login, previous.as_ref());
-    let recorded = record_login(auth, &s, previous.as_ref(), same_user, request_id).await;
+    let (s, same_user) = new_session(auth, provider, issuer, login, previous.as_deref());
+    let recorded = record_login(auth, &s, previous.as_deref(), same_user, request_id).await;
     if !recorded {
         tracing::warn!(
             request_id,
@@ -391,7 +392,7 @@ pub(crate) async fn finish_login(
         }
         return r;
     }
-    let Some(set) = auth.seal_session(&s, host) else {
+    let Some(set) = auth.seal_session(&s, host, unix_now()) else {
         tracing::error!(request_id, "cannot seal the session");
         return Problem::Internal.answer().render(aud, request_id);
     };
@@ -490,7 +491,11 @@ async fn logout(
     aud: Audience,
     request_id: &str,
 ) -> Response<ProxyBody> {
-    let session = auth.session(headers, host).ok().flatten();
+    let session = auth
+        .session(headers, host, unix_now())
+        .ok()
+        .flatten()
+        .map(|(_, s)| s);
     let mut location = "/.stadttor/logged-out".to_owned();
     if let Some(s) = &session {
         if let Err(e) = auth

@@ -11,7 +11,7 @@
 //! Submodules: [`cookie`] (sealed cookies), [`session`] (what a session
 //! holds), [`verify`] (JWT parsing and checks), [`jwk`] (a provider's
 //! keys for ring signature verification), [`bearer_cache`] (verified bearer
-//! tokens), [`provider`] (one OIDC
+//! tokens), [`session_cache`] (opened session cookies), [`provider`] (one OIDC
 //! provider: discovery, JWKS, code exchange, token validation),
 //! [`login_tx`] (the login transaction and the authorization response's
 //! checks, shared with the officers' login), [`flow`] (the gateway's own
@@ -33,6 +33,9 @@ pub(crate) mod saml;
 pub(crate) mod saml_flow;
 pub(crate) mod saml_logout;
 pub mod session;
+pub mod session_cache;
+#[cfg(test)]
+mod session_tests;
 pub mod verify;
 
 use std::collections::BTreeSet;
@@ -76,6 +79,8 @@ pub struct Auth {
     kept_claims: BTreeSet<String>,
     /// Verified bearer tokens (per-request checks still run on a hit).
     bearer_cache: bearer_cache::BearerCache,
+    /// Opened session cookies (per-request checks still run on a hit).
+    session_cache: session_cache::SessionCache,
     /// `[server] identity_header_prefix`, for the routes' claim headers.
     prefix: String,
     /// The fixed identity header names, built once.
@@ -339,6 +344,7 @@ impl Auth {
             assertions,
             kept_claims,
             bearer_cache: bearer_cache::BearerCache::default(),
+            session_cache: session_cache::SessionCache::default(),
             audit,
         }))
     }
@@ -440,24 +446,40 @@ impl Auth {
         self.assertions.jwks()
     }
 
-    /// Opens and checks the session cookie, if there is one; it opens only
-    /// on the `host` it was issued for.
+    /// The session cookie, if there is one, opened (from the cache or by
+    /// [`Self::open_session`]) and checked for its lifetime at `now`; it
+    /// opens only on the `host` it was issued for. Returns the cache key
+    /// with the session.
     fn session(
         &self,
         headers: &HeaderMap,
         host: &str,
-    ) -> Result<Option<SessionData>, session::Invalid> {
+        now: u64,
+    ) -> Result<Option<([u8; 32], Arc<SessionData>)>, session::Invalid> {
         let Some(raw) = cookie::get(headers, session::COOKIE) else {
             return Ok(None);
         };
+        let key = session_cache::key(host, raw);
+        let s = match self.session_cache.get(&key, now) {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(self.open_session(raw, host)?);
+                self.session_cache.insert(key, s.clone(), now);
+                s
+            }
+        };
+        s.check(now, secs(self.cfg.session_idle_timeout))?;
+        Ok(Some((key, s)))
+    }
+
+    /// The one check of a sealed session cookie: it opens with one of the
+    /// gateway's keys for `host` and holds a session.
+    fn open_session(&self, raw: &str, host: &str) -> Result<SessionData, session::Invalid> {
         let plain = self
             .cookies
             .open_for(session::COOKIE, host, raw)
             .ok_or(session::Invalid::Tampered)?;
-        let s: SessionData =
-            serde_json::from_slice(&plain).map_err(|_| session::Invalid::Tampered)?;
-        s.check(unix_now(), secs(self.cfg.session_idle_timeout))?;
-        Ok(Some(s))
+        serde_json::from_slice(&plain).map_err(|_| session::Invalid::Tampered)
     }
 
     /// Whether session `s` is revoked (logout, back-channel logout, Single
@@ -491,10 +513,10 @@ impl Auth {
         }
     }
 
-    fn seal_session(&self, s: &SessionData, host: &str) -> Option<HeaderValue> {
+    fn seal_session(&self, s: &SessionData, host: &str, now: u64) -> Option<HeaderValue> {
         let json = serde_json::to_vec(s).ok()?;
         let sealed = self.cookies.seal_for(session::COOKIE, host, &json)?;
-        let max_age = s.exp.saturating_sub(unix_now());
+        let max_age = s.exp.saturating_sub(now);
         HeaderValue::from_str(&cookie::set(session::COOKIE, &sealed, Some(max_age))).ok()
     }
 
@@ -609,8 +631,8 @@ impl Auth {
         set_cookie: &mut Option<HeaderValue>,
     ) -> Result<Option<Identity>, Box<Response<ProxyBody>>> {
         let now = unix_now();
-        match self.session(&parts.headers, host) {
-            Ok(Some(mut s)) => {
+        match self.session(&parts.headers, host, now) {
+            Ok(Some((key, s))) => {
                 if !a.providers.contains(&s.p) {
                     return Ok(None);
                 }
@@ -629,8 +651,13 @@ impl Auth {
                     }
                 }
                 if now.saturating_sub(s.seen) >= 60 {
-                    s.seen = now;
-                    *set_cookie = self.seal_session(&s, host);
+                    *set_cookie = self.session_cache.refreshed(&key, now).or_else(|| {
+                        let mut fresh = SessionData::clone(&s);
+                        fresh.seen = now;
+                        let c = self.seal_session(&fresh, host, now)?;
+                        self.session_cache.set_refreshed(&key, now, c.clone());
+                        Some(c)
+                    });
                 }
                 Ok(Some(Identity {
                     method: AuthMethod::Session,
@@ -639,8 +666,8 @@ impl Auth {
                     level: s.level(now, secs(self.cfg.step_up_lifetime)),
                     auth_time: s.auth,
                     cache_key: s.id.clone(),
-                    sub: s.sub,
-                    claims: s.claims,
+                    sub: s.sub.clone(),
+                    claims: s.claims.clone(),
                 }))
             }
             Ok(None) => Ok(None),
