@@ -46,6 +46,7 @@ use crate::http::body::ProxyBody;
 use stadttor_pki::hex::encode as hex;
 
 mod store;
+mod streamed;
 pub use store::SignatureStore;
 
 /// Why a response could not be signed.
@@ -186,7 +187,9 @@ impl Signer {
         rules.iter().find(|r| r.matches(&media, path))
     }
 
-    /// Buffers and signs a response by `rule`.
+    /// Buffers and signs a response by `rule`. An RFC 9421 body is hashed
+    /// while it arrives and sent on in the pieces it came in; the other
+    /// formats need the whole document in one buffer.
     pub async fn sign<B>(
         &self,
         route: &str,
@@ -199,56 +202,50 @@ impl Signer {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (mut parts, body) = resp.into_parts();
-        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return Err(if e.is::<http_body_util::LengthLimitError>() {
-                    SignError::TooLarge(self.max_body)
-                } else {
-                    SignError::Body(e.to_string())
-                })
-            }
-        };
         let status = parts.status.as_u16();
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        // Signing may block on a TPM or a TSA: off the reactor. An RFC 9421
-        // signature with an in-memory delegated key, or a JWS with a
-        // software key, takes tens of microseconds: handing the worker
-        // thread over would cost more than it saves.
-        let inline = match rule.format {
-            SignFormat::HttpSignature => {
-                !self.delegation_lifetime.is_zero() || self.key.protection() == Protection::Software
-            }
-            SignFormat::Jws => self.key.protection() == Protection::Software,
-            SignFormat::Pades | SignFormat::Cades => false,
-        };
-        let signed = if inline {
-            self.sign_blocking(route, rule, status, content_type.as_deref(), &body)
-        } else {
-            tokio::task::block_in_place(|| {
-                self.sign_blocking(route, rule, status, content_type.as_deref(), &body)
-            })
-        }?;
-        let original = body.clone();
-        let mut body = body;
+        let ct = content_type.as_deref();
         let mut extra_attrs = Vec::new();
-        match signed {
-            Signed::Body(b) => body = Bytes::from(b),
-            Signed::Headers(hs) => insert_all(&mut parts.headers, hs),
-            Signed::Stored(id, hs) => {
-                extra_attrs.push(("signature_id", id));
-                insert_all(&mut parts.headers, hs);
-            }
-        }
+        let (body, doc_sha256) = if rule.format == SignFormat::HttpSignature {
+            let (pieces, sha) = streamed::read_digesting(body, self.max_body).await?;
+            let hs = self.off_reactor(rule, || self.http_signature(route, status, ct, &sha))?;
+            insert_all(&mut parts.headers, hs);
+            let body = pieces.map_err(|never| match never {}).boxed_unsync();
+            (body, hex(&sha.0))
+        } else {
+            let body = self.read_whole(body).await?;
+            let signed =
+                self.off_reactor(rule, || self.sign_blocking(route, rule, status, ct, &body))?;
+            // The document's hash for the audit event (none without a log).
+            let doc = match self.audit {
+                Some(_) => hex(ring::digest::digest(&ring::digest::SHA256, &body).as_ref()),
+                None => String::new(),
+            };
+            let body = match signed {
+                Signed::Body(b) => Bytes::from(b),
+                Signed::Headers(hs) => {
+                    insert_all(&mut parts.headers, hs);
+                    body
+                }
+                Signed::Stored(id, hs) => {
+                    extra_attrs.push(("signature_id", id));
+                    insert_all(&mut parts.headers, hs);
+                    body
+                }
+            };
+            let body = Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            (body, doc)
+        };
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::TRANSFER_ENCODING);
         parts.headers.remove(header::ETAG);
-        self.evidence(route, rule, &parts, &original, request_id, &extra_attrs)
+        self.evidence(route, rule, &doc_sha256, request_id, &extra_attrs)
             .await?;
         tracing::debug!(
             request_id,
@@ -256,10 +253,45 @@ impl Signer {
             format = rule.format.name(),
             "response signed"
         );
-        let body = Full::new(body)
-            .map_err(|never| match never {})
-            .boxed_unsync();
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// Reads a body into one buffer, at most `max_body` bytes.
+    async fn read_whole<B>(&self, body: B) -> Result<Bytes, SignError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        match Limited::new(body, limit).collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(SignError::TooLarge(self.max_body))
+            }
+            Err(e) => Err(SignError::Body(e.to_string())),
+        }
+    }
+
+    /// Runs `sign` on this worker thread when it is fast (an in-memory or
+    /// software key: tens of microseconds, less than handing the thread
+    /// over would cost), else off the reactor: a TPM or a TSA may block.
+    fn off_reactor<T>(
+        &self,
+        rule: &SignRule,
+        sign: impl FnOnce() -> Result<T, SignError>,
+    ) -> Result<T, SignError> {
+        let inline = match rule.format {
+            SignFormat::HttpSignature => {
+                !self.delegation_lifetime.is_zero() || self.key.protection() == Protection::Software
+            }
+            SignFormat::Jws => self.key.protection() == Protection::Software,
+            SignFormat::Pades | SignFormat::Cades => false,
+        };
+        if inline {
+            sign()
+        } else {
+            tokio::task::block_in_place(sign)
+        }
     }
 
     /// Records the `document.sign` event and waits until it is durable.
@@ -269,36 +301,15 @@ impl Signer {
         &self,
         route: &str,
         rule: &SignRule,
-        parts: &http::response::Parts,
-        original: &[u8],
+        doc_sha256: &str,
         request_id: &str,
         extra_attrs: &[(&str, String)],
     ) -> Result<(), SignError> {
         if self.audit.is_none() {
             return Ok(());
         }
-        // The document's hash for the log; an RFC 9421 response already
-        // carries it in Content-Digest (no second pass over the body).
-        let digest = parts
-            .headers
-            .get("content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("sha-256=:")?
-                    .strip_suffix(':')
-                    .map(str::to_owned)
-            })
-            .and_then(|b| {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.decode(b).ok()
-            })
-            .filter(|_| rule.format == SignFormat::HttpSignature);
-        let doc_sha256 = match digest {
-            Some(d) => hex(&d),
-            None => hex(ring::digest::digest(&ring::digest::SHA256, original).as_ref()),
-        };
         let Err(e) = self
-            .record(route, rule, &doc_sha256, request_id, extra_attrs)
+            .record(route, rule, doc_sha256, request_id, extra_attrs)
             .await
         else {
             return Ok(());
@@ -392,36 +403,60 @@ impl Signer {
                 .map(|j| Signed::Headers(vec![(HeaderName::from_static(JWS_HEADER), j)]))
                 .map_err(err),
             SignFormat::HttpSignature => {
-                let mut fields = Vec::new();
-                if let Some(ct) = content_type {
-                    fields.push(("content-type", ct));
-                }
-                let now = unix_now();
-                let h = if self.delegation_lifetime.is_zero() {
-                    let keyid = self.cert_sha256.clone();
-                    httpsig::sign_response(self.key.as_ref(), &keyid, now, status, &fields, body)
-                } else {
-                    let dk = self.delegated_key(route, now)?;
-                    httpsig::sign_response(
-                        dk.key.as_ref(),
-                        &dk.delegation.keyid,
-                        now,
-                        status,
-                        &fields,
-                        body,
-                    )
-                }
-                .map_err(err)?;
-                Ok(Signed::Headers(vec![
-                    (HeaderName::from_static("content-digest"), h.content_digest),
-                    (
-                        HeaderName::from_static("signature-input"),
-                        h.signature_input,
-                    ),
-                    (HeaderName::from_static("signature"), h.signature),
-                ]))
+                let mut d = httpsig::BodyDigest::new();
+                d.update(body);
+                self.http_signature(route, status, content_type, &d.finish())
+                    .map(Signed::Headers)
             }
         }
+    }
+
+    /// The RFC 9421 fields of a response whose body has `body_sha256`:
+    /// signed by the route's delegated key, or by the seal key itself when
+    /// delegation is off.
+    fn http_signature(
+        &self,
+        route: &str,
+        status: u16,
+        content_type: Option<&str>,
+        body_sha256: &httpsig::Sha256Digest,
+    ) -> Result<Vec<(HeaderName, String)>, SignError> {
+        let err = |e: stadttor_pki::Error| SignError::Sign(e.to_string());
+        let mut fields = Vec::new();
+        if let Some(ct) = content_type {
+            fields.push(("content-type", ct));
+        }
+        let now = unix_now();
+        let h = if self.delegation_lifetime.is_zero() {
+            let keyid = self.cert_sha256.as_str();
+            httpsig::sign_response_digest(
+                self.key.as_ref(),
+                keyid,
+                now,
+                status,
+                &fields,
+                body_sha256,
+            )
+        } else {
+            let dk = self.delegated_key(route, now)?;
+            httpsig::sign_response_digest(
+                dk.key.as_ref(),
+                &dk.delegation.keyid,
+                now,
+                status,
+                &fields,
+                body_sha256,
+            )
+        }
+        .map_err(err)?;
+        Ok(vec![
+            (HeaderName::from_static("content-digest"), h.content_digest),
+            (
+                HeaderName::from_static("signature-input"),
+                h.signature_input,
+            ),
+            (HeaderName::from_static("signature"), h.signature),
+        ])
     }
 
     /// The route's delegated key, made (and audited) when missing or past

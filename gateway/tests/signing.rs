@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -30,8 +30,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_stadttor");
 const JSON_DOC: &str = r#"{"aktenzeichen":"BA-2026-0042","status":"genehmigt","betrag":"120.00"}"#;
 
 /// A municipal service: `/bescheide/N.pdf` (a PDF notice), `/daten/*`
-/// (JSON), `/akten/*` (CSV), `/gross.pdf` (a PDF larger than the limit),
-/// `/fehlt` (404).
+/// (JSON), `/stueckweise.json` (the JSON in several chunks, no length),
+/// `/akten/*` (CSV), `/gross.pdf` (a PDF larger than the limit), `/fehlt`
+/// (404).
 async fn service(pdf: Vec<u8>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -45,6 +46,9 @@ async fn service(pdf: Vec<u8>) -> SocketAddr {
                     let pdf = pdf.clone();
                     async move {
                         let path = req.uri().path().to_owned();
+                        if path == "/stueckweise.json" {
+                            return Ok::<_, Infallible>(in_pieces(JSON_DOC.as_bytes()));
+                        }
                         let (status, ctype, body) = if path.ends_with("gross.pdf") {
                             let mut big = pdf.to_vec();
                             big.resize(3 * 1024 * 1024, b' ');
@@ -66,7 +70,7 @@ async fn service(pdf: Vec<u8>) -> SocketAddr {
                         } else {
                             (404, "text/plain", Bytes::from_static(b"nicht gefunden\n"))
                         };
-                        let mut r = Response::new(Full::new(body));
+                        let mut r = Response::new(Full::new(body).boxed());
                         *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
                         r.headers_mut()
                             .insert(http::header::CONTENT_TYPE, ctype.parse().unwrap());
@@ -80,6 +84,24 @@ async fn service(pdf: Vec<u8>) -> SocketAddr {
         }
     });
     addr
+}
+
+type ServiceBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// `doc` as a JSON response in three chunks (chunked encoding on the wire).
+fn in_pieces(doc: &'static [u8]) -> Response<ServiceBody> {
+    let (a, rest) = doc.split_at(doc.len() / 3);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    let frames: Vec<Result<_, Infallible>> = [a, b, c]
+        .into_iter()
+        .map(|p| Ok(hyper::body::Frame::data(Bytes::from_static(p))))
+        .collect();
+    let mut r = Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 struct Setup {
@@ -386,6 +408,23 @@ async fn every_response_carries_an_rfc9421_signature_by_a_delegated_key() {
         bad.to_str().unwrap(),
     ]);
     assert!(!ok, "a changed body must not verify");
+    // A body that arrives in pieces is hashed as it streams, sent on with
+    // an exact length, and verifies like the one that came whole.
+    let p = s.get("/stueckweise.json").await;
+    assert_eq!(p.status, 200);
+    assert_eq!(&p.body[..], JSON_DOC.as_bytes());
+    assert_eq!(
+        p.headers["content-length"].to_str().unwrap(),
+        JSON_DOC.len().to_string()
+    );
+    let pieces = response_json(&p, &tmp, "pieces.json", &p.body);
+    let (ok, out) = verify_py(&[
+        "delegation",
+        tmp.join("statement").to_str().unwrap(),
+        &seal,
+        pieces.to_str().unwrap(),
+    ]);
+    assert!(ok, "a streamed body's signature: {out}");
     // Error responses are not signed (nothing to vouch for).
     let nf = s.get("/fehlt").await;
     assert_eq!(nf.status, 404);

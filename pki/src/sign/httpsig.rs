@@ -44,8 +44,57 @@ pub const LABEL: &str = "sig1";
 
 /// `Content-Digest` value (RFC 9530) for `body`: `sha-256=:…:`.
 pub fn content_digest(body: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, body);
-    format!("sha-256=:{}:", super::b64(d.as_ref()))
+    let mut d = BodyDigest::new();
+    d.update(body);
+    d.finish().header_value()
+}
+
+/// SHA-256 of a body fed piece by piece while it streams in, so a signer
+/// need not hold the body in one buffer nor read it twice.
+#[derive(Clone)]
+pub struct BodyDigest(ring::digest::Context);
+
+impl std::fmt::Debug for BodyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyDigest(sha-256)")
+    }
+}
+
+impl Default for BodyDigest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BodyDigest {
+    /// An empty SHA-256 state.
+    pub fn new() -> Self {
+        Self(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    /// Adds the next piece of the body.
+    pub fn update(&mut self, piece: &[u8]) {
+        self.0.update(piece);
+    }
+
+    /// The digest of everything fed so far.
+    pub fn finish(self) -> Sha256Digest {
+        let d = self.0.finish();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        Sha256Digest(out)
+    }
+}
+
+/// The SHA-256 digest of a response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sha256Digest(pub [u8; 32]);
+
+impl Sha256Digest {
+    /// The `Content-Digest` field value (RFC 9530): `sha-256=:…:`.
+    pub fn header_value(&self) -> String {
+        format!("sha-256=:{}:", super::b64(&self.0))
+    }
 }
 
 /// The three header fields to add to a response.
@@ -135,9 +184,24 @@ pub fn sign_response<K: SealCreator + ?Sized>(
     fields: &[(&str, &str)],
     body: &[u8],
 ) -> Result<SignatureHeaders, Error> {
+    let mut digest = BodyDigest::new();
+    digest.update(body);
+    sign_response_digest(key, keyid, created, status, fields, &digest.finish())
+}
+
+/// [`sign_response`] for a body whose SHA-256 was taken while it streamed
+/// ([`BodyDigest`]); the body itself is not needed.
+pub fn sign_response_digest<K: SealCreator + ?Sized>(
+    key: &K,
+    keyid: &str,
+    created: u64,
+    status: u16,
+    fields: &[(&str, &str)],
+    body_sha256: &Sha256Digest,
+) -> Result<SignatureHeaders, Error> {
     let alg = httpsig_alg(key.algorithm())?;
     let info = AlgInfo::of(key.algorithm(), key.reference())?;
-    let digest = content_digest(body);
+    let digest = body_sha256.header_value();
     let mut components: Vec<(&str, String)> = vec![("@status", status.to_string())];
     if let Some(ct) = field_value(fields, "content-type") {
         components.push(("content-type", ct));
