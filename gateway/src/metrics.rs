@@ -168,32 +168,34 @@ impl Metrics {
 
     /// Handles for `route`.
     pub fn route(&self, route: &str) -> RouteMetrics {
-        // One label set, its class rewritten per series: a reload of 10,000
-        // routes looks up 70,000 series, and each fresh label string was
-        // an allocation (#14 item 4).
-        let mut labels = RouteLabels {
-            route: route.to_owned(),
-            class: String::with_capacity(3),
-        };
-        let mut class = |c: &str| {
-            labels.class.clear();
-            labels.class.push_str(c);
-            self.requests.get_or_create(&labels).clone()
-        };
-        let by_class = [
-            class("1xx"),
-            class("2xx"),
-            class("3xx"),
-            class("4xx"),
-            class("5xx"),
-        ];
-        let label = RouteLabel {
-            route: labels.route,
+        let class = |c: &str| {
+            self.requests
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                    class: c.to_owned(),
+                })
+                .clone()
         };
         RouteMetrics {
-            by_class,
-            duration: self.durations.get_or_create(&label).clone(),
-            set_cookie_refused: self.set_cookie_refused.get_or_create(&label).clone(),
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: self
+                .durations
+                .get_or_create(&RouteLabel {
+                    route: route.to_owned(),
+                })
+                .clone(),
+            set_cookie_refused: self
+                .set_cookie_refused
+                .get_or_create(&RouteLabel {
+                    route: route.to_owned(),
+                })
+                .clone(),
         }
     }
 
