@@ -9,6 +9,8 @@
 #                    but empty (CONNS_LEVELS=) to skip the idle test
 #                    (default "1000 3000 10000")
 #   CONNS_PROTOS     "h1 h2" (default both)
+#   CONNS_PROXIES    "nginx stadttor" (default both; one alone for quick
+#                    experiments, the table then has no ratio)
 #   CONNS_SLOW       slow clients of the p99 test (default 10000; 0 skips it)
 #   CONNS_SLOW_SECS  seconds wrk measures, with and without slow clients
 #                    (default 10)
@@ -52,6 +54,7 @@ BENCH="$ROOT/bench"
 RESULTS="$BENCH/results"
 LEVELS=${CONNS_LEVELS-"1000 3000 10000"}
 PROTOS=${CONNS_PROTOS:-"h1 h2"}
+PROXIES=${CONNS_PROXIES:-"nginx stadttor"}
 SLOW=${CONNS_SLOW:-10000}
 SLOW_SECS=${CONNS_SLOW_SECS:-10}
 SETTLE=${CONNS_SETTLE:-2}
@@ -305,7 +308,7 @@ for proto in $PROTOS; do
     alpn=http/1.1
     [[ $proto == h2 ]] && alpn=h2
     for n in $LEVELS; do
-        for proxy in nginx stadttor; do
+        for proxy in $PROXIES; do
             start_proxy "$proxy"
             # One request first, as every measured connection makes one:
             # allocations made once per process are not counted per conn.

@@ -13,6 +13,8 @@
 #                                                   (default 10000)
 #   BENCH_DURATION   seconds per measured wrk run   (default 5)
 #   BENCH_RUNS       rounds of the request tests    (default 3)
+#   ROUTES_RELOADS   SIGHUP reloads under load, RSS read after each
+#                    (default 10)
 #   BENCH_SCHED      rr (default), nice or none, as in bench/run.sh
 #   BENCH_SKIP_BUILD set to 1 to use an existing release binary
 #   STADTTOR_BIN     the stadttor binary to measure (default: the release build)
@@ -28,7 +30,8 @@
 #     the file, the last one and the fallback;
 #   - a SIGHUP reload of the many-route config under wrk load: time from
 #     the signal to "configuration reloaded" in the log, and wrk's socket
-#     errors and non-2xx responses during it (must be 0).
+#     errors and non-2xx responses during it (must be 0), and RSS after
+#     each reload (ROUTES_RELOADS of them: does it level off?).
 # Pinning: stadttor on core 0; wrk and the nginx backend (answers 200 to
 # everything) on core 1. Every run is bounded by BENCH_DURATION; traffic
 # only goes to 127.0.0.1.
@@ -44,6 +47,7 @@ PREFIXES=${ROUTES_PREFIXES:-100}
 POLICY=${ROUTES_POLICY:-10000}
 DUR=${BENCH_DURATION:-5}
 RUNS=${BENCH_RUNS:-3}
+RELOAD_RUNS=${ROUTES_RELOADS:-10}
 SCHED=${BENCH_SCHED:-rr}
 case $SCHED in
 rr) PRIO=(chrt -r 10) ;;
@@ -248,7 +252,7 @@ done
 # (the whole state is rebuilt) in the middle of a wrk run.
 RELOADS=()
 RELOAD_OUT="$WORK/wrk-reload.txt"
-for run in $(seq "$RUNS"); do
+for run in $(seq "$RELOAD_RUNS"); do
     before=$(grep -c 'configuration reloaded' "$WORK/many/err" || true)
     wrk_run "${LAST[@]}" "$DUR" "$RELOAD_OUT" &
     wrk_pid=$!
@@ -263,8 +267,10 @@ for run in $(seq "$RUNS"); do
     ms=$(ms_since "$t")
     wait "$wrk_pid"
     read -r n err < <(wrk_errors "$RELOAD_OUT")
-    RELOADS+=("$run	$ms	$n	$err")
-    log "reload $run: ${ms} ms, $n requests during the run, errors $err"
+    rss=$(($(rss_kb "$GW_PID") / 1024))
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    RELOADS+=("$run	$ms	$n	$err	$rss	$load")
+    log "reload $run: ${ms} ms, $n requests during the run, errors $err, RSS $rss MB, load $load"
 done
 RSS2=$(rss_kb "$GW_PID")
 
@@ -279,13 +285,13 @@ RSS2=$(rss_kb "$GW_PID")
     echo "| start-up to listening (ms) | ${START[one]} | ${START[many]} |"
     echo "| RSS after start-up (MB) | $((RSS0[one] / 1024)) | $((RSS0[many] / 1024)) |"
     echo "| RSS after the request runs (MB) | $((RSS1[one] / 1024)) | $((RSS1[many] / 1024)) |"
-    echo "| RSS after $RUNS reloads (MB) | | $((RSS2 / 1024)) |"
+    echo "| RSS after $RELOAD_RUNS reloads (MB) | | $((RSS2 / 1024)) |"
     echo
     echo "| wrk, h1, 50 connections, ${DUR}s | requests | req/s | CPU µs/request | errors | load |"
     echo "|---|---|---|---|---|---|"
     for r in "${ROWS[@]}"; do echo "| ${r//	/ | } |"; done
     echo
-    echo "| SIGHUP reload under load | signal to reloaded (ms) | requests in the run | non-2xx + socket errors |"
-    echo "|---|---|---|---|"
+    echo "| SIGHUP reload under load | signal to reloaded (ms) | requests in the run | non-2xx + socket errors | RSS after (MB) | load |"
+    echo "|---|---|---|---|---|---|"
     for r in "${RELOADS[@]}"; do echo "| ${r//	/ | } |"; done
 } | tee "$REPORT"

@@ -10,10 +10,14 @@
 //! upgrades enabled for WebSockets, under the graceful-shutdown watcher.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use hyper::service::service_fn;
+use hyper::body::Incoming;
+use hyper::server::conn::http1::UpgradeableConnection;
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -123,6 +127,31 @@ impl Drop for Admission {
     }
 }
 
+/// The HTTP/1.1 settings, one list for both builders ([`http_builder`]
+/// and [`http1_builder`]), whose types share the method names but no trait.
+macro_rules! http1_settings {
+    ($b:expr, $server:expr) => {
+        $b.timer(TokioTimer::new())
+            .header_read_timeout($server.header_read_timeout)
+            .max_buf_size(hard_head_limit($server))
+            .keep_alive(true)
+    };
+}
+
+/// The HTTP/1.1 server for connections that chose `http/1.1` by ALPN,
+/// with the same settings as [`http_builder`]'s HTTP/1.1 part.
+///
+/// Those connections skip the auto builder's version sniffing: it reads
+/// the first 24 bytes apart and hands them back to hyper on their own, so
+/// every request head arrived in two reads and hyper's read buffer grew
+/// from 8 to 16 KiB on the first request and kept that for the
+/// connection's life (#14 item 3, memory per idle connection).
+pub(crate) fn http1_builder(server: &Server) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    http1_settings!(b, server);
+    b
+}
+
 /// The HTTP server settings of one listener.
 ///
 /// hyper's own limit on a request head is twice `max_header_bytes`: a head
@@ -133,13 +162,9 @@ impl Drop for Admission {
 /// automatic parse-error responses), h2 with the h2 crate's bare `431` and
 /// `REFUSED_STREAM`.
 pub(crate) fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
-    let hard_limit = server.max_header_bytes.saturating_mul(2).max(8192);
+    let hard_limit = hard_head_limit(server);
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(hard_limit)
-        .keep_alive(true);
+    http1_settings!(b.http1(), server);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(server.h2_max_concurrent_streams)
@@ -147,6 +172,11 @@ pub(crate) fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
         .keep_alive_timeout(server.header_read_timeout);
     b
+}
+
+/// hyper's own limit on a request head (see [`http_builder`]).
+fn hard_head_limit(server: &Server) -> usize {
+    server.max_header_bytes.saturating_mul(2).max(8192)
 }
 
 /// Accepts connections until `stop` fires.
@@ -162,7 +192,10 @@ pub(crate) async fn run(
     let server = state.config.server.clone();
     let name = state.config.listeners[index].name.clone();
     drop(state);
-    let http = Arc::new(http_builder(&server));
+    let http = Arc::new(Servers {
+        auto: http_builder(&server),
+        h1: http1_builder(&server),
+    });
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.changed() => break,
@@ -199,7 +232,10 @@ pub(crate) async fn run(
         let span = tracing::debug_span!("conn", listener = %name, %peer);
         let shared = shared.clone();
         let http = http.clone();
-        let watcher = graceful.watcher();
+        let drain = Drain {
+            watcher: graceful.watcher(),
+            stop: stop.clone(),
+        };
         let timeout = server.header_read_timeout;
         let limits = limits.clone();
         tokio::spawn(
@@ -217,7 +253,7 @@ pub(crate) async fn run(
                     }
                 };
                 if let Some(conn) = accepted {
-                    serve_connection(&shared, index, conn, timeout, &http, watcher).await;
+                    serve_connection(&shared, index, conn, timeout, &http, drain).await;
                 }
                 shared.metrics.connections_open.dec();
             }
@@ -250,6 +286,23 @@ fn admit(
         Some(_) if !policy.trusted_proxies.contains(peer.ip()) => Err("untrusted_proxy"),
         Some(v) => Ok(Admitted::AwaitHeader(slot, v)),
     }
+}
+
+/// The HTTP servers of one listener.
+struct Servers {
+    /// HTTP/1.1 or h2, sniffed from the first bytes: for h2 connections
+    /// and for clients that named no protocol by ALPN.
+    auto: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 for connections that chose it by ALPN.
+    h1: hyper::server::conn::http1::Builder,
+}
+
+/// How a connection learns of the drain: the graceful-shutdown watcher
+/// (held while the connection lives, so the drain waits for it) and the
+/// listeners' stop signal, which fires just before the drain starts.
+struct Drain {
+    watcher: hyper_util::server::graceful::Watcher,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A connection admitted under every limit, with its addresses.
@@ -299,8 +352,8 @@ async fn serve_connection(
     index: usize,
     accepted: Accepted,
     handshake_timeout: std::time::Duration,
-    http: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    http: &Servers,
+    drain: Drain,
 ) {
     let Accepted {
         stream,
@@ -334,7 +387,9 @@ async fn serve_connection(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(ClientCert::from_der);
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
+    let alpn = tls.get_ref().1.alpn_protocol();
+    let h2 = alpn == Some(&b"h2"[..]);
+    let alpn_h1 = alpn == Some(&b"http/1.1"[..]);
     let (io, ambiguous) = crate::http::framing::HeadWatch::new(tls, max_head, !h2);
     let conn = Arc::new(ConnInfo {
         listener: index,
@@ -351,8 +406,52 @@ async fn serve_connection(
     let svc = service_fn(move |req| -> ServeFuture {
         Box::pin(crate::proxy::serve(shared.clone(), conn.clone(), req))
     });
-    let fut = http.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(fut.into_owned()).await {
+    let io = TokioIo::new(io);
+    // Boxed, each connection holds the state of its own protocol only
+    // (the task would otherwise be sized for the largest of them).
+    let result = if alpn_h1 {
+        let conn = Box::pin(http.h1.serve_connection(io, svc).with_upgrades());
+        serve_h1(conn, drain).await.map_err(Into::into)
+    } else {
+        let conn = http.auto.serve_connection_with_upgrades(io, svc);
+        Box::pin(drain.watcher.watch(conn.into_owned())).await
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with error");
     }
+}
+
+/// Serves an HTTP/1.1 connection until it ends; when the drain starts,
+/// lets the request in flight finish and then closes (idle connections at
+/// once), as hyper-util's graceful-shutdown watcher does for the auto
+/// builder's connections (it does not take hyper's HTTP/1.1 connection
+/// with upgrades).
+async fn serve_h1<I, S>(
+    mut conn: Pin<Box<UpgradeableConnection<I, S>>>,
+    drain: Drain,
+) -> hyper::Result<()>
+where
+    S: HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    UpgradeableConnection<I, S>: Future<Output = hyper::Result<()>>,
+{
+    let Drain { watcher, mut stop } = drain;
+    // Ends when the drain starts (or the signal is gone); the guard
+    // `wait_for` returns is dropped at once (it must not live across an
+    // await of the connection task).
+    let draining = async move {
+        let _ = stop.wait_for(|stopping| *stopping).await.is_ok();
+    };
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = draining => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    drop(watcher);
+    result
 }

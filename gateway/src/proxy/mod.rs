@@ -302,6 +302,7 @@ async fn handle<'s>(
         }
     }
     let deadline = Instant::now() + cfg.timeouts.total;
+    let h2 = parts.version == http::Version::HTTP_2;
     let upstream_headers = verified.upstream_headers;
     let path_and_query =
         stages::upstream_head(ctx, route, &mut parts, &host, upstream_headers, websocket)
@@ -316,7 +317,10 @@ async fn handle<'s>(
         deadline,
         tripwire,
     };
-    let resp = stages::exchange(route, out, evidence).await.map_err(fail)?;
+    let mut resp = stages::exchange(route, out, evidence).await.map_err(fail)?;
+    if h2 {
+        headers::own_values(resp.headers_mut());
+    }
     if let Some(downstream) = downstream_upgrade {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Ok((stages::tunnel(ctx, route, downstream, resp), route));
