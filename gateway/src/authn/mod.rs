@@ -65,6 +65,9 @@ pub struct Verified {
     pub set_cookie: Option<HeaderValue>,
 }
 
+/// An opened session cookie with its cache key ([`session_cache::key`]).
+type CachedSession = ([u8; 32], Arc<SessionData>);
+
 /// Process-wide authentication state.
 #[derive(Debug)]
 pub struct Auth {
@@ -455,7 +458,7 @@ impl Auth {
         headers: &HeaderMap,
         host: &str,
         now: u64,
-    ) -> Result<Option<([u8; 32], Arc<SessionData>)>, session::Invalid> {
+    ) -> Result<Option<CachedSession>, session::Invalid> {
         let Some(raw) = cookie::get(headers, session::COOKIE) else {
             return Ok(None);
         };
