@@ -11,9 +11,9 @@
 //! (`Auth::bearer`). Bounded to [`CAPACITY`] entries; when full, expired
 //! entries go first, then arbitrary ones.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
+use super::expiring::ExpiringMap;
 use super::provider::{Login, LEEWAY};
 use super::verify::{check_audience, check_times, VerifyError};
 
@@ -72,17 +72,18 @@ impl VerifiedToken {
     }
 }
 
+/// The cache (see the module documentation).
 #[derive(Debug)]
-struct Entry {
-    token: Arc<VerifiedToken>,
-    /// Unix time after which the entry is not used.
-    until: u64,
+pub struct BearerCache {
+    map: ExpiringMap<Arc<VerifiedToken>>,
 }
 
-/// The cache (see the module documentation).
-#[derive(Debug, Default)]
-pub struct BearerCache {
-    map: Mutex<HashMap<[u8; 32], Entry>>,
+impl Default for BearerCache {
+    fn default() -> Self {
+        Self {
+            map: ExpiringMap::new(CAPACITY),
+        }
+    }
 }
 
 /// The cache key of `token`: its SHA-256.
@@ -96,42 +97,18 @@ impl BearerCache {
     /// The verified token for `key`, if cached and not past its entry's
     /// lifetime at `now`.
     pub fn get(&self, key: &[u8; 32], now: u64) -> Option<Arc<VerifiedToken>> {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        match map.get(key) {
-            Some(e) if now < e.until => Some(e.token.clone()),
-            Some(_) => {
-                map.remove(key);
-                None
-            }
-            None => None,
-        }
+        self.map.get_with(key, now, |t| t.clone())
     }
 
     /// Keeps `token`, verified at `now` and expiring at `exp`.
     pub fn insert(&self, key: [u8; 32], token: Arc<VerifiedToken>, now: u64, exp: u64) {
         let until = exp.min(now.saturating_add(MAX_AGE));
-        if until <= now {
-            return;
-        }
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= CAPACITY && !map.contains_key(&key) {
-            map.retain(|_, e| now < e.until);
-            while map.len() >= CAPACITY {
-                let Some(k) = map.keys().next().copied() else {
-                    break;
-                };
-                map.remove(&k);
-            }
-        }
-        map.insert(key, Entry { token, until });
+        self.map.insert(key, token, until, now);
     }
 
     /// Number of entries (expired ones included until evicted).
     pub fn len(&self) -> usize {
-        self.map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.map.len()
     }
 
     /// Whether the cache is empty.

@@ -11,7 +11,8 @@
 //! Submodules: [`cookie`] (sealed cookies), [`session`] (what a session
 //! holds), [`verify`] (JWT parsing and checks), [`jwk`] (a provider's
 //! keys for ring signature verification), [`bearer_cache`] (verified bearer
-//! tokens), [`session_cache`] (opened session cookies), [`provider`] (one OIDC
+//! tokens), [`session_cache`] (opened session cookies), `expiring` (the
+//! bounded map behind both), [`provider`] (one OIDC
 //! provider: discovery, JWKS, code exchange, token validation),
 //! [`login_tx`] (the login transaction and the authorization response's
 //! checks, shared with the officers' login), [`flow`] (the gateway's own
@@ -24,6 +25,7 @@
 pub(crate) mod assertion;
 pub mod bearer_cache;
 pub mod cookie;
+mod expiring;
 pub(crate) mod flow;
 pub mod jwk;
 pub(crate) mod login_tx;

@@ -22,11 +22,11 @@
 //! seal per request. Its content and `Max-Age` are exactly what a fresh
 //! seal in that second would give.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use http::HeaderValue;
 
+use super::expiring::ExpiringMap;
 use super::session::SessionData;
 
 /// Most entries kept.
@@ -37,16 +37,22 @@ pub const MAX_AGE: u64 = 60;
 #[derive(Debug)]
 struct Entry {
     session: Arc<SessionData>,
-    /// Unix time after which the entry is not used.
-    until: u64,
     /// The refreshed cookie made in the second `.0`, if any.
     refreshed: Option<(u64, HeaderValue)>,
 }
 
 /// The cache (see the module documentation).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SessionCache {
-    map: Mutex<HashMap<[u8; 32], Entry>>,
+    map: ExpiringMap<Entry>,
+}
+
+impl Default for SessionCache {
+    fn default() -> Self {
+        Self {
+            map: ExpiringMap::new(CAPACITY),
+        }
+    }
 }
 
 /// The cache key of the sealed cookie value `sealed` sent to `host`.
@@ -65,69 +71,43 @@ impl SessionCache {
     /// The opened session for `key`, if cached and not past its entry's
     /// lifetime at `now`.
     pub fn get(&self, key: &[u8; 32], now: u64) -> Option<Arc<SessionData>> {
-        let mut map = self.lock();
-        match map.get(key) {
-            Some(e) if now < e.until => Some(e.session.clone()),
-            Some(_) => {
-                map.remove(key);
-                None
-            }
-            None => None,
-        }
+        self.map.get_with(key, now, |e| e.session.clone())
     }
 
     /// Keeps `session`, opened at `now`.
     pub fn insert(&self, key: [u8; 32], session: Arc<SessionData>, now: u64) {
         let until = session.exp.min(now.saturating_add(MAX_AGE));
-        if until <= now {
-            return;
-        }
-        let mut map = self.lock();
-        if map.len() >= CAPACITY && !map.contains_key(&key) {
-            map.retain(|_, e| now < e.until);
-            while map.len() >= CAPACITY {
-                let Some(k) = map.keys().next().copied() else {
-                    break;
-                };
-                map.remove(&k);
-            }
-        }
-        map.insert(
-            key,
-            Entry {
-                session,
-                until,
-                refreshed: None,
-            },
-        );
+        let entry = Entry {
+            session,
+            refreshed: None,
+        };
+        self.map.insert(key, entry, until, now);
     }
 
     /// The refreshed cookie made for `key` in the second `now`, if any.
     pub fn refreshed(&self, key: &[u8; 32], now: u64) -> Option<HeaderValue> {
-        let map = self.lock();
-        let (at, value) = map.get(key)?.refreshed.as_ref()?;
-        (*at == now).then(|| value.clone())
+        self.map
+            .peek_with(key, |e| match &e.refreshed {
+                Some((at, value)) if *at == now => Some(value.clone()),
+                _ => None,
+            })
+            .flatten()
     }
 
     /// Keeps `value`, the cookie refreshed for `key` in the second `now`.
     pub fn set_refreshed(&self, key: &[u8; 32], now: u64, value: HeaderValue) {
-        if let Some(e) = self.lock().get_mut(key) {
-            e.refreshed = Some((now, value));
-        }
+        self.map
+            .peek_with(key, |e| e.refreshed = Some((now, value)));
     }
 
     /// Number of entries (expired ones included until evicted).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.map.len()
     }
 
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
